@@ -1,0 +1,82 @@
+"""The ``cgdev`` command: a table of sub-commands, each in its own module, imported on demand.
+
+Only the module of the sub-command being run is imported, so ``cgdev compile`` never pays for
+rich, jeepney or the lab.  Each command module exposes ``HELP`` (one line), ``add_arguments(parser)``
+and ``run(args) -> int``.  Errors derived from ``CgdevError`` become one line on stderr and their
+exit status (DESIGN.md §8); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+# name -> module; the order is the order of ``cgdev --help``.
+COMMANDS: dict[str, str] = {
+    "compile": "cgdev.cli.compile_cmd",
+    "lift": "cgdev.cli.lift_cmd",
+    "disasm": "cgdev.cli.disasm_cmd",
+    "lab": "cgdev.cli.lab_cmd",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with status 2 on usage errors already; keep its message to one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _load(name: str) -> ModuleType:
+    return importlib.import_module(COMMANDS[name])
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser; with ``only`` set, import and register just that sub-command."""
+    parser = _Parser(
+        prog="cgdev",
+        description="Control, explain and repair which devices a Linux container may open.",
+        epilog="Exit status: 0 done/allowed, 1 denied/findings, 2 bad input, 3 environment error.",
+    )
+    from cgdev import __version__
+
+    parser.add_argument("--version", action="version", version=f"cgdev {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        if only is not None and name != only:
+            sub.add_parser(name, add_help=False)
+            continue
+        module = _load(name)
+        p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP))
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from cgdev.errors import CgdevError
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in args_list if not a.startswith("-")), None)
+    parser = build_parser(first if first in COMMANDS else None)
+    args = parser.parse_args(args_list)
+    module = getattr(args, "_module", None)
+    if module is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(module.run(args))
+    except CgdevError as err:
+        print(f"cgdev {args.command}: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
