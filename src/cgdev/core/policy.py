@@ -65,15 +65,12 @@ class StepFn(Generic[V]):
     @staticmethod
     def from_points(default: V, points: Mapping[int, V]) -> StepFn[V]:
         """``default`` everywhere except at the given single points."""
-        pieces: list[tuple[int, V]] = [(0, default)]
+        starts: dict[int, V] = {0: default}
         for point in sorted(points):
-            value = points[point]
-            if point == 0:
-                pieces[0] = (0, value)
-            else:
-                pieces.append((point, value))
-            if point < U32_MAX:
-                pieces.append((point + 1, default))
+            starts[point] = points[point]
+            if point < U32_MAX and point + 1 not in points:
+                starts[point + 1] = default
+        pieces = sorted(starts.items())
         return StepFn.from_pieces(pieces)
 
     def at(self, x: int) -> V:

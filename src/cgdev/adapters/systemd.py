@@ -1,0 +1,492 @@
+"""systemd over D-Bus (jeepney, blocking): the unit properties that decide a cgroup's device programs.
+
+systemd re-generates its ``sd_devices`` program from ``DevicePolicy=``/``DeviceAllow=`` (and
+re-attaches ``BPFProgram=`` pins) on every reload and every property change, so a durable repair has
+to read and write those properties, not only the kernel's programs (DESIGN.md §1).  This module is
+the one place that talks to systemd's Manager: it is synchronous because the CLI and the OCI hook
+need one answer and exit, and it imports only jeepney (no asyncio: see ``systemd_watch`` for that).
+
+Every D-Bus failure becomes one typed ``CgdevError`` line carrying systemd's own message; an
+unreachable bus is ``BusUnreachable`` (exit status 3).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from jeepney import DBusAddress, HeaderFields, MatchRule, Message, MessageFlag, MessageType, new_method_call
+from jeepney.bus import get_connectable_addresses
+from jeepney.bus_messages import message_bus
+from jeepney.io.blocking import DBusConnection, prep_socket
+
+from cgdev.errors import BusUnreachable, CgdevError, InputError, NotFound, SystemdError
+
+SYSTEMD_BUS_NAME: Final = "org.freedesktop.systemd1"
+MANAGER_PATH: Final = "/org/freedesktop/systemd1"
+MANAGER_INTERFACE: Final = "org.freedesktop.systemd1.Manager"
+PROPERTIES_INTERFACE: Final = "org.freedesktop.DBus.Properties"
+DEFAULT_SYSTEM_BUS: Final = "/run/dbus/system_bus_socket"
+# D-Bus's own default method-call timeout; every wait in this module is bounded by a timeout.
+DEFAULT_TIMEOUT_S: Final = 25.0
+CONNECT_TIMEOUT_S: Final = 5.0
+
+# Unit types that own a cgroup, with the interface that carries their cgroup properties.
+CGROUP_UNIT_INTERFACES: Final[dict[str, str]] = {
+    ".scope": "org.freedesktop.systemd1.Scope",
+    ".service": "org.freedesktop.systemd1.Service",
+    ".slice": "org.freedesktop.systemd1.Slice",
+    ".socket": "org.freedesktop.systemd1.Socket",
+    ".mount": "org.freedesktop.systemd1.Mount",
+    ".swap": "org.freedesktop.systemd1.Swap",
+}
+
+# jeepney serialises a variant from an explicit signature; systemd rejects a wrong one (``PIDs`` as
+# ``ai`` instead of ``au`` is "Invalid argument"), so the signatures are written out here.
+PROPERTY_SIGNATURES: Final[dict[str, str]] = {
+    "PIDs": "au",
+    "Delegate": "b",
+    "DevicePolicy": "s",
+    "DeviceAllow": "a(ss)",
+    "BPFProgram": "a(ss)",
+    "Slice": "s",
+    "CPUWeight": "t",
+    "Description": "s",
+    "CollectMode": "s",
+    "Asserts": "a(sbbs)",
+    "Conditions": "a(sbbs)",
+}
+DEVICE_POLICIES: Final = ("auto", "closed", "strict")
+JOB_FAILURE_HINTS: Final[dict[str, str]] = {
+    "canceled": "the job was canceled",
+    "timeout": "the job timed out",
+    "failed": "the unit failed to start",
+    "dependency": "a required unit failed",
+    "skipped": "the job was skipped",
+    "invalid": "the job is not applicable to the unit",
+    "assert": "an assertion of the unit failed",
+    "unsupported": "the unit type is not supported",
+    "collected": "the job was garbage-collected",
+    "once": "the unit can only be started once",
+}
+
+# Errors that mean "no such unit" (for a name or a pid): NotFound, exit status 2.
+UNIT_NOT_FOUND_ERRORS: Final = (
+    "org.freedesktop.systemd1.NoSuchUnit",
+    "org.freedesktop.systemd1.NoUnitForPID",
+)
+
+Variant = tuple[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UnitDevices:
+    """What systemd will enforce (and re-enforce on reload) on one unit's cgroup."""
+
+    unit: str
+    control_group: str
+    delegate: bool
+    device_policy: str
+    device_allow: list[tuple[str, str]]
+    bpf_program: list[tuple[str, str]]
+    need_daemon_reload: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JobRemoved:
+    """systemd's JobRemoved signal: the end of one job, with its result (``done`` = success)."""
+
+    id: int
+    job: str
+    unit: str
+    result: str
+
+
+def bus_socket_path(address: str | None) -> str:
+    """Turn ``None`` (the system bus), a D-Bus address or a plain socket path into a socket path.
+
+    A plain path is accepted because the lab's bus is reached from the host as
+    ``/proc/<pid1>/root/run/dbus/system_bus_socket``, which is not a D-Bus address.
+    """
+    if address is None:
+        address = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS
+    if address.startswith("/"):
+        return address
+    try:
+        return next(get_connectable_addresses(address))
+    except (RuntimeError, ValueError, StopIteration) as e:
+        raise InputError(f"bus address: {address!r} is not a unix D-Bus address or socket path") from e
+
+
+def error_from_reply(reply: Message, unit: str | None = None) -> CgdevError:
+    """A D-Bus error reply as the matching cgdev error, keeping systemd's own message."""
+    name = reply.header.fields.get(HeaderFields.error_name, "unknown error")
+    text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
+    if name in UNIT_NOT_FOUND_ERRORS:
+        return NotFound(f"no systemd unit {unit}" if unit else f"systemd: {text}")
+    return SystemdError(f"systemd: {name}: {text}".rstrip(": ").replace("\n", " "))
+
+
+def _require(condition: bool, field: str, value: object, why: str) -> None:
+    if not condition:
+        raise InputError(f"{field}: {value!r} {why}")
+
+
+def _pids(value: object) -> list[int]:
+    pids = list(value) if isinstance(value, Iterable) and not isinstance(value, str) else [value]
+    for pid in pids:
+        _require(
+            isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**32,
+            "PIDs",
+            pid,
+            "is not a process id",
+        )
+    return pids
+
+
+def _string_pairs(field: str, value: object) -> list[tuple[str, str]]:
+    _require(
+        isinstance(value, Iterable) and not isinstance(value, str), field, value, "is not a list of pairs"
+    )
+    pairs = [tuple(p) if isinstance(p, list | tuple) else p for p in value]  # type: ignore[union-attr]
+    for pair in pairs:
+        _require(
+            isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(s, str) for s in pair),
+            field,
+            pair,
+            "is not a pair of strings",
+        )
+    return pairs  # type: ignore[return-value]
+
+
+def _device_allow(value: object) -> list[tuple[str, str]]:
+    """Check what systemd would reject only after a round trip, naming the entry."""
+    pairs = _string_pairs("DeviceAllow", value)
+    for path, access in pairs:
+        _require(
+            path.startswith(("/dev/", "char-", "block-")) and not any(c.isspace() for c in path),
+            "DeviceAllow",
+            path,
+            "is not a device node, char-GROUP or block-GROUP",
+        )
+        _require(set(access) <= set("rwm"), "DeviceAllow", f"{path} {access}", "has access outside rwm")
+    return pairs
+
+
+def typed_property(name: str, value: object) -> tuple[str, Variant]:
+    """One ``(name, (signature, value))`` entry of an ``a(sv)`` array, checked before it is sent.
+
+    An unknown property may be given as an explicit ``(signature, value)`` pair.
+    """
+    if name == "PIDs":
+        return name, ("au", _pids(value))
+    if name == "Delegate":
+        _require(isinstance(value, bool), name, value, "is not a boolean")
+    elif name == "DevicePolicy":
+        _require(value in DEVICE_POLICIES, name, value, f"is not one of {', '.join(DEVICE_POLICIES)}")
+    elif name == "DeviceAllow":
+        return name, ("a(ss)", _device_allow(value))
+    elif name == "BPFProgram":
+        return name, ("a(ss)", _string_pairs(name, value))
+    elif name == "CPUWeight":
+        _require(
+            isinstance(value, int) and not isinstance(value, bool) and value >= 0, name, value, "is not >= 0"
+        )
+    elif name in PROPERTY_SIGNATURES:
+        if PROPERTY_SIGNATURES[name] == "s":
+            _require(isinstance(value, str), name, value, "is not a string")
+    elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        return name, value
+    else:
+        raise InputError(f"property: {name!r} is unknown to cgdev; give it as (signature, value)")
+    return name, (PROPERTY_SIGNATURES[name], value)
+
+
+def typed_properties(props: Mapping[str, object]) -> list[tuple[str, Variant]]:
+    return [typed_property(name, value) for name, value in props.items()]
+
+
+def cgroup_interface(unit: str) -> str:
+    """The interface holding ``unit``'s cgroup properties (ControlGroup, DeviceAllow, ...)."""
+    for suffix, interface in CGROUP_UNIT_INTERFACES.items():
+        if unit.endswith(suffix):
+            return interface
+    raise InputError(f"unit: {unit!r} has no cgroup (not a {', '.join(CGROUP_UNIT_INTERFACES)} unit)")
+
+
+def _unwrap(props: Mapping[str, Variant], name: str, default: Any) -> Any:
+    variant = props.get(name)
+    return default if variant is None else variant[1]
+
+
+def unit_devices_from_properties(unit: str, props: Mapping[str, Variant]) -> UnitDevices:
+    return UnitDevices(
+        unit=unit,
+        control_group=_unwrap(props, "ControlGroup", ""),
+        delegate=bool(_unwrap(props, "Delegate", False)),
+        device_policy=_unwrap(props, "DevicePolicy", "auto"),
+        device_allow=[tuple(p) for p in _unwrap(props, "DeviceAllow", [])],
+        bpf_program=[tuple(p) for p in _unwrap(props, "BPFProgram", [])],
+        need_daemon_reload=bool(_unwrap(props, "NeedDaemonReload", False)),
+    )
+
+
+def _connect(path: str, display: str) -> DBusConnection:
+    try:
+        sock = prep_socket(path, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise BusUnreachable(f"no D-Bus system bus at {display} ({reason})") from e
+    except Exception as e:  # jeepney's AuthenticationError and friends: not a D-Bus server
+        raise BusUnreachable(f"no D-Bus system bus at {display} ({e})") from e
+    try:
+        return DBusConnection(sock)
+    except (OSError, TimeoutError) as e:
+        sock.close()
+        raise BusUnreachable(f"no D-Bus system bus at {display} (no reply to Hello)") from e
+
+
+class SystemdClient:
+    """A blocking connection to systemd's Manager on one bus.
+
+    Use as a context manager; the connection closes on exit.  Each method is one or two round
+    trips and waits at most ``timeout`` seconds.
+    """
+
+    def __init__(self, address: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.address = bus_socket_path(address)
+        self.timeout = timeout
+        self._conn = _connect(self.address, self.address)
+        self._manager = DBusAddress(MANAGER_PATH, SYSTEMD_BUS_NAME, MANAGER_INTERFACE)
+        self._job_rule = MatchRule(
+            type="signal", interface=MANAGER_INTERFACE, member="JobRemoved", path=MANAGER_PATH
+        )
+        self._job_match_added = False
+
+    # -- connection -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> SystemdClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send_and_reply(self, message: Message, what: str, timeout: float | None) -> Message:
+        try:
+            return self._conn.send_and_get_reply(message, timeout=timeout or self.timeout)
+        except TimeoutError as e:
+            raise SystemdError(f"systemd: no reply to {what} within {timeout or self.timeout:g} s") from e
+        except OSError as e:
+            raise BusUnreachable(f"no D-Bus system bus at {self.address} (connection lost: {e})") from e
+
+    def _call(
+        self,
+        address: DBusAddress,
+        method: str,
+        signature: str | None = None,
+        body: tuple[Any, ...] = (),
+        *,
+        unit: str | None = None,
+        timeout: float | None = None,
+    ) -> tuple[Any, ...]:
+        reply = self._send_and_reply(new_method_call(address, method, signature, body), method, timeout)
+        if reply.header.message_type is MessageType.error:
+            raise error_from_reply(reply, unit)
+        return reply.body
+
+    def _properties(self, path: str) -> DBusAddress:
+        return DBusAddress(path, SYSTEMD_BUS_NAME, PROPERTIES_INTERFACE)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def get_unit(self, name: str) -> str:
+        """The object path of a *loaded* unit.
+
+        GetUnit, not LoadUnit or a computed path: touching a unit's path would make systemd load
+        (and keep) a not-found unit, a change to the system a read must not make.
+        """
+        return self._call(self._manager, "GetUnit", "s", (name,), unit=name)[0]
+
+    def get_unit_by_pid(self, pid: int) -> str:
+        """The object path of the unit owning ``pid`` (a pid in systemd's own PID namespace)."""
+        _pids([pid])
+        return self._call(self._manager, "GetUnitByPID", "u", (pid,), unit=f"for pid {pid}")[0]
+
+    def unit_name(self, path: str) -> str:
+        return self._call(self._properties(path), "Get", "ss", ("org.freedesktop.systemd1.Unit", "Id"))[0][1]
+
+    def unit_name_for_pid(self, pid: int) -> str:
+        return self.unit_name(self.get_unit_by_pid(pid))
+
+    def control_group(self, name: str) -> str:
+        path = self.get_unit(name)
+        return self._call(self._properties(path), "Get", "ss", (cgroup_interface(name), "ControlGroup"))[0][1]
+
+    def unit_for_cgroup(self, cgroup_path: str) -> str:
+        """The unit whose ``ControlGroup`` is ``cgroup_path`` or its nearest ancestor.
+
+        ``cgroup_path`` is as systemd sees it (relative to its cgroup root).  A container's own
+        sub-cgroup (``…scope/container``) is not a unit, so the walk goes up until a component is a
+        loaded cgroup unit whose ControlGroup really is that prefix (a delegated subtree may reuse
+        unit-like names).
+        """
+        _require(cgroup_path.startswith("/"), "cgroup", cgroup_path, "is not an absolute cgroup path")
+        parts = [p for p in cgroup_path.split("/") if p]
+        for depth in range(len(parts), 0, -1):
+            name = parts[depth - 1]
+            if not name.endswith(tuple(CGROUP_UNIT_INTERFACES)):
+                continue
+            try:
+                if self.control_group(name) == "/" + "/".join(parts[:depth]):
+                    return name
+            except NotFound:
+                continue
+        return "-.slice"
+
+    def unit_properties(self, name: str) -> UnitDevices:
+        """The unit's device-related properties, in one GetAll round trip after GetUnit.
+
+        GetAll with an empty interface returns every interface's properties, so NeedDaemonReload
+        (Unit) and the cgroup ones (Scope/Service/Slice) come together.
+        """
+        cgroup_interface(name)
+        path = self.get_unit(name)
+        props = self._call(self._properties(path), "GetAll", "s", ("",), unit=name)[0]
+        return unit_devices_from_properties(name, props)
+
+    # -- changing -------------------------------------------------------------------------------
+
+    def start_transient_scope(
+        self,
+        name: str,
+        pids: Iterable[int],
+        *,
+        delegate: bool | None = None,
+        device_policy: str | None = None,
+        device_allow: Iterable[tuple[str, str]] | None = None,
+        bpf_program: Iterable[tuple[str, str]] | None = None,
+        slice: str | None = None,
+        extra: Mapping[str, object] | None = None,
+        timeout: float | None = None,
+    ) -> JobRemoved:
+        """Create a scope around ``pids`` and wait until its start job has finished.
+
+        Raises SystemdError with the job result when the job does not end in ``done``.
+        """
+        _require(name.endswith(".scope"), "scope", name, "does not end in .scope")
+        props: dict[str, object] = {"PIDs": list(pids)}
+        optional = {
+            "Delegate": delegate,
+            "DevicePolicy": device_policy,
+            "DeviceAllow": device_allow,
+            "BPFProgram": bpf_program,
+            "Slice": slice,
+        }
+        props.update({k: v for k, v in optional.items() if v is not None})
+        props.update(extra or {})
+        body = (name, "fail", typed_properties(props), [])
+        return self._run_job("StartTransientUnit", "ssa(sv)a(sa(sv))", body, name, timeout)
+
+    def stop_unit(self, name: str, *, timeout: float | None = None) -> JobRemoved:
+        return self._run_job("StopUnit", "ss", (name, "replace"), name, timeout)
+
+    def set_unit_properties(self, name: str, props: Mapping[str, object], *, runtime: bool = True) -> None:
+        """SetUnitProperties; with ``runtime`` the change is lost at reboot (``systemctl --runtime``).
+
+        systemd re-generates the unit's device program on any property change (DESIGN.md §1).
+        """
+        typed = typed_properties(props)
+        self._call(self._manager, "SetUnitProperties", "sba(sv)", (name, runtime, typed), unit=name)
+
+    def reload(self, *, wait: bool = True, timeout: float | None = None) -> None:
+        """daemon-reload.  systemd answers Reload only once the reload is complete, so waiting for
+        the reply is the whole wait; ``wait=False`` sends it without asking for a reply."""
+        message = new_method_call(self._manager, "Reload")
+        if not wait:
+            message.header.flags |= MessageFlag.no_reply_expected
+            try:
+                self._conn.send(message)
+            except OSError as e:
+                raise BusUnreachable(f"no D-Bus system bus at {self.address} (connection lost: {e})") from e
+            return
+        reply = self._send_and_reply(message, "Reload", timeout)
+        if reply.header.message_type is MessageType.error:
+            raise error_from_reply(reply)
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def _ensure_job_match(self) -> None:
+        """Ask the bus for JobRemoved signals once per connection.
+
+        systemd sends JobRemoved of a job to the bus even without Subscribe (it tracks the client
+        that queued the job), but the bus only routes it to connections with a matching rule.
+        """
+        if not self._job_match_added:
+            rule = MatchRule(
+                type="signal",
+                sender=SYSTEMD_BUS_NAME,
+                interface=MANAGER_INTERFACE,
+                member="JobRemoved",
+                path=MANAGER_PATH,
+            )
+            self._call(DBusAddress(*_BUS_ADDRESS), "AddMatch", "s", (rule.serialise(),))
+            self._job_match_added = True
+
+    def _run_job(
+        self, method: str, signature: str, body: tuple[Any, ...], unit: str, timeout: float | None
+    ) -> JobRemoved:
+        """Call a method that queues a job and wait for that job's JobRemoved.
+
+        The filter is in place before the call: the signal may arrive before the method's reply.
+        """
+        self._ensure_job_match()
+        limit = timeout or self.timeout
+        queue: deque[Message] = deque()
+        with self._conn.filter(self._job_rule, queue=queue):
+            job = self._call(self._manager, method, signature, body, unit=unit, timeout=limit)[0]
+            removed = self._wait_job_removed(queue, job, unit, limit)
+        if removed.result != "done":
+            hint = JOB_FAILURE_HINTS.get(removed.result, "")
+            raise SystemdError(
+                f"systemd: {method} {unit}: job {removed.result}" + (f" ({hint})" if hint else "")
+            )
+        return removed
+
+    def _wait_job_removed(self, queue: deque[Message], job: str, unit: str, timeout: float) -> JobRemoved:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                message = self._conn.recv_until_filtered(queue, timeout=remaining)
+            except TimeoutError as e:
+                raise SystemdError(
+                    f"systemd: job {job} for {unit} did not finish within {timeout:g} s"
+                ) from e
+            except OSError as e:
+                raise BusUnreachable(f"no D-Bus system bus at {self.address} (connection lost: {e})") from e
+            removed = JobRemoved(*message.body)
+            if removed.job == job:
+                return removed
+
+
+_BUS_ADDRESS: Final = (message_bus.object_path, message_bus.bus_name, message_bus.interface)
+
+__all__ = [
+    "PROPERTY_SIGNATURES",
+    "JobRemoved",
+    "SystemdClient",
+    "UnitDevices",
+    "bus_socket_path",
+    "cgroup_interface",
+    "error_from_reply",
+    "typed_properties",
+]

@@ -1,0 +1,174 @@
+"""OCI runtimes in the lab: which binaries, and running, inspecting and deleting containers.
+
+All runtime commands run inside the lab (``Lab.exec``): the runtimes must see the lab's private
+/run (their state), its cgroup namespace and its D-Bus system bus, exactly as on a real host.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from cgdev.errors import EnvError, InputError, NotFound
+from cgdev.lab.stack import Lab
+
+Driver = Literal["systemd", "cgroupfs"]
+DRIVERS: Final[tuple[Driver, ...]] = ("systemd", "cgroupfs")
+RUNTIME_NAMES: Final = ("crun", "runc", "crun-1.8.1")
+_VERSION = re.compile(r"version\s+(\d+(?:\.\d+)+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """One runtime binary the lab can use; ``env`` carries e.g. the memlock shim for crun 1.8.1."""
+
+    name: str
+    path: str
+    version: str
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def family(self) -> str:
+        """``crun`` or ``runc``: decides the systemd scope prefix and the cgroupsPath syntax."""
+        return "runc" if self.name.startswith("runc") else "crun"
+
+    @property
+    def version_tuple(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.version.split("."))
+
+    def argv(self, driver: Driver) -> list[str]:
+        prefix = ["env", *(f"{k}={v}" for k, v in self.env)] if self.env else []
+        flags = ["--systemd-cgroup"] if driver == "systemd" else []
+        return [*prefix, self.path, *flags]
+
+
+def binary_version(path: str) -> str | None:
+    """``crun version 1.21`` / ``runc version 1.1.5+ds1`` -> ``1.21`` / ``1.1.5``; None if it won't run."""
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = _VERSION.search(done.stdout)
+    return match.group(1) if done.returncode == 0 and match else None
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """A container the lab started: enough to probe it, hook it and find its cgroup layers."""
+
+    id: str
+    runtime: str
+    driver: Driver
+    preset: str | None
+    bundle: str
+    pid: int  # as seen inside the lab
+    cgroup: str  # the container's own cgroup, as the lab names it
+    scope: str | None  # the transient systemd unit, for the systemd driver
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {f: getattr(self, f) for f in self.__slots__},  # type: ignore[attr-defined]
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Container:
+        return cls(**json.loads(text))
+
+
+def cgroups_path(runtime: Runtime, driver: Driver, container_id: str) -> str:
+    """The OCI ``linux.cgroupsPath``: ``slice:prefix:name`` for systemd, a plain path for cgroupfs."""
+    if driver == "systemd":
+        return f"system.slice:{runtime.family}:{container_id}"
+    return f"/{container_id}"
+
+
+def scope_name(runtime: Runtime, driver: Driver, container_id: str) -> str | None:
+    return f"{runtime.family}-{container_id}.scope" if driver == "systemd" else None
+
+
+def start(lab: Lab, runtime: Runtime, driver: Driver, container_id: str, bundle: Path, timeout: float) -> None:
+    """``<runtime> run -d``: the container's stdio go to a log file, never to our pipes.
+
+    A detached container inherits the runtime's stdout; on a pipe we would wait for EOF forever.
+    """
+    log = bundle / "runtime.log"
+    with log.open("w") as out:
+        done = lab.exec(
+            [*runtime.argv(driver), "run", "-d", "-b", str(bundle), container_id],
+            check=False,
+            stdout=out,
+            timeout=timeout,
+        )
+    if done.returncode != 0:
+        text = (log.read_text(errors="replace") + (done.stderr or "")).strip().splitlines()
+        raise EnvError(f"{runtime.name} run {container_id} failed: {text[-1] if text else done.returncode}")
+
+
+def state_pid(lab: Lab, runtime: Runtime, driver: Driver, container_id: str) -> int:
+    done = lab.exec([*runtime.argv(driver), "state", container_id], check=False, timeout=10)
+    if done.returncode != 0:
+        raise NotFound(f"container {container_id!r} not found in {runtime.name}: {done.stderr.strip()}")
+    try:
+        return int(json.loads(done.stdout)["pid"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EnvError(f"{runtime.name} state {container_id}: unexpected output ({exc})") from None
+
+
+def process_cgroup(lab: Lab, pid: int) -> str:
+    """The cgroup v2 path of a lab process, read from the lab's own /proc (the lab's naming)."""
+    done = lab.exec(["cat", f"/proc/{pid}/cgroup"], check=False, timeout=10)
+    for line in done.stdout.splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    raise NotFound(f"process {pid} has no cgroup v2 entry in the lab (exited?)")
+
+
+def delete(lab: Lab, runtime: Runtime, driver: Driver, container_id: str, timeout: float = 20) -> None:
+    lab.exec([*runtime.argv(driver), "delete", "-f", container_id], check=False, timeout=timeout)
+
+
+def listed(lab: Lab, runtime: Runtime) -> list[str]:
+    done = lab.exec([runtime.path, "list", "-q"], check=False, timeout=10)
+    return done.stdout.split() if done.returncode == 0 else []
+
+
+# The probe opens each node read-write (what NVML does) and names the errno; there is no NVIDIA
+# driver in the lab, so an *allowed* open of /dev/nvidiactl fails with ENXIO, a denied one EPERM.
+PROBE_SCRIPT: Final = """
+for d in "$@"; do
+  if e=$( (exec 3<>"/dev/$d") 2>&1 ); then r=ok; else
+    case $e in
+      *"Operation not permitted"*) r=EPERM;;
+      *"No such device or address"*) r=ENXIO;;
+      *"No such file"*) r=ENOENT;;
+      *) r=other;;
+    esac
+  fi
+  printf '%s=%s\\n' "$d" "$r"
+done
+"""
+
+
+def probe(lab: Lab, runtime: Runtime, driver: Driver, container_id: str, nodes: tuple[str, ...]) -> dict[str, str]:
+    """Open ``/dev/<node>`` from inside the container; ``{node: ok|EPERM|ENXIO|...}``."""
+    done = lab.exec(
+        [*runtime.argv(driver), "exec", container_id, "sh", "-c", PROBE_SCRIPT, "probe", *nodes],
+        check=False,
+        timeout=15,
+    )
+    verdicts = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    missing = [n for n in nodes if n not in verdicts]
+    if missing:
+        raise EnvError(f"probe in {container_id} failed: {(done.stderr.strip() or 'no output').splitlines()[-1]}")
+    return verdicts
+
+
+def check_driver(value: str) -> Driver:
+    if value not in DRIVERS:
+        raise InputError(f"--cgroup-driver: {value!r} is not one of {', '.join(DRIVERS)}")
+    return value  # type: ignore[return-value]

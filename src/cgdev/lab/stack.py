@@ -1,0 +1,405 @@
+"""The running lab: systemd as PID 1 of private namespaces, found, started, entered and stopped.
+
+A lab is identified by the pid of its systemd as seen from the host (``pid1``) and the host path
+of the cgroup that is the root of its cgroup namespace.  Both are written to the state dir on
+start and re-verified on every lookup (comm is ``systemd`` and it sits in our cgroup), so a
+recycled pid can never make ``down`` kill a stranger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Final
+
+from cgdev.errors import EnvError, NeedsRoot
+from cgdev.lab.paths import ADMIN_CGROUP, CGROUP_NAME, LOCK_FILE, STATE_DIR, VAR_DIR, StateFiles, lab_timeout
+
+# What a command run inside the lab sees: a clean environment, no pager, no colours.
+LAB_ENV: Final[dict[str, str]] = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "TERM": "dumb",
+    "SYSTEMD_PAGER": "",
+    "SYSTEMD_COLORS": "0",
+}
+NSENTER_FLAGS: Final = ("-m", "-p", "-C", "-u", "-i", "-n")
+READY_STATES: Final = frozenset({"running", "degraded"})
+LAST_CONSOLE_LOG: Final = VAR_DIR / "console.last.log"
+
+
+def cgroup2_mount() -> Path:
+    """Where the host mounts cgroup2 (pure v2: /sys/fs/cgroup; hybrid: /sys/fs/cgroup/unified)."""
+    try:
+        from cgdev.adapters.cgroupfs import cgroup2_mount as discover
+    except ImportError:  # TEMP until the cgroupfs adapter lands
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split(" - ", 1)
+            if len(fields) == 2 and fields[1].split()[0] == "cgroup2":
+                return Path(fields[0].split()[4])
+        raise EnvError("no cgroup2 filesystem is mounted (see /proc/self/mountinfo)") from None
+    return Path(discover())
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes: every wait in the lab is bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+def _unified_cgroup(pid: int) -> str | None:
+    try:
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                return line[3:]
+    except OSError:
+        return None
+    return None
+
+
+def alive(pid: int | None) -> bool:
+    """True for a live process; a zombie does not count (it holds nothing but its pid)."""
+    if pid is None:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return status.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Lab:
+    """A running lab, as seen from the host."""
+
+    pid1: int
+    cgroup_root: Path
+    state: StateFiles = field(default_factory=StateFiles)
+
+    @property
+    def bus_address(self) -> str:
+        """The lab's system bus, reachable from the host through PID 1's root directory."""
+        return f"unix:path=/proc/{self.pid1}/root/run/dbus/system_bus_socket"
+
+    @property
+    def admin_cgroup(self) -> Path:
+        return self.cgroup_root / ADMIN_CGROUP
+
+    def host_cgroup(self, lab_path: str) -> Path:
+        """The host path of a cgroup the lab names ``lab_path`` (``/system.slice/x.scope``)."""
+        return self.cgroup_root / lab_path.lstrip("/")
+
+    def nsenter_argv(self, argv: Sequence[str]) -> list[str]:
+        return ["nsenter", "-t", str(self.pid1), *NSENTER_FLAGS, "--", *argv]
+
+    def enter_admin_cgroup(self) -> None:
+        """Move the calling process into the lab's admin leaf cgroup (before entering the lab).
+
+        nsenter joins the cgroup namespace but not a cgroup: a process outside the lab's subtree
+        would see its own cgroup as ``/..`` from inside, which breaks systemctl and runtimes.
+        """
+        self.admin_cgroup.mkdir(exist_ok=True)
+        fd = os.open(self.admin_cgroup / "cgroup.procs", os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        stdout: int | object = subprocess.PIPE,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside the lab's namespaces (mount, pid, cgroup, uts, ipc, net).
+
+        ``check`` raises ``EnvError`` naming the command and its last line of stderr.
+        """
+        limit = lab_timeout() if timeout is None else timeout
+        try:
+            done = subprocess.run(
+                self.nsenter_argv(argv),
+                env=LAB_ENV,
+                stdin=subprocess.DEVNULL if input is None else None,
+                input=input,
+                stdout=stdout,  # type: ignore[arg-type]
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=limit,
+                preexec_fn=self.enter_admin_cgroup,  # noqa: PLW1509 - runs before exec, no threads
+            )
+        except subprocess.TimeoutExpired:
+            raise EnvError(f"lab exec: {' '.join(argv)!r} did not finish within {limit:g}s") from None
+        if check and done.returncode != 0:
+            lines = (done.stderr or "").strip().splitlines() or [f"exit status {done.returncode}"]
+            raise EnvError(f"lab exec: {' '.join(argv)!r} failed: {lines[-1]}")
+        return done
+
+    def console_tail(self, lines: int = 5) -> str:
+        return console_tail(self.state, lines)
+
+
+def console_tail(state: StateFiles, lines: int = 5) -> str:
+    """The last lines systemd wrote to the lab's console (for error messages)."""
+    try:
+        text = state.console_log.read_text(errors="replace")
+    except OSError:
+        return ""
+    tail = [line.strip() for line in text.replace("\r", "").splitlines() if line.strip()][-lines:]
+    return " | ".join(tail)
+
+
+def find_lab(state: StateFiles | None = None) -> Lab | None:
+    """The running lab, or None; a pid whose process is not our systemd is ignored."""
+    state = state or StateFiles()
+    pid1 = _read_int(state.pid1)
+    try:
+        cgroup_root = Path(state.cgroup_root.read_text().strip())
+    except OSError:
+        return None
+    if pid1 is None or not alive(pid1) or _comm(pid1) != "systemd":
+        return None
+    if _unified_cgroup(pid1) != f"/{cgroup_root.name}/init.scope":
+        return None
+    return Lab(pid1=pid1, cgroup_root=cgroup_root, state=state)
+
+
+def require_lab() -> Lab:
+    lab = find_lab()
+    if lab is None:
+        raise EnvError("the lab is not running: start it with `cgdev lab up`")
+    return lab
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise NeedsRoot("the lab needs root (namespaces, cgroups, BPF): run it with sudo")
+
+
+@contextlib.contextmanager
+def lab_lock(timeout: float | None = None) -> Iterator[None]:
+    """One lab per machine: ``up``, ``down`` and container changes take this lock in turn."""
+    limit = lab_timeout() if timeout is None else timeout
+    with open(LOCK_FILE, "a+") as handle:
+
+        def take() -> bool:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        if not wait_until(take, limit, 0.1):
+            raise EnvError(f"another cgdev lab command holds {LOCK_FILE} (waited {limit:g}s)")
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def unit_dir() -> str:
+    """The lab's unit files are package data; systemd reads them straight from the package."""
+    return str(resources.files("cgdev.lab") / "units")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def start(timeout: float) -> Lab:
+    """Launch systemd in fresh namespaces on a fresh cgroup and wait until it and its bus answer."""
+    state = StateFiles()
+    root = cgroup2_mount() / CGROUP_NAME
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    state.containers.mkdir(exist_ok=True)
+    root.mkdir(exist_ok=True)
+    state.cgroup_root.write_text(f"{root}\n")
+    subprocess.run(
+        [sys.executable, "-m", "cgdev.lab.launcher", str(root), unit_dir(), str(STATE_DIR)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+        timeout=timeout,
+    )
+
+    def systemd_started() -> bool:
+        unshare = _read_int(state.unshare_pid)
+        launcher = _read_int(state.launcher_pid)
+        if launcher is not None and not alive(launcher):
+            raise EnvError(f"the lab's launcher exited early: {console_tail(state) or 'no console output'}")
+        if unshare is None:
+            return False
+        return any(_comm(child) == "systemd" for child in _children(unshare))
+
+    if not wait_until(systemd_started, timeout):
+        raise EnvError(f"systemd did not start within {timeout:g}s: {console_tail(state) or 'no output'}")
+    unshare = _read_int(state.unshare_pid)
+    assert unshare is not None
+    pid1 = next(child for child in _children(unshare) if _comm(child) == "systemd")
+    state.pid1.write_text(f"{pid1}\n")
+    _move_out_of_lab_root(unshare)
+    lab = Lab(pid1=pid1, cgroup_root=root, state=state)
+    wait_ready(lab, timeout)
+    return lab
+
+
+def _move_out_of_lab_root(unshare: int) -> None:
+    """unshare waits for PID 1 in the namespace's root cgroup; hand it back to the launcher's.
+
+    Left there it would be the one process systemd cannot move ("Couldn't move remaining
+    userspace processes") and, on a pure v2 host, it would stop systemd enabling controllers.
+    """
+    launcher = _read_int(StateFiles().launcher_pid)
+    home = _unified_cgroup(launcher) if launcher else None
+    if home is None:
+        return
+    with contextlib.suppress(OSError):
+        (cgroup2_mount() / home.lstrip("/") / "cgroup.procs").write_text(str(unshare))
+
+
+def wait_ready(lab: Lab, timeout: float) -> None:
+    """Ready = the manager finished its boot transaction and owns org.freedesktop.systemd1 on the bus."""
+    last = ""
+
+    def ready() -> bool:
+        nonlocal last
+        if not alive(lab.pid1):
+            raise EnvError(f"the lab's systemd exited: {lab.console_tail() or 'no console output'}")
+        state = lab.exec(["systemctl", "is-system-running"], check=False, timeout=timeout)
+        last = state.stdout.strip() or state.stderr.strip()
+        if last not in READY_STATES:
+            return False
+        return system_version(lab, check=False) is not None
+
+    if not wait_until(ready, timeout, 0.05):
+        raise EnvError(f"the lab's systemd is not ready after {timeout:g}s (state {last!r}): {lab.console_tail()}")
+
+
+def system_version(lab: Lab, *, check: bool = True) -> str | None:
+    """systemd's Version property, read over the lab's D-Bus system bus (proves the bus works)."""
+    done = lab.exec(
+        ["busctl", "--system", "get-property", "org.freedesktop.systemd1", "/org/freedesktop/systemd1"]
+        + ["org.freedesktop.systemd1.Manager", "Version"],
+        check=check,
+        timeout=10,
+    )
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip().split(" ", 1)[-1].strip('"')
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _kill_if(pid: int | None, is_ours: Callable[[int], bool]) -> None:
+    """SIGKILL ``pid`` only while it is still the process we started (pids get recycled)."""
+    if pid is not None and alive(pid) and is_ours(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _is_systemd(pid: int) -> bool:
+    return _comm(pid) == "systemd"
+
+
+def _is_unshare(pid: int) -> bool:
+    return _comm(pid) == "unshare"
+
+
+def _is_launcher(pid: int) -> bool:
+    return "cgdev.lab.launcher" in _cmdline(pid)
+
+
+def stop(timeout: float) -> None:
+    """Stop what ``start`` started, and only that: graceful ``systemctl exit``, SIGKILL as a fallback.
+
+    PID 1 leaving its PID namespace kills every process in it (containers included); the mounts
+    lived in its private mount namespace and go with it; removing the cgroup subtree releases
+    every BPF program attached inside it.
+    """
+    state = StateFiles()
+    lab = find_lab(state)
+    grace = min(timeout, 10.0)
+    if lab is not None:
+        lab.exec(["systemctl", "--no-block", "exit"], check=False, timeout=grace)
+        if not wait_until(lambda: not alive(lab.pid1), grace):
+            _kill_if(lab.pid1, _is_systemd)
+            wait_until(lambda: not alive(lab.pid1), grace)
+    unshare, launcher = _read_int(state.unshare_pid), _read_int(state.launcher_pid)
+    if not wait_until(lambda: not alive(unshare), grace):
+        _kill_if(unshare, _is_unshare)
+    if not wait_until(lambda: not alive(launcher), grace):
+        _kill_if(launcher, _is_launcher)
+    wait_until(lambda: not alive(launcher) and not alive(unshare), grace)
+    root = _recorded_root(state)
+    if root is not None:
+        remove_cgroup_tree(root, grace)
+    if state.console_log.exists():
+        with contextlib.suppress(OSError):
+            VAR_DIR.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(state.console_log, LAST_CONSOLE_LOG)
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+
+
+def _recorded_root(state: StateFiles) -> Path | None:
+    try:
+        return Path(state.cgroup_root.read_text().strip())
+    except OSError:
+        candidate = cgroup2_mount() / CGROUP_NAME
+        return candidate if candidate.exists() else None
+
+
+def remove_cgroup_tree(root: Path, timeout: float) -> None:
+    """rmdir depth-first, retrying while the kernel reaps the last tasks of each cgroup."""
+
+    def removed() -> bool:
+        if not root.exists():
+            return True
+        for dirpath, _dirs, _files in sorted(os.walk(root), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+        return not root.exists()
+
+    if not wait_until(removed, timeout, 0.1):
+        raise EnvError(f"could not remove {root}: processes remain in it (see {root}/**/cgroup.procs)")

@@ -1,0 +1,73 @@
+"""Encoding, decoding and assembling eBPF slots."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cgdev.core import isa
+from cgdev.errors import ProgramError
+
+slots = st.builds(
+    isa.Insn,
+    st.integers(0, 255),
+    st.integers(0, 15),
+    st.integers(0, 15),
+    st.integers(-0x8000, 0x7FFF),
+    st.integers(-(2**31), 2**31 - 1),
+)
+
+
+@given(st.lists(slots, min_size=1, max_size=40))
+def test_decode_inverts_encode(insns: list[isa.Insn]) -> None:
+    assert isa.decode(isa.encode(insns)) == tuple(insns)
+
+
+@given(st.binary(max_size=200))
+def test_decode_of_any_bytes_either_works_or_says_why(raw: bytes) -> None:
+    try:
+        out = isa.decode(raw)
+    except ProgramError as err:
+        assert "\n" not in str(err)
+        assert raw == b"" or len(raw) % 8
+    else:
+        assert isa.encode(out) == raw
+
+
+def test_known_encodings_match_bpftool_opcodes() -> None:
+    assert isa.ldx("w", 2, 1, 0).code == 0x61
+    assert isa.ldx("h", 2, 1, 0).code == 0x69
+    assert isa.alu32("and", 2, imm=0xFFFF).code == 0x54
+    assert isa.alu32("rsh", 3, imm=16).code == 0x74
+    assert isa.alu32("mov", 1, src=3).code == 0xBC
+    assert isa.alu64("mov", 0, imm=1).code == 0xB7
+    assert isa.alu32("mov", 0, imm=1).code == 0xB4
+    assert isa.exit_().code == 0x95
+    prog = isa.assemble([isa.jmp("jne", 2, "x", imm=2), isa.jmp("jne", 1, "x", src=3), isa.Label("x"), isa.exit_()])
+    assert (prog[0].code, prog[0].off) == (0x55, 1)
+    assert (prog[1].code, prog[1].off) == (0x5D, 0)
+    assert isa.jmp("jne", 2, 0, src=3, wide32=True).code == 0x5E
+    assert isa.ja("x").code == 0x05
+    assert isa.encode([isa.alu32("and", 2, imm=0xFFFF)]) == bytes.fromhex("54020000ffff0000")
+
+
+def test_immediates_accept_unsigned_spelling() -> None:
+    assert isa.alu32("mov", 0, imm=0xFFFF_FFFF).imm == -1
+    with pytest.raises(ValueError):
+        isa.alu32("mov", 0, imm=1 << 32)
+
+
+def test_ld_imm64_spans_two_slots() -> None:
+    prog = isa.assemble([isa.ld_imm64(1, 0x1122334455667788), isa.exit_()])
+    assert len(prog) == 3
+    assert isa.imm64(prog, 0) == 0x1122334455667788
+
+
+def test_assembler_errors() -> None:
+    with pytest.raises(ValueError, match="undefined label"):
+        isa.assemble([isa.ja("nowhere")])
+    with pytest.raises(ValueError, match="twice"):
+        isa.assemble([isa.Label("a"), isa.Label("a")])
+    with pytest.raises(ValueError):
+        isa.jmp("jeq", 1, "a")
