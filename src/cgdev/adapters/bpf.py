@@ -400,7 +400,9 @@ def prog_detach(cgroup_fd: Fd | int, prog_fd: Fd | int) -> None:
     attr.target_fd = _as_int(cgroup_fd)
     attr.attach_bpf_fd = _as_int(prog_fd)
     attr.attach_type = BPF_CGROUP_DEVICE
-    _call(BPF_PROG_DETACH, attr, f"attachment of program fd {attr.attach_bpf_fd} to cgroup fd {attr.target_fd}")
+    _call(
+        BPF_PROG_DETACH, attr, f"attachment of program fd {attr.attach_bpf_fd} to cgroup fd {attr.target_fd}"
+    )
 
 
 # --- querying ---------------------------------------------------------------------------------
@@ -467,6 +469,8 @@ class ProgInfo:
     ``xlated`` is exactly what ``bpftool prog dump xlated id N file F`` writes (8 bytes per
     instruction); ``xlated_readable`` is False when the kernel withheld it (JIT constant blinding
     or kptr restrictions leave it empty or zeroed) — cgdev must then say so, never guess.
+    ``blinded`` is True when the readable instructions are the JIT-hardened rewrite (constants
+    split through the verifier's hidden AX register), not what the loader wrote.
     """
 
     id: int
@@ -477,6 +481,7 @@ class ProgInfo:
     created_by_uid: int
     xlated: bytes
     xlated_readable: bool
+    blinded: bool
     xlated_len: int
     jited_len: int
     run_time_ns: int
@@ -489,6 +494,14 @@ class ProgInfo:
     @property
     def insn_count(self) -> int:
         return self.xlated_len // INSN_SIZE
+
+
+BPF_REG_AX: Final = 11  # the verifier's private register: only constant blinding puts it in xlated code
+
+
+def _uses_aux_register(xlated: bytes) -> bool:
+    regs = xlated[1::INSN_SIZE]
+    return any((r & 0x0F) == BPF_REG_AX or (r >> 4) == BPF_REG_AX for r in regs)
 
 
 def _get_info(fd: int, info: _ProgInfo) -> None:
@@ -526,6 +539,7 @@ def prog_info(fd: Fd | int) -> ProgInfo:
         created_by_uid=info.created_by_uid,
         xlated=xlated if readable else b"",
         xlated_readable=readable,
+        blinded=readable and _uses_aux_register(xlated),
         xlated_len=sizing.xlated_prog_len,
         jited_len=info.jited_prog_len,
         run_time_ns=info.run_time_ns,
