@@ -23,6 +23,7 @@ from jeepney import DBusAddress, HeaderFields, MatchRule, Message, MessageFlag, 
 from jeepney.bus import get_connectable_addresses
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import DBusConnection, prep_socket
+from jeepney.low_level import parse_signature
 
 from cgdev.errors import BusUnreachable, CgdevError, InputError, NotFound, SystemdError
 
@@ -34,6 +35,9 @@ DEFAULT_SYSTEM_BUS: Final = "/run/dbus/system_bus_socket"
 # D-Bus's own default method-call timeout; every wait in this module is bounded by a timeout.
 DEFAULT_TIMEOUT_S: Final = 25.0
 CONNECT_TIMEOUT_S: Final = 5.0
+
+MANAGER: Final = DBusAddress(MANAGER_PATH, SYSTEMD_BUS_NAME, MANAGER_INTERFACE)
+BUS_DRIVER: Final = DBusAddress(message_bus.object_path, message_bus.bus_name, message_bus.interface)
 
 # Unit types that own a cgroup, with the interface that carries their cgroup properties.
 CGROUP_UNIT_INTERFACES: Final[dict[str, str]] = {
@@ -128,7 +132,7 @@ def error_from_reply(reply: Message, unit: str | None = None) -> CgdevError:
     text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
     if name in UNIT_NOT_FOUND_ERRORS:
         return NotFound(f"no systemd unit {unit}" if unit else f"systemd: {text}")
-    return SystemdError(f"systemd: {name}: {text}".rstrip(": ").replace("\n", " "))
+    return SystemdError(f"systemd: {name}: {text}".replace("\n", " ") if text else f"systemd: {name}")
 
 
 def _require(condition: bool, field: str, value: object, why: str) -> None:
@@ -177,6 +181,20 @@ def _device_allow(value: object) -> list[tuple[str, str]]:
     return pairs
 
 
+def _checked_variant(name: str, variant: Variant) -> Variant:
+    """Serialise a caller-typed variant once, so a value that does not fit its signature is an
+    InputError here rather than a jeepney traceback in the middle of a call."""
+    try:
+        rest = list(variant[0])
+        parse_signature(rest)  # consumes one complete type; a variant holds exactly one
+        if rest:
+            raise ValueError(f"trailing {''.join(rest)!r}")
+        new_method_call(MANAGER, "Check", "a(sv)", ([(name, variant)],)).serialise(serial=1)
+    except Exception as e:
+        raise InputError(f"{name}: {variant[1]!r} does not fit D-Bus signature {variant[0]!r}") from e
+    return variant
+
+
 def typed_property(name: str, value: object) -> tuple[str, Variant]:
     """One ``(name, (signature, value))`` entry of an ``a(sv)`` array, checked before it is sent.
 
@@ -200,7 +218,7 @@ def typed_property(name: str, value: object) -> tuple[str, Variant]:
         if PROPERTY_SIGNATURES[name] == "s":
             _require(isinstance(value, str), name, value, "is not a string")
     elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
-        return name, value
+        return name, _checked_variant(name, value)
     else:
         raise InputError(f"property: {name!r} is unknown to cgdev; give it as (signature, value)")
     return name, (PROPERTY_SIGNATURES[name], value)
@@ -235,19 +253,20 @@ def unit_devices_from_properties(unit: str, props: Mapping[str, Variant]) -> Uni
     )
 
 
-def _connect(path: str, display: str) -> DBusConnection:
+def _connect(path: str) -> DBusConnection:
+    """Connect, authenticate and say Hello, within CONNECT_TIMEOUT_S; any failure is one line."""
     try:
         sock = prep_socket(path, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-        raise BusUnreachable(f"no D-Bus system bus at {display} ({reason})") from e
+        raise BusUnreachable(f"no D-Bus system bus at {path} ({reason})") from e
     except Exception as e:  # jeepney's AuthenticationError and friends: not a D-Bus server
-        raise BusUnreachable(f"no D-Bus system bus at {display} ({e})") from e
+        raise BusUnreachable(f"no D-Bus system bus at {path} ({e})") from e
     try:
         return DBusConnection(sock)
     except (OSError, TimeoutError) as e:
         sock.close()
-        raise BusUnreachable(f"no D-Bus system bus at {display} (no reply to Hello)") from e
+        raise BusUnreachable(f"no D-Bus system bus at {path} (no reply to Hello)") from e
 
 
 class SystemdClient:
@@ -260,8 +279,7 @@ class SystemdClient:
     def __init__(self, address: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.address = bus_socket_path(address)
         self.timeout = timeout
-        self._conn = _connect(self.address, self.address)
-        self._manager = DBusAddress(MANAGER_PATH, SYSTEMD_BUS_NAME, MANAGER_INTERFACE)
+        self._conn = _connect(self.address)
         self._job_rule = MatchRule(
             type="signal", interface=MANAGER_INTERFACE, member="JobRemoved", path=MANAGER_PATH
         )
@@ -312,12 +330,12 @@ class SystemdClient:
         GetUnit, not LoadUnit or a computed path: touching a unit's path would make systemd load
         (and keep) a not-found unit, a change to the system a read must not make.
         """
-        return self._call(self._manager, "GetUnit", "s", (name,), unit=name)[0]
+        return self._call(MANAGER, "GetUnit", "s", (name,), unit=name)[0]
 
     def get_unit_by_pid(self, pid: int) -> str:
         """The object path of the unit owning ``pid`` (a pid in systemd's own PID namespace)."""
         _pids([pid])
-        return self._call(self._manager, "GetUnitByPID", "u", (pid,), unit=f"for pid {pid}")[0]
+        return self._call(MANAGER, "GetUnitByPID", "u", (pid,), unit=f"for pid {pid}")[0]
 
     def unit_name(self, path: str) -> str:
         return self._call(self._properties(path), "Get", "ss", ("org.freedesktop.systemd1.Unit", "Id"))[0][1]
@@ -335,7 +353,7 @@ class SystemdClient:
         ``cgroup_path`` is as systemd sees it (relative to its cgroup root).  A container's own
         sub-cgroup (``…scope/container``) is not a unit, so the walk goes up until a component is a
         loaded cgroup unit whose ControlGroup really is that prefix (a delegated subtree may reuse
-        unit-like names).
+        unit-like names).  A cgroup no unit claims belongs to the root slice, ``-.slice``.
         """
         _require(cgroup_path.startswith("/"), "cgroup", cgroup_path, "is not an absolute cgroup path")
         parts = [p for p in cgroup_path.split("/") if p]
@@ -403,12 +421,12 @@ class SystemdClient:
         systemd re-generates the unit's device program on any property change (DESIGN.md §1).
         """
         typed = typed_properties(props)
-        self._call(self._manager, "SetUnitProperties", "sba(sv)", (name, runtime, typed), unit=name)
+        self._call(MANAGER, "SetUnitProperties", "sba(sv)", (name, runtime, typed), unit=name)
 
     def reload(self, *, wait: bool = True, timeout: float | None = None) -> None:
         """daemon-reload.  systemd answers Reload only once the reload is complete, so waiting for
         the reply is the whole wait; ``wait=False`` sends it without asking for a reply."""
-        message = new_method_call(self._manager, "Reload")
+        message = new_method_call(MANAGER, "Reload")
         if not wait:
             message.header.flags |= MessageFlag.no_reply_expected
             try:
@@ -436,7 +454,7 @@ class SystemdClient:
                 member="JobRemoved",
                 path=MANAGER_PATH,
             )
-            self._call(DBusAddress(*_BUS_ADDRESS), "AddMatch", "s", (rule.serialise(),))
+            self._call(BUS_DRIVER, "AddMatch", "s", (rule.serialise(),))
             self._job_match_added = True
 
     def _run_job(
@@ -450,7 +468,7 @@ class SystemdClient:
         limit = timeout or self.timeout
         queue: deque[Message] = deque()
         with self._conn.filter(self._job_rule, queue=queue):
-            job = self._call(self._manager, method, signature, body, unit=unit, timeout=limit)[0]
+            job = self._call(MANAGER, method, signature, body, unit=unit, timeout=limit)[0]
             removed = self._wait_job_removed(queue, job, unit, limit)
         if removed.result != "done":
             hint = JOB_FAILURE_HINTS.get(removed.result, "")
@@ -478,9 +496,8 @@ class SystemdClient:
                 return removed
 
 
-_BUS_ADDRESS: Final = (message_bus.object_path, message_bus.bus_name, message_bus.interface)
-
 __all__ = [
+    "MANAGER",
     "PROPERTY_SIGNATURES",
     "JobRemoved",
     "SystemdClient",

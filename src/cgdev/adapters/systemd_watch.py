@@ -12,6 +12,7 @@ is closing a socket, and a lost bus surfaces as ``BusUnreachable`` from the iter
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
@@ -23,6 +24,7 @@ from jeepney.io.asyncio import DBusConnection, open_dbus_connection
 from cgdev.adapters.systemd import (
     CONNECT_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
+    MANAGER,
     MANAGER_INTERFACE,
     MANAGER_PATH,
     PROPERTIES_INTERFACE,
@@ -91,7 +93,9 @@ def event_from_signal(message: Message) -> SystemdEvent | None:
 
 
 def _match_rules(properties: bool) -> list[MatchRule]:
-    rules = [MatchRule(type="signal", sender=SYSTEMD_BUS_NAME, interface=MANAGER_INTERFACE, path=MANAGER_PATH)]
+    rules = [
+        MatchRule(type="signal", sender=SYSTEMD_BUS_NAME, interface=MANAGER_INTERFACE, path=MANAGER_PATH)
+    ]
     if properties:
         rules.append(
             MatchRule(
@@ -130,16 +134,14 @@ class SystemdWatcher:
             raise BusUnreachable(f"no D-Bus system bus at {self.address} ({reason})") from e
         for rule in _match_rules(self.properties):
             await self._call(message_bus.AddMatch(rule))
-        await self._call(new_method_call(_manager(), "Subscribe"))
+        await self._call(new_method_call(MANAGER, "Subscribe"))
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            conn.writer.close()
-            try:
-                await conn.writer.wait_closed()
-            except OSError:
-                pass  # the bus went away first: the socket is closed either way
+            # If the bus went away first, the socket is closed either way.
+            with contextlib.suppress(OSError):
+                await conn.close()
 
     async def __aenter__(self) -> SystemdWatcher:
         await self.open()
@@ -190,12 +192,6 @@ class SystemdWatcher:
         if reply.header.message_type is MessageType.error:
             raise error_from_reply(reply)
         return reply.body
-
-
-def _manager() -> Any:
-    from jeepney import DBusAddress
-
-    return DBusAddress(MANAGER_PATH, SYSTEMD_BUS_NAME, MANAGER_INTERFACE)
 
 
 __all__ = [
