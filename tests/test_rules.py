@@ -1,0 +1,175 @@
+"""Parsers and printers: every syntax, round trips, and every kind of malformed input giving a
+one-line InputError that names the field and the value."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+
+from cgdev.core.model import ACC_ALL, Rule
+from cgdev.core.rules import (
+    format_oci,
+    format_systemd_entry,
+    format_v1,
+    parse_access,
+    parse_device_allow,
+    parse_oci_config,
+    parse_oci_devices,
+    parse_rule_text,
+    parse_v1_line,
+)
+from cgdev.errors import InputError
+from strategies import rule_lists
+
+PROC = "Character devices:\n  1 mem\n136 pts\n195 nvidia\n508 nvidia-uvm\n\nBlock devices:\n  8 sd\n"
+
+
+def test_oci_entries() -> None:
+    entries = [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"},
+        {"allow": True, "type": "b", "major": -1, "minor": None, "access": "m"},
+        {"allow": True, "type": "c", "major": 195},
+    ]
+    assert parse_oci_devices(entries) == [
+        Rule(False, "a", None, None, ACC_ALL),
+        Rule(True, "c", 1, 3, 6),
+        Rule(True, "b", None, None, 1),
+        Rule(True, "c", 195, None, 0),
+    ]
+
+
+def test_oci_config() -> None:
+    config = {"linux": {"resources": {"devices": [{"allow": True, "type": "c", "major": 1, "minor": 3}]}}}
+    assert parse_oci_config(config) == [Rule(True, "c", 1, 3, 0)]
+    assert parse_oci_config({"linux": {}}) == []
+    assert parse_oci_config({}) == []
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([{"allow": True}] * 3 + [{"allow": "false"}], 'devices[3].allow: expected a boolean, got "false"'),
+        ([{"type": "c"}], "devices[0].allow: missing"),
+        ([{"allow": True, "type": "x"}], 'devices[0].type: type "x" is not one of a, b, c'),
+        ([{"allow": True, "access": "rwx"}], 'devices[0].access "rwx": letter "x" is not one of r, w, m'),
+        ([{"allow": True, "access": 7}], "devices[0].access: expected a string"),
+        ([{"allow": True, "major": -2}], "devices[0].major: -2 is out of range"),
+        ([{"allow": True, "minor": 2**32}], "devices[0].minor: 4294967296 is out of range"),
+        ([{"allow": True, "major": "1"}], 'devices[0].major: expected an integer, got "1"'),
+        ([{"allow": True, "major": True}], "devices[0].major: expected an integer, got true"),
+        ([{"allow": True, "major": 1.5}], "devices[0].major: expected an integer, got 1.5"),
+        (["c 1:3 rwm"], 'devices[0]: expected an object, got "c 1:3 rwm"'),
+        ({"allow": True}, "devices: expected a list"),
+    ],
+)
+def test_oci_malformed(entries: object, message: str) -> None:
+    with pytest.raises(InputError) as info:
+        parse_oci_devices(entries)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_oci_config_malformed() -> None:
+    with pytest.raises(InputError, match=r"linux\.resources: expected an object"):
+        parse_oci_config({"linux": {"resources": []}})
+    with pytest.raises(InputError, match=r"linux.resources.devices\[0\].allow"):
+        parse_oci_config({"linux": {"resources": {"devices": [{"allow": 1}]}}})
+
+
+def test_v1_lines() -> None:
+    assert parse_v1_line("c 1:3 rwm", "rule 1") == Rule(True, "c", 1, 3, ACC_ALL)
+    assert parse_v1_line("a *:* rwm", "rule 1") == Rule(True, "a", None, None, ACC_ALL)
+    assert parse_v1_line("a", "rule 1") == Rule(True, "a", None, None, ACC_ALL)
+    assert parse_v1_line("deny b 8:* r", "rule 1") == Rule(False, "b", 8, None, 2)
+    assert parse_v1_line("allow c 4294967295:0", "rule 1") == Rule(True, "c", 2**32 - 1, 0, ACC_ALL)
+    assert parse_v1_line("c 1:3 none", "rule 1") == Rule(True, "c", 1, 3, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("c 1:3 rwm\nx 1:3 rwm", 'rule 2: type "x" is not one of a, b, c'),
+        ("c 1:3 rwm\n\nc 1:3 rwx", 'rule 3: access "rwx": letter "x" is not one of r, w, m'),
+        ("c -1:3 rwm", 'rule 1: major "-1": not * or a number'),
+        ("c 1:4294967296 rwm", 'rule 1: minor "4294967296": not * or a number'),
+        ("c 1 rwm", 'rule 1 "1": expected MAJOR:MINOR'),
+        ("c", 'rule 1 "c": missing MAJOR:MINOR'),
+        ("deny", 'rule 1 "deny": missing the device type'),
+        ("c 1:3 rwm extra", 'rule 1 "c 1:3 rwm extra": expected TYPE MAJOR:MINOR ACCESS'),
+        ("hello world", 'rule 1 "hello world": not a rule'),
+        ("/dev/nvidia0 rw", 'rule 1 "/dev/nvidia0": resolving a device path needs a device lookup'),
+        ("char-nvidia rw", 'rule 1 "char-nvidia": resolving a driver name needs /proc/devices'),
+        ("/dev/char/1:* rw", 'rule 1 "/dev/char/1:*": a device path needs numbers'),
+        ('[{"allow": "false"}]', 'devices[0].allow: expected a boolean, got "false"'),
+        ('[{"allow": true,', "JSON: Expecting"),
+        ('{"foo": 1}', "JSON: expected a list of device entries or a config.json"),
+    ],
+)
+def test_text_malformed(text: str, message: str) -> None:
+    with pytest.raises(InputError) as info:
+        parse_rule_text(text)
+    assert message in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_systemd_syntax() -> None:
+    lookup = {"/dev/nvidiactl": ("c", 195, 255)}.get
+    assert parse_rule_text(
+        "DeviceAllow=/dev/char/195:255 rw\nchar-136 rwm\nblock-* m\n/dev/nvidiactl\nchar-nvidia* r\n# note",
+        lookup=lookup,
+        proc_devices=PROC,
+    ) == [
+        Rule(True, "c", 195, 255, 6),
+        Rule(True, "c", 136, None, 7),
+        Rule(True, "b", None, None, 1),
+        Rule(True, "c", 195, 255, 7),
+        Rule(True, "c", 195, None, 2),
+        Rule(True, "c", 508, None, 2),
+    ]
+    assert parse_device_allow("char-pts", "rw", "x", proc_devices=PROC) == [Rule(True, "c", 136, None, 6)]
+    with pytest.raises(InputError, match='x "char-gpu": no driver in /proc/devices matches "gpu"'):
+        parse_device_allow("char-gpu", "rw", "x", proc_devices=PROC)
+    with pytest.raises(InputError, match='"/dev/sda1": not a character or block device'):
+        parse_device_allow("/dev/sda1", "rw", "x", lookup=lambda _p: None)
+
+
+def test_json_text_forms() -> None:
+    entries = [{"allow": True, "type": "c", "major": 1, "minor": 3, "access": "r"}]
+    want = [Rule(True, "c", 1, 3, 2)]
+    assert parse_rule_text(json.dumps(entries)) == want
+    assert parse_rule_text(json.dumps({"linux": {"resources": {"devices": entries}}})) == want
+    assert parse_rule_text(json.dumps({"devices": entries})) == want
+
+
+def test_access() -> None:
+    assert parse_access("mwr", "f") == 7
+    assert parse_access("", "f") == 0
+    with pytest.raises(InputError, match='f "R": letter "R"'):
+        parse_access("R", "f")
+
+
+def test_printers() -> None:
+    rule = Rule(True, "c", 195, None, 6)
+    assert format_v1(rule) == "allow c 195:* rw"
+    assert format_v1(rule, verb=False) == "c 195:* rw"
+    assert format_oci(rule) == {"allow": True, "type": "c", "major": 195, "access": "rw"}
+    assert format_systemd_entry(Rule(True, "a", 195, 3, 7)) == [
+        ("/dev/block/195:3", "rwm"),
+        ("/dev/char/195:3", "rwm"),
+    ]
+    assert format_systemd_entry(Rule(True, "c", None, None, 1)) == [("char-*", "m")]
+    with pytest.raises(InputError, match="cannot express deny"):
+        format_systemd_entry(Rule(False, "c", 1, 3, 7))
+    with pytest.raises(InputError, match=r"cannot express \*:3"):
+        format_systemd_entry(Rule(True, "c", None, 3, 7))
+
+
+@settings(max_examples=200, deadline=None)
+@given(rule_lists())
+def test_round_trips(rule_list: list[Rule]) -> None:
+    assert parse_rule_text("\n".join(format_v1(r) for r in rule_list)) == rule_list
+    assert parse_oci_devices([format_oci(r) for r in rule_list]) == rule_list
