@@ -20,6 +20,10 @@ COMMANDS: dict[str, str] = {
     "lift": "cgdev.cli.lift_cmd",
     "disasm": "cgdev.cli.disasm_cmd",
     "lab": "cgdev.cli.lab_cmd",
+    "explain": "cgdev.cli.explain_cmd",
+    "show": "cgdev.cli.show_cmd",
+    "audit": "cgdev.cli.audit_cmd",
+    "snapshot": "cgdev.cli.snapshot_cmd",
 }
 
 

@@ -1,0 +1,45 @@
+"""``cgdev explain TARGET --device DEV [--access rw]``: why a container may or may not open a device."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cgdev.cli.inspect_args import add_target_arguments, inspection_from_args
+
+HELP = "explain one device request across every layer, now and after the next reload"
+DESCRIPTION = (
+    "Give the verdict of every device program on every cgroup from the root to the target's, the "
+    "rule and instructions that decided, the final verdict, the verdict after the next systemd "
+    "daemon-reload or set-property, and findings with fix options. Exit status: 0 allowed, "
+    "1 denied, 2 bad input, 3 environment error."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_target_arguments(parser)
+    parser.add_argument(
+        "--device",
+        required=True,
+        metavar="DEV",
+        help="path as the container sees it, a host path, or 'c MAJOR:MINOR' / 'b MAJOR:MINOR'",
+    )
+    parser.add_argument("--access", default="rw", help="m (mknod), r, w or rw (open); default rw")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cgdev.ops.explain import explain, parse_access_request, resolve_device
+
+    access = parse_access_request(args.access)
+    inspection, live = inspection_from_args(args, "explain")
+    request, source = resolve_device(args.device, inspection, access, live=live)
+    result = explain(inspection, request, args.device, source)
+    if args.json:
+        json.dump(result.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        from cgdev.cli.render_human import print_explanation
+
+        print_explanation(result)
+    return 0 if result.allowed else 1

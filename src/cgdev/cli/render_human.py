@@ -1,0 +1,171 @@
+"""Human views of explain, show and audit results (rich, imported only here, only when needed).
+
+The JSON views are the contract; these are for people reading a terminal: a tree of layers with
+each program's verdict and deciding rule, the final answer in one line, then the findings with
+their fix options.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cgdev.ops.audit import AuditResult
+from cgdev.ops.explain import Explanation, LayerAnswer
+from cgdev.ops.findings import Finding
+from cgdev.ops.show import ShowResult
+
+
+def _console() -> Any:
+    import sys
+
+    from rich.console import Console
+
+    # a pipe gets full lines (rich would crop the tree at 80 columns)
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 400)
+
+
+def _mark(allowed: bool | None) -> str:
+    if allowed is None:
+        return "[yellow]?[/]"
+    return "[green]allow[/]" if allowed else "[bold red]DENY[/]"
+
+
+def _unit_label(layer: LayerAnswer) -> str:
+    unit = layer.unit
+    if unit is None:
+        return ""
+    allow = ", ".join(f"{p} {a}" for p, a in unit.device_allow) or "-"
+    return f"  [dim]{unit.unit}: DevicePolicy={unit.device_policy} DeviceAllow={allow}[/]"
+
+
+def _layers_tree(title: str, layers: tuple[LayerAnswer, ...]) -> Any:
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    tree = Tree(title)
+    for layer in layers:
+        if not layer.programs and layer.unit is None:
+            continue
+        node = tree.add(f"{escape(layer.cgroup)}{_unit_label(layer)}")
+        if not layer.programs:
+            node.add("[dim]no device program[/]")
+        for p in layer.programs:
+            ident = f"#{p.id}" if p.id is not None else "(new)"
+            where = (
+                f" insns {p.verdict.insn_range[0]}-{p.verdict.insn_range[1]}" if p.verdict.insn_range else ""
+            )
+            source = "" if p.source in ("attached", "kept") else f" [{p.source}]"
+            rule = escape(p.verdict.rule or p.opaque or "")
+            label = f"{ident} {escape(p.name or 'unnamed')} ({p.generator}){source}"
+            node.add(f"{_mark(p.verdict.allowed)} {label}: {rule}{where}")
+    return tree
+
+
+def print_findings(console: Any, findings: tuple[Finding, ...]) -> None:
+    from rich.markup import escape
+
+    for finding in findings:
+        console.print(f"[bold yellow]{finding.code}[/]: {escape(finding.message)}")
+        for fix in finding.fix:
+            console.print(f"  - {escape(fix.action)}\n    [dim]{escape(fix.tradeoff)}[/]")
+
+
+def print_explanation(result: Explanation) -> None:
+    console = _console()
+    req = result.request
+    head = f"{result.inspection.target.spec or result.inspection.target.cgroup}: {result.device} ({req})"
+    console.print(_layers_tree(head, result.layers))
+    if result.v1_allowed is not None:
+        console.print(f"v1 devices.list: {_mark(result.v1_allowed)}")
+    console.print(f"verdict now: {_mark(result.allowed)}")
+    if result.after_allowed != result.allowed or _changes(result):
+        console.print(_layers_tree("after the next daemon-reload / set-property", result.after_layers))
+    console.print(f"verdict after reload: {_mark(result.after_allowed)}")
+    for note in result.after_notes:
+        console.print(f"[dim]note: {note}[/]")
+    print_findings(console, result.findings)
+
+
+def _changes(result: Explanation) -> bool:
+    """Whether a reload changes any layer's programs (by identity and verdict)."""
+
+    def shape(layers: tuple[LayerAnswer, ...]) -> list[list[tuple[int | None, bool | None]]]:
+        return [[(p.id, p.verdict.allowed) for p in layer.programs] for layer in layers]
+
+    return shape(result.after_layers) != shape(result.layers)
+
+
+def print_show(result: ShowResult) -> None:
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    console = _console()
+    target = result.inspection.target
+    tree = Tree(f"{escape(target.spec or target.cgroup)} -> {escape(target.cgroup)}")
+    for view in result.layers:
+        if not view.programs and view.unit is None:
+            continue
+        node = tree.add(escape(view.cgroup))
+        if view.unit is not None:
+            u = view.unit
+            props = f"DevicePolicy={u.device_policy} DeviceAllow={u.device_allow} BPFProgram={u.bpf_program}"
+            node.add(f"[dim]{escape(u.unit)}: {escape(props)}[/]")
+        for p in view.programs:
+            sub = node.add(
+                f"#{p.record.id} {escape(p.record.name or 'unnamed')} ({p.generator}) tag {p.record.tag}"
+            )
+            if p.opaque:
+                sub.add(f"[yellow]opaque: {escape(p.opaque)}[/]")
+            elif p.lifted is not None:
+                for rule in p.lifted.rules:
+                    sub.add(escape(str(rule)))
+    console.print(tree)
+    data = result.to_json()
+    console.print("[bold]effective allowlist[/] (every layer ANDed):")
+    _print_rules(console, data["effective"])
+    after = data["after_reload"]
+    if after["changed"]:
+        console.print("[bold]after the next daemon-reload / set-property:[/]")
+        _print_rules(console, after["effective"])
+        for label in ("lost", "gained"):
+            if after[label]:
+                console.print(f"  {label}: " + ", ".join(after[label]))
+    else:
+        console.print("after the next daemon-reload / set-property: unchanged")
+    for note in after["notes"]:
+        console.print(f"[dim]note: {escape(note)}[/]")
+    print_findings(console, result.findings)
+
+
+def _print_rules(console: Any, rules: dict[str, Any] | None) -> None:
+    from rich.markup import escape
+
+    if rules is None:
+        console.print("  [yellow]unknown (an opaque program is on the path)[/]")
+        return
+    for rule in rules["rules"] or ["deny a *:* rwm (nothing allowed)"]:
+        console.print(f"  {escape(rule)}")
+    for warning in rules["warnings"]:
+        console.print(f"  [dim]{escape(warning)}[/]")
+
+
+def print_audit(result: AuditResult) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=f"{len(result.rows)} containers, {result.seconds * 1000:.0f} ms")
+    for column in ("container", "runtime", "cgroup", "programs", "findings"):
+        table.add_column(column)
+    for row in result.rows:
+        t = row.target
+        table.add_row(
+            escape((t.name or t.container_id or t.spec)[:24]),
+            t.runtime or "",
+            escape(t.cgroup),
+            str(row.programs),
+            ", ".join(sorted({f.code for f in row.findings})) or "[green]-[/]",
+        )
+    console.print(table)
+    for error in result.errors:
+        console.print(f"[yellow]skipped: {escape(error)}[/]")

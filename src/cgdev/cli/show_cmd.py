@@ -1,0 +1,35 @@
+"""``cgdev show TARGET``: the effective device allowlist, layer by layer, and what a reload changes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cgdev.cli.inspect_args import add_target_arguments, inspection_from_args
+
+HELP = "show a target's effective device allowlist, per layer, and after the next reload"
+DESCRIPTION = (
+    "Lift every device program on the path from the cgroup root to the target, AND them, and print "
+    "the result as a minimal rule list with the per-layer breakdown and what the next systemd "
+    "daemon-reload or set-property would change. Exit status: 0 (1 when there are findings)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_target_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cgdev.ops.show import show
+
+    inspection, _live = inspection_from_args(args, "show")
+    result = show(inspection)
+    if args.json:
+        json.dump(result.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        from cgdev.cli.render_human import print_show
+
+        print_show(result)
+    return 1 if result.findings else 0

@@ -1,0 +1,282 @@
+"""Audit every container cgroup on a node: one walk, one query per cgroup, one lift per program.
+
+A node runs thousands of containers whose device programs are mostly identical (same runtime,
+same defaults), so the cost model is: walk the cgroup tree once; query each cgroup on a container's
+path at most once (``system.slice`` is shared by all); read each program id once; lift each distinct
+program once (``LiftCache``); and compute the per-container analysis (effective policy, reload
+prediction, findings) once per distinct *shape* — the sequence of programs and units along the
+path — re-labelling the cached findings with each container's own cgroup names.
+
+Containers are recognised by name (engine scopes, cgroupfs-driver 64-hex ids: ``targets.classify``)
+and from the runtimes' state directories (any cgroup naming scheme).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cgdev.adapters import cgroupfs
+from cgdev.adapters.runtime_state import list_containers
+from cgdev.errors import CgdevError, NotFound
+from cgdev.ops.collect import pinned_record, program_records, systemd_view, unit_record
+from cgdev.ops.findings import Finding, structural_findings
+from cgdev.ops.layers import (
+    Inspection,
+    Layer,
+    LayerView,
+    LiftCache,
+    ProgramRecord,
+    UnitRecord,
+    effective_policy,
+)
+from cgdev.ops.reload import predict_reload, predicted_policy
+from cgdev.ops.targets import Target, classify, process_leaf, relative
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    target: Target
+    programs: int
+    opaque: int
+    findings: tuple[Finding, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cgroup": self.target.cgroup,
+            "kind": self.target.kind,
+            "runtime": self.target.runtime,
+            "container_id": self.target.container_id,
+            "name": self.target.name,
+            "pid": self.target.pid,
+            "programs": self.programs,
+            "opaque": self.opaque,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditResult:
+    rows: tuple[AuditRow, ...]
+    cgroups_walked: int
+    cgroups_queried: int
+    programs_read: int
+    programs_lifted: int
+    shapes: int
+    seconds: float
+    systemd: str
+    errors: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def has_findings(self) -> bool:
+        return any(row.findings for row in self.rows)
+
+    def to_json(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            for finding in row.findings:
+                counts[finding.code] = counts.get(finding.code, 0) + 1
+        return {
+            "containers": [row.to_json() for row in self.rows],
+            "summary": {
+                "containers": len(self.rows),
+                "with_findings": sum(1 for row in self.rows if row.findings),
+                "findings": counts,
+                "cgroups_walked": self.cgroups_walked,
+                "cgroups_queried": self.cgroups_queried,
+                "programs_read": self.programs_read,
+                "programs_lifted": self.programs_lifted,
+                "distinct_shapes": self.shapes,
+                "seconds": round(self.seconds, 4),
+            },
+            "systemd": self.systemd,
+            "errors": list(self.errors),
+        }
+
+
+class _Reader:
+    """Per-run caches of the kernel and systemd: each cgroup, program and unit asked once."""
+
+    def __init__(self, mount: str, systemd: Any, systemd_root: str, systemd_fs_root: str) -> None:
+        self.mount = mount
+        self.systemd = systemd
+        self.systemd_root = systemd_root
+        self.systemd_fs_root = systemd_fs_root
+        self.layers: dict[str, Layer] = {}
+        self.records: dict[int, ProgramRecord] = {}
+        self.pins: dict[str, ProgramRecord] = {}
+        self.reads = 0
+
+    def layer(self, host_path: str) -> Layer:
+        cached = self.layers.get(host_path)
+        if cached is not None:
+            return cached
+        rel = relative(host_path, self.mount)
+        programs = tuple(self._dedup(r) for r in program_records(host_path))
+        unit: UnitRecord | None = None
+        if self.systemd is not None:
+            sd_path = systemd_view(rel, self.systemd_root)
+            if sd_path is not None:
+                unit = unit_record(self.systemd, sd_path, self.systemd_fs_root)
+        if unit is not None:
+            self._read_pins(unit)
+        layer = Layer(rel, programs, unit)
+        self.layers[host_path] = layer
+        return layer
+
+    def _read_pins(self, unit: UnitRecord) -> None:
+        for kind, pin in unit.bpf_program:
+            if kind == "device" and pin not in self.pins:
+                record = pinned_record(os.path.join(self.systemd_fs_root, pin.lstrip("/")))
+                if record is not None:
+                    self.pins[pin] = record
+
+    def _dedup(self, record: ProgramRecord) -> ProgramRecord:
+        self.reads += 1
+        return self.records.setdefault(record.id, record)
+
+
+def _placeholder(index: int) -> str:
+    return f"\x00layer{index}\x00"
+
+
+def _shape_key(layers: Sequence[Layer], pins: dict[str, ProgramRecord]) -> tuple[Any, ...]:
+    """What the analysis depends on: programs (bytes, names, ids of pinned ones) and units."""
+    pinned = {r.id for r in pins.values()}
+    return tuple(
+        (
+            tuple(p.xlated for p in layer.programs),
+            tuple(p.name for p in layer.programs),
+            tuple(p.id for p in layer.programs if p.id in pinned),
+            repr(layer.unit),
+            tuple(pins[pin].id if pin in pins else None for _, pin in layer.unit.bpf_program)
+            if layer.unit is not None
+            else (),
+        )
+        for layer in layers
+    )
+
+
+def _relabel(findings: Sequence[Finding], names: Sequence[str]) -> tuple[Finding, ...]:
+    def sub(text: str) -> str:
+        for index, name in enumerate(names):
+            text = text.replace(_placeholder(index), name)
+        return text
+
+    return tuple(
+        Finding(f.code, sub(f.message), f.fix, None if f.layer is None else sub(f.layer)) for f in findings
+    )
+
+
+def _container_targets(
+    mount: str, walk_root: str, roots: Sequence[tuple[str, str]] | None
+) -> tuple[list[Target], int]:
+    """Container cgroups by name (one walk) plus those the runtimes' state names."""
+    found: dict[str, Target] = {}
+    walked = 0
+    for path in cgroupfs.walk(walk_root):
+        walked += 1
+        kind = classify(os.path.basename(path))
+        if kind is None or kind[0] != "container":
+            continue
+        leaf = process_leaf(path)
+        rel = relative(leaf, mount)
+        found.setdefault(rel, Target(rel, "container", rel, runtime=kind[1], container_id=kind[2]))
+    walk_rel = relative(walk_root, mount)
+    for state in list_containers(roots):
+        if state.pid is None:
+            continue
+        try:
+            rel = cgroupfs.process_cgroup(state.pid)
+        except CgdevError:
+            continue
+        if walk_rel != "/" and not (rel == walk_rel or rel.startswith(walk_rel + "/")):
+            continue
+        found[rel] = Target(
+            state.id,
+            "container",
+            rel,
+            pid=state.pid,
+            runtime=state.runtime,
+            container_id=state.id,
+            name=state.name,
+            annotations=dict(state.annotations),
+        )
+    return sorted(found.values(), key=lambda t: t.cgroup), walked
+
+
+def audit(
+    *,
+    mount: str | None = None,
+    root: str | None = None,
+    runtime_roots: Sequence[tuple[str, str]] | None = None,
+    systemd: Any = None,
+    systemd_status: str = "off",
+    systemd_root: str = "/",
+    systemd_fs_root: str = "/",
+) -> AuditResult:
+    """Audit every container under ``root`` (a cgroup relative to the mount; default: all)."""
+    started = time.perf_counter()
+    base = mount if mount is not None else cgroupfs.cgroup2_mount()
+    walk_root = cgroupfs.cgroup_path(root, mount=base) if root else base
+    if not os.path.isdir(walk_root):
+        raise NotFound(f"--root: cgroup {root} not found under {base}")
+    targets, walked = _container_targets(base, walk_root, runtime_roots)
+    reader = _Reader(base, systemd, systemd_root, systemd_fs_root)
+    proc_devices = _read("/proc/devices")
+    lifts = LiftCache()
+    shapes: dict[tuple[Any, ...], tuple[tuple[Finding, ...], int, int]] = {}
+    rows = []
+    errors = []
+    for target in targets:
+        try:
+            layers = [reader.layer(p) for p in cgroupfs.ancestors(target.cgroup, mount=base)]
+        except CgdevError as err:  # a container that went away mid-audit
+            errors.append(f"{target.cgroup}: {err}")
+            continue
+        key = _shape_key(layers, reader.pins)
+        cached = shapes.get(key)
+        if cached is None:
+            cached = shapes[key] = _analyse_shape(layers, proc_devices, reader.pins, lifts)
+        findings, programs, opaque = cached
+        names = [layer.cgroup for layer in layers]
+        rows.append(AuditRow(target, programs, opaque, _relabel(findings, names)))
+    return AuditResult(
+        rows=tuple(rows),
+        cgroups_walked=walked,
+        cgroups_queried=len(reader.layers),
+        programs_read=len(reader.records),
+        programs_lifted=lifts.lifted,
+        shapes=len(shapes),
+        seconds=time.perf_counter() - started,
+        systemd=systemd_status,
+        errors=tuple(errors),
+    )
+
+
+def _analyse_shape(
+    layers: Sequence[Layer], proc_devices: str, pins: dict[str, ProgramRecord], lifts: LiftCache
+) -> tuple[tuple[Finding, ...], int, int]:
+    """Findings for one shape, computed on placeholder layer names (re-labelled per container)."""
+    anonymous = tuple(Layer(_placeholder(i), layer.programs, layer.unit) for i, layer in enumerate(layers))
+    target = Target("", "container", _placeholder(len(layers) - 1))
+    inspection = Inspection(target, anonymous, proc_devices, pins=dict(pins))
+    views = [LayerView(layer, tuple(lifts.view(p) for p in layer.programs)) for layer in anonymous]
+    effective = effective_policy(views)
+    predicted = predict_reload(views, inspection, lifts)
+    after = predicted_policy(predicted)
+    findings = tuple(structural_findings(views, predicted, effective, after))
+    programs = sum(len(v.programs) for v in views)
+    opaque = sum(1 for v in views for p in v.programs if p.opaque is not None)
+    return findings, programs, opaque
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return ""

@@ -1,0 +1,263 @@
+"""Explain one device request: every layer's verdict, the final one, the one after a reload, and why.
+
+"Why can't my container open /dev/nvidiactl" has an answer only across layers: access needs every
+program on the path from the cgroup root to the process's cgroup to return 1 (and, on hybrid
+hosts, the v1 devices.list), and systemd will rebuild some of those programs at the next reload.
+So the explanation is per program (which rule and which instructions decided), then the AND, then
+the same after the predicted reload, then the findings that name the fix.
+
+The device is given as the container sees it (a path resolved through ``/proc/<pid>/root``), as a
+host path, or as ``c 195:255``; from a snapshot, paths resolve through the device nodes the
+snapshot recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat as stat_mod
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cgdev.core.model import ACC_M, ACC_R, ACC_W, Request, access_to_str
+from cgdev.errors import InputError, NotFound
+from cgdev.ops.findings import Finding, LayerVerdicts, request_findings
+from cgdev.ops.layers import (
+    Inspection,
+    LayerView,
+    LiftCache,
+    UnitRecord,
+    Verdict,
+    analyse_layers,
+    effective_policy,
+    v1_policy,
+)
+from cgdev.ops.reload import PredictedLayer, predict_reload
+
+_NUMERIC_DEVICE: Final = re.compile(r"^\s*([bc])\s+(\d+)\s*:\s*(\d+)\s*$")
+ACCESS_WORDS: Final[dict[str, int]] = {
+    "m": ACC_M,
+    "r": ACC_R,
+    "w": ACC_W,
+    "rw": ACC_R | ACC_W,
+    "wr": ACC_R | ACC_W,
+}
+_U32: Final = 0xFFFF_FFFF
+
+
+def parse_access_request(text: str) -> int:
+    mask = ACCESS_WORDS.get(text.strip())
+    if mask is None:
+        raise InputError(f"--access: {text!r} is not one request (m for mknod; r, w or rw for open)")
+    return mask
+
+
+def _node(path: str) -> tuple[str, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise InputError(f"--device: {path!r}: {err.strerror}") from None
+    if stat_mod.S_ISCHR(st.st_mode):
+        return "c", os.major(st.st_rdev), os.minor(st.st_rdev)
+    if stat_mod.S_ISBLK(st.st_mode):
+        return "b", os.major(st.st_rdev), os.minor(st.st_rdev)
+    raise InputError(f"--device: {path!r} is not a character or block device")
+
+
+def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool) -> tuple[Request, str]:
+    """The request for ``--device`` and a note saying where the device was found."""
+    numeric = _NUMERIC_DEVICE.match(text)
+    if numeric:
+        major, minor = int(numeric.group(2)), int(numeric.group(3))
+        if major > _U32 or minor > _U32:
+            raise InputError(f"--device: {text!r}: major and minor must fit in 32 bits")
+        return Request(numeric.group(1), major, minor, access), "given"  # type: ignore[arg-type]
+    if not text.startswith("/"):
+        raise InputError(
+            f"--device: {text!r} is neither an absolute path nor 'c MAJOR:MINOR' / 'b MAJOR:MINOR'"
+        )
+    recorded = inspection.devices.get(os.path.normpath(text))
+    if recorded is not None:
+        return Request(recorded[0], recorded[1], recorded[2], access), "container"  # type: ignore[arg-type]
+    if live:
+        pid = inspection.target.pid
+        if pid is not None:
+            node = _node(f"/proc/{pid}/root{os.path.normpath(text)}")
+            if node is not None:
+                return Request(node[0], node[1], node[2], access), "container"  # type: ignore[arg-type]
+        node = _node(text)
+        if node is not None:
+            return Request(node[0], node[1], node[2], access), "host"  # type: ignore[arg-type]
+    where = "in the container or on the host" if live else "in the snapshot's device list"
+    raise NotFound(f"--device: {text!r}: no such device node {where} (give it as 'c MAJOR:MINOR')")
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramAnswer:
+    id: int | None
+    name: str
+    tag: str
+    generator: str
+    source: str  # attached | kept | systemd | pin
+    opaque: str | None
+    verdict: Verdict
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "tag": self.tag,
+            "generator": self.generator,
+            "source": self.source,
+            "opaque": self.opaque,
+            **self.verdict.to_json(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LayerAnswer:
+    cgroup: str
+    unit: UnitRecord | None
+    programs: tuple[ProgramAnswer, ...]
+
+    @property
+    def allowed(self) -> bool | None:
+        return _all([p.verdict.allowed for p in self.programs])
+
+    def to_json(self) -> dict[str, Any]:
+        unit = self.unit
+        return {
+            "cgroup": self.cgroup,
+            "allowed": self.allowed,
+            "programs": [p.to_json() for p in self.programs],
+            "systemd": None
+            if unit is None
+            else {
+                "unit": unit.unit,
+                "DevicePolicy": unit.device_policy,
+                "DeviceAllow": [list(p) for p in unit.device_allow],
+                "BPFProgram": [list(p) for p in unit.bpf_program],
+                "Delegate": unit.delegate,
+                "NeedDaemonReload": unit.need_daemon_reload,
+            },
+        }
+
+
+def _all(values: list[bool | None]) -> bool | None:
+    if any(v is False for v in values):
+        return False
+    if any(v is None for v in values):
+        return None
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    inspection: Inspection
+    request: Request
+    device: str
+    device_source: str
+    layers: tuple[LayerAnswer, ...]
+    v1_allowed: bool | None
+    allowed: bool | None
+    after_layers: tuple[LayerAnswer, ...]
+    after_allowed: bool | None
+    after_notes: tuple[str, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def denied_by(self) -> list[tuple[str, ProgramAnswer]]:
+        return [(la.cgroup, p) for la in self.layers for p in la.programs if p.verdict.allowed is False]
+
+    def to_json(self) -> dict[str, Any]:
+        target = self.inspection.target
+        return {
+            "target": target.to_json(),
+            "cgroup": target.cgroup,
+            "device": self.device,
+            "device_source": self.device_source,
+            "request": {
+                "type": self.request.type,
+                "major": self.request.major,
+                "minor": self.request.minor,
+                "access": access_to_str(self.request.access),
+            },
+            "allowed": self.allowed,
+            "v1": None if self.inspection.v1_devices is None else {"allowed": self.v1_allowed},
+            "layers": [la.to_json() for la in self.layers],
+            "denied_by": [{"cgroup": c, "id": p.id, "name": p.name} for c, p in self.denied_by],
+            "after_reload": {
+                "allowed": self.after_allowed,
+                "changed": self.after_allowed != self.allowed,
+                "layers": [la.to_json() for la in self.after_layers],
+                "notes": list(self.after_notes),
+            },
+            "systemd": self.inspection.systemd,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+def _answers(view: LayerView, request: Request) -> tuple[LayerAnswer, tuple[Verdict, ...]]:
+    verdicts = tuple(p.verdict(request) for p in view.programs)
+    programs = tuple(
+        ProgramAnswer(p.record.id, p.record.name, p.record.tag, p.generator, "attached", p.opaque, v)
+        for p, v in zip(view.programs, verdicts, strict=True)
+    )
+    return LayerAnswer(view.cgroup, view.unit, programs), verdicts
+
+
+def _after_answers(layer: PredictedLayer, request: Request) -> LayerAnswer:
+    programs = []
+    for p in layer.programs:
+        record = p.view.record if p.view is not None else None
+        programs.append(
+            ProgramAnswer(
+                None if record is None or p.source == "systemd" else record.id,
+                p.name,
+                "" if record is None else record.tag,
+                p.generator,
+                p.source,
+                None if p.view is None else p.view.opaque,
+                p.verdict(request),
+            )
+        )
+    return LayerAnswer(layer.cgroup, layer.unit, tuple(programs))
+
+
+def explain(inspection: Inspection, request: Request, device: str = "", device_source: str = "given",
+            cache: LiftCache | None = None) -> Explanation:  # fmt: skip
+    lifts = cache if cache is not None else LiftCache()
+    views = analyse_layers(inspection, lifts)
+    v1 = v1_policy(inspection.v1_devices)
+    v1_allowed = None if v1 is None else v1.allows(request)
+    layer_answers = []
+    layer_verdicts = []
+    for view in views:
+        answer, verdicts = _answers(view, request)
+        layer_answers.append(answer)
+        layer_verdicts.append(LayerVerdicts(view, verdicts))
+    allowed = _all([la.allowed for la in layer_answers] + ([v1_allowed] if v1 is not None else []))
+    predicted = predict_reload(views, inspection, lifts)
+    after_answers = [_after_answers(layer, request) for layer in predicted]
+    after_allowed = _all([la.allowed for la in after_answers] + ([v1_allowed] if v1 is not None else []))
+    notes = tuple(n for layer in predicted for n in layer.notes)
+    effective = effective_policy(views, v1)
+    findings = request_findings(request, layer_verdicts, predicted, allowed, after_allowed, effective)
+    return Explanation(
+        inspection,
+        request,
+        device or str(request),
+        device_source,
+        tuple(layer_answers),
+        v1_allowed,
+        allowed,
+        tuple(after_answers),
+        after_allowed,
+        notes,
+        tuple(findings),
+    )

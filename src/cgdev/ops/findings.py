@@ -1,0 +1,256 @@
+"""Findings: the known ways device access goes wrong across layers, each with its fix options.
+
+A verdict alone does not tell a user what to do; the failure modes are few and well known
+(DESIGN.md §1, anchors.md §0): crun ≥ 1.18's double filter, grants a reload will drop, systemd's
+filter coming back beside a runtime's after a reload, privileged containers, programs cgdev cannot
+read, units whose files changed on disk.  Each finding names the fix options with their
+trade-offs, because the right one depends on who owns the container.
+
+Two entry points: ``structural_findings`` (no request: audit and show) and ``request_findings``
+(one request: explain), which is sharper (it names the exact layer that denies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cgdev.core.model import Request
+from cgdev.core.policy import Policy
+from cgdev.ops.layers import LayerView, Verdict
+from cgdev.ops.reload import PredictedLayer
+
+EXAMPLES: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    action: str
+    tradeoff: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"action": self.action, "tradeoff": self.tradeoff}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    code: str
+    message: str
+    fix: tuple[Fix, ...]
+    layer: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "layer": self.layer,
+            "fix": [f.to_json() for f in self.fix],
+        }
+
+
+GRANT_DURABLE: Final = Fix(
+    "grant on every layer durably: `cgdev grant TARGET --device DEV` rewrites each denying program "
+    "and adds the device to the unit's DeviceAllow",
+    "works now and survives daemon-reload/set-property; a runtime `update` that rebuilds its own "
+    "program from the spec can still drop it",
+)
+SPEC_OR_CDI: Final = Fix(
+    "put the device in the container spec (linux.resources.devices, --device, a device plugin "
+    "with --pass-device-specs) or use CDI",
+    "the only grant every layer and every reload agree on; the container must be recreated",
+)
+SUBGROUP: Final = Fix(
+    'start the container with the crun annotation run.oci.systemd.subgroup="" (one filter, on the scope)',
+    "fixes start only: the next daemon-reload or set-property re-attaches systemd's filter beside "
+    "crun's and the device is denied again",
+)
+ALLOW_ALL_FIX: Final = Fix(
+    "allow every device (--privileged, or an allow-all rule)",
+    "unsafe: the container can then open every device of the host (disks, /dev/mem, ...)",
+)
+RESTRICT: Final = Fix(
+    "drop --privileged or the allow-all rule and list the devices the container needs",
+    "safe; the container loses every device not listed",
+)
+RELOAD_NOW: Final = Fix(
+    "review with `cgdev show TARGET` what the reload changes, then run `systemctl daemon-reload`",
+    "applies the changed unit files now, at a time you choose, instead of at the next reload",
+)
+INSPECT_OPAQUE: Final = Fix(
+    "inspect it (`cgdev disasm`, bpftool prog dump xlated) and find which tool attached it",
+    "cgdev answers concrete requests for it exactly but cannot predict it as a rule list",
+)
+
+
+def _examples(policy_gap: Policy) -> str:
+    shown = [str(m.request) for m in Policy.deny_all().diff(policy_gap, limit=EXAMPLES)]
+    return ", ".join(shown)
+
+
+def _systemd_layers(views: Sequence[LayerView]) -> list[LayerView]:
+    return [v for v in views if any(p.owned_by_systemd for p in v.programs)]
+
+
+def _layer_policy(view: LayerView, systemd: bool | None = None) -> Policy | None:
+    result = Policy.allow_all()
+    for program in view.programs:
+        if systemd is not None and program.owned_by_systemd != systemd:
+            continue
+        if program.policy is None:
+            return None
+        result = result & program.policy
+    return result
+
+
+def _common_findings(views: Sequence[LayerView], predicted: Sequence[PredictedLayer]) -> list[Finding]:
+    out: list[Finding] = []
+    for view in views:
+        for program in view.programs:
+            if program.opaque is not None:
+                out.append(
+                    Finding(
+                        "opaque-program",
+                        f"program {program.record.id} ({program.record.name or 'unnamed'}) on {view.cgroup} "
+                        f"cannot be lifted: {program.opaque}",
+                        (INSPECT_OPAQUE,),
+                        view.cgroup,
+                    )
+                )
+        if view.unit is not None and view.unit.need_daemon_reload:
+            out.append(
+                Finding(
+                    "need-daemon-reload",
+                    f"{view.unit.unit} has NeedDaemonReload=yes: its unit files changed on disk and the "
+                    "next daemon-reload applies them (the after-reload prediction uses the loaded ones)",
+                    (RELOAD_NOW,),
+                    view.cgroup,
+                )
+            )
+    for layer in predicted:
+        fresh = [p for p in layer.added if p.source == "systemd"]
+        if fresh and not layer.removed:
+            out.append(
+                Finding(
+                    "reload-adds-filter",
+                    f"the next daemon-reload or set-property attaches systemd's filter (from {layer.unit.unit if layer.unit else '?'}'s "  # noqa: E501
+                    f"DevicePolicy/DeviceAllow) on {layer.cgroup}, beside the runtime's program",
+                    (GRANT_DURABLE, SPEC_OR_CDI),
+                    layer.cgroup,
+                )
+            )
+        for program in layer.added:
+            if program.source == "pin":
+                out.append(
+                    Finding(
+                        "reload-adds-filter",
+                        f"the next daemon-reload re-attaches the pinned BPFProgram "
+                        f"{program.view.record.id if program.view else '?'} on {layer.cgroup}, "
+                        "beside what is there",
+                        (GRANT_DURABLE, SPEC_OR_CDI),
+                        layer.cgroup,
+                    )
+                )
+    return out
+
+
+def structural_findings(
+    views: Sequence[LayerView],
+    predicted: Sequence[PredictedLayer],
+    effective: Policy | None,
+    after: Policy | None,
+) -> list[Finding]:
+    """What is wrong with a target as a whole (no particular device asked)."""
+    out = _common_findings(views, predicted)
+    if effective is not None and effective == Policy.allow_all():
+        out.append(
+            Finding(
+                "allow-all",
+                "the container may open every device (privileged, or no device filter on any layer)",
+                (RESTRICT,),
+            )
+        )
+    for outer in _systemd_layers(views):
+        outer_policy = _layer_policy(outer, systemd=True)
+        for inner in views[views.index(outer) + 1 :]:
+            inner_policy = _layer_policy(inner)
+            if outer_policy is None or inner_policy is None or not inner.programs:
+                continue
+            gap = inner_policy.minus(outer_policy)
+            if gap != Policy.deny_all():
+                out.append(
+                    Finding(
+                        "double-filter",
+                        f"{inner.cgroup}'s program allows devices that systemd's filter on {outer.cgroup} "
+                        f"denies (e.g. {_examples(gap)}): a grant made only on the inner layer has no effect",
+                        (GRANT_DURABLE, SPEC_OR_CDI, SUBGROUP, ALLOW_ALL_FIX),
+                        outer.cgroup,
+                    )
+                )
+    if effective is not None and after is not None:
+        dropped = effective.minus(after)
+        if dropped != Policy.deny_all():
+            out.append(
+                Finding(
+                    "reload-drops-grant",
+                    "allowed now but denied after the next daemon-reload or set-property: "
+                    f"{_examples(dropped)}",
+                    (GRANT_DURABLE, SPEC_OR_CDI),
+                )
+            )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class LayerVerdicts:
+    """Per program verdicts of one layer, in the kernel's order (for request findings)."""
+
+    view: LayerView
+    verdicts: tuple[Verdict, ...]
+
+
+def request_findings(
+    request: Request,
+    layers: Sequence[LayerVerdicts],
+    predicted: Sequence[PredictedLayer],
+    allowed: bool | None,
+    allowed_after: bool | None,
+    effective: Policy | None,
+) -> list[Finding]:
+    """What explains this one request's verdict, now and after a reload."""
+    out = _common_findings([lv.view for lv in layers], predicted)
+    if effective is not None and effective == Policy.allow_all():
+        out.append(Finding("allow-all", "the container may open every device", (RESTRICT,)))
+    denying_sd = [
+        lv.view.cgroup
+        for lv in layers
+        for program, verdict in zip(lv.view.programs, lv.verdicts, strict=True)
+        if program.owned_by_systemd and verdict.allowed is False
+    ]
+    inner_allows = [
+        lv.view.cgroup
+        for lv in layers
+        for program, verdict in zip(lv.view.programs, lv.verdicts, strict=True)
+        if not program.owned_by_systemd and verdict.allowed is True
+    ]
+    if denying_sd and inner_allows and not allowed:
+        out.append(
+            Finding(
+                "double-filter",
+                f"{request} is allowed by the runtime's program on {inner_allows[-1]} but denied by "
+                f"systemd's filter on {denying_sd[0]} (crun >= 1.18 with the systemd driver): every "
+                "layer must allow it",
+                (GRANT_DURABLE, SPEC_OR_CDI, SUBGROUP, ALLOW_ALL_FIX),
+                denying_sd[0],
+            )
+        )
+    if allowed is True and allowed_after is False:
+        out.append(
+            Finding(
+                "reload-drops-grant",
+                f"{request} is allowed now but the next daemon-reload or set-property denies it: the grant "
+                "is not in the unit's DeviceAllow (a hook or a direct program edit made it)",
+                (GRANT_DURABLE, SPEC_OR_CDI),
+            )
+        )
+    return out

@@ -1,0 +1,143 @@
+"""What the kernel will enforce after the next ``systemctl daemon-reload`` or ``set-property``.
+
+systemd rebuilds its device program for every unit with a device policy, from the unit's
+properties alone, on every reload and every property change of the unit (DESIGN.md §1,
+anchors.md §3.3); it never removes programs it did not attach, and it re-attaches every
+``BPFProgram=device:PATH`` pin (an already attached one is an ignored EEXIST).  So, per layer:
+
+- systemd's own program (``sd_devices``) is dropped and replaced by the one the properties give
+  (possibly none: ``DevicePolicy=auto`` without ``DeviceAllow``);
+- a unit whose cgroup carries no systemd program today gets one if its properties say so: the
+  runc and crun ``run.oci.systemd.subgroup=""`` case, where the runtime had swapped it out;
+- each pinned program not attached today is attached beside what is there;
+- every foreign program (a runtime's, a hook's) stays as it is.
+
+The prediction is exact when the properties systemd has loaded are the ones it will use:
+``NeedDaemonReload=yes`` means a unit file changed on disk, which a reload (not a set-property)
+would read first; the prediction says so instead of guessing the file's content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cgdev.core.model import Request, access_to_str
+from cgdev.core.policy import Policy
+from cgdev.core.semantics.systemd import SdProgram, standard_stat, systemd_program
+from cgdev.ops.layers import Inspection, LayerView, LiftCache, ProgramView, UnitRecord, Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class PredictedProgram:
+    """One program attached after the reload: ``kept`` (there now), ``systemd`` (regenerated
+    from the unit's properties) or ``pin`` (a BPFProgram= pin systemd re-attaches)."""
+
+    source: str
+    view: ProgramView | None = None
+    sd: SdProgram | None = None
+    unit: str | None = None
+
+    @property
+    def policy(self) -> Policy | None:
+        if self.sd is not None:
+            return self.sd.policy()
+        return None if self.view is None else self.view.policy
+
+    @property
+    def name(self) -> str:
+        if self.sd is not None:
+            return "sd_devices"
+        return "" if self.view is None else self.view.record.name
+
+    @property
+    def generator(self) -> str:
+        if self.sd is not None:
+            return "systemd"
+        return "unknown" if self.view is None else self.view.generator
+
+    def verdict(self, request: Request) -> Verdict:
+        if self.view is not None:
+            return self.view.verdict(request)
+        assert self.sd is not None
+        return sd_verdict(self.sd, request)
+
+
+def sd_verdict(sd: SdProgram, request: Request) -> Verdict:
+    """systemd's program is allow-only: the first DeviceAllow block that matches decides."""
+    if sd.deny_everything:
+        return Verdict(False, "deny everything (no DeviceAllow entry matched any device)", None)
+    for entry in sd.entries:
+        rule = entry.as_rule()
+        if (
+            rule.matches_device(request.type, request.major, request.minor)
+            and request.access & ~entry.access == 0
+        ):
+            source = f" (DeviceAllow {entry.source})" if entry.source else ""
+            return Verdict(True, f"{rule}{source}", None)
+    return Verdict(False, f"no DeviceAllow entry allows {request.type} {request.major}:{request.minor} "
+                   f"{access_to_str(request.access)}", None)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class PredictedLayer:
+    cgroup: str
+    unit: UnitRecord | None
+    programs: tuple[PredictedProgram, ...]
+    removed: tuple[ProgramView, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def added(self) -> tuple[PredictedProgram, ...]:
+        return tuple(p for p in self.programs if p.source != "kept")
+
+
+def _stat_for(unit: UnitRecord):  # type: ignore[no-untyped-def]
+    def stat(path: str) -> tuple[str, int, int] | None:
+        return unit.device_nodes.get(path) or standard_stat(path)
+
+    return stat
+
+
+def predict_layer(view: LayerView, inspection: Inspection, cache: LiftCache) -> PredictedLayer:
+    unit = view.unit
+    systemd_owned = tuple(p for p in view.programs if p.owned_by_systemd)
+    if unit is None or not (unit.manages_devices or systemd_owned):
+        kept = tuple(PredictedProgram("kept", view=p) for p in view.programs)
+        return PredictedLayer(view.cgroup, unit, kept, (), ())
+    notes: list[str] = []
+    programs = [PredictedProgram("kept", view=p, unit=None) for p in view.programs if not p.owned_by_systemd]
+    sd = systemd_program(unit.device_policy, unit.device_allow, inspection.proc_devices, _stat_for(unit))
+    if sd.attached:
+        programs.append(PredictedProgram("systemd", sd=sd, unit=unit.unit))
+    attached_ids = {p.view.record.id for p in programs if p.view is not None}
+    for kind, pin in unit.bpf_program:
+        if kind != "device":
+            continue
+        record = inspection.pins.get(pin)
+        if record is None:
+            notes.append(f"BPFProgram pin {pin} is missing: systemd will log an error and attach nothing")
+        elif record.id not in attached_ids:
+            programs.append(PredictedProgram("pin", view=cache.view(record), unit=unit.unit))
+            attached_ids.add(record.id)
+    if unit.need_daemon_reload:
+        notes.append(
+            f"{unit.unit} has NeedDaemonReload=yes: a daemon-reload reads changed unit files first, "
+            "so this prediction (from the loaded properties) holds for set-property only"
+        )
+    return PredictedLayer(view.cgroup, unit, tuple(programs), systemd_owned, tuple(notes))
+
+
+def predict_reload(views: list[LayerView], inspection: Inspection, cache: LiftCache) -> list[PredictedLayer]:
+    return [predict_layer(view, inspection, cache) for view in views]
+
+
+def predicted_policy(layers: list[PredictedLayer], v1: Policy | None = None) -> Policy | None:
+    """The AND after the reload; None if a program in it is opaque."""
+    result = Policy.allow_all() if v1 is None else v1
+    for layer in layers:
+        for program in layer.programs:
+            policy = program.policy
+            if policy is None:
+                return None
+            result = result & policy
+    return result

@@ -1,0 +1,310 @@
+"""Turn what a user types (a PID, a cgroup, a container id or name, a unit) into one cgroup.
+
+People name containers the way their tools show them: a PID from ``ps``, a short id from
+``crictl ps``, a pod UID from ``kubectl``, a scope from ``systemctl``.  The enforcement point is a
+cgroup, so every form resolves to one cgroup path (relative to the cgroup2 mount) plus whatever is
+known about the container (runtime, id, init pid, annotations), which later decides where device
+paths are looked up and which findings apply.
+
+Resolution order, first hit wins: an all-digit spec is a PID when that process exists (else it
+may still be an id prefix); a spec starting with ``/`` (or
+containing one) is a cgroup path; a name with a systemd unit suffix is a unit (through systemd
+when it is reachable, else by its cgroup's name); otherwise a container id, unique id prefix or
+name, from the runtimes' state and from engine-named cgroups (``crio-<id>.scope``,
+``libpod-<id>.scope``, ``cri-containerd-<id>.scope``, ``docker-<id>.scope``, a 64-hex cgroup of
+the cgroupfs drivers) and Kubernetes pod slices (``kubepods-*-pod<uid>.slice``).  No match and
+several matches are both one-line input errors; the latter lists the candidates.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from cgdev.adapters import cgroupfs
+from cgdev.adapters.runtime_state import ContainerState, list_containers
+from cgdev.errors import CgdevError, InputError, NotFound
+
+UNIT_SUFFIXES: Final = (".scope", ".service", ".slice", ".socket", ".mount", ".swap")
+ENGINES: Final = ("crio", "libpod", "cri-containerd", "docker", "crun", "runc", "youki")
+_ENGINE_SCOPE: Final = re.compile(rf"^({'|'.join(map(re.escape, ENGINES))})-(?!conmon-)(.+)\.scope$")
+_POD_SLICE: Final = re.compile(r"^kubepods(?:-[a-z]+)?-pod([0-9a-fA-F_]+)\.slice$")
+_POD_DIR: Final = re.compile(r"^pod([0-9a-fA-F-]{32,36})$")
+_HEX_ID: Final = re.compile(r"^[0-9a-f]{64}$")
+MAX_LISTED: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A resolved target: its cgroup (relative to the cgroup2 mount) and what is known about it."""
+
+    spec: str
+    kind: str  # pid | cgroup | unit | container | pod
+    cgroup: str
+    pid: int | None = None
+    runtime: str | None = None
+    container_id: str | None = None
+    name: str | None = None
+    unit: str | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec,
+            "kind": self.kind,
+            "cgroup": self.cgroup,
+            "pid": self.pid,
+            "runtime": self.runtime,
+            "container_id": self.container_id,
+            "name": self.name,
+            "unit": self.unit,
+            "annotations": dict(self.annotations),
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Target:
+        return Target(
+            spec=str(data.get("spec", "")),
+            kind=str(data.get("kind", "cgroup")),
+            cgroup=str(data["cgroup"]),
+            pid=data.get("pid"),
+            runtime=data.get("runtime"),
+            container_id=data.get("container_id"),
+            name=data.get("name"),
+            unit=data.get("unit"),
+            annotations={str(k): str(v) for k, v in (data.get("annotations") or {}).items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NamedCgroup:
+    """A cgroup whose name says what it is: an engine's container scope or a pod slice."""
+
+    kind: str  # container | pod
+    engine: str  # crio, docker, ..., cgroupfs, kubepods
+    id: str
+    cgroup: str  # relative to the mount
+
+
+def classify(name: str) -> tuple[str, str, str] | None:
+    """``(kind, engine, id)`` when a cgroup's own name identifies a container or a pod."""
+    match = _ENGINE_SCOPE.match(name)
+    if match:
+        return "container", match.group(1), match.group(2)
+    match = _POD_SLICE.match(name)
+    if match:
+        return "pod", "kubepods", match.group(1).replace("_", "-")
+    match = _POD_DIR.match(name)
+    if match:
+        return "pod", "kubepods", match.group(1).replace("_", "-")
+    if _HEX_ID.match(name):
+        return "container", "cgroupfs", name
+    return None
+
+
+def relative(path: str, mount: str) -> str:
+    """A host path under the mount as ``/a/b`` (``/`` for the root)."""
+    base = mount.rstrip("/")
+    if path in (base, mount):
+        return "/"
+    return "/" + path[len(base) :].strip("/")
+
+
+def named_cgroups(mount: str, paths: Iterable[str] | None = None) -> list[NamedCgroup]:
+    """Every engine-named cgroup in one walk of the tree (or of the given host paths)."""
+    out = []
+    for path in cgroupfs.walk(mount) if paths is None else paths:
+        found = classify(os.path.basename(path))
+        if found is not None:
+            out.append(NamedCgroup(found[0], found[1], found[2], relative(path, mount)))
+    return out
+
+
+def cgroup_pids(host_path: str) -> list[int]:
+    try:
+        with open(os.path.join(host_path, "cgroup.procs")) as fh:
+            return [int(x) for x in fh.read().split()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def process_leaf(host_path: str) -> str:
+    """The cgroup where a container's processes really are.
+
+    crun with the systemd driver puts them one level down (``<scope>/container``), and the
+    programs there count, so a scope without processes and with one child is followed down.
+    """
+    current = host_path
+    while not cgroup_pids(current):
+        try:
+            with os.scandir(current) as entries:
+                children = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            break
+        if len(children) != 1:
+            break
+        current = children[0]
+    return current
+
+
+def _pid_target(spec: str, mount: str) -> Target:
+    pid = int(spec)
+    try:
+        rel = cgroupfs.process_cgroup(pid)
+    except NotFound:
+        raise NotFound(f"target {spec}: no such process") from None
+    return Target(spec, "pid", rel, pid=pid)
+
+
+def _cgroup_target(spec: str, mount: str) -> Target:
+    base = mount.rstrip("/")
+    if spec == base or spec.startswith(base + "/"):
+        host = spec
+    else:
+        host = cgroupfs.cgroup_path(spec, mount=mount)
+    if not os.path.isdir(host):
+        raise NotFound(f"target {spec}: no such cgroup under {mount}")
+    pids = cgroup_pids(host)
+    return Target(spec, "cgroup", relative(os.path.normpath(host), mount), pid=pids[0] if pids else None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    label: str
+    target: Target
+    exact: bool
+
+
+def _state_cgroup(state: ContainerState, mount: str) -> str | None:
+    """The container's cgroup: from its init pid when it runs in our namespaces, else as recorded."""
+    if state.pid is not None:
+        try:
+            return cgroupfs.process_cgroup(state.pid)
+        except CgdevError:
+            pass
+    if state.cgroup is None:
+        return None
+    if state.cgroup.startswith(mount.rstrip("/") + "/"):
+        return relative(state.cgroup, mount)
+    return "/" + state.cgroup.strip("/")
+
+
+def _state_candidates(spec: str, states: Sequence[ContainerState], mount: str) -> list[_Candidate]:
+    out = []
+    for state in states:
+        exact = spec in (state.id, state.name)
+        if not exact and not state.id.startswith(spec):
+            continue
+        cgroup = _state_cgroup(state, mount)
+        if cgroup is None:
+            continue
+        target = Target(
+            spec,
+            "container",
+            cgroup,
+            pid=state.pid,
+            runtime=state.runtime,
+            container_id=state.id,
+            name=state.name,
+            annotations=dict(state.annotations),
+        )
+        out.append(_Candidate(f"{state.runtime} {state.id}", target, exact))
+    return out
+
+
+def _named_candidates(spec: str, named: Sequence[NamedCgroup], mount: str) -> list[_Candidate]:
+    wanted = spec.replace("_", "-")
+    out = []
+    for entry in named:
+        if not entry.id.startswith(wanted):
+            continue
+        host = cgroupfs.cgroup_path(entry.cgroup, mount=mount)
+        leaf = process_leaf(host) if entry.kind == "container" else host
+        pids = cgroup_pids(leaf)
+        target = Target(
+            spec,
+            entry.kind,
+            relative(leaf, mount),
+            pid=pids[0] if pids else None,
+            runtime=entry.engine,
+            container_id=entry.id if entry.kind == "container" else None,
+            name=entry.id if entry.kind == "pod" else None,
+            unit=os.path.basename(entry.cgroup) if entry.cgroup.endswith(UNIT_SUFFIXES) else None,
+        )
+        out.append(_Candidate(f"{entry.engine} {entry.cgroup}", target, entry.id == wanted))
+    return out
+
+
+def _unit_target(spec: str, mount: str, systemd: Any, systemd_root: str) -> Target | None:
+    if systemd is not None:
+        try:
+            control_group = systemd.control_group(spec)
+        except NotFound:
+            return None
+        if control_group:
+            rel = "/" + "/".join(p for p in (systemd_root + "/" + control_group).split("/") if p)
+            host = process_leaf(cgroupfs.cgroup_path(rel, mount=mount))
+            pids = cgroup_pids(host)
+            return Target(spec, "unit", relative(host, mount), pid=pids[0] if pids else None, unit=spec)
+    matches = [p for p in cgroupfs.walk(mount) if os.path.basename(p) == spec]
+    if len(matches) > 1:
+        listed = ", ".join(relative(p, mount) for p in matches[:MAX_LISTED])
+        raise InputError(f"target {spec}: ambiguous, {len(matches)} cgroups have that name: {listed}")
+    if not matches:
+        return None
+    host = process_leaf(matches[0])
+    pids = cgroup_pids(host)
+    return Target(spec, "unit", relative(host, mount), pid=pids[0] if pids else None, unit=spec)
+
+
+def _pick(spec: str, candidates: list[_Candidate]) -> Target:
+    unique: dict[str, _Candidate] = {}
+    for cand in candidates:
+        unique.setdefault(cand.target.cgroup, cand)
+    chosen = list(unique.values())
+    exact = [c for c in chosen if c.exact]
+    if len(exact) == 1:
+        return exact[0].target
+    if len(chosen) == 1:
+        return chosen[0].target
+    pool = exact or chosen
+    listed = ", ".join(c.label for c in pool[:MAX_LISTED])
+    more = f" (and {len(pool) - MAX_LISTED} more)" if len(pool) > MAX_LISTED else ""
+    raise InputError(f"target {spec}: ambiguous, matches {len(pool)} containers: {listed}{more}")
+
+
+def resolve(
+    spec: str,
+    *,
+    mount: str | None = None,
+    runtime_roots: Sequence[tuple[str, str]] | None = None,
+    systemd: Any = None,
+    systemd_root: str = "/",
+) -> Target:
+    """Resolve ``spec`` to one target, or raise NotFound / InputError (one line, candidates listed).
+
+    ``systemd`` is an optional ``SystemdClient`` used for unit names; ``systemd_root`` is where
+    systemd's cgroup root sits in our cgroup2 view (``/`` on a host, the lab's subtree in a lab).
+    """
+    if not spec or "\0" in spec or "\n" in spec:
+        raise InputError(f"target: {spec!r} is empty or not printable")
+    base = mount if mount is not None else cgroupfs.cgroup2_mount()
+    if spec.isdigit() and os.path.exists(f"/proc/{int(spec)}"):
+        return _pid_target(spec, base)
+    if "/" in spec:
+        return _cgroup_target(spec, base)
+    if spec.endswith(UNIT_SUFFIXES):
+        found = _unit_target(spec, base, systemd, systemd_root)
+        if found is not None:
+            return found
+    candidates = _state_candidates(spec, list_containers(runtime_roots), base)
+    if not any(c.exact for c in candidates):
+        candidates += _named_candidates(spec, named_cgroups(base), base)
+    if not candidates and spec.isdigit():
+        raise NotFound(f"target {spec}: no such process (and no container id starts with {spec})")
+    if not candidates:
+        raise NotFound(f"target {spec}: no process, cgroup, container or unit by that name")
+    return _pick(spec, candidates)

@@ -1,0 +1,166 @@
+"""explain on real kernel hierarchies: verdicts equal the kernel's, the denying layer is named, the
+after-reload prediction equals what the kernel does with systemd's real post-reload program."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cgdev.adapters.probe import probe
+from cgdev.core.model import ACC_M, Request
+from cgdev.errors import InputError, NotFound
+from cgdev.ops.collect import collect
+from cgdev.ops.explain import explain, parse_access_request, resolve_device
+from cgdev.ops.layers import Inspection, Layer, UnitRecord
+from cgdev.ops.targets import Target, resolve
+from fixtures_kernel import requires_root_bpf
+from test_explain_helpers import NULL_RW, NVIDIACTL_RW, FakeNode, node  # noqa: F401
+
+# runc 1.1.5's properties for the default spec (evidence/per-case/runc-sd/scope-show.txt)
+RUNC_DEVICE_ALLOW = (
+    ("char-pts", "rwm"), ("/dev/char/10:200", "rwm"), ("/dev/char/5:2", "rwm"), ("/dev/char/5:0", "rwm"),
+    ("/dev/char/1:9", "rwm"), ("/dev/char/1:8", "rwm"), ("/dev/char/1:7", "rwm"), ("/dev/char/1:5", "rwm"),
+    ("/dev/char/1:3", "rwm"), ("char-*", "m"), ("block-*", "m"),
+)  # fmt: skip
+PROC_DEVICES = "Character devices:\n  1 mem\n  5 /dev/tty\n136 pts\n195 nvidia\n\nBlock devices:\n  8 sd\n"
+
+
+def _unit(name: str, cgroup: str, **changes: object) -> UnitRecord:
+    unit = UnitRecord(name, cgroup, True, "strict", RUNC_DEVICE_ALLOW, (), False)
+    return dataclasses.replace(unit, **changes)  # type: ignore[arg-type]
+
+
+def _with_unit(inspection: Inspection, index: int, unit: UnitRecord) -> Inspection:
+    """The collected layers with systemd's view of one of them added (no systemd on this host)."""
+    layers = list(inspection.layers)
+    layers[index] = Layer(layers[index].cgroup, layers[index].programs, unit)
+    return dataclasses.replace(inspection, layers=tuple(layers), proc_devices=PROC_DEVICES)
+
+
+@requires_root_bpf
+def test_crun_double_filter_matches_kernel_and_names_scope(node: FakeNode) -> None:  # noqa: F811
+    leaf = node.container("crio", "ee" * 32, "sd", "crun_hook")
+    inspection = collect(resolve(leaf))
+    kernel = probe(leaf, [NULL_RW, NVIDIACTL_RW])
+    null, nvidia = explain(inspection, NULL_RW), explain(inspection, NVIDIACTL_RW)
+    assert [null.allowed, nvidia.allowed] == kernel == [True, False]
+    assert [(c, p.name) for c, p in nvidia.denied_by] == [(node.rel(leaf).rsplit("/", 1)[0], "sd_devices")]
+    leaf_answer = nvidia.layers[-1].programs[0]
+    assert leaf_answer.verdict.allowed is True and leaf_answer.verdict.rule == "allow c 195:255 rw"
+    assert leaf_answer.verdict.insn_range is not None
+    assert "double-filter" in {f.code for f in nvidia.findings}
+    assert "double-filter" not in {f.code for f in null.findings}
+    doc = nvidia.to_json()
+    assert doc["request"] == {"type": "c", "major": 195, "minor": 255, "access": "rw"}
+    assert doc["allowed"] is False and doc["layers"][-1]["programs"][0]["generator"].startswith("libnvidia")
+
+
+@requires_root_bpf
+def test_runc_reload_prediction_equals_kernel_after_reload(node: FakeNode) -> None:  # noqa: F811
+    """runc replaced systemd's filter, a hook granted 195:255; a reload re-attaches sd_devices."""
+    scope = node.container("runc", "ff" * 32, None, "runc_hook", sub=False)
+    live = collect(resolve(scope))
+    unit = _unit(os.path.basename(scope), node.rel(scope))
+    inspection = _with_unit(live, len(live.layers) - 1, unit)
+    before = explain(inspection, NVIDIACTL_RW)
+    assert before.allowed is True and probe(scope, [NVIDIACTL_RW]) == [True]
+    assert before.after_allowed is False
+    assert {"reload-drops-grant", "reload-adds-filter"} <= {f.code for f in before.findings}
+    added = [p for p in before.after_layers[-1].programs if p.source == "systemd"]
+    assert len(added) == 1 and added[0].verdict.allowed is False
+    # what systemd 252 really attached after the reload, beside the hook's program
+    node.attach(scope, "sd_runc")
+    requests = [
+        NULL_RW,
+        NVIDIACTL_RW,
+        Request("c", 136, 3, ACC_M),
+        Request("b", 8, 0, ACC_M),
+        Request("c", 10, 200, ACC_M),
+    ]
+    predicted = [explain(inspection, r).after_allowed for r in requests]
+    assert predicted == probe(scope, requests)
+
+
+def test_reload_keeps_foreign_and_replaces_systemd_program() -> None:
+    from cgdev.ops.layers import ProgramRecord
+    from test_explain_helpers import program_bytes
+
+    sd = ProgramRecord(1, "sd_devices", "a", 2, program_bytes("sd"))
+    crun = ProgramRecord(2, "", "b", 2, program_bytes("crun"))
+    unit = _unit("crun-x.scope", "/s/crun-x.scope", device_allow=(("/dev/char/195:255", "rw"),))
+    layers = (
+        Layer("/", ()),
+        Layer("/s/crun-x.scope", (sd,), unit),
+        Layer("/s/crun-x.scope/container", (crun,)),
+    )
+    inspection = Inspection(Target("x", "cgroup", "/s/crun-x.scope/container"), layers, PROC_DEVICES)
+    result = explain(inspection, NVIDIACTL_RW)
+    assert result.allowed is False  # sd_devices and crun's program both deny now
+    after_scope = result.after_layers[1].programs
+    assert [(p.source, p.name) for p in after_scope] == [("systemd", "sd_devices")]
+    assert after_scope[0].verdict.allowed is True  # the unit's DeviceAllow has it
+    assert [p.source for p in result.after_layers[2].programs] == ["kept"]
+    assert result.after_allowed is False  # crun's leaf program still denies
+
+
+def test_need_daemon_reload_and_pin_findings() -> None:
+    unit = _unit(
+        "x.scope", "/x.scope", need_daemon_reload=True, bpf_program=(("device", "/sys/fs/bpf/gone"),)
+    )
+    inspection = Inspection(Target("x", "cgroup", "/x.scope"), (Layer("/", ()), Layer("/x.scope", (), unit)))
+    result = explain(inspection, NULL_RW)
+    assert "need-daemon-reload" in {f.code for f in result.findings}
+    assert any("pin /sys/fs/bpf/gone is missing" in n for n in result.after_notes)
+    assert all(f.fix for f in result.findings)
+
+
+def test_allow_all_finding_for_unfiltered_container() -> None:
+    inspection = Inspection(Target("x", "cgroup", "/x"), (Layer("/", ()), Layer("/x", ())))
+    result = explain(inspection, NVIDIACTL_RW)
+    assert result.allowed is True and "allow-all" in {f.code for f in result.findings}
+
+
+def test_device_and_access_input_errors() -> None:
+    inspection = Inspection(Target("x", "cgroup", "/x"), (), devices={"/dev/nvidiactl": ("c", 195, 255)})
+    assert resolve_device("/dev/nvidiactl", inspection, 6, live=False)[0] == NVIDIACTL_RW
+    assert resolve_device("c 195:255", inspection, 6, live=False)[0] == NVIDIACTL_RW
+    with pytest.raises(NotFound, match="--device: '/dev/nope'"):
+        resolve_device("/dev/nope", inspection, 6, live=False)
+    with pytest.raises(InputError, match="--device: 'x 1:2'"):
+        resolve_device("x 1:2", inspection, 6, live=False)
+    with pytest.raises(InputError, match="32 bits"):
+        resolve_device("c 4294967296:0", inspection, 6, live=False)
+    with pytest.raises(InputError, match="not a character or block device"):
+        resolve_device("/etc/passwd", inspection, 6, live=True)
+    with pytest.raises(InputError, match="--access: 'rwm'"):
+        parse_access_request("rwm")
+
+
+def _cgdev(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cgdev", *argv], capture_output=True, text=True, timeout=60)
+
+
+@requires_root_bpf
+def test_cli_exit_statuses_and_json(node: FakeNode) -> None:  # noqa: F811
+    leaf = node.container("crio", "12" * 32, "sd", "crun_hook")
+    denied = _cgdev("explain", "12121212", "--device", "c 195:255", "--json", "--no-systemd")
+    assert denied.returncode == 1, denied.stderr
+    import json
+
+    doc = json.loads(denied.stdout)
+    assert doc["allowed"] is False and doc["cgroup"] == node.rel(leaf)
+    assert _cgdev("explain", "12121212", "--device", "/dev/null", "--no-systemd").returncode == 0
+    for argv, status, text in [
+        (("explain", "99999999", "--device", "/dev/null", "--no-systemd"), 2, "no such process"),
+        (("explain", "zz-nothing", "--device", "/dev/null", "--no-systemd"), 2, "no process, cgroup"),
+        (("explain", "12121212", "--device", "/dev/nope", "--no-systemd"), 2, "--device"),
+        (("explain", "12121212", "--device", "c 1:3", "--access", "x", "--no-systemd"), 2, "--access"),
+        (("explain", "12121212", "--device", "c 1:3", "--bus", "/nonexistent/bus"), 3, "no D-Bus"),
+    ]:
+        result = _cgdev(*argv)
+        assert result.returncode == status, (argv, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and text in result.stderr

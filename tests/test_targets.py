@@ -1,0 +1,158 @@
+"""Targets: runtime state files, engine-named cgroups, and resolution on real cgroups."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cgdev.adapters.runtime_state import (
+    list_containers,
+    parse_crun_status,
+    parse_state_json,
+    runtime_roots,
+)
+from cgdev.errors import InputError, NotFound
+from cgdev.ops.targets import classify, resolve
+from fixtures_kernel import requires_root_bpf
+from test_explain_helpers import FakeNode, node  # noqa: F401
+
+# -- runtime state files (formats as crun 1.x, runc 1.1.5 and youki write them) ----------------
+
+CRUN_STATUS = b"""{
+    "pid" : 4242,
+    "process-start-time" : 123,
+    "cgroup-path" : "/system.slice/crun-abc.scope/container",
+    "scope" : "crun-abc.scope",
+    "rootfs" : "/b/rootfs",
+    "systemd-cgroup" : "true",
+    "bundle" : "%s",
+    "created" : "2026-01-01T00:00:00Z",
+    "owner" : "root",
+    "detached" : "true"
+}
+"""
+
+
+def test_crun_status_with_bundle_annotations(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"annotations": {"run.oci.systemd.subgroup": ""}}))
+    state = parse_crun_status("abc", CRUN_STATUS % str(tmp_path).encode())
+    assert (state.runtime, state.id, state.pid) == ("crun", "abc", 4242)
+    assert state.cgroup == "/system.slice/crun-abc.scope/container"
+    assert state.systemd_cgroup is True
+    assert state.annotations == {"run.oci.systemd.subgroup": ""}
+
+
+def test_runc_state_labels_and_cgroup() -> None:
+    data = {
+        "id": "web",
+        "init_process_pid": 77,
+        "cgroup_paths": {"": "/sys/fs/cgroup/system.slice/runc-web.scope", "devices": "/x"},
+        "config": {
+            "labels": ["io.kubernetes.container.name=nginx", "bundle=/b"],
+            "cgroups": {"name": "web", "parent": "system.slice", "Systemd": True},
+        },
+        "unknown_future_field": {"ignored": True},
+    }
+    state = parse_state_json(json.dumps(data).encode())
+    assert (state.runtime, state.id, state.pid, state.bundle) == ("runc", "web", 77, "/b")
+    assert state.cgroup == "/sys/fs/cgroup/system.slice/runc-web.scope"
+    assert state.systemd_cgroup is True
+    assert state.name == "nginx"
+
+
+def test_youki_state_is_plain_oci() -> None:
+    data = {"ociVersion": "1.0.2", "id": "y1", "status": "running", "pid": 9, "bundle": "/b",
+            "annotations": {"nerdctl/name": "db"}, "useSystemd": False}  # fmt: skip
+    state = parse_state_json(json.dumps(data).encode())
+    assert (state.runtime, state.id, state.pid, state.name, state.cgroup) == ("youki", "y1", 9, "db", None)
+
+
+def test_list_containers_skips_garbage(tmp_path: Path) -> None:
+    root = tmp_path / "crun"
+    (root / "good").mkdir(parents=True)
+    (root / "good" / "status").write_bytes(CRUN_STATUS % b"/nonexistent")
+    (root / "bad").mkdir()
+    (root / "bad" / "status").write_text("{not json")
+    (root / "empty").mkdir()
+    found = list_containers([("crun", str(root)), ("runc", str(tmp_path / "missing"))])
+    assert [s.id for s in found] == ["good"]
+
+
+def test_runtime_root_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--runtime-root"):
+        runtime_roots([str(tmp_path / "nope")])
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("crio-" + "a" * 64 + ".scope", ("container", "crio", "a" * 64)),
+        ("libpod-" + "b" * 64 + ".scope", ("container", "libpod", "b" * 64)),
+        ("cri-containerd-" + "c" * 64 + ".scope", ("container", "cri-containerd", "c" * 64)),
+        ("docker-" + "d" * 64 + ".scope", ("container", "docker", "d" * 64)),
+        ("crun-my-box.scope", ("container", "crun", "my-box")),
+        ("crio-conmon-" + "a" * 64 + ".scope", None),
+        ("kubepods-burstable-pod12345678_1234_1234_1234_123456789abc.slice",
+         ("pod", "kubepods", "12345678-1234-1234-1234-123456789abc")),
+        ("e" * 64, ("container", "cgroupfs", "e" * 64)),
+        ("system.slice", None),
+    ],
+)  # fmt: skip
+def test_classify_engine_names(name: str, expected: tuple[str, str, str] | None) -> None:
+    assert classify(name) == expected
+
+
+# -- resolution on real cgroups ----------------------------------------------------------------
+
+
+@requires_root_bpf
+def test_resolve_pid_cgroup_and_engine_prefix(node: FakeNode) -> None:  # noqa: F811
+    cid = "0123456789abcdef" * 4
+    leaf = node.container("crio", cid, "sd", "crun")
+    pid = node.procs[-1].pid
+    by_pid = resolve(str(pid))
+    assert (by_pid.kind, by_pid.cgroup, by_pid.pid) == ("pid", node.rel(leaf), pid)
+    by_path = resolve(leaf)
+    assert by_path.cgroup == node.rel(leaf) and by_path.pid == pid
+    by_rel = resolve(node.rel(leaf))
+    assert by_rel.cgroup == node.rel(leaf)
+    by_prefix = resolve(cid[:12])
+    # the scope holds no process: the target descends to crun's `container` sub-cgroup
+    assert (by_prefix.kind, by_prefix.runtime, by_prefix.container_id) == ("container", "crio", cid)
+    assert by_prefix.cgroup == node.rel(leaf) and by_prefix.pid == pid
+    by_unit = resolve(f"crio-{cid}.scope")
+    assert by_unit.cgroup == node.rel(leaf)
+
+
+@requires_root_bpf
+def test_resolve_pod_slice_by_uid(node: FakeNode) -> None:  # noqa: F811
+    uid = "4b5c6d7e-0000-1111-2222-333344445555"
+    pod = node.cgroup(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uid.replace("-", "_") + ".slice"
+    )
+    target = resolve(uid)
+    assert (target.kind, target.cgroup) == ("pod", node.rel(pod))
+
+
+@requires_root_bpf
+def test_ambiguous_prefix_lists_candidates(node: FakeNode) -> None:  # noqa: F811
+    node.container("libpod", "feed" + "1" * 60, None, "crun", sub=False)
+    node.container("libpod", "feed" + "2" * 60, None, "crun", sub=False)
+    with pytest.raises(InputError, match=r"ambiguous, matches 2 containers: .*feed1.*feed2"):
+        resolve("feed")
+    assert resolve("feed2").container_id == "feed" + "2" * 60
+
+
+@requires_root_bpf
+def test_missing_targets_are_one_line_not_found(node: FakeNode) -> None:  # noqa: F811
+    with pytest.raises(NotFound, match="no such process"):
+        resolve(str(2**22 + 12345))
+    with pytest.raises(NotFound, match="no such cgroup"):
+        resolve(os.path.join(node.root, "nope"))
+    with pytest.raises(NotFound, match="no process, cgroup, container or unit"):
+        resolve("no-such-container-zz")
+    with pytest.raises(InputError, match=r"'\.\.'"):
+        resolve("/../etc")
