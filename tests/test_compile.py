@@ -1,0 +1,258 @@
+"""cgdev's compiler: exact on every request mask, small, fast, fingerprinted (pure, no kernel).
+
+Kernel acceptance and kernel verdicts are in test_kernel_differential.py; here the reference is
+engineer B's interpreter (``interp.run``), which models the kernel's semantics and refuses what
+the verifier would refuse (uninitialised registers, bad context reads, falling off the end).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cgdev.core import interp
+from cgdev.core.compile import compile_policy, is_cgdev_program, worst_path
+from cgdev.core.isa import CLASS_JMP, CLASS_JMP32, Insn
+from cgdev.core.model import MASKSET_ALL, REQUEST_MASKS, U32_MAX, Request, Rule
+from cgdev.core.policy import Policy, StepFn
+from cgdev.core.semantics import policy_of
+from cgdev.core.shapes import shape_program
+
+# -- the benchmark sets (bench/bench_compile.py uses the same lists) ------------------------------
+
+OCI_DEFAULT = [
+    Rule(False, "a", None, None, 7),
+    Rule(True, "c", None, None, 1),
+    Rule(True, "b", None, None, 1),
+    *(Rule(True, "c", major, minor, 7) for major, minor in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)]),
+    *(Rule(True, "c", 5, minor, 7) for minor in (0, 1, 2)),
+    Rule(True, "c", 136, None, 7),
+]
+GPUS = [
+    *(Rule(True, "c", 195, minor, 6) for minor in range(8)),
+    Rule(True, "c", 195, 254, 6),
+    Rule(True, "c", 195, 255, 6),
+    Rule(True, "c", 508, 0, 6),
+    Rule(True, "c", 508, 1, 6),
+]
+
+# -- strategies ------------------------------------------------------------------------------------
+
+EDGE_NUMBERS = (0, 1, 2, 0x7FFF_FFFF, 0x8000_0000, U32_MAX - 1, U32_MAX)
+numbers = st.one_of(
+    st.integers(0, 12), st.integers(0, 300), st.sampled_from(EDGE_NUMBERS), st.integers(0, U32_MAX)
+)
+masksets = st.integers(0, 255).map(lambda bits: bits & MASKSET_ALL)
+
+
+@st.composite
+def step_fns(draw: st.DrawFn, values: st.SearchStrategy, max_points: int) -> StepFn:
+    starts = sorted(set(draw(st.lists(numbers, max_size=max_points))) - {0})
+    return StepFn.from_pieces([(0, draw(values)), *((s, draw(values)) for s in starts)])
+
+
+minor_maps = step_fns(masksets, 6)
+policies = st.builds(Policy, step_fns(minor_maps, 6), step_fns(minor_maps, 6))
+
+
+def probe_points(policy: Policy) -> Iterator[Request]:
+    """Both ends of every constant box and their neighbours, for every request mask."""
+    for t, mlo, mhi, nlo, nhi, _ms in policy.regions():
+        for major in {mlo, mhi, max(mlo - 1, 0), min(mhi + 1, U32_MAX)}:
+            for minor in {nlo, nhi, max(nlo - 1, 0), min(nhi + 1, U32_MAX)}:
+                for mask in REQUEST_MASKS:
+                    yield Request(t, major, minor, mask)
+
+
+def assert_exact(program: tuple[Insn, ...], policy: Policy) -> int:
+    """Interpret on every probe point; returns the most instructions any of them executed."""
+    interp.check(program)
+    worst = 0
+    for request in probe_points(policy):
+        outcome = interp.run(program, request, checked=True)
+        assert bool(outcome.verdict) == policy.allows(request), f"{request}: program says {outcome.verdict}"
+        worst = max(worst, outcome.executed)
+    return worst
+
+
+def forward_only(program: tuple[Insn, ...]) -> bool:
+    return all(i.off >= 0 for i in program if i.cls in (CLASS_JMP, CLASS_JMP32) and i.is_jump)
+
+
+# -- exactness ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(policies)
+def test_compiled_program_is_exact_on_arbitrary_policies(policy: Policy) -> None:
+    program = compile_policy(policy)
+    worst = assert_exact(program, policy)
+    assert forward_only(program)
+    assert worst <= worst_path(program)
+    assert is_cgdev_program(program)
+
+
+rules = st.builds(
+    Rule,
+    st.booleans(),
+    st.sampled_from(["a", "b", "c"]),
+    st.one_of(st.none(), st.integers(0, 20), st.sampled_from([136, 195, 4095])),
+    st.one_of(st.none(), st.integers(0, 12), st.sampled_from([254, 255, 0xFFFFF])),
+    st.integers(1, 7),
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(rules, max_size=30), st.sampled_from(["ordered", "crun", "v1"]))
+def test_compiled_program_is_exact_on_rule_lists(rule_list: list[Rule], semantics: str) -> None:
+    policy = policy_of(rule_list, semantics)
+    assert_exact(compile_policy(policy), policy)
+
+
+def test_constant_policies_are_two_instructions() -> None:
+    for policy, verdict in ((Policy.allow_all(), 1), (Policy.deny_all(), 0)):
+        program = compile_policy(policy)
+        assert len(program) == 2 and program[0].imm == verdict
+        assert is_cgdev_program(program)
+        assert_exact(program, policy)
+
+
+def test_u32_extremes_compare_unsigned() -> None:
+    """Constants >= 2^31 must not be sign-extended (the runtimes' 64-bit JNE gets this wrong)."""
+    big = [Rule(True, "c", U32_MAX, 0x8000_0000, 7), Rule(True, "b", 0x8000_0000, U32_MAX, 2)]
+    policy = policy_of(big)
+    assert_exact(compile_policy(policy), policy)
+
+
+# -- size and speed (the issue's targets; the docstring of compile.py quotes these numbers) -----
+
+
+@pytest.mark.parametrize(
+    ("rule_list", "max_size", "max_executed"),
+    [(OCI_DEFAULT, 21, 11), (OCI_DEFAULT + GPUS, 34, 13)],
+    ids=["oci-default", "oci-default+gpus"],
+)
+def test_benchmark_sets_meet_targets(rule_list: list[Rule], max_size: int, max_executed: int) -> None:
+    policy = policy_of(rule_list)
+    program = compile_policy(policy)
+    worst = assert_exact(program, policy)
+    assert len(program) <= max_size
+    assert worst_path(program) <= max_executed
+    assert worst <= worst_path(program)
+    # and far below every runtime's shape for the same list
+    for shape in ("runc", "crun", "systemd"):
+        assert len(program) < len(shape_program(rule_list, shape)) / 2
+
+
+def test_shared_minor_maps_compile_once() -> None:
+    """The same minor map under 200 majors costs one search, not 200."""
+    many = [Rule(True, "c", major, minor, 7) for major in range(100, 300, 1) for minor in (3, 7)]
+    one = [Rule(True, "c", 100, minor, 7) for minor in (3, 7)]
+    size_many = len(compile_policy(policy_of(many)))
+    size_one = len(compile_policy(policy_of(one)))
+    assert size_many - size_one < 20
+
+
+def test_ten_thousand_rules_compile_fast() -> None:
+    import random
+
+    rng = random.Random(7)
+    big = [
+        Rule(rng.random() < 0.9, "c", rng.randrange(4096), rng.randrange(1 << 20), rng.choice([2, 4, 6, 7]))
+        for _ in range(10_000)
+    ]
+    policy = policy_of(big)
+    start = time.perf_counter()
+    program = compile_policy(policy)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.0, f"compile of 10,000 rules took {elapsed:.2f} s"
+    assert forward_only(program)
+    assert worst_path(program) < 60
+    interp.check(program)
+    for rule in big[:200]:
+        for mask in REQUEST_MASKS:
+            request = Request("c", rule.major or 0, rule.minor or 0, mask)
+            assert bool(interp.run(program, request, checked=True).verdict) == policy.allows(request)
+
+
+# -- fingerprint ---------------------------------------------------------------------------------
+
+
+def test_runtime_shapes_do_not_carry_the_fingerprint() -> None:
+    for shape in ("runc", "crun", "systemd"):
+        assert not is_cgdev_program(shape_program(OCI_DEFAULT, shape))
+
+
+# -- round trip through the lifter (engineer B) --------------------------------------------------
+
+
+def _lift() -> object:
+    try:
+        from cgdev.core.lift import lift  # type: ignore[attr-defined]
+    except ImportError:
+        pytest.skip("cgdev.core.lift.lift is not in the tree yet")
+    return lift
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(policies)
+def test_lift_of_compile_is_identity(policy: Policy) -> None:
+    lift = _lift()
+    lifted = lift(compile_policy(policy))  # type: ignore[operator]
+    assert getattr(lifted, "policy", lifted) == policy
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def test_cli_compile_prints_disassembly_and_writes_raw_bytes(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from cgdev.cli.main import main
+    from cgdev.core.isa import decode, encode
+
+    out = tmp_path / "prog.bin"
+    assert main(["compile", "--shape", "runc", "deny a", "allow c 1:3 rwm", "-o", str(out)]) == 0
+    assert out.read_bytes() == encode(shape_program([Rule(False), Rule(True, "c", 1, 3, 7)], "runc"))
+    assert main(["compile", "allow c 1:3 rw"]) == 0
+    listing = capsys.readouterr().out
+    assert "r6 = *(u32 *)(r1 +0)" in listing
+    program = compile_policy(policy_of([Rule(True, "c", 1, 3, 6)]))
+    assert len(decode(encode(program))) == len([line for line in listing.splitlines() if ": (" in line])
+
+
+def test_cli_compile_json(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from cgdev.cli.main import main
+
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps({"linux": {"resources": {"devices": [{"allow": True, "type": "c", "access": "m"}]}}})
+    )
+    assert main(["compile", "--config", str(config), "--json", "--shape", "systemd"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["shape"] == "systemd" and doc["semantics"] == "systemd"
+    assert doc["instructions"] == len(doc["disassembly"]) == len(bytes.fromhex(doc["program"])) // 8
+    assert Policy.from_json(doc["policy"]) == policy_of([Rule(True, "c", None, None, 1)], "systemd")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compile", "allow c 1:3 rwx"],
+        ["compile"],
+        ["compile", "--config", "/nonexistent/config.json"],
+        ["compile", "--shape", "runc", "--semantics", "v1", "allow c 1:3 r"],
+        ["compile", "--shape", "systemd", "deny c 1:3 r"],
+    ],
+    ids=["bad-access", "no-rules", "missing-file", "shape-vs-semantics", "systemd-deny"],
+)
+def test_cli_compile_bad_input_is_one_line_and_exit_2(argv: list[str], capsys) -> None:  # type: ignore[no-untyped-def]
+    from cgdev.cli.main import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
