@@ -185,3 +185,19 @@ def test_lift_of_shape_is_the_semantics(rule_list: list[Rule], shape: str) -> No
     result = lift(program)
     assert result.policy == policy
     assert result.generator in (shape, "unknown") or shape == "systemd"
+
+
+@pytest.mark.parametrize("shape", ["runc", "crun"])
+def test_constants_above_2_31_never_match_in_runtime_programs(shape: str) -> None:
+    """runc and crun compare with 64-bit JNE against a sign-extended immediate: the semantics
+    must say what the program does (the rule is dead), and the lifter must agree."""
+    from cgdev.core.lift import lift
+
+    big = 0x8000_0000
+    rule_list = [Rule(True, "c", big, None, 6), Rule(True, "c", 7, big + 5, 6)]
+    program, policy = shape_policy_pair(rule_list, shape)
+    assert not policy.verdict("c", big, 0, 2)
+    assert not policy.verdict("c", 7, big + 5, 2)
+    assert lift(program).policy == policy
+    for request in probe_points(policy):
+        assert bool(interp.run(program, request, checked=True).verdict) == policy.allows(request)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from cgdev.core.model import Rule
 from cgdev.core.policy import Policy
 from cgdev.core.semantics.defaults import CRUN_DEFAULTS, CRUN_SENTINEL
-from cgdev.core.semantics.firstmatch import first_match_policy, is_unconditional
+from cgdev.core.semantics.firstmatch import first_match_policy, is_unconditional, reachable_by_runtime_compare
 
 
 def crun_program_rules(spec_rules: Sequence[Rule]) -> list[Rule]:
@@ -46,4 +46,5 @@ def crun_emits_terminal(program_rules: Sequence[Rule]) -> bool:
 
 
 def crun_policy(spec_rules: Sequence[Rule]) -> Policy:
-    return first_match_policy(crun_program_rules(spec_rules), terminal=False)
+    chain = [r for r in crun_program_rules(spec_rules) if reachable_by_runtime_compare(r)]
+    return first_match_policy(chain, terminal=False)

@@ -48,3 +48,13 @@ def first_match_policy(rules: Iterable[Rule], terminal: bool = False) -> Policy:
 def is_unconditional(rule: Rule) -> bool:
     """A rule with no test at all (``a``, no major, no minor, ``rwm``): nothing after it runs."""
     return rule.type == "a" and rule.major is None and rule.minor is None and rule.access == 7
+
+
+def reachable_by_runtime_compare(rule: Rule) -> bool:
+    """Whether runc's and crun's programs can ever match this rule's numbers.
+
+    Both compare major and minor with a 64-bit ``JNE`` against a 32-bit immediate, which the CPU
+    sign-extends: a constant >= 2^31 becomes 0xffffffff_8xxxxxxx and never equals the
+    zero-extended u32 field.  Their semantics follow the program, not the intent.
+    """
+    return all(n is None or n < 1 << 31 for n in (rule.major, rule.minor))

@@ -28,6 +28,7 @@ from cgdev.core.model import MASKSET_ALL, Rule, access_to_str, maskset_for_bits
 from cgdev.core.policy import Policy
 from cgdev.core.semantics._build import Fold, fold_policy
 from cgdev.core.semantics.defaults import RUNC_DEFAULTS
+from cgdev.core.semantics.firstmatch import reachable_by_runtime_compare
 from cgdev.errors import InputError
 
 Meta = tuple[str, int | None, int | None]
@@ -118,4 +119,4 @@ def exceptions_policy(default_allow: bool, rules: Sequence[Rule]) -> Policy:
 
 def runc_policy(spec_rules: Sequence[Rule], spec_device_paths: Collection[str] = ()) -> Policy:
     default_allow, rules = runc_program_rules(spec_rules, spec_device_paths)
-    return exceptions_policy(default_allow, rules)
+    return exceptions_policy(default_allow, [r for r in rules if reachable_by_runtime_compare(r)])
