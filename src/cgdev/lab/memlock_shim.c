@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <stddef.h>
 #include <sys/resource.h>
 
 int setrlimit(__rlimit_resource_t resource, const struct rlimit *limit)

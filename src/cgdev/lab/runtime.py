@@ -91,10 +91,13 @@ def scope_name(runtime: Runtime, driver: Driver, container_id: str) -> str | Non
     return f"{runtime.family}-{container_id}.scope" if driver == "systemd" else None
 
 
-def start(lab: Lab, runtime: Runtime, driver: Driver, container_id: str, bundle: Path, timeout: float) -> None:
+def start(
+    lab: Lab, runtime: Runtime, driver: Driver, container_id: str, bundle: Path, timeout: float
+) -> None:
     """``<runtime> run -d``: the container's stdio go to a log file, never to our pipes.
 
-    A detached container inherits the runtime's stdout; on a pipe we would wait for EOF forever.
+    A detached container inherits the runtime's stdout and stderr; on a pipe we would wait for
+    EOF for as long as the container lives.
     """
     log = bundle / "runtime.log"
     with log.open("w") as out:
@@ -102,10 +105,11 @@ def start(lab: Lab, runtime: Runtime, driver: Driver, container_id: str, bundle:
             [*runtime.argv(driver), "run", "-d", "-b", str(bundle), container_id],
             check=False,
             stdout=out,
+            stderr=out,
             timeout=timeout,
         )
     if done.returncode != 0:
-        text = (log.read_text(errors="replace") + (done.stderr or "")).strip().splitlines()
+        text = log.read_text(errors="replace").strip().splitlines()
         raise EnvError(f"{runtime.name} run {container_id} failed: {text[-1] if text else done.returncode}")
 
 
@@ -154,7 +158,9 @@ done
 """
 
 
-def probe(lab: Lab, runtime: Runtime, driver: Driver, container_id: str, nodes: tuple[str, ...]) -> dict[str, str]:
+def probe(
+    lab: Lab, runtime: Runtime, driver: Driver, container_id: str, nodes: tuple[str, ...]
+) -> dict[str, str]:
     """Open ``/dev/<node>`` from inside the container; ``{node: ok|EPERM|ENXIO|...}``."""
     done = lab.exec(
         [*runtime.argv(driver), "exec", container_id, "sh", "-c", PROBE_SCRIPT, "probe", *nodes],
@@ -164,7 +170,9 @@ def probe(lab: Lab, runtime: Runtime, driver: Driver, container_id: str, nodes: 
     verdicts = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
     missing = [n for n in nodes if n not in verdicts]
     if missing:
-        raise EnvError(f"probe in {container_id} failed: {(done.stderr.strip() or 'no output').splitlines()[-1]}")
+        raise EnvError(
+            f"probe in {container_id} failed: {(done.stderr.strip() or 'no output').splitlines()[-1]}"
+        )
     return verdicts
 
 

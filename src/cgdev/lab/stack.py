@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Final
+from typing import IO, Any, Final
 
 from cgdev.errors import EnvError, NeedsRoot
 from cgdev.lab.paths import ADMIN_CGROUP, CGROUP_NAME, LOCK_FILE, STATE_DIR, VAR_DIR, StateFiles, lab_timeout
@@ -36,19 +36,21 @@ LAB_ENV: Final[dict[str, str]] = {
 }
 NSENTER_FLAGS: Final = ("-m", "-p", "-C", "-u", "-i", "-n")
 READY_STATES: Final = frozenset({"running", "degraded"})
+SYSTEMD_PROPERTY: Final = (
+    "busctl",
+    "--system",
+    "get-property",
+    "org.freedesktop.systemd1",
+    "/org/freedesktop/systemd1",
+    "org.freedesktop.systemd1.Manager",
+)
 LAST_CONSOLE_LOG: Final = VAR_DIR / "console.last.log"
 
 
 def cgroup2_mount() -> Path:
     """Where the host mounts cgroup2 (pure v2: /sys/fs/cgroup; hybrid: /sys/fs/cgroup/unified)."""
-    try:
-        from cgdev.adapters.cgroupfs import cgroup2_mount as discover
-    except ImportError:  # TEMP until the cgroupfs adapter lands
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            fields = line.split(" - ", 1)
-            if len(fields) == 2 and fields[1].split()[0] == "cgroup2":
-                return Path(fields[0].split()[4])
-        raise EnvError("no cgroup2 filesystem is mounted (see /proc/self/mountinfo)") from None
+    from cgdev.adapters.cgroupfs import cgroup2_mount as discover
+
     return Path(discover())
 
 
@@ -78,13 +80,13 @@ def _comm(pid: int) -> str | None:
 
 
 def _unified_cgroup(pid: int) -> str | None:
+    from cgdev.adapters.cgroupfs import process_cgroup
+    from cgdev.errors import CgdevError
+
     try:
-        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-            if line.startswith("0::"):
-                return line[3:]
-    except OSError:
+        return process_cgroup(pid)
+    except CgdevError:
         return None
-    return None
 
 
 def alive(pid: int | None) -> bool:
@@ -122,14 +124,20 @@ class Lab:
     def nsenter_argv(self, argv: Sequence[str]) -> list[str]:
         return ["nsenter", "-t", str(self.pid1), *NSENTER_FLAGS, "--", *argv]
 
-    def enter_admin_cgroup(self) -> None:
-        """Move the calling process into the lab's admin leaf cgroup (before entering the lab).
+    def exec_cgroup(self, pid: int) -> Path:
+        """Each command entering the lab gets its own leaf under the admin cgroup.
 
         nsenter joins the cgroup namespace but not a cgroup: a process outside the lab's subtree
-        would see its own cgroup as ``/..`` from inside, which breaks systemctl and runtimes.
+        would see its own cgroup as ``/..`` from inside, which breaks systemctl and runtimes.  A
+        leaf per command also lets a timed-out command be killed with everything it started.
         """
-        self.admin_cgroup.mkdir(exist_ok=True)
-        fd = os.open(self.admin_cgroup / "cgroup.procs", os.O_WRONLY)
+        return self.admin_cgroup / f"exec-{pid}"
+
+    def enter_admin_cgroup(self) -> None:
+        """Move the calling process into its own leaf of the admin cgroup (before nsenter)."""
+        leaf = self.exec_cgroup(os.getpid())
+        leaf.mkdir(parents=True, exist_ok=True)
+        fd = os.open(leaf / "cgroup.procs", os.O_WRONLY)
         try:
             os.write(fd, b"0")
         finally:
@@ -141,28 +149,37 @@ class Lab:
         *,
         check: bool = True,
         timeout: float | None = None,
-        stdout: int | object = subprocess.PIPE,
+        stdout: int | IO[Any] = subprocess.PIPE,
+        stderr: int | IO[Any] = subprocess.PIPE,
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` inside the lab's namespaces (mount, pid, cgroup, uts, ipc, net).
 
-        ``check`` raises ``EnvError`` naming the command and its last line of stderr.
+        ``check`` raises ``EnvError`` naming the command and its last line of stderr.  A command
+        that outlives ``timeout`` is killed inside the lab too, with whatever it started.
         """
         limit = lab_timeout() if timeout is None else timeout
-        try:
-            done = subprocess.run(
-                self.nsenter_argv(argv),
-                env=LAB_ENV,
-                stdin=subprocess.DEVNULL if input is None else None,
-                input=input,
-                stdout=stdout,  # type: ignore[arg-type]
-                stderr=subprocess.PIPE,
-                text=True,
-                timeout=limit,
-                preexec_fn=self.enter_admin_cgroup,  # noqa: PLW1509 - runs before exec, no threads
-            )
-        except subprocess.TimeoutExpired:
-            raise EnvError(f"lab exec: {' '.join(argv)!r} did not finish within {limit:g}s") from None
+        with subprocess.Popen(
+            self.nsenter_argv(argv),
+            env=LAB_ENV,
+            stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            preexec_fn=self.enter_admin_cgroup,
+        ) as proc:
+            leaf = self.exec_cgroup(proc.pid)
+            try:
+                out, err = proc.communicate(input, timeout=limit)
+            except subprocess.TimeoutExpired:
+                kill_cgroup(leaf)
+                proc.kill()
+                proc.communicate()
+                remove_cgroup_tree(leaf, 2.0)
+                raise EnvError(f"lab exec: {' '.join(argv)!r} did not finish within {limit:g}s") from None
+        with contextlib.suppress(OSError):  # still busy if the command left a process running
+            leaf.rmdir()
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         if check and done.returncode != 0:
             lines = (done.stderr or "").strip().splitlines() or [f"exit status {done.returncode}"]
             raise EnvError(f"lab exec: {' '.join(argv)!r} failed: {lines[-1]}")
@@ -170,6 +187,12 @@ class Lab:
 
     def console_tail(self, lines: int = 5) -> str:
         return console_tail(self.state, lines)
+
+
+def kill_cgroup(cgroup: Path) -> None:
+    """SIGKILL every process in a cgroup subtree at once (cgroup.kill, Linux 5.14+)."""
+    with contextlib.suppress(OSError):
+        (cgroup / "cgroup.kill").write_text("1")
 
 
 def console_tail(state: StateFiles, lines: int = 5) -> str:
@@ -309,14 +332,15 @@ def wait_ready(lab: Lab, timeout: float) -> None:
         return system_version(lab, check=False) is not None
 
     if not wait_until(ready, timeout, 0.05):
-        raise EnvError(f"the lab's systemd is not ready after {timeout:g}s (state {last!r}): {lab.console_tail()}")
+        raise EnvError(
+            f"the lab's systemd is not ready after {timeout:g}s (state {last!r}): {lab.console_tail()}"
+        )
 
 
 def system_version(lab: Lab, *, check: bool = True) -> str | None:
     """systemd's Version property, read over the lab's D-Bus system bus (proves the bus works)."""
     done = lab.exec(
-        ["busctl", "--system", "get-property", "org.freedesktop.systemd1", "/org/freedesktop/systemd1"]
-        + ["org.freedesktop.systemd1.Manager", "Version"],
+        [*SYSTEMD_PROPERTY, "Version"],
         check=check,
         timeout=10,
     )
@@ -340,7 +364,8 @@ def _kill_if(pid: int | None, is_ours: Callable[[int], bool]) -> None:
 
 
 def _is_systemd(pid: int) -> bool:
-    return _comm(pid) == "systemd"
+    """PID 1 is ``systemd``, or ``systemd-shutdow(n)`` once ``systemctl exit`` reached its end."""
+    return (_comm(pid) or "").startswith("systemd")
 
 
 def _is_unshare(pid: int) -> bool:
@@ -362,8 +387,15 @@ def stop(timeout: float) -> None:
     lab = find_lab(state)
     grace = min(timeout, 10.0)
     if lab is not None:
+        # Commands left running by exec (a timed-out or backgrounded one) would make systemd's
+        # shutdown wait for them; they are ours, so they go first.
+        kill_cgroup(lab.admin_cgroup)
         lab.exec(["systemctl", "--no-block", "exit"], check=False, timeout=grace)
-        if not wait_until(lambda: not alive(lab.pid1), grace):
+        # Once PID 1 is systemd-shutdown every unit is stopped; it may then wait up to 90 s for
+        # a process that ignores SIGTERM.  Nothing of value is left: give it a second, then kill.
+        wait_until(lambda: not alive(lab.pid1) or _comm(lab.pid1) == "systemd-shutdow", grace)
+        if not wait_until(lambda: not alive(lab.pid1), 1.0):
+            kill_cgroup(lab.cgroup_root)
             _kill_if(lab.pid1, _is_systemd)
             wait_until(lambda: not alive(lab.pid1), grace)
     unshare, launcher = _read_int(state.unshare_pid), _read_int(state.launcher_pid)

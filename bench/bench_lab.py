@@ -1,0 +1,102 @@
+"""Benchmarks of the lab on this machine: ``python bench/bench_lab.py [--fresh] [--repeat N]``.
+
+Measures ``up`` from nothing built (``--fresh`` deletes /var/lib/cgdev/lab first: the trixie
+Sources index, crun's source and build, the rootfs and the memlock shim; apt packages already
+installed stay installed), ``up`` with everything built, ``up`` when the lab is already running,
+one scenario run per preset and ``down``.  Prints a table and a Markdown snippet for
+bench/RESULTS.md.  Needs root; leaves the lab down at the end if it was down at the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+
+from cgdev.lab import control, presets, scenario, stack
+from cgdev.lab.paths import VAR_DIR
+from cgdev.lab.table import format_table
+
+TARGETS = {"up (fresh)": 60.0, "up (built)": 2.0, "scenario": 3.0}
+
+
+def timed(action: Callable[[], object], repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        started = time.monotonic()
+        action()
+        samples.append(time.monotonic() - started)
+    return samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--fresh", action="store_true", help="also time up after deleting every build product"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="samples per measurement (default 3)")
+    args = parser.parse_args()
+    was_running = stack.find_lab() is not None
+    rows: list[tuple[str, list[float], float | None]] = []
+
+    if args.fresh:
+        control.down()
+        shutil.rmtree(VAR_DIR, ignore_errors=True)
+        rows.append(("up (fresh)", timed(control.up, 1), TARGETS["up (fresh)"]))
+
+    def restart() -> None:
+        control.down()
+        control.up()
+
+    control.up()
+    started = time.monotonic()
+    control.down()
+    down_time = time.monotonic() - started
+    rows.append(
+        (
+            "up (built)",
+            timed(lambda: control.up(), 1) + timed(restart, args.repeat - 1),
+            TARGETS["up (built)"],
+        )
+    )
+    rows.append(("up (already running)", timed(control.up, args.repeat), None))
+    report = control.up()
+    for preset in presets.PRESETS.values():
+        results: list[scenario.ScenarioResult] = []
+
+        def once(p: presets.Preset = preset, out: list[scenario.ScenarioResult] = results) -> None:
+            out.append(scenario.run_scenario(report.lab, p, report.runtimes))
+
+        samples = timed(once, args.repeat)
+        status = "skipped" if results[-1].skipped else ("ok" if results[-1].passed else "MISMATCH")
+        rows.append((f"scenario {preset.name} ({status})", samples, TARGETS["scenario"]))
+    rows.append(("scenario all", timed(lambda: [scenario.run_scenario(report.lab, p, report.runtimes)
+                                                for p in presets.PRESETS.values()], 1), None))  # fmt: skip
+    rows.append(("down", [down_time], None))
+    if not was_running:
+        control.down()
+
+    header = ["measurement", "median s", "max s", "n", "target s"]
+    table = [
+        [
+            name,
+            f"{statistics.median(s):.3f}",
+            f"{max(s):.3f}",
+            str(len(s)),
+            f"<= {target:g}" if target else "-",
+        ]
+        for name, s, target in rows
+    ]
+    print(format_table(header, table))
+    print("\nMarkdown for bench/RESULTS.md:\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in table:
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

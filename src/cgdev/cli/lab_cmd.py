@@ -1,0 +1,289 @@
+"""``cgdev lab``: a real systemd + D-Bus + crun/runc stack on this machine, to see and test the problem.
+
+Only the chosen action's modules are imported; ``cgdev lab --help`` imports nothing of the lab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cgdev.errors import InputError
+
+HELP = "run real systemd, D-Bus, crun and runc in private namespaces to reproduce device-filter bugs"
+DESCRIPTION = """\
+The lab runs Debian's systemd as PID 1 of private namespaces on its own cgroup
+(<cgroup2 mount>/cgdev-lab), with a D-Bus system bus, and crun (>= 1.18), runc and, on Debian 12,
+crun 1.8.1 to start containers against it. Nothing of it is visible to the host's systemd, and
+`cgdev lab down` removes every process, mount, cgroup and BPF program it made.
+
+  cgdev lab up                      install what is missing, build crun on Debian 12, start
+  cgdev lab demo                    the double-filter problem, step by step
+  cgdev lab scenario all            every case of the reference table, checked
+  cgdev lab run crun-sd             start a container from a preset (or --config FILE)
+  cgdev lab hook-sim ID 195:255     what libnvidia-container's hook does to the container
+  cgdev lab exec -- systemctl list-units --type=scope
+  cgdev lab down
+"""
+EPILOG = "Needs root. Every wait is bounded by CGDEV_LAB_TIMEOUT (seconds, default 60)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help_text, description=help_text, epilog=EPILOG)
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        return sub
+
+    action("up", "start the lab (idempotent; installs packages and builds crun on first use)")
+    action("down", "stop the lab and remove everything it made (exit 1 if anything is left)")
+    action("status", "is the lab running, its PID 1, bus address, runtimes and containers")
+
+    ex = actions.add_parser(
+        "exec",
+        help="run a command inside the lab's namespaces",
+        description="Run CMD inside the lab (its mount, pid, cgroup, uts, ipc and network namespaces), "
+        "e.g. `cgdev lab exec -- systemctl status`. The exit status is CMD's.",
+    )
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG ...]")
+
+    from_names = "crun, runc or crun-1.8.1"
+    run = action("run", "start a container from a preset or an OCI config")
+    run.add_argument("preset", nargs="?", help="a preset name (see `cgdev lab scenario --list`)")
+    run.add_argument("--config", type=Path, help="an OCI config.json instead of a preset (a relative "
+                     "root.path, as `crun spec` writes, gets the lab's busybox rootfs)")  # fmt: skip
+    run.add_argument("--runtime", help=f"{from_names} (default: the preset's, else crun)")
+    run.add_argument("--cgroup-driver", help="systemd or cgroupfs (default: the preset's, else systemd)")
+    run.add_argument("--name", help="container id (default: lab-<preset>, or lab-config)")
+
+    rm = action("delete", "delete a container started with `cgdev lab run`")
+    rm.add_argument("container")
+
+    pr = action("probe", "open /dev/null and /dev/nvidiactl inside a container (EPERM = denied)")
+    pr.add_argument("container")
+
+    hs = action(
+        "hook-sim",
+        "rewrite the container's own cgroup programs as libnvidia-container does (prepend an allow block)",
+    )
+    hs.add_argument("container")
+    hs.add_argument(
+        "device", nargs="?", default="195:255", help="MAJOR:MINOR of a char device (default 195:255)"
+    )
+
+    sc = action(
+        "scenario", "run presets' timelines (start, hook-sim, daemon-reload, set-property) and check them"
+    )
+    sc.add_argument("names", nargs="*", metavar="NAME", help="preset names or `all` (default: all)")
+    sc.add_argument("--list", action="store_true", help="list the presets and exit")
+
+    actions.add_parser("demo", help="show the double-filter problem step by step", description=HELP)
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
+    print(json.dumps(data, indent=2) if getattr(args, "json", False) else human)
+
+
+def _progress(args: argparse.Namespace):
+    def say(message: str) -> None:
+        if not getattr(args, "json", False):
+            print(f"lab: {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _up(args: argparse.Namespace) -> int:
+    from cgdev.lab import control
+
+    report = control.up(_progress(args))
+    lab = report.lab
+    runtimes = {name: f"{rt.version} {rt.path}" for name, rt in report.runtimes.items()}
+    data = {
+        "started": report.started,
+        "seconds": round(report.seconds, 3),
+        "pid1": lab.pid1,
+        "cgroup_root": str(lab.cgroup_root),
+        "bus_address": lab.bus_address,
+        "systemd_version": report.systemd_version,
+        "runtimes": runtimes,
+    }
+    human = "\n".join(
+        [
+            f"lab is {'up' if report.started else 'already up'} ({report.seconds:.1f}s): "
+            f"systemd {report.systemd_version}, host pid {lab.pid1}",
+            f"  cgroup   {lab.cgroup_root}",
+            f"  bus      {lab.bus_address}",
+            *(f"  runtime  {name:<11} {desc}" for name, desc in runtimes.items()),
+        ]
+    )
+    _emit(args, data, human)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from cgdev.lab import control
+
+    report = control.down(_progress(args))
+    data = {
+        "was_running": report.was_running,
+        "deleted_containers": report.deleted,
+        "leftovers": report.leftovers,
+        "seconds": round(report.seconds, 3),
+    }
+    human = f"lab is down ({report.seconds:.1f}s); machine clean" if not report.leftovers else (
+        "lab is down but left behind: " + "; ".join(report.leftovers)
+    )  # fmt: skip
+    _emit(args, data, human)
+    return 1 if report.leftovers else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from cgdev.lab import control
+
+    st = control.status()
+    lines = [f"lab: {'running' if st.running else 'not running'}"]
+    if st.running:
+        version = st.systemd_version or "? (its system bus does not answer)"
+        lines += [f"  systemd {version}, host pid {st.pid1}", f"  cgroup  {st.cgroup_root}",
+                  f"  bus     {st.bus_address}"]  # fmt: skip
+    lines += [f"  runtime {name:<11} {desc}" for name, desc in st.runtimes.items()]
+    lines += [
+        f"  container {c['id']} ({c['runtime']}, {c['driver']}) in {c['cgroup']}" for c in st.containers
+    ]
+    _emit(args, asdict(st), "\n".join(lines))
+    return 0
+
+
+def _exec(args: argparse.Namespace) -> int:
+    import os
+
+    from cgdev.lab import stack
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise InputError("exec: give a command after --, e.g. `cgdev lab exec -- systemctl status`")
+    lab = stack.require_lab()
+    lab.enter_admin_cgroup()
+    os.execvpe("nsenter", lab.nsenter_argv(argv), {**stack.LAB_ENV, "TERM": os.environ.get("TERM", "dumb")})
+    return 127  # not reached
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cgdev.lab import bundle, control, presets, runtime, scenario, stack
+
+    if (args.preset is None) == (args.config is None):
+        raise InputError("run: give either a preset name or --config FILE (not both)")
+    preset = presets.get(args.preset) if args.preset else None
+    rt_name = args.runtime or (preset.runtime if preset else "crun")
+    driver = runtime.check_driver(args.cgroup_driver or (preset.driver if preset else "systemd"))
+    rt = control.runtime_named(rt_name)
+    if preset is not None:
+        config = scenario.preset_config(preset)
+    else:
+        config = bundle.load_config(args.config, bundle.ensure_rootfs())
+    container_id = args.name or (preset.container_id if preset else "lab-config")
+    lab = stack.require_lab()
+    record = control.run_container(
+        lab, container_id, rt, driver, config, preset=preset.name if preset else None
+    )
+    human = f"started {record.id} ({rt.name} {rt.version}, {driver}): cgroup {record.cgroup}" + (
+        f", scope {record.scope}" if record.scope else ""
+    )
+    _emit(args, json.loads(record.to_json()), human)
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from cgdev.lab import control, stack
+
+    control.delete_container(stack.require_lab(), args.container)
+    _emit(args, {"deleted": args.container}, f"deleted {args.container}")
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from cgdev.lab import bundle, control, runtime, stack
+
+    lab = stack.require_lab()
+    record = control.find_container(args.container)
+    verdicts = runtime.probe(
+        lab, control.container_runtime(record), record.driver, record.id, bundle.PROBE_NODES
+    )
+    _emit(args, verdicts, "  ".join(f"/dev/{n}: {v}" for n, v in verdicts.items()))
+    return 1 if "EPERM" in verdicts.values() else 0
+
+
+def _hook_sim(args: argparse.Namespace) -> int:
+    from cgdev.lab import control, hooksim, stack
+
+    major, minor = hooksim.parse_device(args.device)
+    lab = stack.require_lab()
+    record = control.find_container(args.container)
+    result = hooksim.hook_cgroup(str(lab.host_cgroup(record.cgroup)), major, minor)
+    data = {
+        "cgroup": record.cgroup,
+        "device": f"c {major}:{minor}",
+        "before": result.before,
+        "after": result.after,
+    }
+    human = (
+        f"hook-sim: {record.cgroup}: programs {result.before or 'none'} -> {result.after} "
+        f"(prepended allow c {major}:{minor} rw; ancestors untouched)"
+    )
+    _emit(args, data, human)
+    return 0
+
+
+def _scenario(args: argparse.Namespace) -> int:
+    from cgdev.lab import control, presets, scenario
+    from cgdev.lab.table import format_table
+
+    if args.list:
+        rows = [[p.name, p.runtime, p.driver, p.summary] for p in presets.PRESETS.values()]
+        _emit(
+            args,
+            {"presets": [r[0] for r in rows]},
+            format_table(["preset", "runtime", "driver", "case"], rows),
+        )
+        return 0
+    chosen = presets.select(args.names)
+    report = control.up(_progress(args))
+    results = [scenario.run_scenario(report.lab, p, report.runtimes) for p in chosen]
+    _emit(args, {"scenarios": [r.to_dict() for r in results]}, scenario.render(results))
+    return 0 if all(r.passed or r.skipped for r in results) else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from cgdev.lab.demo import run_demo
+
+    return run_demo(print, _progress(args))
+
+
+_ACTIONS = {
+    "up": _up,
+    "down": _down,
+    "status": _status,
+    "exec": _exec,
+    "run": _run,
+    "delete": _delete,
+    "probe": _probe,
+    "hook-sim": _hook_sim,
+    "scenario": _scenario,
+    "demo": _demo,
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action not in ("scenario",) or not getattr(args, "list", False):
+        from cgdev.lab.stack import require_root
+
+        require_root()
+    return _ACTIONS[args.action](args)

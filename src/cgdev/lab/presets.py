@@ -1,0 +1,87 @@
+"""The lab's scenarios as data: one preset per case of the reference table (DESIGN.md §1).
+
+A preset says how to start a container (runtime, cgroup driver, annotations, devices granted
+statically) and what a process inside it must observe when it opens /dev/nvidiactl at each step
+of the timeline.  /dev/null must stay openable at every step of every case.  The expectations are
+the measurements of the bash prototype on systemd 252, and hold for the runtime versions given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from cgdev.errors import InputError
+from cgdev.lab.runtime import Driver
+
+# The timeline every scenario runs, in this order.
+STEPS: Final = ("start", "hook", "daemon-reload", "set-property")
+ALLOWED: Final = "ENXIO"  # the cgroup let the open through; there is no NVIDIA driver behind it
+DENIED: Final = "EPERM"
+NOT_RUN: Final = None  # set-property needs a systemd scope; cgroupfs containers have none
+
+Expectation = tuple[str | None, str | None, str | None, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    name: str
+    runtime: str
+    driver: Driver
+    summary: str
+    nvidiactl: Expectation  # the verdict at each of STEPS
+    filtered_levels: int  # how many cgroups on the container's path carry a device program at start
+    annotations: dict[str, str] = field(default_factory=dict)
+    static_devices: tuple[tuple[int, int], ...] = ()
+    versions: tuple[tuple[int, ...], tuple[int, ...]] = ((0,), (999,))  # [min, max) of the runtime
+
+    @property
+    def container_id(self) -> str:
+        return f"lab-{self.name}"
+
+
+_CRUN_SYSTEMD_PROPERTIES: Final = ((1, 18), (1, 23))  # DevicePolicy/DeviceAllow + own leaf program
+_CRUN_181: Final = ((1, 8), (1, 9))
+_E, _A, _X = DENIED, ALLOWED, NOT_RUN
+
+PRESETS: Final[dict[str, Preset]] = {
+    p.name: p
+    for p in (
+        Preset("crun181-fs", "crun-1.8.1", "cgroupfs", "Debian 12 crun 1.8.1, cgroupfs: the hook works",
+               (_E, _A, _A, _X), 1, versions=_CRUN_181),
+        Preset("crun181-sd", "crun-1.8.1", "systemd",
+               "crun 1.8.1 + systemd: no device properties on the scope, the hook works and survives reloads",
+               (_E, _A, _A, _A), 1, versions=_CRUN_181),
+        Preset("crun-fs", "crun", "cgroupfs", "crun 1.21, cgroupfs: one filter, the hook works",
+               (_E, _A, _A, _X), 1, versions=_CRUN_SYSTEMD_PROPERTIES),
+        Preset("crun-sd", "crun", "systemd",
+               "crun 1.21 + systemd: the double filter; the scope's sd_devices still denies after the hook",
+               (_E, _E, _E, _E), 2, versions=_CRUN_SYSTEMD_PROPERTIES),
+        Preset("crun-sd-nosub", "crun", "systemd",
+               "crun 1.21 + systemd, no sub-cgroup: the hook works until systemd re-applies sd_devices",
+               (_E, _A, _E, _E), 1, annotations={"run.oci.systemd.subgroup": ""},
+               versions=_CRUN_SYSTEMD_PROPERTIES),
+        Preset("crun-sd-allow", "crun", "systemd",
+               "crun 1.21 + systemd with 195:255 in resources.devices (CDI-like): allowed throughout",
+               (_A, _A, _A, _A), 2, static_devices=((195, 255),), versions=_CRUN_SYSTEMD_PROPERTIES),
+        Preset("runc-fs", "runc", "cgroupfs", "runc 1.1, cgroupfs: one filter, the hook works",
+               (_E, _A, _A, _X), 1),
+        Preset("runc-sd", "runc", "systemd",
+               "runc 1.1 + systemd: the hook works until a reload re-adds sd_devices (NVML: Unknown Error)",
+               (_E, _A, _E, _E), 1),
+    )
+}  # fmt: skip
+
+
+def get(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InputError(f"preset: {name!r} is unknown (known: {', '.join(PRESETS)})") from None
+
+
+def select(names: list[str]) -> list[Preset]:
+    """``all`` or preset names, in the order given."""
+    if not names or names == ["all"]:
+        return list(PRESETS.values())
+    return [get(n) for n in names]

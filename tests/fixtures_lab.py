@@ -1,0 +1,119 @@
+"""The ``lab`` fixture: one real lab (systemd + D-Bus + crun/runc) for the whole test session.
+
+It is brought up once, on first use, and down at the end of the session, and the teardown checks
+that the machine is clean (no process, mount, cgroup or hook program left).  It skips only when
+the lab is truly impossible here (not root, no cgroup2, no unshare/nsenter); a failing ``up`` on
+a machine that should run it is an error, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cgdev.errors import EnvError
+
+__all__ = ["LabHandle", "lab", "lab_impossible_reason"]
+
+
+def lab_impossible_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab needs root (namespaces, cgroups, BPF)"
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        return "unshare/nsenter (util-linux) are not installed"
+    if not shutil.which("apt-get") or not Path("/etc/debian_version").exists():
+        return "the lab installs its runtimes with Debian's apt"
+    try:
+        from cgdev.adapters.cgroupfs import cgroup2_mount
+
+        cgroup2_mount()
+    except EnvError as exc:
+        return str(exc)
+    return None
+
+
+class LabHandle:
+    """What tests use: the lab's identity, ``exec`` inside it, and containers run through it."""
+
+    def __init__(self) -> None:
+        from cgdev.lab import control
+
+        self._control = control
+        self.report = control.up()
+        self.runtimes = self.report.runtimes
+
+    @property
+    def running(self) -> Any:
+        from cgdev.lab.stack import require_lab
+
+        return require_lab()
+
+    @property
+    def pid1(self) -> int:
+        return int(self.running.pid1)
+
+    @property
+    def cgroup_root(self) -> Path:
+        return Path(self.running.cgroup_root)
+
+    @property
+    def bus_address(self) -> str:
+        return str(self.running.bus_address)
+
+    def exec(
+        self, argv: Sequence[str], check: bool = True, timeout: float | None = 30
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside the lab; ``check`` raises ``EnvError`` with the command's last stderr line."""
+        return self.running.exec(argv, check=check, timeout=timeout)
+
+    def run(
+        self, preset: str, *, runtime: str | None = None, driver: str | None = None, name: str | None = None
+    ):
+        """Start a container from a preset (optionally with another runtime or driver)."""
+        from cgdev.lab import presets, scenario
+
+        chosen = presets.get(preset)
+        rt = self._control.runtime_named(runtime or chosen.runtime, self.runtimes)
+        return self._control.run_container(
+            self.running,
+            name or chosen.container_id,
+            rt,
+            driver or chosen.driver,  # type: ignore[arg-type]
+            scenario.preset_config(chosen),
+            preset=chosen.name,
+        )
+
+    def delete(self, container_id: str) -> None:
+        self._control.delete_container(self.running, container_id)
+
+    def probe(self, container: Any) -> dict[str, str]:
+        from cgdev.lab import bundle, runtime
+
+        rt = self._control.runtime_named(container.runtime, self.runtimes)
+        return runtime.probe(self.running, rt, container.driver, container.id, bundle.PROBE_NODES)
+
+    def restart(self) -> Any:
+        """down + up; returns the down report (tests of cleanliness use it)."""
+        report = self._control.down()
+        self.report = self._control.up()
+        self.runtimes = self.report.runtimes
+        return report
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[LabHandle]:
+    reason = lab_impossible_reason()
+    if reason:
+        pytest.skip(reason)
+    handle = LabHandle()
+    yield handle
+    from cgdev.lab import control
+
+    report = control.down()
+    assert report.leftovers == [], f"cgdev lab down left: {report.leftovers}"

@@ -1,0 +1,69 @@
+"""hook-sim against real programs: what libnvidia-container does, instruction for instruction."""
+
+from __future__ import annotations
+
+import pytest
+
+from cgdev.adapters.probe import ScratchCgroup
+from cgdev.core import isa
+from cgdev.core.model import ACC_R, ACC_W, Request
+from cgdev.lab import hooksim, stack
+from cgdev.lab.layers import layers, programs_at
+from fixtures_lab import LabHandle
+
+pytestmark = pytest.mark.lab
+PREFIX_BYTES = len(hooksim.allow_prefix(195, 255)) * 8
+
+
+def test_hook_prepends_to_the_leafs_program_and_keeps_it_whole(lab: LabHandle) -> None:
+    container = lab.run("crun-fs", name="lab-test-hook")
+    try:
+        assert lab.probe(container)["nvidiactl"] == "EPERM"
+        [old] = programs_at(stack.require_lab(), container.cgroup)
+        result = hooksim.hook_cgroup(str(lab.cgroup_root / container.cgroup.lstrip("/")), 195, 255)
+        [new] = programs_at(stack.require_lab(), container.cgroup)
+        assert result.before == [old.id] and result.after == [new.id]
+        assert new.name == hooksim.PROGRAM_NAME
+        assert new.xlated[:PREFIX_BYTES] == isa.encode(hooksim.allow_prefix(195, 255))
+        assert new.xlated[PREFIX_BYTES:] == old.xlated
+        assert lab.probe(container) == {"null": "ok", "nvidiactl": "ENXIO"}
+    finally:
+        lab.delete(container.id)
+
+
+def test_hook_leaves_ancestor_programs_alone(lab: LabHandle) -> None:
+    container = lab.run("crun-sd", name="lab-test-ancestors")
+    try:
+        before = layers(stack.require_lab(), container.cgroup)
+        hooksim.hook_cgroup(str(lab.cgroup_root / container.cgroup.lstrip("/")), 195, 255)
+        after = layers(stack.require_lab(), container.cgroup)
+        assert [p.id for p in before[-2].programs] == [p.id for p in after[-2].programs]  # the scope
+        assert [p.name for p in before[-2].programs] == ["sd_devices"]
+        assert [p.id for p in before[-1].programs] != [p.id for p in after[-1].programs]  # the leaf
+        assert lab.probe(container)["nvidiactl"] == "EPERM"
+    finally:
+        lab.delete(container.id)
+
+
+def test_hook_on_a_cgroup_without_programs_allows_only_the_device(scratch_cgroup: ScratchCgroup) -> None:
+    result = hooksim.hook_cgroup(scratch_cgroup.path, 195, 255)
+    assert result.before == [] and len(result.after) == 1
+    verdicts = scratch_cgroup.probe([Request("c", 195, 255, ACC_R | ACC_W), Request("c", 1, 3, ACC_R)])
+    assert verdicts == [True, False]
+
+
+def test_the_lifter_recognises_the_hooks_shape(lab: LabHandle) -> None:
+    """Cross-check with the lifter (when present): our prefix is libnvidia-container's shape."""
+    pytest.importorskip("cgdev.core.lift", reason="cgdev.core.lift is not in this tree yet")
+    from cgdev.lab.layers import lift_program
+
+    container = lab.run("crun-fs", name="lab-test-lift")
+    try:
+        hooksim.hook_cgroup(str(lab.cgroup_root / container.cgroup.lstrip("/")), 195, 255)
+        [program] = programs_at(stack.require_lab(), container.cgroup)
+        lifted = lift_program(program)
+        assert lifted is not None and lifted.opaque is None
+        assert lifted.generator.startswith("libnvidia-container")
+        assert lifted.rules[0] == "allow c 195:255 rw"
+    finally:
+        lab.delete(container.id)

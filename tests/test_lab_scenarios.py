@@ -1,0 +1,40 @@
+"""Every reference case on the real stack: the observed timeline must match the preset's expectation."""
+
+from __future__ import annotations
+
+import pytest
+
+from cgdev.lab import presets, scenario
+from fixtures_lab import LabHandle
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.mark.parametrize("name", list(presets.PRESETS))
+def test_scenario_timeline_matches(lab: LabHandle, name: str) -> None:
+    preset = presets.get(name)
+    result = scenario.run_scenario(lab.running, preset, lab.runtimes)
+    if result.skipped:
+        pytest.skip(result.skipped)
+    assert result.mismatches == [], scenario.render([result])
+    assert [s.step for s in result.steps][:3] == ["start", "hook", "daemon-reload"]
+    assert all(s.verdicts["null"] == "ok" for s in result.steps)
+    assert result.seconds < 3.0
+    assert not (lab.cgroup_root / result.container_cgroup.lstrip("/")).exists()  # deleted afterwards
+
+
+def test_double_filter_layout(lab: LabHandle) -> None:
+    """crun >= 1.18 + systemd: systemd's program on the scope AND crun's on scope/container."""
+    preset = presets.get("crun-sd")
+    result = scenario.run_scenario(lab.running, preset, lab.runtimes)
+    if result.skipped:
+        pytest.skip(result.skipped)
+    start = result.steps[0]
+    filtered = [layer for layer in start.layers if layer.programs]
+    assert [layer.cgroup for layer in filtered] == [
+        "/system.slice/crun-lab-crun-sd.scope",
+        "/system.slice/crun-lab-crun-sd.scope/container",
+    ]
+    assert filtered[0].programs[0].name == "sd_devices"
+    reload = result.steps[2].layers[-2].programs[0]
+    assert reload.name == "sd_devices" and reload.id != filtered[0].programs[0].id  # re-attached afresh
