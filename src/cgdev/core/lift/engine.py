@@ -1,0 +1,537 @@
+"""The symbolic executor: every path of a device program, with major and minor kept symbolic.
+
+Method (DESIGN.md §5): ``access_type`` takes only 2 types x 4 request masks = 8 values that
+matter, so it is carried *concretely* as an 8-tuple (one value per context) and a state stands for
+a set of contexts (``live``, a bitmask) that behaved alike so far; major and minor are symbolic
+(``symbolic.Sym``) and constrained by a ``Region``.  Programs accepted here only jump forward, so
+instructions are visited in address order and states that reach the same instruction with the
+same registers (dead registers ignored) and the same rule block are merged: a rule chain of any
+length then costs time linear in its length, not quadratic.
+
+Each terminal state (an ``exit``) yields (contexts, verdict, region, the block that decided).
+Programs the kernel would refuse raise ``RejectedProgram``; constructs this method cannot follow
+exactly raise ``Opaque`` with the reason (never a guess).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from cgdev.core import interp
+from cgdev.core.interp import RejectedProgram, alu, byteswap, compare, context_access_ok
+from cgdev.core.isa import (
+    ALU_NAMES,
+    CLASS_ALU,
+    CLASS_ALU64,
+    CLASS_JMP,
+    CLASS_JMP32,
+    CLASS_LDX,
+    CLASS_ST,
+    CLASS_STX,
+    JMP_NAMES,
+    MODE_MEM,
+    OPCODE_LD_IMM64,
+    SIZE_BYTES,
+    Insn,
+    imm64,
+)
+from cgdev.core.lift.intervals import Inexact
+from cgdev.core.lift.region import Region
+from cgdev.core.lift.symbolic import MAJOR, MINOR, VAR_NAMES, Sym, branch_set, extend, rebase
+from cgdev.core.model import REQUEST_MASKS
+
+# The 8 contexts: index i -> (kernel type, request mask).
+CTX_TYPES: Final = tuple(t for t in (1, 2) for _ in REQUEST_MASKS)
+CTX_MASKS: Final = tuple(m for _ in (1, 2) for m in REQUEST_MASKS)
+ALL_CONTEXTS: Final = 0xFF
+ACCESS_WORDS: Final = tuple(m << 16 | t for t, m in zip(CTX_TYPES, CTX_MASKS, strict=True))
+MAX_STATES: Final = 2_000_000
+U64: Final = (1 << 64) - 1
+U32: Final = (1 << 32) - 1
+_FLIPPED = {
+    "jeq": "jeq", "jne": "jne", "jset": "jset", "jgt": "jlt", "jlt": "jgt", "jge": "jle", "jle": "jge",
+    "jsgt": "jslt", "jslt": "jsgt", "jsge": "jsle", "jsle": "jsge",
+}  # fmt: skip
+
+
+class Opaque(Exception):
+    """The program is valid as far as we can tell but cannot be lifted exactly; ``reason`` says why."""
+
+    def __init__(self, pc: int, reason: str) -> None:
+        super().__init__(f"instruction {pc}: {reason}")
+        self.pc = pc
+        self.reason = f"instruction {pc}: {reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ptr:
+    region: str  # "ctx" | "stack"
+    offset: int
+
+
+Value = int | tuple[int, ...] | Sym | Ptr | None
+Provenance = tuple[int, int, int]
+# (block start, block end or -1 while still inside it, contexts passing the block's own tests)
+
+
+@dataclass(slots=True)
+class Terminal:
+    live: int
+    verdict: int
+    region: Region
+    prov: Provenance
+
+
+def _per_ctx(values: tuple[int, ...]) -> int | tuple[int, ...]:
+    first = values[0]
+    for v in values:
+        if v != first:
+            return values
+    return first
+
+
+def _spread(value: int | tuple[int, ...]) -> tuple[int, ...]:
+    return value if isinstance(value, tuple) else (value,) * 8
+
+
+def _uniform(value: int | tuple[int, ...], live: int) -> int | None:
+    """The one value ``value`` has on every live context, or None when contexts differ."""
+    if isinstance(value, int):
+        return value
+    seen = {value[i] for i in range(8) if live >> i & 1}
+    return seen.pop() if len(seen) == 1 else None
+
+
+# -- static analyses -----------------------------------------------------------------------------
+
+
+def _uses_defs(insn: Insn) -> tuple[int, int]:
+    """Registers read and written, as bitmasks (for liveness)."""
+    cls = insn.cls
+    if insn.code == OPCODE_LD_IMM64:
+        return 0, 1 << insn.dst
+    if cls in (CLASS_ALU, CLASS_ALU64):
+        name = ALU_NAMES.get(insn.op)
+        uses = 0 if name == "mov" else 1 << insn.dst
+        if insn.uses_reg_source and name not in ("neg", "end"):
+            uses |= 1 << insn.src
+        return uses, 1 << insn.dst
+    if cls in (CLASS_JMP, CLASS_JMP32):
+        name = JMP_NAMES.get(insn.op)
+        if name == "exit":
+            return 1, 0
+        if name == "call":
+            return 0b111110, 0b111111
+        if name == "ja":
+            return 0, 0
+        return (1 << insn.dst) | ((1 << insn.src) if insn.uses_reg_source else 0), 0
+    if cls == CLASS_LDX:
+        return 1 << insn.src, 1 << insn.dst
+    if cls == CLASS_ST:
+        return 1 << insn.dst, 0
+    if cls == CLASS_STX:
+        return (1 << insn.dst) | (1 << insn.src), 0
+    return 0, 0
+
+
+def analyse(insns: Sequence[Insn]) -> tuple[list[int], set[int]]:
+    """(live-in register masks per instruction, jump targets); raises Opaque on a back-edge."""
+    n = len(insns)
+    targets: set[int] = set()
+    usage: dict[tuple[int, int, int], tuple[int, int]] = {}
+    live = [0] * (n + 2)
+    for pc in range(n - 1, -1, -1):
+        insn = insns[pc]
+        key = (insn.code, insn.dst, insn.src)
+        uses_defs = usage.get(key)
+        if uses_defs is None:
+            uses_defs = usage[key] = _uses_defs(insn)
+        uses, defs = uses_defs
+        if insn.is_jump:
+            target = interp.jump_target(insns, pc)
+            if target <= pc:
+                raise Opaque(pc, f"back-edge to {target} (a loop)")
+            targets.add(target)
+            out = live[target] | (0 if insn.op == 0x00 else live[pc + 1])
+        elif insn.code == OPCODE_LD_IMM64:
+            out = live[pc + 2]
+        elif insn.cls == CLASS_JMP and insn.op == 0x90:  # exit
+            out = 0
+        else:
+            out = live[pc + 1]
+        live[pc] = uses | (out & ~defs)
+    return live, targets
+
+
+# -- the executor --------------------------------------------------------------------------------
+
+
+Groups = dict[int, Region]  # contexts bitmask -> the (major, minor) region they are in
+
+
+def _add_group(groups: Groups, live: int, region: Region) -> None:
+    old = groups.get(live)
+    groups[live] = region if old is None else old.absorb(region)
+
+
+class _State:
+    """Registers shared by several groups of contexts, each with its own region: contexts that
+    part ways at an access test meet again at the next rule and travel on together."""
+
+    __slots__ = ("groups", "prov", "regs")
+
+    def __init__(self, regs: list[Value], groups: Groups, prov: Provenance) -> None:
+        self.regs = regs
+        self.groups = groups
+        self.prov = prov
+
+    @property
+    def live(self) -> int:
+        live = 0
+        for mask in self.groups:
+            live |= mask
+        return live
+
+
+class Executor:
+    def __init__(self, insns: Sequence[Insn]) -> None:
+        self.insns = insns
+        self.live_in, self.targets = analyse(insns)
+        self.pending: dict[int, dict[tuple[object, ...], _State]] = {}
+        self.heap: list[int] = []
+        self.terminals: list[Terminal] = []
+        self.states = 0
+        self._compare_memo: dict[tuple[object, ...], int] = {}
+        self._alu_memo: dict[tuple[object, ...], int | tuple[int, ...]] = {}
+
+    def run(self) -> list[Terminal]:
+        regs: list[Value] = [None] * 11
+        regs[1] = Ptr("ctx", 0)
+        regs[10] = Ptr("stack", 0)
+        self._enqueue(0, _State(regs, {ALL_CONTEXTS: Region.everything()}, (0, -1, ALL_CONTEXTS)))
+        while self.heap:
+            pc = heapq.heappop(self.heap)
+            for state in self.pending.pop(pc).values():
+                self.states += 1
+                if self.states > MAX_STATES:
+                    raise Opaque(pc, f"more than {MAX_STATES} symbolic states")
+                self._step_block(pc, state)
+        return self.terminals
+
+    def _enqueue(self, pc: int, state: _State) -> None:
+        if pc >= len(self.insns):
+            raise RejectedProgram(pc - 1, "falls off the end of the program")
+        live_regs = self.live_in[pc]
+        regs = state.regs
+        for r in range(10):
+            if regs[r] is not None and not live_regs >> r & 1:
+                regs[r] = None
+        key = (tuple(regs), state.prov)
+        bucket = self.pending.get(pc)
+        if bucket is None:
+            self.pending[pc] = {key: state}
+            heapq.heappush(self.heap, pc)
+            return
+        other = bucket.get(key)
+        if other is None:
+            bucket[key] = state
+        else:
+            for live, region in state.groups.items():
+                _add_group(other.groups, live, region)
+
+    # one straight-line run, ending at a branch, an exit or a join point
+    def _step_block(self, pc: int, state: _State) -> None:
+        insns = self.insns
+        regs = state.regs
+        while True:
+            insn = insns[pc]
+            cls = insn.cls
+            if cls in (CLASS_JMP, CLASS_JMP32):
+                after = self._jump(pc, insn, state)
+                if after is None:
+                    return
+                state, regs, pc = after, after.regs, pc + 1
+                continue
+            if insn.code == OPCODE_LD_IMM64:
+                if insn.src != 0:
+                    raise Opaque(pc, f"ld_imm64 with pseudo source {insn.src} (a map reference)")
+                self._write(pc, regs, insn.dst, imm64(insns, pc))
+                nxt = pc + 2
+            elif cls in (CLASS_ALU, CLASS_ALU64):
+                self._alu(pc, insn, regs, state.live)
+                nxt = pc + 1
+            elif cls == CLASS_LDX:
+                self._load(pc, insn, regs)
+                nxt = pc + 1
+            else:
+                base = regs[insn.dst]
+                if isinstance(base, Ptr) and base.region == "stack":
+                    raise Opaque(pc, "stack traffic (stores and reloads) is not followed")
+                raise RejectedProgram(pc, "store outside the stack (the context is read-only)")
+            if nxt in self.targets or nxt >= len(insns):
+                self._enqueue(nxt, state)
+                return
+            pc = nxt
+
+    @staticmethod
+    def _write(pc: int, regs: list[Value], reg: int, value: Value) -> None:
+        if reg == 10:
+            raise RejectedProgram(pc, "r10 (frame pointer) is read-only")
+        regs[reg] = value
+
+    @staticmethod
+    def _read(pc: int, regs: list[Value], reg: int) -> Value:
+        value = regs[reg]
+        if value is None:
+            raise RejectedProgram(pc, f"r{reg} is read before it is written")
+        return value
+
+    def _load(self, pc: int, insn: Insn, regs: list[Value]) -> None:
+        base = self._read(pc, regs, insn.src)
+        size = SIZE_BYTES[insn.size]
+        if not isinstance(base, Ptr):
+            raise RejectedProgram(pc, f"load through r{insn.src}, which is not a pointer")
+        if base.region == "stack":
+            raise Opaque(pc, "stack traffic (stores and reloads) is not followed")
+        if insn.mode != MODE_MEM:
+            raise RejectedProgram(pc, "sign-extending load from the context")
+        if base.offset:
+            raise RejectedProgram(pc, "load through a modified context pointer")
+        off = insn.off
+        if not context_access_ok(off, size):
+            raise RejectedProgram(pc, f"invalid context access off={off} size={size}")
+        if off < 4:
+            mask = (1 << (8 * size)) - 1
+            value: Value = _per_ctx(tuple(word >> (8 * off) & mask for word in ACCESS_WORDS))
+        else:
+            value = Sym(MAJOR if off == 4 else MINOR)
+        self._write(pc, regs, insn.dst, value)
+
+    def _alu(self, pc: int, insn: Insn, regs: list[Value], live: int) -> None:
+        name = ALU_NAMES[insn.op]
+        bits = 64 if insn.cls == CLASS_ALU64 else 32
+        mask = (1 << bits) - 1
+        if insn.uses_reg_source and name not in ("neg", "end"):
+            src: Value = self._read(pc, regs, insn.src)
+        else:
+            src = insn.imm & mask
+            if name in ("lsh", "rsh", "arsh") and not 0 <= insn.imm < bits:
+                raise RejectedProgram(pc, f"invalid shift by {insn.imm}")
+        if name == "mov" and insn.off == 0 and (bits == 64 or not isinstance(src, (Sym, Ptr))):
+            self._write(
+                pc, regs, insn.dst, src if bits == 64 else _per_ctx(tuple(v & mask for v in _spread(src)))
+            )  # type: ignore[arg-type]
+            return
+        dst: Value = 0 if name == "mov" else self._read(pc, regs, insn.dst)
+        if isinstance(dst, Ptr) or isinstance(src, Ptr):
+            if isinstance(dst, Ptr) and bits == 64 and name in ("add", "sub") and isinstance(src, int):
+                delta = src if src < 1 << 63 else src - (1 << 64)
+                self._write(
+                    pc, regs, insn.dst, Ptr(dst.region, dst.offset + (delta if name == "add" else -delta))
+                )
+                return
+            raise Opaque(pc, f"pointer arithmetic ({name}) is not followed")
+        if isinstance(dst, Sym) or isinstance(src, Sym):
+            self._write(pc, regs, insn.dst, self._alu_sym(pc, name, dst, src, bits, insn, live))
+            return
+        assert dst is not None and src is not None
+        if name == "end":
+            if insn.imm not in (16, 32, 64):
+                raise RejectedProgram(pc, f"invalid byte swap width {insn.imm}")
+            to_big = bool(insn.uses_reg_source) or bits == 64
+            self._write(
+                pc, regs, insn.dst, _per_ctx(tuple(byteswap(v, insn.imm, to_big) for v in _spread(dst)))
+            )
+            return
+        if isinstance(dst, int) and isinstance(src, int):
+            result = alu(name, dst, src, bits, insn.off)
+            assert result is not None
+            self._write(pc, regs, insn.dst, result)
+            return
+        key = (name, bits, insn.off, dst, src)
+        result_ctx = self._alu_memo.get(key)
+        if result_ctx is None:
+            values = tuple(
+                alu(name, a, b, bits, insn.off) for a, b in zip(_spread(dst), _spread(src), strict=True)
+            )
+            result_ctx = self._alu_memo[key] = _per_ctx(values)  # type: ignore[arg-type]
+        self._write(pc, regs, insn.dst, result_ctx)
+
+    @staticmethod
+    def _alu_sym(pc: int, name: str, dst: Value, src: Value, bits: int, insn: Insn, live: int) -> Value:
+        if insn.off and name in ("mov", "div", "mod"):
+            raise Opaque(pc, f"signed {name} on major/minor is not followed")
+        try:
+            if isinstance(dst, Sym) and isinstance(src, Sym):
+                raise Opaque(pc, f"{name} combining major/minor with another field")
+            if name == "mov":
+                assert isinstance(src, Sym)
+                return extend(src, "trunc", 0, 32)
+            if name in ("neg", "end"):
+                assert isinstance(dst, Sym)
+                if name == "end":
+                    raise Inexact("byte swap of major/minor")
+                return extend(dst, "neg", 0, bits)
+            if isinstance(dst, Sym):
+                const = _uniform(src, live)  # type: ignore[arg-type]
+                if const is None:
+                    raise Opaque(pc, f"{name} of major/minor with an access-dependent value")
+                return extend(dst, name, const, bits)
+            assert isinstance(src, Sym)
+            const = _uniform(dst, live)  # type: ignore[arg-type]
+            if const is None:
+                raise Opaque(pc, f"{name} of major/minor with an access-dependent value")
+            if name in ("add", "and", "or", "xor"):
+                return extend(src, name, const, bits)
+            if name == "sub":
+                return extend(extend(src, "neg", 0, bits), "add", const, bits)
+            raise Inexact(f"{name} with major/minor as the operand")
+        except Inexact as err:
+            raise Opaque(pc, str(err)) from None
+
+    # -- control flow ----------------------------------------------------------------------------
+
+    def _jump(self, pc: int, insn: Insn, state: _State) -> _State | None:
+        """Follow a jump; returns the fall-through state when it can run on inline."""
+        name = JMP_NAMES[insn.op]
+        start, end, accepted = state.prov
+        if name == "exit":
+            self._exit(pc, state, (start, pc if end < 0 else end, accepted))
+            return None
+        if name == "call":
+            raise Opaque(pc, f"helper call #{insn.imm}")
+        target = interp.jump_target(self.insns, pc)
+        if name == "ja":
+            state.prov = (start, pc if end < 0 else end, accepted)
+            self._enqueue(target, state)
+            return None
+        bits = 32 if insn.cls == CLASS_JMP32 else 64
+        regs = state.regs
+        left = self._read(pc, regs, insn.dst)
+        right: Value = (
+            self._read(pc, regs, insn.src) if insn.uses_reg_source else insn.imm & ((1 << bits) - 1)
+        )
+        if isinstance(left, Ptr) or isinstance(right, Ptr):
+            raise Opaque(pc, "comparison involving a pointer")
+        taken_prov: Provenance = (target, -1, ALL_CONTEXTS)
+        if not isinstance(left, Sym) and not isinstance(right, Sym):
+            return self._branch_concrete(pc, name, left, right, bits, state, target, taken_prov)  # type: ignore[arg-type]
+        if isinstance(left, Sym) and isinstance(right, Sym):
+            raise Opaque(pc, "comparison of major/minor with a non-constant")
+        if isinstance(right, Sym):
+            left, right, name = right, left, _FLIPPED[name]
+        assert isinstance(left, Sym)
+        const = _uniform(right, state.live)  # type: ignore[arg-type]
+        if const is None:
+            raise Opaque(pc, "comparison of major/minor with an access-dependent value")
+        taken: Groups = {}
+        fall: Groups = {}
+        if not left.ops and name in ("jeq", "jne") and const <= U32:
+            # the common case, ``if r4 != M``: split off one point without building sets
+            split = Region.split_major_point if left.var == MAJOR else Region.split_minor_point
+            for live, region in state.groups.items():
+                equal, other = split(region, const)
+                yes, no = (equal, other) if name == "jeq" else (other, equal)
+                if not yes.is_empty():
+                    taken[live] = yes
+                if not no.is_empty():
+                    fall[live] = no
+            return self._follow(pc, target, state, taken, fall, taken_prov, state.prov)
+        try:
+            if left.ops:
+                bound = max(
+                    region.max_major() if left.var == MAJOR else region.max_minor()
+                    for region in state.groups.values()
+                )
+                left = rebase(left, bound)
+            taken_set = branch_set(left, name, const, bits)
+        except Inexact as err:
+            raise Opaque(pc, str(err)) from None
+        for live, region in state.groups.items():
+            yes, no = region.split_major(taken_set) if left.var == MAJOR else region.split_minor(taken_set)
+            if not yes.is_empty():
+                taken[live] = yes
+            if not no.is_empty():
+                fall[live] = no
+        return self._follow(pc, target, state, taken, fall, taken_prov, state.prov)
+
+    def _follow(
+        self,
+        pc: int,
+        target: int,
+        state: _State,
+        taken: Groups,
+        fall: Groups,
+        taken_prov: Provenance,
+        fall_prov: Provenance,
+    ) -> _State | None:
+        fall_state = _State(list(state.regs) if taken else state.regs, fall, fall_prov) if fall else None
+        if taken:
+            self._enqueue(target, _State(state.regs, taken, taken_prov))
+        if fall_state is None or (pc + 1 in self.targets or pc + 1 >= len(self.insns)):
+            if fall_state is not None:
+                self._enqueue(pc + 1, fall_state)
+            return None
+        return fall_state
+
+    def _branch_concrete(
+        self,
+        pc: int,
+        name: str,
+        left: int | tuple[int, ...],
+        right: int | tuple[int, ...],
+        bits: int,
+        state: _State,
+        target: int,
+        taken_prov: Provenance,
+    ) -> _State | None:
+        memo_key = (name, bits, left, right)
+        taken_all = self._compare_memo.get(memo_key)
+        if taken_all is None:
+            if isinstance(left, int) and isinstance(right, int):
+                taken_all = ALL_CONTEXTS if compare(name, left, right, bits) else 0
+            else:
+                taken_all = 0
+                for i, (a, b) in enumerate(zip(_spread(left), _spread(right), strict=True)):
+                    if compare(name, a, b, bits):
+                        taken_all |= 1 << i
+            self._compare_memo[memo_key] = taken_all
+        taken: Groups = {}
+        fall: Groups = {}
+        for live, region in state.groups.items():
+            yes, no = live & taken_all, live & ~taken_all
+            if yes and no:
+                _add_group(taken, yes, region.copy())
+                _add_group(fall, no, region)
+            elif yes:
+                _add_group(taken, yes, region)
+            else:
+                _add_group(fall, no, region)
+        start, end, accepted = state.prov
+        fall_prov = (start, end, accepted & ~taken_all & ALL_CONTEXTS)
+        return self._follow(pc, target, state, taken, fall, taken_prov, fall_prov)
+
+    def _exit(self, pc: int, state: _State, prov: Provenance) -> None:
+        r0 = self._read(pc, state.regs, 0)
+        if isinstance(r0, Ptr):
+            raise RejectedProgram(pc, "r0 holds a pointer at exit")
+        if isinstance(r0, Sym):
+            raise Opaque(pc, f"the verdict is computed from {VAR_NAMES[r0.var]}")
+        values = _spread(r0)
+        for group_live, region in state.groups.items():
+            by_value: dict[int, int] = {}
+            for i in range(8):
+                if group_live >> i & 1:
+                    by_value[values[i]] = by_value.get(values[i], 0) | 1 << i
+            for value, live in by_value.items():
+                if value not in (0, 1):
+                    raise RejectedProgram(pc, f"r0 = {value} at exit; a device program returns 0 or 1")
+                self.terminals.append(Terminal(live, value, region, prov))
+
+
+def execute(insns: Sequence[Insn]) -> list[Terminal]:
+    """All terminal states of a program that passed ``interp.check``."""
+    return Executor(insns).run()

@@ -1,0 +1,386 @@
+"""Lifter: exact policies of real and generated programs, generators, provenance, opaque reasons."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from cgdev.core import interp
+from cgdev.core.disasm import parse_bpftool_text
+from cgdev.core.isa import Insn, Label, alu32, alu64, assemble, decode, exit_, jmp, ldx
+from cgdev.core.lift import lift
+from cgdev.core.lift.generators import recognise
+from cgdev.core.model import ACC_R, ACC_W, REQUEST_MASKS, Request, Rule
+from cgdev.core.policy import Policy
+from cgdev.errors import ProgramError
+
+EVIDENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "realstack" / "evidence"
+CASES = EVIDENCE / "per-case"
+needs_evidence = pytest.mark.skipif(
+    not CASES.is_dir(), reason=f"reference evidence not found under {EVIDENCE}"
+)
+# /proc/devices as the lab saw it: enough for systemd's "char-pts" (the only named group used).
+PROC_DEVICES = "Character devices:\n  1 mem\n  5 /dev/tty\n 10 misc\n136 pts\n\nBlock devices:\n  8 sd\n"
+
+
+def _policy_of(rules: list[Rule], semantics: str) -> Policy:
+    from cgdev.core.semantics import policy_of
+
+    return policy_of(rules, semantics)
+
+
+def _gpu() -> Policy:
+    return _policy_of([Rule(True, "c", 195, 255, ACC_R | ACC_W)], "ordered")
+
+
+def _config_rules(case: str) -> list[Rule]:
+    from cgdev.core.rules import parse_oci_config
+
+    return parse_oci_config(json.loads((CASES / case / "config.json").read_text()))
+
+
+def _systemd_expected(case: str) -> Policy:
+    from cgdev.core.semantics import systemd_policy
+
+    lines = (CASES / case / "scope-show.txt").read_text().splitlines()
+    policy = next(line.split("=", 1)[1] for line in lines if line.startswith("DevicePolicy="))
+    allow = [
+        tuple(line.split("=", 1)[1].strip().rsplit(" ", 1))
+        for line in lines
+        if line.startswith("DeviceAllow=")
+    ]
+    return systemd_policy(policy, allow, PROC_DEVICES)  # type: ignore[arg-type]
+
+
+def _runtime_expected(case: str) -> Policy:
+    """Independent expectation from config.json through engineer A's semantics."""
+    runtime = "runc" if case.startswith("runc") else "crun"
+    expected = _policy_of(_config_rules(case), runtime)
+    if case.startswith("crun181"):  # crun 1.8.1 predates the tun (10:200) default of crun 1.21
+        expected = expected.minus(_policy_of([Rule(True, "c", 10, 200, ACC_R | ACC_W)], "ordered"))
+    return expected
+
+
+def _case_of(dump: Path) -> str:
+    return dump.parent.name
+
+
+TEXT_DUMPS = sorted(CASES.glob("*/prog-*.txt")) if CASES.is_dir() else []
+
+
+@needs_evidence
+@pytest.mark.parametrize("dump", TEXT_DUMPS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_real_programs_lift_to_the_policy_their_configuration_implies(dump: Path) -> None:
+    case = _case_of(dump)
+    result = lift(parse_bpftool_text(dump.read_text()))
+    assert result.opaque is None
+    runtime = "runc" if case.startswith("runc") else "crun"
+    if "sd_devices" in dump.name:
+        assert result.generator == "systemd"
+        assert result.policy == _systemd_expected(case)
+    elif "nvhook" in dump.name:
+        assert result.generator == f"libnvidia-container + {runtime}"
+        assert result.policy == _runtime_expected(case) | _gpu()
+        assert result.rules[0].rule() == Rule(True, "c", 195, 255, ACC_R | ACC_W)
+    else:
+        assert result.generator == runtime
+        assert result.policy == _runtime_expected(case)
+
+
+BIN_EXPECTED = {
+    # file prefix and role -> (generator, expectation)
+    ("crun121", "unnamed"): ("crun", lambda: _runtime_expected("crun-sd")),
+    ("crun121", "sd_devices"): ("systemd", lambda: _systemd_expected("crun-sd")),
+    ("crun121", "nvhook_sim"): ("libnvidia-container + crun", lambda: _runtime_expected("crun-sd") | _gpu()),
+    ("crun181", "unnamed"): ("crun", lambda: _runtime_expected("crun181-sd")),
+    ("runc", "unnamed"): ("runc", lambda: _runtime_expected("runc-sd")),
+    ("runc", "sd_devices"): ("systemd", lambda: _systemd_expected("runc-sd")),
+    ("runc", "nvhook_sim"): ("libnvidia-container + runc", lambda: _runtime_expected("runc-sd") | _gpu()),
+}
+BINS = sorted((EVIDENCE / "programs").glob("*.bin")) if CASES.is_dir() else []
+
+
+@needs_evidence
+@pytest.mark.parametrize("path", BINS, ids=lambda p: p.name[:70])
+def test_real_binaries_lift_exactly_with_their_generator(path: Path) -> None:
+    prefix = path.name.split("-", 1)[0]
+    role = path.stem.rsplit("--", 1)[1]
+    generator, expected = BIN_EXPECTED[(prefix, role)]
+    result = lift(decode(path.read_bytes()))
+    assert (result.generator, result.opaque) == (generator, None)
+    assert result.policy == expected()
+
+
+@needs_evidence
+def test_crun_sentinel_is_dead_and_hook_prefix_is_first() -> None:
+    insns = parse_bpftool_text((CASES / "crun-sd" / "prog-600-nvhook_sim.txt").read_text())
+    result = lift(insns)
+    ranges = [rule.insn_range for rule in result.rules]
+    assert ranges[0] == (0, 12)  # the hook's prefix decides c 195:255 rw
+    assert all(not 13 <= lo <= 26 for lo, _ in ranges)  # old prologue + crun's dead sentinel
+    decision = result.decide(Request("c", 195, 255, ACC_R))
+    assert decision.allowed and decision.insn_range == (0, 12) and decision.rule is result.rules[0]
+    denied = result.decide(Request("c", 195, 0, ACC_R))
+    assert not denied.allowed and denied.rule is not None and not denied.rule.allow
+    assert result.decide(Request("c", 1, 3, 6)).rule.rule() == Rule(True, "c", 1, 3, 7)  # type: ignore[union-attr]
+
+
+# -- hand-written programs: the lifter agrees with the interpreter --------------------------------
+
+PROLOGUE = [ldx("w", 2, 1, 0), alu32("and", 2, imm=0xFFFF), ldx("w", 3, 1, 0), alu32("rsh", 3, imm=16)]
+MAJ, MIN = ldx("w", 4, 1, 4), ldx("w", 5, 1, 8)
+ALLOW = [alu64("mov", 0, imm=1), exit_()]
+DENY = [alu64("mov", 0, imm=0), exit_()]
+
+
+def _program(*body: object) -> tuple[Insn, ...]:
+    return assemble([*PROLOGUE, MAJ, MIN, *body])  # type: ignore[list-item]
+
+
+HAND_WRITTEN = {
+    "jset-access-and-signed-major": _program(
+        jmp("jset", 3, "deny", imm=1),  # mknod denied
+        jmp("jsgt", 4, "deny", imm=-1),  # 64-bit signed: a zero-extended major is never negative
+        jmp("jslt", 4, "deny", imm=10),
+        *ALLOW,
+        Label("deny"),
+        *DENY,
+    ),
+    "jmp32-signed": _program(
+        jmp("jsgt", 4, "allow", imm=-5, wide32=True),  # as s32: majors -4..2^31-1
+        *DENY,
+        Label("allow"),
+        *ALLOW,
+    ),
+    "shift-and-mask-fields": _program(
+        jmp("jge", 5, "deny", imm=0x10000),
+        alu64("mov", 6, src=5),
+        alu64("rsh", 6, imm=8),
+        alu64("and", 6, imm=0xFF),
+        jmp("jne", 6, "deny", imm=3),  # minor bits 8..15 == 3
+        alu32("lsh", 4, imm=4),  # 32-bit: wraps
+        jmp("jgt", 4, "deny", imm=0x1000, wide32=True),
+        *ALLOW,
+        Label("deny"),
+        *DENY,
+    ),
+    "half-word-type-and-ranges": assemble(
+        [
+            ldx("h", 2, 1, 0),
+            ldx("h", 3, 1, 2),
+            MAJ,
+            MIN,
+            jmp("jne", 2, "deny", imm=2),
+            jmp("jlt", 4, "deny", imm=100),
+            jmp("jge", 4, "deny", imm=200),
+            jmp("jle", 5, "deny", imm=7),
+            alu32("mov", 6, src=3),
+            alu32("and", 6, imm=6),
+            jmp("jne", 6, "deny", src=3, wide32=True),
+            *ALLOW,
+            Label("deny"),
+            *DENY,
+        ]
+    ),
+    "xor-add-neg-or": _program(
+        alu64("xor", 4, imm=0x55),
+        alu64("add", 4, imm=-3),
+        jmp("jeq", 4, "allow", imm=0x50),
+        alu32("neg", 5, imm=0),
+        alu32("or", 5, imm=0xF0),
+        jmp("jeq", 5, "allow", imm=0xFFFFFFFF, wide32=True),
+        *DENY,
+        Label("allow"),
+        *ALLOW,
+    ),
+    "verdict-from-access-bits": _program(
+        alu32("mov", 0, imm=0b0100_0100), alu32("rsh", 0, src=3), alu32("and", 0, imm=1), exit_()
+    ),
+}
+
+
+def _interesting(insns: tuple[Insn, ...], rng: random.Random) -> list[Request]:
+    consts = {0, 1, 0xFFFF_FFFF, 0x7FFF_FFFF, 0x8000_0000}
+    for insn in insns:
+        for delta in (-1, 0, 1):
+            consts.add((insn.imm + delta) & 0xFFFF_FFFF)
+            consts.add(((insn.imm << 8) + delta) & 0xFFFF_FFFF)
+    values = sorted(consts) + [rng.randrange(1 << 32) for _ in range(20)]
+    return [
+        Request(t, rng.choice(values), rng.choice(values), rng.choice(REQUEST_MASKS))  # type: ignore[arg-type]
+        for t in "bc"
+        for _ in range(600)
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
+def test_hand_written_programs_lift_exactly(name: str) -> None:
+    insns = HAND_WRITTEN[name]
+    result = lift(insns)
+    assert result.opaque is None, result.opaque
+    assert result.policy is not None
+    rng = random.Random(name)
+    for request in _interesting(insns, rng):
+        assert result.policy.allows(request) == bool(interp.run(insns, request).verdict), request
+
+
+def test_lift_of_a_minor_bitfield_is_exact_and_not_a_guess() -> None:
+    insns = HAND_WRITTEN["shift-and-mask-fields"]
+    policy = lift(insns).policy
+    assert policy is not None
+    assert policy.verdict("c", 1, 0x0300, 2) and policy.verdict("c", 1, 0x03FF, 2)
+    assert not policy.verdict("c", 1, 0x1_0300, 2)
+    assert not policy.verdict("c", 1, 0x0400, 2)
+    assert not policy.verdict("c", 0x101, 0x0300, 2)  # 0x1010 > 0x1000
+    assert policy.verdict("c", 0x1000_0001, 0x0300, 2)  # << 4 wraps to 0x10 in 32 bits
+
+
+# -- generated programs: every shape lifts to its semantics --------------------------------------
+
+
+def _random_rules(rng: random.Random, n: int) -> list[Rule]:
+    return [
+        Rule(
+            rng.random() < 0.8,
+            rng.choice("abc"),  # type: ignore[arg-type]
+            rng.choice([None, 1, 5, 10, 136, 195, rng.randrange(300)]),
+            rng.choice([None, 0, 1, 3, 200, 255, rng.randrange(300)]),
+            rng.randint(1, 7),
+        )
+        for _ in range(n)
+    ]
+
+
+@pytest.mark.parametrize("shape", ["runc", "crun", "systemd"])
+def test_runtime_shapes_lift_to_their_semantics(shape: str) -> None:
+    from cgdev.core.shapes import shape_program
+    from cgdev.errors import InputError
+
+    rng = random.Random(shape)
+    checked = 0
+    for _ in range(60):
+        rules = _random_rules(rng, rng.randint(0, 12))
+        if shape != "crun":
+            rules = [r for r in rules if r.allow or shape == "runc"]
+        try:
+            program = shape_program(rules, shape)
+            expected = _policy_of(rules, shape)
+        except InputError:
+            continue  # the runtime itself refuses this list (runc: hole punching, ...)
+        if not program:
+            continue
+        result = lift(program)
+        assert result.opaque is None
+        assert result.generator == shape or (shape == "runc" and result.generator in ("runc", "youki"))
+        assert result.policy == expected, (rules, result.policy.diff(expected, 3))
+        checked += 1
+    assert checked >= 20
+
+
+def _random_policy(rng: random.Random) -> Policy:
+    return _policy_of(_random_rules(rng, rng.randint(0, 25)), "ordered")
+
+
+def test_lift_of_compile_is_identity() -> None:
+    from cgdev.core.compile import compile_policy
+
+    rng = random.Random(7)
+    for _ in range(80):
+        policy = _random_policy(rng)
+        program = compile_policy(policy)
+        result = lift(program)
+        assert result.generator == "cgdev"
+        assert result.policy == policy, policy.diff(result.policy, 3) if result.policy else result.opaque
+
+
+# -- opaque: reported with the reason, never guessed ---------------------------------------------
+
+OPAQUE = {
+    "helper call": (assemble([Insn(0x85, 0, 0, 0, 14), *ALLOW]), "helper call #14"),
+    "map reference": ((Insn(0x18, 1, 1, 0, 3), Insn(0), *ALLOW), "map reference"),
+    "stack traffic": (
+        assemble([MAJ, Insn(0x63, 10, 4, -4, 0), ldx("w", 5, 10, -4), *ALLOW]),
+        "stack traffic",
+    ),
+    "loop": (
+        assemble([alu64("mov", 0, imm=0), Label("top"), jmp("jeq", 0, "top", imm=1), exit_()]),
+        "back-edge",
+    ),
+    "non-constant compare": (
+        assemble([MAJ, MIN, jmp("jeq", 4, "x", src=5), Label("x"), *ALLOW]),
+        "non-constant",
+    ),
+    "multiplication": (
+        assemble([MAJ, alu64("mul", 4, imm=3), jmp("jeq", 4, "x", imm=9), Label("x"), *ALLOW]),
+        "mul",
+    ),
+    "all zero": ((Insn(0),) * 12, "all instruction bytes are zero"),
+    "blinded": ((Insn(0xB7, 11, 0, 0, 5), Insn(0xAF, 11, 0, 0, 7), *ALLOW), "blinded"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPAQUE))
+def test_opaque_programs_name_the_reason(name: str) -> None:
+    insns, reason = OPAQUE[name]
+    result = lift(insns)
+    assert result.policy is None and result.opaque is not None
+    assert reason in result.opaque
+    assert result.rules == []
+
+
+@pytest.mark.parametrize(
+    ("insns", "message"),
+    [
+        ((alu64("mov", 0, imm=0),), "last instruction is not an exit"),
+        ((ldx("w", 2, 1, 12), *ALLOW), "invalid context access"),
+        ((exit_(),), "r0 is read before it is written"),
+        ((alu64("mov", 0, imm=2), exit_()), "r0 = 2 at exit"),
+        ((Insn(0x55, 0, 0, 5, 0), *ALLOW), "jump out of range"),
+    ],
+)
+def test_programs_the_kernel_refuses_raise(insns: tuple[Insn, ...], message: str) -> None:
+    with pytest.raises(ProgramError, match=message):
+        lift(insns)
+
+
+def test_generators_by_fingerprint() -> None:
+    assert recognise((alu64("mov", 0, imm=0), exit_())) == "systemd"
+    assert recognise((alu64("mov", 0, imm=1), exit_())) == "unknown"
+    assert recognise(assemble([alu32("mov", 0, imm=1), exit_()]), cgdev=True) == "cgdev"
+
+
+# -- performance: a 10,000-rule chain and cgdev's tree ------------------------------------------
+
+
+def _big_rules(n: int, seed: int) -> list[Rule]:
+    rng = random.Random(seed)
+    return [
+        Rule(True, rng.choice("bc"), rng.randrange(4000), rng.randrange(300), rng.randint(1, 7))  # type: ignore[arg-type]
+        for _ in range(n)
+    ]
+
+
+@pytest.mark.parametrize("shape", ["runc", "cgdev"])
+def test_lift_of_10000_rules_is_fast(shape: str) -> None:
+    rules = _big_rules(10_000, 3)
+    expected = _policy_of(rules, "ordered")
+    if shape == "runc":
+        from cgdev.core.semantics import runc_program_rules
+        from cgdev.core.shapes import runc_program
+
+        default_allow, emitted = runc_program_rules(rules)
+        program = runc_program(default_allow, emitted)
+        expected = _policy_of(rules, "runc")
+    else:
+        from cgdev.core.compile import compile_policy
+
+        program = compile_policy(expected)
+    start = time.perf_counter()
+    result = lift(program)
+    elapsed = time.perf_counter() - start
+    assert result.policy == expected
+    assert elapsed < 3.0, f"lift of {len(program)} instructions took {elapsed:.2f} s"
