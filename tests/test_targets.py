@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +159,52 @@ def test_missing_targets_are_one_line_not_found(node: FakeNode) -> None:  # noqa
         resolve("no-such-container-zz")
     with pytest.raises(InputError, match=r"'\.\.'"):
         resolve("/../etc")
+
+
+# -- runtimes in another PID namespace ---------------------------------------------------------
+
+
+@requires_root_bpf
+def test_state_pids_of_another_pid_namespace_become_host_pids(node: FakeNode, tmp_path: Path) -> None:  # noqa: F811
+    """A root reached through /proc/<pid>/root records that namespace's pids: they are translated."""
+    leaf = node.cgroup("system.slice/crun-nsbox.scope/container")
+    holder = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "sleep", "300"],
+        preexec_fn=lambda: Path(leaf, "cgroup.procs").write_text("0"),
+    )
+    inner = _wait_for_child(holder.pid)
+    try:
+        state_dir = tmp_path / "crun" / "nsbox"
+        state_dir.mkdir(parents=True)
+        status = {"pid": 1, "cgroup-path": "/system.slice/crun-nsbox.scope/container", "bundle": ""}
+        state_dir.joinpath("status").write_text(json.dumps(status))
+        root = f"/proc/{inner}/root{tmp_path}/crun"
+        [state] = list_containers([("crun", root)])
+        assert (state.ns_pid, state.pid, state.cgroup) == (1, inner, node.rel(leaf))
+        target = resolve("nsbox", runtime_roots=[("crun", root)])
+        assert (target.kind, target.pid, target.cgroup) == ("container", inner, node.rel(leaf))
+        # the same directory seen from our own namespace: pids are taken as recorded
+        [plain] = list_containers([("crun", str(tmp_path / "crun"))])
+        assert (plain.pid, plain.ns_pid) == (1, None)
+    finally:
+        os.kill(inner, signal.SIGKILL)  # a namespace's init takes SIGKILL only from outside it
+        holder.wait()
+        _wait_until_empty(leaf)
+
+
+def _wait_until_empty(cgroup_dir: str, timeout: float = 5.0) -> None:
+    """--kill-child kills the namespace's init asynchronously; the cgroup must be empty to go."""
+    deadline = time.monotonic() + timeout
+    while Path(cgroup_dir, "cgroup.procs").read_text().split() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _wait_for_child(parent: int, timeout: float = 5.0) -> int:
+    """The pid (ours) of the first child of ``parent``: unshare's forked init of the namespace."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.01)
+    raise AssertionError(f"unshare {parent} forked no child within {timeout}s")

@@ -15,14 +15,16 @@ lab or a nested setup.  Both are returned; the caller decides.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-import msgspec
-
-from cgdev.errors import InputError, NeedsRoot
+from cgdev.adapters import cgroupfs
+from cgdev.errors import CgdevError, InputError, NeedsRoot
 
 # The roots each runtime uses when run as root (their --root default).
 DEFAULT_ROOTS: Final[tuple[tuple[str, str], ...]] = (
@@ -57,6 +59,7 @@ class ContainerState:
     systemd_cgroup: bool
     annotations: dict[str, str] = field(default_factory=dict)
     state_file: str = ""
+    ns_pid: int | None = None  # the pid as recorded, when the runtime runs in another PID namespace
 
     @property
     def name(self) -> str | None:
@@ -69,63 +72,96 @@ class ContainerState:
 # -- the on-disk formats (only the fields used) ------------------------------------------------
 
 
-class _CrunStatus(msgspec.Struct, rename={"cgroup_path": "cgroup-path", "systemd_cgroup": "systemd-cgroup"}):
-    pid: int = 0
-    cgroup_path: str = ""
-    bundle: str = ""
-    systemd_cgroup: str | bool = False  # crun writes the string "true"/"false"
+class _Formats:
+    """msgspec structs for the state files, built on first use.
+
+    Importing msgspec costs about 9 ms, a good part of ``cgdev explain``'s budget, and a host
+    with no runtime state (or a target given as a PID or cgroup) never needs it.
+    """
+
+    def __init__(self) -> None:
+        import msgspec
+
+        self.errors: tuple[type[Exception], ...] = (msgspec.DecodeError, msgspec.ValidationError)
+        self.decode = msgspec.json.decode
+
+        define = msgspec.defstruct
+        # crun writes systemd-cgroup as the string "true"/"false"
+        self.CrunStatus = define(
+            "CrunStatus",
+            [
+                ("pid", int, 0),
+                ("cgroup_path", str, ""),
+                ("bundle", str, ""),
+                ("systemd_cgroup", str | bool, False),
+            ],
+            rename={"cgroup_path": "cgroup-path", "systemd_cgroup": "systemd-cgroup"},
+        )
+        cgroups = define(
+            "RuncCgroups",
+            [("path", str, ""), ("name", str, ""), ("parent", str, ""), ("Systemd", bool, False)],
+        )
+        self.RuncConfig = define(
+            "RuncConfig", [("labels", list[str] | None, None), ("cgroups", cgroups | None, None)]
+        )
+        self.RuncState = define(
+            "RuncState",
+            [
+                ("id", str),
+                ("init_process_pid", int, 0),
+                ("cgroup_paths", dict[str, str] | None, None),
+                ("config", self.RuncConfig | None, None),
+            ],
+        )
+        # youki's state.json (and any runtime writing the plain OCI state there)
+        self.OciState = define(
+            "OciState",
+            [
+                ("id", str),
+                ("pid", int | None, None),
+                ("bundle", str, ""),
+                ("annotations", dict[str, str] | None, None),
+                ("use_systemd", bool, False),
+            ],
+            rename="camel",
+        )
+        self.Config = define("Config", [("annotations", dict[str, str] | None, None)])
 
 
-class _RuncCgroups(msgspec.Struct):
-    path: str = ""
-    name: str = ""
-    parent: str = ""
-    Systemd: bool = False
-
-
-class _RuncConfig(msgspec.Struct):
-    labels: list[str] | None = None
-    cgroups: _RuncCgroups | None = None
-
-
-class _RuncState(msgspec.Struct):
-    id: str
-    init_process_pid: int = 0
-    cgroup_paths: dict[str, str] | None = None
-    config: _RuncConfig | None = None
-
-
-class _OciState(msgspec.Struct, rename="camel"):
-    """youki's state.json (and any runtime writing the plain OCI state there)."""
-
-    id: str
-    pid: int | None = None
-    bundle: str = ""
-    annotations: dict[str, str] | None = None
-    use_systemd: bool = False
-
-
-class _Config(msgspec.Struct):
-    annotations: dict[str, str] | None = None
+@functools.cache
+def _formats() -> _Formats:
+    return _Formats()
 
 
 def _truthy(value: str | bool) -> bool:
     return value is True or value == "true"
 
 
-def _bundle_annotations(bundle: str) -> dict[str, str]:
-    """crun keeps annotations only in the bundle's config.json; a vanished bundle has none."""
+def _bundle_annotations(bundle: str, fs_root: str = "/") -> dict[str, str]:
+    """crun keeps annotations only in the bundle's config.json; a vanished bundle has none.
+
+    ``fs_root`` is the runtime's root directory as we see it (``/proc/<pid>/root`` for a
+    runtime in other namespaces), since the bundle path is the runtime's.
+    """
     if not bundle:
         return {}
     try:
-        with open(os.path.join(bundle, "config.json"), "rb") as fh:
-            return msgspec.json.decode(fh.read(), type=_Config).annotations or {}
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        with open(os.path.join(fs_root, bundle.lstrip("/"), "config.json"), "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return {}
+    formats = _formats()
+    try:
+        return formats.decode(data, type=formats.Config).annotations or {}
+    except formats.errors:
         return {}
 
 
-def parse_crun_status(container_id: str, data: bytes, state_file: str = "") -> ContainerState:
-    status = msgspec.json.decode(data, type=_CrunStatus)
+def parse_crun_status(
+    container_id: str, data: bytes, state_file: str = "", fs_root: str = "/"
+) -> ContainerState:
+    formats = _formats()
+    status = formats.decode(data, type=formats.CrunStatus)
     return ContainerState(
         runtime="crun",
         id=container_id,
@@ -133,7 +169,7 @@ def parse_crun_status(container_id: str, data: bytes, state_file: str = "") -> C
         cgroup=status.cgroup_path or None,
         bundle=status.bundle or None,
         systemd_cgroup=_truthy(status.systemd_cgroup),
-        annotations=_bundle_annotations(status.bundle),
+        annotations=_bundle_annotations(status.bundle, fs_root),
         state_file=state_file,
     )
 
@@ -148,8 +184,9 @@ def _labels(labels: Iterable[str]) -> dict[str, str]:
 
 
 def parse_runc_state(data: bytes, state_file: str = "", runtime: str = "runc") -> ContainerState:
-    state = msgspec.json.decode(data, type=_RuncState)
-    config = state.config or _RuncConfig()
+    formats = _formats()
+    state = formats.decode(data, type=formats.RuncState)
+    config = state.config or formats.RuncConfig()
     labels = _labels(config.labels or ())
     cgroup = (state.cgroup_paths or {}).get("")
     return ContainerState(
@@ -165,7 +202,8 @@ def parse_runc_state(data: bytes, state_file: str = "", runtime: str = "runc") -
 
 
 def parse_oci_state(data: bytes, state_file: str = "", runtime: str = "youki") -> ContainerState:
-    state = msgspec.json.decode(data, type=_OciState)
+    formats = _formats()
+    state = formats.decode(data, type=formats.OciState)
     return ContainerState(
         runtime=runtime,
         id=state.id,
@@ -185,7 +223,7 @@ def parse_state_json(data: bytes, state_file: str = "", runtime: str = "runc") -
     return parse_oci_state(data, state_file, "youki" if runtime == "runc" else runtime)
 
 
-def read_container(runtime: str, state_dir: str) -> ContainerState | None:
+def read_container(runtime: str, state_dir: str, fs_root: str = "/") -> ContainerState | None:
     """The state in one ``<root>/<id>`` directory; None when it holds no state we can read."""
     container_id = os.path.basename(state_dir.rstrip("/"))
     for filename in ("status", "state.json"):
@@ -199,9 +237,9 @@ def read_container(runtime: str, state_dir: str) -> ContainerState | None:
             raise NeedsRoot(f"reading runtime state {path} needs root") from None
         try:
             if filename == "status":
-                return parse_crun_status(container_id, data, path)
+                return parse_crun_status(container_id, data, path, fs_root)
             return parse_state_json(data, path, runtime)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except _formats().errors:
             return None
     return None
 
@@ -217,7 +255,11 @@ def runtime_roots(extra: Sequence[str] = ()) -> list[tuple[str, str]]:
 
 
 def list_containers(roots: Sequence[tuple[str, str]] | None = None) -> list[ContainerState]:
-    """Every container found under the given ``(runtime, root)`` pairs (missing roots are empty)."""
+    """Every container found under the given ``(runtime, root)`` pairs (missing roots are empty).
+
+    Pids are host pids (ours): a root reached through ``/proc/<pid>/root`` of a process in
+    another PID namespace has its recorded pids translated (``ns_pid`` keeps the recorded one).
+    """
     found: list[ContainerState] = []
     for runtime, root in DEFAULT_ROOTS if roots is None else roots:
         try:
@@ -227,8 +269,123 @@ def list_containers(roots: Sequence[tuple[str, str]] | None = None) -> list[Cont
             continue
         except PermissionError:
             raise NeedsRoot(f"listing runtime state in {root} needs root") from None
+        holder = foreign_namespace_holder(root)
+        fs_root = "/" if holder is None else f"/proc/{holder}/root"
         for state_dir in dirs:
-            state = read_container(runtime, state_dir)
+            state = read_container(runtime, state_dir, fs_root)
             if state is not None:
-                found.append(state)
+                found.append(state if holder is None else to_host(state, holder))
     return found
+
+
+# -- runtimes in another PID namespace (a lab, a node inside a container) --------------------------
+
+_PROC_ROOT: Final = re.compile(r"^/proc/(\d+)/root(?:/|$)")
+
+
+def _ns(pid: int | str, kind: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
+
+
+def foreign_namespace_holder(root: str) -> int | None:
+    """The process a runtime root is reached through, when its PID namespace is not ours.
+
+    ``/proc/<pid>/root/run/crun`` is the state of a runtime that runs in ``<pid>``'s namespaces:
+    the pids it recorded are pids of that namespace, meaningless (or another process) here.
+    """
+    match = _PROC_ROOT.match(os.path.normpath(root))
+    if match is None:
+        return None
+    holder = int(match.group(1))
+    theirs = _ns(holder, "pid")
+    return holder if theirs is not None and theirs != _ns("self", "pid") else None
+
+
+def ns_pids(pid: int) -> list[int]:
+    """``NSpid`` of a process: its pid in our namespace first, then in each nested one."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("NSpid:"):
+                    return [int(x) for x in line.split()[1:]]
+    except OSError:
+        pass
+    return []
+
+
+def _holder_cgroup2_mount(holder: int) -> str | None:
+    try:
+        with open(f"/proc/{holder}/mountinfo") as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    for mount in cgroupfs.parse_mountinfo(text):
+        if mount.fstype == "cgroup2":
+            return mount.mountpoint
+    return None
+
+
+def _recorded_cgroup(state: ContainerState, holder: int) -> str | None:
+    """The state's cgroup relative to the runtime's cgroup2 root (runc records a mount path)."""
+    if state.cgroup is None:
+        return None
+    mount = _holder_cgroup2_mount(holder)
+    if mount and state.cgroup.startswith(mount.rstrip("/") + "/"):
+        return state.cgroup[len(mount.rstrip("/")) :]
+    return "/" + state.cgroup.strip("/")
+
+
+def _pid_in(cgroup_dir: str, depth: int, ns_pid: int) -> int | None:
+    try:
+        with open(os.path.join(cgroup_dir, "cgroup.procs")) as fh:
+            pids = [int(x) for x in fh.read().split()]
+    except OSError:
+        return None
+    for pid in pids:
+        chain = ns_pids(pid)
+        if len(chain) > depth and chain[depth] == ns_pid:
+            return pid
+    return None
+
+
+def host_pid(ns_pid: int, holder: int, recorded_cgroup: str | None) -> int | None:
+    """Our pid of the process that is ``ns_pid`` in ``holder``'s PID namespace, or None (gone).
+
+    Only processes in the holder's cgroup subtree are candidates, and each is checked through
+    its ``NSpid``: first the cgroup the runtime recorded, placed under each ancestor of the
+    holder's cgroup (its cgroup namespace root is one of them), then that whole subtree.
+    """
+    depth = len(ns_pids(holder)) - 1
+    if depth < 1:
+        return None
+    mount = cgroupfs.cgroup2_mount()
+    try:
+        holder_dirs = cgroupfs.ancestors(cgroupfs.process_cgroup(holder), mount=mount)[1:]
+    except CgdevError:
+        return None
+    if recorded_cgroup is not None:
+        for base in reversed(holder_dirs):
+            found = _pid_in(base + recorded_cgroup.rstrip("/"), depth, ns_pid)
+            if found is not None:
+                return found
+    for cgroup_dir in cgroupfs.walk(holder_dirs[0]) if holder_dirs else ():
+        found = _pid_in(cgroup_dir, depth, ns_pid)
+        if found is not None:
+            return found
+    return None
+
+
+def to_host(state: ContainerState, holder: int) -> ContainerState:
+    """The state with our pid and our cgroup path (None when its process is gone)."""
+    recorded = _recorded_cgroup(state, holder)
+    pid = None if state.pid is None else host_pid(state.pid, holder, recorded)
+    cgroup = None
+    if pid is not None:
+        try:
+            cgroup = cgroupfs.process_cgroup(pid)
+        except CgdevError:
+            pid = None
+    return dataclasses.replace(state, pid=pid, cgroup=cgroup, ns_pid=state.pid)

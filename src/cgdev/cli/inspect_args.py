@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cgdev.ops.layers import Inspection
+if TYPE_CHECKING:  # building the parser must not import the lifter
+    from cgdev.ops.layers import Inspection
 
 
 def add_target_arguments(parser: argparse.ArgumentParser, *, offline: bool = True) -> None:
@@ -37,7 +38,8 @@ def add_system_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         action="append",
         default=[],
-        help="another runtime state root to look containers up in (repeatable)",
+        help="another runtime state root to look containers up in (repeatable); "
+        "/proc/PID/root/run/crun reads a runtime in PID's namespaces (a lab), its pids translated",
     )
     parser.add_argument("--bus", metavar="ADDRESS", help="systemd's D-Bus (address or socket path)")
     parser.add_argument("--no-systemd", action="store_true", help="do not ask systemd")

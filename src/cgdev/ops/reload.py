@@ -20,11 +20,14 @@ would read first; the prediction says so instead of guessing the file's content.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cgdev.core.model import Request, access_to_str
 from cgdev.core.policy import Policy
-from cgdev.core.semantics.systemd import SdProgram, standard_stat, systemd_program
 from cgdev.ops.layers import Inspection, LayerView, LiftCache, ProgramView, UnitRecord, Verdict
+
+if TYPE_CHECKING:  # systemd's semantics are imported only when a unit manages devices
+    from cgdev.core.semantics.systemd import SdProgram
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,8 @@ class PredictedLayer:
 
 
 def _stat_for(unit: UnitRecord):  # type: ignore[no-untyped-def]
+    from cgdev.core.semantics.systemd import standard_stat
+
     def stat(path: str) -> tuple[str, int, int] | None:
         return unit.device_nodes.get(path) or standard_stat(path)
 
@@ -106,6 +111,8 @@ def predict_layer(view: LayerView, inspection: Inspection, cache: LiftCache) -> 
         return PredictedLayer(view.cgroup, unit, kept, (), ())
     notes: list[str] = []
     programs = [PredictedProgram("kept", view=p, unit=None) for p in view.programs if not p.owned_by_systemd]
+    from cgdev.core.semantics.systemd import systemd_program
+
     sd = systemd_program(unit.device_policy, unit.device_allow, inspection.proc_devices, _stat_for(unit))
     if sd.attached:
         programs.append(PredictedProgram("systemd", sd=sd, unit=unit.unit))

@@ -14,19 +14,26 @@ name, from the runtimes' state and from engine-named cgroups (``crio-<id>.scope`
 ``libpod-<id>.scope``, ``cri-containerd-<id>.scope``, ``docker-<id>.scope``, a 64-hex cgroup of
 the cgroupfs drivers) and Kubernetes pod slices (``kubepods-*-pod<uid>.slice``).  No match and
 several matches are both one-line input errors; the latter lists the candidates.
+
+Finding an engine-named cgroup must not cost a walk of the whole tree (a node with thousands of
+containers has tens of thousands of cgroups, and explain has to answer in well under 150 ms): the
+search goes breadth-first, stops at the first exact id, and does not look inside a container's
+own cgroup (that is where its sub-cgroups live, never another container) unless nothing was found
+outside them, e.g. a container nested in another one.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from cgdev.adapters import cgroupfs
 from cgdev.adapters.runtime_state import ContainerState, list_containers
-from cgdev.errors import CgdevError, InputError, NotFound
+from cgdev.errors import CgdevError, InputError, NeedsRoot, NotFound
 
 UNIT_SUFFIXES: Final = (".scope", ".service", ".slice", ".socket", ".mount", ".swap")
 ENGINES: Final = ("crio", "libpod", "cri-containerd", "docker", "crun", "runc", "youki")
@@ -113,14 +120,43 @@ def relative(path: str, mount: str) -> str:
     return "/" + path[len(base) :].strip("/")
 
 
-def named_cgroups(mount: str, paths: Iterable[str] | None = None) -> list[NamedCgroup]:
-    """Every engine-named cgroup in one walk of the tree (or of the given host paths)."""
-    out = []
-    for path in cgroupfs.walk(mount) if paths is None else paths:
-        found = classify(os.path.basename(path))
-        if found is not None:
-            out.append(NamedCgroup(found[0], found[1], found[2], relative(path, mount)))
-    return out
+def _subdirs(path: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as entries:
+            return [e for e in entries if e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):  # a cgroup that went away meanwhile
+        return []
+    except PermissionError:
+        raise NeedsRoot(f"listing cgroup {path} needs root") from None
+
+
+def find_named(spec: str, mount: str) -> list[NamedCgroup]:
+    """Engine-named cgroups whose id starts with ``spec``; just the one when an id equals it.
+
+    Breadth-first, so the usual places (``system.slice``, ``machine.slice``, ``kubepods*``, an
+    engine's cgroupfs parent) are read before anything deeper; the inside of a container cgroup
+    is read only when nothing matched elsewhere.
+    """
+    wanted = spec.replace("_", "-")
+    found: list[NamedCgroup] = []
+    queue: deque[str] = deque([mount])
+    inside_containers: list[str] = []
+    while queue or (not found and inside_containers):
+        if not queue:
+            queue.extend(inside_containers)
+            inside_containers.clear()
+        for entry in _subdirs(queue.popleft()):
+            named = classify(entry.name)
+            if named is None:
+                queue.append(entry.path)
+                continue
+            (inside_containers if named[0] == "container" else queue).append(entry.path)
+            if named[2].startswith(wanted):
+                cgroup = NamedCgroup(named[0], named[1], named[2], relative(entry.path, mount))
+                if named[2] == wanted:
+                    return [cgroup]
+                found.append(cgroup)
+    return found
 
 
 def cgroup_pids(host_path: str) -> list[int]:
@@ -302,7 +338,7 @@ def resolve(
             return found
     candidates = _state_candidates(spec, list_containers(runtime_roots), base)
     if not any(c.exact for c in candidates):
-        candidates += _named_candidates(spec, named_cgroups(base), base)
+        candidates += _named_candidates(spec, find_named(spec, base), base)
     if not candidates and spec.isdigit():
         raise NotFound(f"target {spec}: no such process (and no container id starts with {spec})")
     if not candidates:
