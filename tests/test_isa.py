@@ -44,7 +44,9 @@ def test_known_encodings_match_bpftool_opcodes() -> None:
     assert isa.alu64("mov", 0, imm=1).code == 0xB7
     assert isa.alu32("mov", 0, imm=1).code == 0xB4
     assert isa.exit_().code == 0x95
-    prog = isa.assemble([isa.jmp("jne", 2, "x", imm=2), isa.jmp("jne", 1, "x", src=3), isa.Label("x"), isa.exit_()])
+    prog = isa.assemble(
+        [isa.jmp("jne", 2, "x", imm=2), isa.jmp("jne", 1, "x", src=3), isa.Label("x"), isa.exit_()]
+    )
     assert (prog[0].code, prog[0].off) == (0x55, 1)
     assert (prog[1].code, prog[1].off) == (0x5D, 0)
     assert isa.jmp("jne", 2, 0, src=3, wide32=True).code == 0x5E
@@ -71,3 +73,26 @@ def test_assembler_errors() -> None:
         isa.assemble([isa.Label("a"), isa.Label("a")])
     with pytest.raises(ValueError):
         isa.jmp("jeq", 1, "a")
+
+
+def test_far_jumps_are_relaxed_to_gotol_and_keep_their_targets() -> None:
+    """Jumps beyond the signed 16-bit offset become ``gotol`` (JA) or ``if; ja +1; gotol``."""
+    filler = [isa.alu64("mov", 0, imm=0)] * 40_000
+    prog = isa.assemble(
+        [
+            isa.jmp("jset", 2, "far", imm=4),
+            isa.ja("far"),
+            *filler,
+            isa.Label("far"),
+            isa.alu64("mov", 0, imm=1),
+            isa.exit_(),
+        ]
+    )
+    far = len(prog) - 2
+    assert [i.code for i in prog[:4]] == [0x45, 0x05, isa.OPCODE_GOTOL, isa.OPCODE_GOTOL]
+    assert isa.jump_target(prog, 0) == 2  # taken: on to the gotol
+    assert isa.jump_target(prog, 1) == 3  # not taken: over it, to where the original fell through
+    assert isa.jump_target(prog, 2) == far
+    assert isa.jump_target(prog, 3) == far
+    near = isa.assemble([isa.jmp("jeq", 1, "x", imm=0), isa.Label("x"), isa.exit_()])
+    assert near[0].off == 0 and len(near) == 2

@@ -21,7 +21,9 @@ def minor_maps(draw: st.DrawFn) -> StepFn[int]:
 @st.composite
 def policies(draw: st.DrawFn) -> Policy:
     def major_map() -> StepFn[StepFn[int]]:
-        return StepFn.from_points(draw(minor_maps()), draw(st.dictionaries(numbers, minor_maps(), max_size=3)))
+        return StepFn.from_points(
+            draw(minor_maps()), draw(st.dictionaries(numbers, minor_maps(), max_size=3))
+        )
 
     return Policy(major_map(), major_map())
 

@@ -48,6 +48,8 @@ from typing import Final
 
 from cgdev.core.isa import (
     OPCODE_EXIT,
+    OPCODE_GOTOL,
+    OPCODE_JA,
     Insn,
     Item,
     Jump,
@@ -57,11 +59,11 @@ from cgdev.core.isa import (
     exit_,
     ja,
     jmp,
+    jump_target,
     ldx,
 )
 from cgdev.core.model import MASKSET_ALL, REQUEST_MASKS, U32_MAX
 from cgdev.core.policy import MinorMap, Policy, StepFn
-from cgdev.errors import InputError
 
 # -- register and context conventions ----------------------------------------------------------
 
@@ -565,10 +567,7 @@ def _compile_with(policy: Policy, pretest: PreTest | None) -> list[tuple[Insn, .
     prologue = Block("entry", [FINGERPRINT_FIRST], _label(root))
     emitter.blocks[prologue.name] = prologue
     limits = DUPLICATE_LIMITS if len(emitter.blocks) <= SMALL_PROGRAM_BLOCKS else DUPLICATE_LIMITS[:1]
-    try:
-        return [assemble(_layout(emitter.blocks, prologue.name, limit)) for limit in limits]
-    except ValueError as exc:  # a jump beyond the 16-bit offset range
-        raise InputError(f"policy: too large to compile into one program ({exc})") from None
+    return [assemble(_layout(emitter.blocks, prologue.name, limit)) for limit in limits]
 
 
 def worst_path(insns: Sequence[Insn]) -> int:
@@ -581,8 +580,8 @@ def worst_path(insns: Sequence[Insn]) -> int:
             continue
         after = longest[pc + 1] if pc + 1 < len(insns) else 0
         if insn.is_jump:
-            taken = longest[pc + 1 + insn.off]
-            is_ja = insn.op == 0x00 and insn.cls == 0x05
+            taken = longest[jump_target(insns, pc)]
+            is_ja = insn.code in (OPCODE_JA, OPCODE_GOTOL)
             longest[pc] = 1 + (taken if is_ja else max(taken, after))
         else:
             longest[pc] = 1 + after

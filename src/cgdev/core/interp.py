@@ -34,6 +34,7 @@ from cgdev.core.isa import (
     SIZE_BYTES,
     Insn,
     imm64,
+    jump_target,
 )
 from cgdev.core.model import KERNEL_TYPE, Request
 from cgdev.errors import ProgramError
@@ -80,13 +81,6 @@ def context_bytes(ctx: Context) -> bytes:
 
 _ALU_VALID = {op for name, op in ((n, o) for o, n in ALU_NAMES.items()) if name != "end"} | {0xD0}
 _COND_JUMPS = {op for op, name in JMP_NAMES.items() if name not in ("ja", "call", "exit")}
-
-
-def jump_target(insns: Sequence[Insn], pc: int) -> int:
-    insn = insns[pc]
-    if insn.code == CLASS_JMP32 | JMP_OPS["ja"]:
-        return pc + 1 + insn.imm
-    return pc + 1 + insn.off
 
 
 def _check_slot(insns: Sequence[Insn], pc: int) -> None:

@@ -56,6 +56,8 @@ JMP_NAMES: Final[dict[int, str]] = {v: k for k, v in JMP_OPS.items()}
 OPCODE_LD_IMM64: Final = CLASS_LD | SIZE_DW | MODE_IMM  # 0x18
 OPCODE_EXIT: Final = CLASS_JMP | JMP_OPS["exit"]  # 0x95
 OPCODE_CALL: Final = CLASS_JMP | JMP_OPS["call"]  # 0x85
+OPCODE_JA: Final = CLASS_JMP | JMP_OPS["ja"]  # 0x05
+OPCODE_GOTOL: Final = CLASS_JMP32 | JMP_OPS["ja"]  # 0x06: ja with a 32-bit offset in imm
 
 # bpf_cgroup_dev_ctx: u32 access_type, u32 major, u32 minor
 CTX_SIZE: Final = 12
@@ -210,41 +212,84 @@ def ja(target: str | int) -> Jump:
 Item = Insn | Jump | Label
 
 
+def jump_target(insns: Sequence[Insn], pc: int) -> int:
+    """Where the jump at ``pc`` goes: ``gotol`` (JMP32 | JA) keeps its offset in ``imm``."""
+    insn = insns[pc]
+    if insn.code == OPCODE_GOTOL:
+        return pc + 1 + insn.imm
+    return pc + 1 + insn.off
+
+
 def assemble(items: Iterable[Item | tuple[Insn, Insn]]) -> tuple[Insn, ...]:
-    """Resolve labels into slot offsets (``off`` counts from the slot after the jump)."""
+    """Resolve labels into slot offsets (``off`` counts from the slot after the jump).
+
+    A jump whose target lies beyond the signed 16-bit offset is relaxed: ``ja`` becomes
+    ``gotol`` (32-bit offset, kernel >= 6.4) and a conditional jump becomes
+    ``if cond goto +1; ja +1; gotol target``.  Only very large programs (tens of thousands of
+    instructions) need it, and their layout is otherwise unchanged.
+    """
     flat: list[Item] = []
     for item in items:
         if isinstance(item, tuple):
             flat.extend(item)
         else:
             flat.append(item)
-    where: dict[str, int] = {}
-    pc = 0
-    for item in flat:
-        if isinstance(item, Label):
-            if item.name in where:
-                raise ValueError(f"label {item.name!r} defined twice")
-            where[item.name] = pc
-        else:
-            pc += 1
-    out: list[Insn] = []
-    for item in flat:
-        if isinstance(item, Label):
-            continue
-        if isinstance(item, Jump):
-            here = len(out)
-            if isinstance(item.target, str):
+    long: set[int] = set()  # indexes into ``flat`` of jumps that need the long form
+    while True:
+        where, at = _positions(flat, long)
+        grew = False
+        for index, item in enumerate(flat):
+            if isinstance(item, Jump) and index not in long and isinstance(item.target, str):
                 if item.target not in where:
                     raise ValueError(f"undefined label {item.target!r}")
-                off = where[item.target] - here - 1
-            else:
-                off = item.target
-            if not -0x8000 <= off <= 0x7FFF:
-                raise ValueError(f"jump at {here} out of 16-bit range: {off}")
-            out.append(Insn(item.code, item.dst, item.src, off, item.imm))
-        else:
+                if not -0x8000 <= where[item.target] - at[index] - 1 <= 0x7FFF:
+                    long.add(index)
+                    grew = True
+        if not grew:
+            break
+    out: list[Insn] = []
+    for index, item in enumerate(flat):
+        if isinstance(item, Label):
+            continue
+        if not isinstance(item, Jump):
             out.append(item)
+            continue
+        if isinstance(item.target, int):
+            if not -0x8000 <= item.target <= 0x7FFF:
+                raise ValueError(f"jump at {len(out)} out of 16-bit range: {item.target}")
+            out.append(Insn(item.code, item.dst, item.src, item.target, item.imm))
+            continue
+        target = where[item.target]
+        if index not in long:
+            out.append(Insn(item.code, item.dst, item.src, target - len(out) - 1, item.imm))
+        elif item.code == OPCODE_JA:
+            out.append(Insn(OPCODE_GOTOL, 0, 0, 0, target - len(out) - 1))
+        else:
+            out.append(Insn(item.code, item.dst, item.src, 1, item.imm))
+            out.append(Insn(OPCODE_JA, 0, 0, 1, 0))
+            out.append(Insn(OPCODE_GOTOL, 0, 0, 0, target - len(out) - 1))
     return tuple(out)
+
+
+def _positions(flat: Sequence[Item], long: set[int]) -> tuple[dict[str, int], dict[int, int]]:
+    """Slot index of every label and of every jump, given which jumps take the long form."""
+    labels: dict[str, int] = {}
+    jumps: dict[int, int] = {}
+    pc = 0
+    for index, item in enumerate(flat):
+        if isinstance(item, Label):
+            if item.name in labels:
+                raise ValueError(f"label {item.name!r} defined twice")
+            labels[item.name] = pc
+            continue
+        if isinstance(item, Jump):
+            long_form = index in long and item.code != OPCODE_JA
+            # the long conditional form's gotol is its last slot: offsets count from there
+            jumps[index] = pc + 2 if long_form else pc
+            pc += 3 if long_form else 1
+        else:
+            pc += 1
+    return labels, jumps
 
 
 def _s32(value: int) -> int:
