@@ -38,50 +38,6 @@ from cgdev.adapters.systemd_watch import (
 )
 from cgdev.errors import BusUnreachable, InputError, NotFound, SystemdError
 
-try:  # the team's session fixture ``lab`` (wired in conftest.py)
-    import fixtures_lab  # noqa: F401
-except ImportError:  # pragma: no cover - TEMPORARY until tests/fixtures_lab.py lands: the prototype
-    from dataclasses import dataclass
-
-    REALSTACK = Path("/work/shared/reference/realstack")
-
-    @dataclass(frozen=True)
-    class _PrototypeLab:
-        pid1: int
-        cgroup_root: Path
-
-        @property
-        def bus_address(self) -> str:
-            return f"unix:path=/proc/{self.pid1}/root/run/dbus/system_bus_socket"
-
-        def exec(self, argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [str(REALSTACK / "rs"), *argv], capture_output=True, text=True, check=check, timeout=30
-            )
-
-    @pytest.fixture(scope="session")
-    def lab() -> Any:
-        """The running cgdev lab if there is one, else the bash prototype; never starts either."""
-        try:
-            from cgdev.lab.stack import find_lab
-
-            running = find_lab()
-        except Exception:  # the lab module is being written: fall back to the prototype
-            running = None
-        if running is not None:
-            return running
-        state = Path("/run/realstack")
-        if not (state / "pid1").exists():
-            pytest.skip(f"no lab: start the prototype with {REALSTACK}/setup.sh")
-        pid1 = int((state / "pid1").read_text())
-        if not Path(f"/proc/{pid1}").exists():
-            pytest.skip("the prototype lab's systemd is gone: run setup.sh again")
-        return _PrototypeLab(pid1, Path((state / "cgroot").read_text().strip()))
-
-
-# --------------------------------------------------------------------------------------------------
-# helpers
-
 
 @pytest.fixture
 def client(lab: Any) -> Iterator[SystemdClient]:
@@ -116,7 +72,7 @@ def _device_programs(lab: Any, control_group: str) -> list[dict[str, Any]]:
     out = subprocess.run(
         ["bpftool", "-j", "cgroup", "show", str(host_path)], capture_output=True, text=True, check=True
     ).stdout
-    return [p for p in json.loads(out or "[]") if p.get("attach_type") == "cgroup_device"]
+    return [p for p in json.loads(out.strip() or "[]") if p.get("attach_type") == "cgroup_device"]
 
 
 def _sd_devices_ids(lab: Any, control_group: str) -> list[int]:
@@ -463,3 +419,108 @@ def test_closed_connection_is_bus_unreachable(client: SystemdClient) -> None:
     client.close()
     with pytest.raises(BusUnreachable, match="connection lost"):
         client.get_unit("init.scope")
+
+
+# -- systemd semantics end to end: predict the program systemd attaches --------------------------
+
+PREDICTION_CASES: list[tuple[str, list[tuple[str, str]]]] = [
+    ("closed", []),
+    ("strict", []),
+    ("auto", []),
+    ("auto", [("/dev/null", "r")]),
+    ("strict", [("/dev/null", "r")]),
+    ("strict", [("char-pts", "rw")]),
+    ("strict", [("block-loop", "rw")]),
+    ("strict", [("char-*", "m")]),
+    ("strict", [("/dev/char/195:255", "rw")]),
+    ("strict", [("char-no-such-group-*", "rw")]),
+    ("closed", [("char-no-such-group", "rw"), ("/dev/zero", "w")]),
+    ("strict", [("block-*", "r"), ("char-mem", "rw")]),
+    ("closed", [("char-pts", "rwm"), ("/dev/char/10:200", "rw")]),
+    ("strict", [("/dev/block/7:0", "rw"), ("char-136", "w"), ("/dev/full", "")]),
+]
+
+
+def _prediction_requests(policy: Any) -> list[Any]:
+    """Requests on and around every box of the policy, plus the probe nodes; opens only where safe."""
+    from cgdev.adapters.probe import is_safe_to_open
+    from cgdev.core.model import MKNOD_MAJOR_MAX, MKNOD_MINOR_MAX, REQUEST_MASKS, Request
+
+    from cgdev.adapters.probe import driverless_majors
+
+    points = {(t, M, m) for t, M, _, m, _, _ in policy.regions()}
+    points |= {(t, M, m) for t in ("b", "c") for M in driverless_majors(t)[1:4] for m in (0, 7)}
+    points |= {
+        ("c", 1, 3),
+        ("c", 1, 5),
+        ("c", 1, 7),
+        ("c", 195, 255),
+        ("b", 7, 0),
+        ("c", 136, 2),
+        ("c", 10, 200),
+    }
+    out = []
+    for t, major, minor in sorted(points):
+        for M, m in ((major, minor), (major, minor + 1)):
+            if not (0 < M <= MKNOD_MAJOR_MAX and 0 <= m <= MKNOD_MINOR_MAX):
+                continue
+            for mask in REQUEST_MASKS:
+                request = Request(t, M, m, mask)
+                if mask == 1 or is_safe_to_open(request):
+                    out.append(request)
+    return out
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(("device_policy", "device_allow"), PREDICTION_CASES)
+def test_sd_devices_program_is_the_predicted_policy(
+    lab: Any, client: SystemdClient, sleeper: int, scope: str, device_policy: str, device_allow: list[Any]
+) -> None:
+    """Start a scope through cgdev's client; lift what systemd attached; compare with the policy
+    predicted from the unit's properties, and both with the kernel's verdicts."""
+    from cgdev.adapters import bpf
+    from cgdev.adapters.probe import ScratchCgroup
+    from cgdev.core import isa
+    from cgdev.core.lift import lift
+    from cgdev.core.policy import Policy
+    from cgdev.core.semantics import systemd_policy
+
+    client.start_transient_scope(scope, [sleeper], device_policy=device_policy, device_allow=device_allow)
+    unit = client.unit_properties(scope)
+    root = f"/proc/{lab.pid1}/root"
+
+    def stat_in_lab(path: str) -> tuple[str, int, int] | None:
+        import os
+        import stat
+
+        try:
+            st = os.stat(root + path)
+        except OSError:
+            return None
+        if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            return None
+        kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
+        return kind, os.major(st.st_rdev), os.minor(st.st_rdev)
+
+    with open(f"{root}/proc/devices") as f:
+        proc_devices = f.read()
+    predicted = systemd_policy(unit.device_policy, unit.device_allow, proc_devices, stat_in_lab)
+
+    programs = _device_programs(lab, unit.control_group)
+    host_path = str(Path(lab.cgroup_root) / unit.control_group.lstrip("/"))
+    if not programs:
+        assert predicted == Policy.allow_all(), "systemd attached nothing, cgdev predicted a filter"
+    else:
+        assert [p.get("name") for p in programs] == ["sd_devices"]
+        with bpf.prog_fd_by_id(programs[0]["id"]) as fd:
+            lifted = lift(isa.decode(bpf.prog_info(fd).xlated))
+        assert lifted.opaque is None
+        assert lifted.generator == "systemd"
+        assert lifted.policy == predicted, lifted.policy.diff(predicted, limit=5)
+
+    requests = _prediction_requests(predicted)
+    with ScratchCgroup(parent=host_path) as probe_cgroup:
+        verdicts = probe_cgroup.probe(requests)
+    wrong = [(str(r), v) for r, v in zip(requests, verdicts, strict=True) if v != predicted.allows(r)]
+    assert len(requests) >= 40
+    assert not wrong, wrong[:5]

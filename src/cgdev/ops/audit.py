@@ -195,16 +195,7 @@ def _container_targets(
             continue
         if walk_rel != "/" and not (rel == walk_rel or rel.startswith(walk_rel + "/")):
             continue
-        found[rel] = Target(
-            state.id,
-            "container",
-            rel,
-            pid=state.pid,
-            runtime=state.runtime,
-            container_id=state.id,
-            name=state.name,
-            annotations=dict(state.annotations),
-        )
+        found[rel] = Target.of_container(state.id, rel, state)
     return sorted(found.values(), key=lambda t: t.cgroup), walked
 
 

@@ -72,6 +72,20 @@ class Target:
         }
 
     @staticmethod
+    def of_container(spec: str, cgroup: str, state: ContainerState) -> Target:
+        """A container found in a runtime's state: what the state file knows about it."""
+        return Target(
+            spec,
+            "container",
+            cgroup,
+            pid=state.pid,
+            runtime=state.runtime,
+            container_id=state.id,
+            name=state.name,
+            annotations=dict(state.annotations),
+        )
+
+    @staticmethod
     def from_json(data: dict[str, Any]) -> Target:
         return Target(
             spec=str(data.get("spec", "")),
@@ -237,16 +251,7 @@ def _state_candidates(spec: str, states: Sequence[ContainerState], mount: str) -
         cgroup = _state_cgroup(state, mount)
         if cgroup is None:
             continue
-        target = Target(
-            spec,
-            "container",
-            cgroup,
-            pid=state.pid,
-            runtime=state.runtime,
-            container_id=state.id,
-            name=state.name,
-            annotations=dict(state.annotations),
-        )
+        target = Target.of_container(spec, cgroup, state)
         out.append(_Candidate(f"{state.runtime} {state.id}", target, exact))
     return out
 

@@ -68,14 +68,16 @@ def _classic(insns: Sequence[Insn]) -> str:
     if len(insns) >= 4 and tuple(insns[-4:]) == _SYSTEMD_TAIL:
         return "systemd"
     body = insns[len(_PROLOGUE_W) :]
+    if tuple(body) == (_MOV64_ZERO, _EXIT):
+        # An allow-list that matched nothing (anchors §3.1).  Checked before crun's chain shape,
+        # which it also fits: crun never emits it, its forced defaults always come first.
+        return "systemd"
     if _is_crun_sentinel(insns, len(_PROLOGUE_W)):
         return "crun"
     if _exits_are(body, (_MOV64_ONE, _MOV64_ZERO)):
         return "crun"  # crun before 1.18 (no sentinel yet): 64-bit moves, one exit per rule
     if _exits_are(body, (_MOV32_ONE, _MOV32_ZERO)):
         return "runc" if _runc_sorted(body) else "youki"
-    if tuple(body) == (_MOV64_ZERO, _EXIT):
-        return "systemd"  # an allow-list that matched nothing (anchors §3.1)
     return "unknown"
 
 
