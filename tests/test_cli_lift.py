@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from cgdev.core.isa import encode
+from evidence import EVIDENCE
 from fixtures_kernel import ALLOW_C_1_3_R, requires_root_bpf
 
-EVIDENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "realstack" / "evidence"
 HOOKED = (
     EVIDENCE
     / "programs"

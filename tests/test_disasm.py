@@ -10,8 +10,8 @@ import pytest
 from cgdev.core.disasm import disassemble, format_insn, parse_bpftool_text
 from cgdev.core.isa import Insn, alu32, alu64, decode, encode, exit_, ld_imm64, ldx
 from cgdev.errors import ProgramError
+from evidence import EVIDENCE
 
-EVIDENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "realstack" / "evidence"
 TEXT_DUMPS = sorted(EVIDENCE.glob("per-case/*/prog-*.txt"))
 BIN_DUMPS = sorted(EVIDENCE.glob("programs/*.bin"))
 needs_evidence = pytest.mark.skipif(not TEXT_DUMPS, reason=f"reference evidence not found under {EVIDENCE}")

@@ -18,8 +18,9 @@ import pytest
 from cgdev.adapters import bpf, cgroupfs
 from cgdev.core.model import ACC_M, ACC_R, ACC_W, Request
 from cgdev.ops.targets import relative
+from evidence import PROGRAMS as PROGRAM_DIR
 
-EVIDENCE = "/work/shared/reference/realstack/evidence/programs/"
+EVIDENCE = f"{PROGRAM_DIR}/"
 PROGRAMS = {
     "sd": "crun121-sd-default--system.slice_crun-hc-crun121-sd-default.scope--sd_devices.bin",
     "crun": "crun121-sd-default--system.slice_crun-hc-crun121-sd-default.scope_container--unnamed.bin",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pytest
 
@@ -13,9 +12,9 @@ from cgdev.core.isa import Insn, Label, alu32, alu64, assemble, decode, encode, 
 from cgdev.core.lift import lift
 from cgdev.core.model import ACC_M, ACC_R, ACC_W, REQUEST_MASKS, Request
 from cgdev.errors import ProgramError
+from evidence import EVIDENCE
 from fixtures_kernel import requires_root_bpf
 
-EVIDENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "realstack" / "evidence"
 BINS = sorted((EVIDENCE / "programs").glob("*.bin"))
 RW = ACC_R | ACC_W
 

@@ -17,8 +17,8 @@ from cgdev.core.lift.generators import recognise
 from cgdev.core.model import ACC_R, ACC_W, REQUEST_MASKS, Request, Rule
 from cgdev.core.policy import Policy
 from cgdev.errors import ProgramError
+from evidence import EVIDENCE
 
-EVIDENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "realstack" / "evidence"
 CASES = EVIDENCE / "per-case"
 needs_evidence = pytest.mark.skipif(
     not CASES.is_dir(), reason=f"reference evidence not found under {EVIDENCE}"

@@ -66,9 +66,15 @@ def ref_first_match(chain: list[Rule], r: Request, terminal: bool = False) -> bo
     return terminal
 
 
+def compared_as_64_bit(rule: Rule) -> bool:
+    """runc and crun test major/minor with a 64-bit JNE against a sign-extended 32-bit immediate,
+    so a number >= 2^31 in a rule can never be equal to the zero-extended u32 field."""
+    return all(n is None or n < 2**31 for n in (rule.major, rule.minor))
+
+
 def ref_crun(spec: list[Rule], r: Request) -> bool:
     chain = [CRUN_SENTINEL, *reversed(CRUN_DEFAULTS), *reversed(spec)]
-    return ref_first_match(chain, r)
+    return ref_first_match([x for x in chain if compared_as_64_bit(x)], r)
 
 
 def ref_v1(rule_list: list[Rule], r: Request) -> bool:
@@ -138,7 +144,8 @@ def test_runc_program_means_its_rules(data: st.DataObject) -> None:
     assert all(x.allow != default_allow and x.type in "bc" for x in emitted)
     policy = policy_of(rule_list, "runc")
     for r in data.draw(requests_for(rule_list + emitted)):
-        assert policy.allows(r) == ref_first_match(emitted, r, default_allow)
+        reachable = [x for x in emitted if compared_as_64_bit(x)]
+        assert policy.allows(r) == ref_first_match(reachable, r, default_allow)
 
 
 @SETTINGS

@@ -19,9 +19,9 @@ from cgdev.core.rules import parse_oci_devices
 from cgdev.core.semantics import policy_of
 from cgdev.core.shapes import shape_program, systemd_program
 from cgdev.errors import InputError
+from evidence import EVIDENCE
 from test_compile import OCI_DEFAULT, probe_points
 
-EVIDENCE = Path(__file__).resolve().parents[2] / "shared/reference/realstack/evidence"
 PROC_DEVICES = "Character devices:\n  1 mem\n  5 /dev/tty\n136 pts\n\nBlock devices:\n  8 sd\n"
 
 

@@ -443,10 +443,8 @@ PREDICTION_CASES: list[tuple[str, list[tuple[str, str]]]] = [
 
 def _prediction_requests(policy: Any) -> list[Any]:
     """Requests on and around every box of the policy, plus the probe nodes; opens only where safe."""
-    from cgdev.adapters.probe import is_safe_to_open
+    from cgdev.adapters.probe import driverless_majors, is_safe_to_open
     from cgdev.core.model import MKNOD_MAJOR_MAX, MKNOD_MINOR_MAX, REQUEST_MASKS, Request
-
-    from cgdev.adapters.probe import driverless_majors
 
     points = {(t, M, m) for t, M, _, m, _, _ in policy.regions()}
     points |= {(t, M, m) for t in ("b", "c") for M in driverless_majors(t)[1:4] for m in (0, 7)}
