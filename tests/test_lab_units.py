@@ -161,3 +161,16 @@ def test_cli_help_and_usage_errors() -> None:
     assert listed.returncode == 0 and "crun-sd-nosub" in listed.stdout
     bad = subprocess.run([*run, "frobnicate"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_runtime_names_and_the_crun_1_8_alias() -> None:
+    from cgdev.lab.control import runtime_named
+    from cgdev.lab.runtime import Runtime
+
+    old = Runtime("crun-1.8.1", "/usr/bin/crun", "1.8.1")
+    assert runtime_named("crun-1.8", {"crun-1.8.1": old}) is old
+    assert runtime_named("crun-1.8.1", {"crun-1.8.1": old}) is old
+    with pytest.raises(InputError, match="--runtime: 'podman'"):
+        runtime_named("podman", {})
+    with pytest.raises(EnvError, match="not available"):
+        runtime_named("crun-1.8", {})

@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG ...]")
 
-    from_names = "crun, runc or crun-1.8.1"
+    from_names = "crun, runc or crun-1.8.1 (alias crun-1.8)"
     run = action("run", "start a container from a preset or an OCI config")
     run.add_argument("preset", nargs="?", help="a preset name (see `cgdev lab scenario --list`)")
     run.add_argument("--config", type=Path, help="an OCI config.json instead of a preset (a relative "

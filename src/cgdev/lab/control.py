@@ -190,6 +190,7 @@ def find_container(container_id: str) -> Container:
 
 def runtime_named(name: str, available: dict[str, Runtime] | None = None) -> Runtime:
     known = install.installed_runtimes() if available is None else available
+    name = runtime.RUNTIME_ALIASES.get(name, name)
     if name in known:
         return known[name]
     if name not in runtime.RUNTIME_NAMES:

@@ -19,6 +19,8 @@ from cgdev.lab.stack import Lab
 Driver = Literal["systemd", "cgroupfs"]
 DRIVERS: Final[tuple[Driver, ...]] = ("systemd", "cgroupfs")
 RUNTIME_NAMES: Final = ("crun", "runc", "crun-1.8.1")
+# Shorter spellings people (and the issue that specified the lab) use for the same runtimes.
+RUNTIME_ALIASES: Final = {"crun-1.8": "crun-1.8.1"}
 _VERSION = re.compile(r"version\s+(\d+(?:\.\d+)+)")
 
 
