@@ -7,7 +7,7 @@ Markdown snippet.
 
     python bench/bench_dbus.py [--address ADDR] [--unit init.scope] [-n 200] [--busctl-n 50]
 
-Without ``--address`` it uses the running cgdev lab, else the reference prototype, else the system
+Without ``--address`` it uses the running cgdev lab, else the system
 bus.
 """
 
@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from cgdev.adapters.systemd import (
     MANAGER_INTERFACE,
@@ -42,9 +41,6 @@ def default_address() -> str | None:
             return lab.bus_address
     except Exception:  # the lab module is optional for a benchmark: fall back quietly
         pass
-    prototype = Path("/run/realstack/pid1")
-    if prototype.exists():
-        return f"unix:path=/proc/{prototype.read_text().strip()}/root/run/dbus/system_bus_socket"
     return None
 
 

@@ -117,12 +117,3 @@ def test_scenario_json(lab: LabHandle) -> None:
     [result] = json.loads(done.stdout)["scenarios"]
     assert result["passed"] is True
     assert [s["observed"]["nvidiactl"] for s in result["steps"]] == ["EPERM"] * 4
-
-
-def test_demo_reads_as_a_story(lab: LabHandle) -> None:
-    done = cgdev("demo")
-    assert done.returncode == 0, done.stderr
-    text = done.stdout
-    assert "Still denied, by sd_devices" in text
-    assert text.count("/dev/nvidiactl DENIED (EPERM)") == 3
-    assert "c 195:255 rw on its own: allowed" in text  # the hook's program, judged alone by the kernel

@@ -8,24 +8,30 @@ from cgdev.adapters.probe import ScratchCgroup
 from cgdev.core import isa
 from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.lab import hooksim, stack
-from cgdev.lab.layers import layers, programs_at
+from cgdev.lab.layers import insn_count, layers
+from cgdev.ops.layers import LiftCache, ProgramRecord
 from fixtures_lab import LabHandle
 
 pytestmark = pytest.mark.lab
 PREFIX_BYTES = len(hooksim.allow_prefix(195, 255)) * 8
 
 
+def leaf_programs(cgroup: str) -> tuple[ProgramRecord, ...]:
+    return layers(stack.require_lab(), cgroup)[-1].programs
+
+
 def test_hook_prepends_to_the_leafs_program_and_keeps_it_whole(lab: LabHandle) -> None:
     container = lab.run("crun-fs", name="lab-test-hook")
     try:
         assert lab.probe(container)["nvidiactl"] == "EPERM"
-        [old] = programs_at(stack.require_lab(), container.cgroup)
+        [old] = leaf_programs(container.cgroup)
         result = hooksim.hook_cgroup(str(lab.cgroup_root / container.cgroup.lstrip("/")), 195, 255)
-        [new] = programs_at(stack.require_lab(), container.cgroup)
+        [new] = leaf_programs(container.cgroup)
         assert result.before == [old.id] and result.after == [new.id]
         assert new.name == hooksim.PROGRAM_NAME
         assert new.xlated[:PREFIX_BYTES] == isa.encode(hooksim.allow_prefix(195, 255))
         assert new.xlated[PREFIX_BYTES:] == old.xlated
+        assert insn_count(new) == insn_count(old) + PREFIX_BYTES // 8
         assert lab.probe(container) == {"null": "ok", "nvidiactl": "ENXIO"}
     finally:
         lab.delete(container.id)
@@ -39,6 +45,8 @@ def test_hook_leaves_ancestor_programs_alone(lab: LabHandle) -> None:
         after = layers(stack.require_lab(), container.cgroup)
         assert [p.id for p in before[-2].programs] == [p.id for p in after[-2].programs]  # the scope
         assert [p.name for p in before[-2].programs] == ["sd_devices"]
+        scope = f"/system.slice/{container.scope}"
+        assert [layer.cgroup for layer in before] == ["/", "/system.slice", scope, container.cgroup]
         assert [p.id for p in before[-1].programs] != [p.id for p in after[-1].programs]  # the leaf
         assert lab.probe(container)["nvidiactl"] == "EPERM"
     finally:
@@ -53,17 +61,14 @@ def test_hook_on_a_cgroup_without_programs_allows_only_the_device(scratch_cgroup
 
 
 def test_the_lifter_recognises_the_hooks_shape(lab: LabHandle) -> None:
-    """Cross-check with the lifter (when present): our prefix is libnvidia-container's shape."""
-    pytest.importorskip("cgdev.core.lift", reason="cgdev.core.lift is not in this tree yet")
-    from cgdev.lab.layers import lift_program
-
+    """Cross-check with the lifter: our prefix is libnvidia-container's shape."""
     container = lab.run("crun-fs", name="lab-test-lift")
     try:
         hooksim.hook_cgroup(str(lab.cgroup_root / container.cgroup.lstrip("/")), 195, 255)
-        [program] = programs_at(stack.require_lab(), container.cgroup)
-        lifted = lift_program(program)
-        assert lifted is not None and lifted.opaque is None
-        assert lifted.generator.startswith("libnvidia-container")
-        assert lifted.rules[0] == "allow c 195:255 rw"
+        [program] = leaf_programs(container.cgroup)
+        view = LiftCache().view(program)
+        assert view.lifted is not None and view.opaque is None
+        assert view.generator.startswith("libnvidia-container")
+        assert str(view.lifted.rules[0]) == "allow c 195:255 rw"
     finally:
         lab.delete(container.id)

@@ -13,7 +13,6 @@ import pytest
 from cgdev.core import isa
 from cgdev.errors import EnvError, InputError
 from cgdev.lab import bundle, hooksim, install, presets, stack
-from cgdev.lab.layers import path_levels
 from cgdev.lab.paths import StateFiles, lab_timeout
 from cgdev.lab.table import format_table
 
@@ -131,9 +130,7 @@ def test_base_config_has_the_node_but_no_rule_for_it() -> None:
     assert config["linux"]["resources"]["devices"][-1]["major"] == 195
 
 
-def test_path_levels_and_table() -> None:
-    assert path_levels("/a/b") == ["/", "/a", "/a/b"]
-    assert path_levels("/") == ["/"]
+def test_table() -> None:
     table = format_table(["x", "long header"], [["1", "2"]]).splitlines()
     assert table[0] == "x  long header" and table[2] == "1  2"
 

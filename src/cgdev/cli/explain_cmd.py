@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from cgdev.cli.inspect_args import add_target_arguments, inspection_from_args
+
+if TYPE_CHECKING:  # building the parser must not import the lifter
+    from cgdev.ops.explain import Explanation
+    from cgdev.ops.layers import LiftCache
 
 HELP = "explain one device request across every layer, now and after the next reload"
 DESCRIPTION = (
@@ -28,13 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--access", default="rw", help="m (mknod), r, w or rw (open); default rw")
 
 
-def run(args: argparse.Namespace) -> int:
+def explanation_from_args(args: argparse.Namespace, cache: LiftCache | None = None) -> Explanation:
+    """The explanation this command's arguments ask for (the lab demo runs it on its own arguments)."""
     from cgdev.ops.explain import explain, parse_access_request, resolve_device
 
     access = parse_access_request(args.access)
     inspection, live = inspection_from_args(args, "explain")
     request, source = resolve_device(args.device, inspection, access, live=live)
-    result = explain(inspection, request, args.device, source)
+    return explain(inspection, request, args.device, source, cache)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = explanation_from_args(args)
     if args.json:
         json.dump(result.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")

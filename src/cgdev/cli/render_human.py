@@ -54,7 +54,7 @@ def _layers_tree(title: str, layers: tuple[LayerAnswer, ...]) -> Any:
             where = (
                 f" insns {p.verdict.insn_range[0]}-{p.verdict.insn_range[1]}" if p.verdict.insn_range else ""
             )
-            source = "" if p.source in ("attached", "kept") else f" [{p.source}]"
+            source = "" if p.source in ("attached", "kept") else escape(f" [{p.source}]")
             rule = escape(p.verdict.rule or p.opaque or "")
             label = f"{ident} {escape(p.name or 'unnamed')} ({p.generator}){source}"
             node.add(f"{_mark(p.verdict.allowed)} {label}: {rule}{where}")
@@ -63,15 +63,18 @@ def _layers_tree(title: str, layers: tuple[LayerAnswer, ...]) -> Any:
 
 def print_findings(console: Any, findings: tuple[Finding, ...]) -> None:
     from rich.markup import escape
+    from rich.padding import Padding
 
     for finding in findings:
         console.print(f"[bold yellow]{finding.code}[/]: {escape(finding.message)}")
-        for fix in finding.fix:
-            console.print(f"  - {escape(fix.action)}\n    [dim]{escape(fix.tradeoff)}[/]")
+        for fix in finding.fix:  # padded, so a narrow console keeps the indentation when it wraps
+            console.print(Padding(f"- {escape(fix.action)}", (0, 0, 0, 2), expand=False))
+            console.print(Padding(f"[dim]{escape(fix.tradeoff)}[/]", (0, 0, 0, 4), expand=False))
 
 
-def print_explanation(result: Explanation) -> None:
-    console = _console()
+def print_explanation(result: Explanation, console: Any = None) -> None:
+    """``console``: a rich Console to print on (the lab demo's); default: stdout."""
+    console = console if console is not None else _console()
     req = result.request
     head = f"{result.inspection.target.spec or result.inspection.target.cgroup}: {result.device} ({req})"
     console.print(_layers_tree(head, result.layers))

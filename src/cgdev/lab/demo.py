@@ -2,39 +2,72 @@
 
 For a reader seeing it for the first time: which programs guard the container's devices (one
 per cgroup level, all must agree), what the NVIDIA legacy hook changes (only the container's own
-level), why /dev/nvidiactl stays denied and by whom, and that ``systemctl daemon-reload`` undoes
-any repair made behind systemd's back.  Every verdict printed is measured, none is assumed.
+level), why /dev/nvidiactl stays denied and by whom, what ``cgdev explain`` says about it, and
+that ``systemctl daemon-reload`` does what explain predicted.  Every verdict printed is measured
+or checked against the kernel, none is assumed.
+
+The explain step runs the very command line the demo prints at the end (parsed by explain's own
+parser, rendered by its own renderer), so what the reader copies answers the same.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
+import shlex
+import shutil
 import textwrap
 from collections.abc import Callable
 
+from cgdev.adapters import cgroupfs
 from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.lab import bundle, control, hooksim, presets, runtime, scenario
-from cgdev.lab.layers import Layer, Program, layers, lift_program, program_allows
+from cgdev.lab.layers import insn_count, layers, program_allows
 from cgdev.lab.runtime import Container, Runtime
 from cgdev.lab.stack import Lab
+from cgdev.ops.explain import Explanation
+from cgdev.ops.layers import Layer, LiftCache, ProgramRecord, analyse_layers
+from cgdev.ops.reload import PredictedLayer, predict_reload
+from cgdev.ops.targets import relative
 
 Out = Callable[[str], None]
+COLUMNS = (80, 100)  # readable: the terminal's width, kept within these bounds
+ALLOWED = ("ok", "ENXIO")  # ENXIO: every filter let the open through, no driver answered
 NVIDIACTL_RW = Request("c", *bundle.NVIDIACTL, ACC_R | ACC_W)
 OWNERS = {
-    "sd_devices": "systemd (from the scope's DevicePolicy/DeviceAllow)",
+    "sd_devices": "systemd, from the unit's DevicePolicy/DeviceAllow",
     hooksim.PROGRAM_NAME: "the hook",
 }
 
 
-def _owner(program: Program) -> str:
-    return OWNERS.get(program.name, "the runtime (crun and runc leave their programs unnamed)")
+def _owner(program: ProgramRecord) -> str:
+    return OWNERS.get(program.name, "the runtime (crun's and runc's are unnamed)")
+
+
+def _label(program: ProgramRecord) -> str:
+    return f"{program.name or '(unnamed)'} #{program.id}, {insn_count(program)} insns"
+
+
+@functools.cache
+def _width() -> int:
+    return max(COLUMNS[0], min(COLUMNS[1], shutil.get_terminal_size((COLUMNS[1], 24)).columns))
 
 
 def _para(out: Out, text: str) -> None:
-    out(textwrap.fill(" ".join(text.split()), width=100))
+    out(textwrap.fill(" ".join(text.split()), width=_width()))
     out("")
 
 
-def _show_layers(out: Out, lab: Lab, container: Container, seen: set[int]) -> list[tuple[Layer, Program]]:
+def _step(out: Out, number: int, text: str) -> None:
+    lead = f"{number}. "
+    filled = textwrap.fill(
+        " ".join(text.split()), _width(), initial_indent=lead, subsequent_indent=" " * len(lead)
+    )
+    out(filled + "\n")
+
+
+def _show_layers(out: Out, lab: Lab, container: Container, lifts: LiftCache, seen: set[int]
+                 ) -> list[tuple[Layer, ProgramRecord]]:  # fmt: skip
     """Print every level and return the programs that deny c 195:255 rw on their own.
 
     A program's rules are shown the first time it appears (``seen`` holds the ids shown).
@@ -49,13 +82,14 @@ def _show_layers(out: Out, lab: Lab, container: Container, seen: set[int]) -> li
             allowed = program_allows(program, NVIDIACTL_RW)
             if not allowed:
                 deniers.append((layer, program))
-            out(f"      {program.label}, attached by {_owner(program)}")
-            lifted = lift_program(program) if program.id not in seen else None
-            seen.add(program.id)
-            if lifted is not None:
-                lead = f"        lifted ({lifted.generator}'s shape): "
-                text = f"opaque: {lifted.opaque}" if lifted.opaque else "; ".join(lifted.rules)
-                out(textwrap.fill(text, 100, initial_indent=lead, subsequent_indent=" " * 16))
+            out(f"      {_label(program)}, attached by {_owner(program)}")
+            if program.id not in seen:
+                seen.add(program.id)
+                view = lifts.view(program)
+                lead = f"        lifted ({view.generator}'s shape): "
+                rules = [] if view.lifted is None else [str(rule) for rule in view.lifted.rules]
+                text = f"opaque: {view.opaque}" if view.opaque else "; ".join(rules)
+                out(textwrap.fill(text, _width(), initial_indent=lead, subsequent_indent=" " * 16))
             out(f"        c 195:255 rw on its own: {'allowed' if allowed else 'DENIED'}")
     return deniers
 
@@ -69,7 +103,7 @@ def _show_unit(out: Out, lab: Lab, container: Container) -> None:
     policy = next((v for k, v in props if k == "DevicePolicy"), "?")
     allowed = [v for k, v in props if k == "DeviceAllow"]
     mentions = any("195" in v for v in allowed)
-    out(f"  systemd's unit {container.scope}: DevicePolicy={policy}, {len(allowed)} DeviceAllow entries, "
+    out(f"  unit {container.scope}: DevicePolicy={policy}, {len(allowed)} DeviceAllow entries, "
         f"{'one' if mentions else 'none'} for 195:255")  # fmt: skip
 
 
@@ -81,11 +115,129 @@ def _probe(out: Out, lab: Lab, rt: Runtime, container: Container) -> str:
     return verdicts["nvidiactl"]
 
 
-def _who_denies(deniers: list[tuple[Layer, Program]]) -> str:
+def _who_denies(deniers: list[tuple[Layer, ProgramRecord]]) -> str:
     return ", ".join(f"{p.name or '(unnamed)'} #{p.id} on {layer.cgroup}" for layer, p in deniers) or "nobody"
 
 
+# -- cgdev explain, pointed at the lab from the host ---------------------------------------------
+
+
+def explain_command(lab: Lab, rt: Runtime, container: Container) -> list[list[str]]:
+    """``cgdev explain`` for the container, as a user on the host types it, in readable groups.
+
+    The host reaches the lab through its PID 1: the runtime's state and systemd's files under
+    ``/proc/<pid1>/root``, the bus socket there, and systemd's cgroup root as our subtree.
+    """
+    fs_root = f"/proc/{lab.pid1}/root"
+    systemd_root = relative(str(lab.cgroup_root), cgroupfs.cgroup2_mount())
+    return [
+        ["cgdev", "explain", container.id, "--device", "/dev/nvidiactl", "--access", "rw"],
+        ["--runtime-root", f"{fs_root}/run/{rt.family}", "--systemd-root", systemd_root],
+        ["--bus", lab.bus_address],
+        ["--systemd-fs-root", fs_root],
+    ]
+
+
+def format_command(groups: list[list[str]]) -> str:
+    """One shell command over several lines (backslash continuations), to fit the terminal."""
+    return " \\\n      ".join(shlex.join(group) for group in groups)
+
+
+def _explain_args(groups: list[list[str]]) -> argparse.Namespace:
+    from cgdev.cli import explain_cmd
+
+    parser = argparse.ArgumentParser(prog="cgdev explain")
+    explain_cmd.add_arguments(parser)
+    return parser.parse_args([word for group in groups for word in group][2:])
+
+
+def _print_explanation(out: Out, result: Explanation) -> None:
+    """explain's own renderer, on a console the width of the demo, its text handed to ``out``."""
+    from rich.console import Console
+
+    from cgdev.cli.render_human import print_explanation
+
+    console = Console(highlight=False, width=_width())
+    with console.capture() as captured:
+        print_explanation(result, console)
+    out("\n".join(line.rstrip() for line in captured.get().rstrip("\n").splitlines()))
+    out("")
+
+
+def prediction_mismatches(
+    predicted: list[PredictedLayer], actual: Explanation, lifts: LiftCache
+) -> list[str]:
+    """Where the kernel after the reload differs from the prediction made before it ([] = none).
+
+    Layer by layer, the programs attached now must be the predicted ones: the same number, each
+    with exactly the predicted policy (compared over every device and access, not on one request).
+    """
+    views = analyse_layers(actual.inspection, lifts)
+    if [p.cgroup for p in predicted] != [v.cgroup for v in views]:
+        return ["the cgroup path changed"]
+    wrong = []
+    for before, now in zip(predicted, views, strict=True):
+        expected = [p.policy for p in before.programs]
+        attached = [p.policy for p in now.programs]
+        unmatched = list(attached)
+        for policy in expected:
+            if policy is not None and policy in unmatched:
+                unmatched.remove(policy)
+        if len(expected) != len(attached) or unmatched:
+            names = ", ".join(f"{p.record.name or '(unnamed)'} #{p.record.id}" for p in now.programs)
+            wrong.append(f"{now.cgroup}: predicted {len(expected)} program(s), found {names or 'none'}")
+    return wrong
+
+
+def explain_with_prediction(
+    groups: list[list[str]], lifts: LiftCache
+) -> tuple[Explanation, list[PredictedLayer]]:
+    """Run ``cgdev explain`` as ``groups`` says, with what it predicts for the next reload."""
+    from cgdev.cli.explain_cmd import explanation_from_args
+
+    result = explanation_from_args(_explain_args(groups), lifts)
+    views = analyse_layers(result.inspection, lifts)  # lifted once: the cache holds every program
+    return result, predict_reload(views, result.inspection, lifts)
+
+
+def _report_prediction(out: Out, before: Explanation, predicted: list[PredictedLayer], after: Explanation,
+                       kernel: str, lifts: LiftCache) -> bool:  # fmt: skip
+    """Say whether the prediction made before the reload is what the kernel does now (True: it is).
+
+    A demo that claims the prediction holds must be able to say it did not: it then exits 1.
+    """
+    kernel_allows = kernel in ALLOWED
+    word = {True: "allowed", False: "denied", None: "unknown"}
+    mismatches = prediction_mismatches(predicted, after, lifts)
+    if before.after_allowed is not kernel_allows:
+        mismatches.insert(0, f"predicted {word[before.after_allowed]}, the container got {kernel}")
+    if mismatches:
+        _para(out, "The prediction made before the reload did NOT match the kernel: " + "; ".join(mismatches))
+        return False
+    known = _program_ids(before)
+    fresh = [
+        f"{p.name or '(unnamed)'} #{p.id}" for la in after.layers for p in la.programs if p.id not in known
+    ]
+    _para(
+        out,
+        f"""The prediction explain made before the reload matched: /dev/nvidiactl is
+        {word[kernel_allows]} ({kernel}) as predicted, and on every cgroup the programs attached now
+        allow exactly what was predicted, {" and ".join(fresh) or "every program"} included
+        (compared over every device and access, not only this one).""",
+    )
+    return True
+
+
+def _program_ids(result: Explanation) -> set[int | None]:
+    return {p.id for layer in result.layers for p in layer.programs}
+
+
 def run_demo(out: Out = print, progress: Out = print) -> int:
+    """Run the story; exit status 1 when explain's prediction did not hold, 3 when it cannot run.
+
+    On success the container is left running, for the reader's own ``cgdev explain``; a failed
+    run deletes it, as nobody is told about it.
+    """
     report = control.up(progress)
     lab, runtimes = report.lab, report.runtimes
     preset = presets.get("crun-sd")
@@ -104,19 +256,21 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
         a device only if EVERY program on every cgroup from the root down to its own says yes.""",
     )
 
-    out("1. Start a container that has the node /dev/nvidiactl (c 195:255) but no rule allowing it,")
-    out("   like a GPU container before the NVIDIA hook runs.\n")
+    _step(out, 1, """Start a container that has the node /dev/nvidiactl (c 195:255) but no rule allowing
+          it, like a GPU container before the NVIDIA hook runs.""")  # fmt: skip
     container = scenario.start_preset(lab, preset, rt)
+    keep = False
     try:
+        lifts = LiftCache()
         seen: set[int] = set()
-        _show_layers(out, lab, container, seen)
+        _show_layers(out, lab, container, lifts, seen)
         _show_unit(out, lab, container)
         _probe(out, lab, rt, container)
 
-        out("2. hook-sim: do what libnvidia-container does on cgroup v2 -- rewrite the programs on the")
-        out("   container's OWN cgroup, prepending 'allow c 195:255 rw'.\n")
+        _step(out, 2, """hook-sim: do what libnvidia-container does on cgroup v2 -- rewrite the programs
+              on the container's OWN cgroup, prepending 'allow c 195:255 rw'.""")  # fmt: skip
         hooksim.hook_cgroup(str(lab.host_cgroup(container.cgroup)), *bundle.NVIDIACTL)
-        deniers = _show_layers(out, lab, container, seen)
+        deniers = _show_layers(out, lab, container, lifts, seen)
         verdict = _probe(out, lab, rt, container)
         if verdict == "EPERM":
             _para(
@@ -126,10 +280,20 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
                 hook rewrote.  Two filters, and the hook fixed only one.""",
             )
 
-        out("3. systemctl daemon-reload (any reload, or any set-property on the scope).\n")
+        command = explain_command(lab, rt, container)
+        _step(out, 3, f"""Ask cgdev.  `cgdev explain` reads the same layers from the host (there the lab's
+              cgroups are under {command[1][-1]}), lifts every program into rules and gives each one's
+              verdict with the rule and instructions that decided, the final verdict, the verdict
+              after the next reload (from systemd's unit properties), and the fixes.""")  # fmt: skip
+        before, predicted = explain_with_prediction(command, lifts)
+        _print_explanation(out, before)
+
+        _step(out, 4, "systemctl daemon-reload (any reload, or any set-property on the scope).")
         lab.exec(["systemctl", "daemon-reload"], timeout=20)
-        deniers = _show_layers(out, lab, container, seen)
-        _probe(out, lab, rt, container)
+        deniers = _show_layers(out, lab, container, lifts, seen)
+        verdict = _probe(out, lab, rt, container)
+        after, _ = explain_with_prediction(command, lifts)
+        matched = _report_prediction(out, before, predicted, after, verdict, lifts)
         _para(
             out,
             f"""systemd regenerated its program from the unit's properties (a new id) and attached it
@@ -137,8 +301,13 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
             A repair is only real when it fixes every layer that denies and is durable: systemd
             must learn the device too (DeviceAllow=, or the device in the OCI spec as CDI does).""",
         )
+        out(f"The container {container.id} is left running: ask cgdev yourself (add --json for the schema),")
+        out("  " + format_command(command))
+        out(f"and delete it with `cgdev lab delete {container.id}` (`cgdev lab status` lists it).\n")
         out("See all eight cases, including the ones where the hook works until the next reload:")
         out("  cgdev lab scenario all")
+        keep = True
     finally:
-        control.delete_container(lab, container.id)
-    return 0
+        if not keep:
+            control.delete_container(lab, container.id)
+    return 0 if matched else 1

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cgdev.lab import bundle, control, hooksim, runtime
-from cgdev.lab.layers import Layer, layers
+from cgdev.lab.layers import insn_count, layers
 from cgdev.lab.presets import STEPS, Preset
 from cgdev.lab.runtime import Container, Runtime
 from cgdev.lab.stack import Lab
 from cgdev.lab.table import format_table
+from cgdev.ops.layers import Layer
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +64,9 @@ class ScenarioResult:
                     "observed": s.verdicts,
                     "expected": {"null": "ok", "nvidiactl": s.expected_nvidiactl},
                     "layers": [
-                        {"cgroup": layer.cgroup, "programs": [{"id": p.id, "name": p.name, "insns": p.insns}
-                                                             for p in layer.programs]}
+                        {"cgroup": layer.cgroup,
+                         "programs": [{"id": p.id, "name": p.name, "insns": insn_count(p)}
+                                      for p in layer.programs]}
                         for layer in s.layers
                     ],
                 }

@@ -50,8 +50,10 @@ class Finding:
 
 
 GRANT_DURABLE: Final = Fix(
-    "grant on every layer durably: `cgdev grant TARGET --device DEV` rewrites each denying program "
-    "and adds the device to the unit's DeviceAllow",
+    "grant on every layer durably: add the device to the unit's DeviceAllow (`systemctl "
+    "set-property --runtime UNIT DeviceAllow='/dev/char/MAJ:MIN rw'`, which also regenerates "
+    "systemd's program) and replace each other denying program with one that allows it "
+    "(BPF_F_REPLACE; cgdev's own repair command is not there yet)",
     "works now and survives daemon-reload/set-property; a runtime `update` that rebuilds its own "
     "program from the spec can still drop it",
 )
