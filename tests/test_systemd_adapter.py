@@ -441,34 +441,6 @@ PREDICTION_CASES: list[tuple[str, list[tuple[str, str]]]] = [
 ]
 
 
-def _prediction_requests(policy: Any) -> list[Any]:
-    """Requests on and around every box of the policy, plus the probe nodes; opens only where safe."""
-    from cgdev.adapters.probe import driverless_majors, is_safe_to_open
-    from cgdev.core.model import MKNOD_MAJOR_MAX, MKNOD_MINOR_MAX, REQUEST_MASKS, Request
-
-    points = {(t, M, m) for t, M, _, m, _, _ in policy.regions()}
-    points |= {(t, M, m) for t in ("b", "c") for M in driverless_majors(t)[1:4] for m in (0, 7)}
-    points |= {
-        ("c", 1, 3),
-        ("c", 1, 5),
-        ("c", 1, 7),
-        ("c", 195, 255),
-        ("b", 7, 0),
-        ("c", 136, 2),
-        ("c", 10, 200),
-    }
-    out = []
-    for t, major, minor in sorted(points):
-        for M, m in ((major, minor), (major, minor + 1)):
-            if not (0 < M <= MKNOD_MAJOR_MAX and 0 <= m <= MKNOD_MINOR_MAX):
-                continue
-            for mask in REQUEST_MASKS:
-                request = Request(t, M, m, mask)
-                if mask == 1 or is_safe_to_open(request):
-                    out.append(request)
-    return out
-
-
 @pytest.mark.lab
 @pytest.mark.parametrize(("device_policy", "device_allow"), PREDICTION_CASES)
 def test_sd_devices_program_is_the_predicted_policy(
@@ -516,7 +488,9 @@ def test_sd_devices_program_is_the_predicted_policy(
         assert lifted.generator == "systemd"
         assert lifted.policy == predicted, lifted.policy.diff(predicted, limit=5)
 
-    requests = _prediction_requests(predicted)
+    from kernel_requests import requests_around
+
+    requests = requests_around(predicted)
     with ScratchCgroup(parent=host_path) as probe_cgroup:
         verdicts = probe_cgroup.probe(requests)
     wrong = [(str(r), v) for r, v in zip(requests, verdicts, strict=True) if v != predicted.allows(r)]
