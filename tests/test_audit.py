@@ -8,11 +8,11 @@ import sys
 
 from cgdev.ops.audit import audit
 from fixtures_kernel import requires_root_bpf
-from test_explain_helpers import FakeNode, node  # noqa: F401
+from test_explain_helpers import ScratchNode, node  # noqa: F401
 
 
 @requires_root_bpf
-def test_audit_finds_every_container_and_lifts_once(node: FakeNode) -> None:  # noqa: F811
+def test_audit_finds_every_container_and_lifts_once(node: ScratchNode) -> None:  # noqa: F811
     double = [node.container("crio", f"{i:02x}" * 32, "sd", "crun_hook") for i in range(12)]
     agreeing = [node.container("crio", f"{i:02x}" * 32, "sd", "crun") for i in range(12, 16)]
     runc = [node.container("docker", f"{i:02x}" * 32, "runc", None, sub=False) for i in range(20, 24)]
@@ -32,7 +32,7 @@ def test_audit_finds_every_container_and_lifts_once(node: FakeNode) -> None:  # 
 
 
 @requires_root_bpf
-def test_audit_cli_json_and_exit_status(node: FakeNode) -> None:  # noqa: F811
+def test_audit_cli_json_and_exit_status(node: ScratchNode) -> None:  # noqa: F811
     node.container("crio", "ab" * 32, "sd", "crun_hook")
     out = subprocess.run(
         [sys.executable, "-m", "cgdev", "audit", "--root", node.rel(node.root), "--json", "--no-systemd"],

@@ -18,7 +18,7 @@ from cgdev.ops.explain import explain, parse_access_request, resolve_device
 from cgdev.ops.layers import Inspection, Layer, UnitRecord
 from cgdev.ops.targets import Target, resolve
 from fixtures_kernel import requires_root_bpf
-from test_explain_helpers import NULL_RW, NVIDIACTL_RW, FakeNode, node  # noqa: F401
+from test_explain_helpers import NULL_RW, NVIDIACTL_RW, ScratchNode, node  # noqa: F401
 
 # runc 1.1.5's properties for the default spec (evidence/per-case/runc-sd/scope-show.txt)
 RUNC_DEVICE_ALLOW = (
@@ -42,7 +42,7 @@ def _with_unit(inspection: Inspection, index: int, unit: UnitRecord) -> Inspecti
 
 
 @requires_root_bpf
-def test_crun_double_filter_matches_kernel_and_names_scope(node: FakeNode) -> None:  # noqa: F811
+def test_crun_double_filter_matches_kernel_and_names_scope(node: ScratchNode) -> None:  # noqa: F811
     leaf = node.container("crio", "ee" * 32, "sd", "crun_hook")
     inspection = collect(resolve(leaf))
     kernel = probe(leaf, [NULL_RW, NVIDIACTL_RW])
@@ -60,7 +60,7 @@ def test_crun_double_filter_matches_kernel_and_names_scope(node: FakeNode) -> No
 
 
 @requires_root_bpf
-def test_runc_reload_prediction_equals_kernel_after_reload(node: FakeNode) -> None:  # noqa: F811
+def test_runc_reload_prediction_equals_kernel_after_reload(node: ScratchNode) -> None:  # noqa: F811
     """runc replaced systemd's filter, a hook granted 195:255; a reload re-attaches sd_devices."""
     scope = node.container("runc", "ff" * 32, None, "runc_hook", sub=False)
     live = collect(resolve(scope))
@@ -145,7 +145,7 @@ def _cgdev(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 @requires_root_bpf
-def test_cli_exit_statuses_and_json(node: FakeNode) -> None:  # noqa: F811
+def test_cli_exit_statuses_and_json(node: ScratchNode) -> None:  # noqa: F811
     leaf = node.container("crio", "12" * 32, "sd", "crun_hook")
     denied = _cgdev("explain", "12121212", "--device", "c 195:255", "--json", "--no-systemd")
     assert denied.returncode == 1, denied.stderr

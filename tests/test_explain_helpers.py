@@ -1,6 +1,6 @@
 """Container-like hierarchies on the real kernel, shared by the targets/layers/explain/audit tests.
 
-A ``FakeNode`` is not a fake kernel: it builds real cgroups under a scratch cgroup
+A ``ScratchNode`` is not a fake kernel: it builds real cgroups under a scratch cgroup
 (``<scratch>/system.slice/<engine>-<id>.scope[/container]``), attaches real programs captured
 from crun 1.21, runc 1.1.5 and systemd 252 (reference evidence), and puts a real ``sleep`` in the
 leaf, so targets, layers and verdicts are read back from the kernel and checked against probes.
@@ -46,7 +46,7 @@ def program_bytes(key: str) -> bytes:
 
 
 @dataclass
-class FakeNode:
+class ScratchNode:
     """Real cgroups + programs + processes under one scratch cgroup; cleaned by the scratch."""
 
     scratch: object
@@ -106,8 +106,8 @@ class FakeNode:
 
 
 @pytest.fixture
-def node(scratch_cgroup: object) -> Iterator[FakeNode]:
-    made = FakeNode(scratch_cgroup)
+def node(scratch_cgroup: object) -> Iterator[ScratchNode]:
+    made = ScratchNode(scratch_cgroup)
     try:
         yield made
     finally:

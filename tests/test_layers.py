@@ -16,11 +16,11 @@ from cgdev.ops.layers import (
 )
 from cgdev.ops.targets import resolve
 from fixtures_kernel import ALLOW_ALL, requires_root_bpf
-from test_explain_helpers import FakeNode, node, program_bytes, sample_requests  # noqa: F401
+from test_explain_helpers import ScratchNode, node, program_bytes, sample_requests  # noqa: F401
 
 
 @requires_root_bpf
-def test_layers_attribute_programs_to_their_cgroup(node: FakeNode) -> None:  # noqa: F811
+def test_layers_attribute_programs_to_their_cgroup(node: ScratchNode) -> None:  # noqa: F811
     leaf = node.container("crio", "ab" * 32, "sd", "crun")
     inspection = collect(resolve(leaf))
     assert inspection.layers[0].cgroup == "/" and inspection.layers[-1].cgroup == node.rel(leaf)
@@ -34,7 +34,7 @@ def test_layers_attribute_programs_to_their_cgroup(node: FakeNode) -> None:  # n
 
 
 @requires_root_bpf
-def test_effective_policy_equals_kernel_on_sampled_requests(node: FakeNode) -> None:  # noqa: F811
+def test_effective_policy_equals_kernel_on_sampled_requests(node: ScratchNode) -> None:  # noqa: F811
     leaf = node.container("crio", "cd" * 32, "sd", "crun_hook")
     views = analyse_layers(collect(resolve(leaf)))
     effective = effective_policy(views)

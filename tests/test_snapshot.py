@@ -17,7 +17,7 @@ from cgdev.ops import snapshot
 from cgdev.ops.collect import collect
 from cgdev.ops.targets import resolve
 from fixtures_kernel import requires_root_bpf
-from test_explain_helpers import FakeNode, node  # noqa: F401
+from test_explain_helpers import ScratchNode, node  # noqa: F401
 
 NOBODY = 65534
 
@@ -40,7 +40,7 @@ def shared_dir() -> Iterator[str]:
 
 
 @requires_root_bpf
-def test_snapshot_round_trip_is_exact(node: FakeNode) -> None:  # noqa: F811
+def test_snapshot_round_trip_is_exact(node: ScratchNode) -> None:  # noqa: F811
     leaf = node.container("crio", "5a" * 32, "sd", "crun_hook")
     inspection = collect(resolve(leaf))
     assert "/dev/null" in inspection.devices  # the container's (here: the host's) device nodes
@@ -49,7 +49,7 @@ def test_snapshot_round_trip_is_exact(node: FakeNode) -> None:  # noqa: F811
 
 
 @requires_root_bpf
-def test_offline_explain_as_nobody_equals_live(node: FakeNode, shared_dir: str) -> None:  # noqa: F811
+def test_offline_explain_as_nobody_equals_live(node: ScratchNode, shared_dir: str) -> None:  # noqa: F811
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is needed to run as an unprivileged user")
     node.container("crio", "6b" * 32, "sd", "crun_hook")

@@ -20,7 +20,7 @@ from cgdev.adapters.runtime_state import (
 from cgdev.errors import InputError, NotFound
 from cgdev.ops.targets import classify, resolve
 from fixtures_kernel import requires_root_bpf
-from test_explain_helpers import FakeNode, node  # noqa: F401
+from test_explain_helpers import ScratchNode, node  # noqa: F401
 
 # -- runtime state files (formats as crun 1.x, runc 1.1.5 and youki write them) ----------------
 
@@ -112,7 +112,7 @@ def test_classify_engine_names(name: str, expected: tuple[str, str, str] | None)
 
 
 @requires_root_bpf
-def test_resolve_pid_cgroup_and_engine_prefix(node: FakeNode) -> None:  # noqa: F811
+def test_resolve_pid_cgroup_and_engine_prefix(node: ScratchNode) -> None:  # noqa: F811
     cid = "0123456789abcdef" * 4
     leaf = node.container("crio", cid, "sd", "crun")
     pid = node.procs[-1].pid
@@ -131,7 +131,7 @@ def test_resolve_pid_cgroup_and_engine_prefix(node: FakeNode) -> None:  # noqa: 
 
 
 @requires_root_bpf
-def test_resolve_pod_slice_by_uid(node: FakeNode) -> None:  # noqa: F811
+def test_resolve_pod_slice_by_uid(node: ScratchNode) -> None:  # noqa: F811
     uid = "4b5c6d7e-0000-1111-2222-333344445555"
     pod = node.cgroup(
         "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uid.replace("-", "_") + ".slice"
@@ -141,7 +141,7 @@ def test_resolve_pod_slice_by_uid(node: FakeNode) -> None:  # noqa: F811
 
 
 @requires_root_bpf
-def test_ambiguous_prefix_lists_candidates(node: FakeNode) -> None:  # noqa: F811
+def test_ambiguous_prefix_lists_candidates(node: ScratchNode) -> None:  # noqa: F811
     node.container("libpod", "feed" + "1" * 60, None, "crun", sub=False)
     node.container("libpod", "feed" + "2" * 60, None, "crun", sub=False)
     with pytest.raises(InputError, match=r"ambiguous, matches 2 containers: .*feed1.*feed2"):
@@ -150,7 +150,7 @@ def test_ambiguous_prefix_lists_candidates(node: FakeNode) -> None:  # noqa: F81
 
 
 @requires_root_bpf
-def test_missing_targets_are_one_line_not_found(node: FakeNode) -> None:  # noqa: F811
+def test_missing_targets_are_one_line_not_found(node: ScratchNode) -> None:  # noqa: F811
     with pytest.raises(NotFound, match="no such process"):
         resolve(str(2**22 + 12345))
     with pytest.raises(NotFound, match="no such cgroup"):
@@ -165,7 +165,7 @@ def test_missing_targets_are_one_line_not_found(node: FakeNode) -> None:  # noqa
 
 
 @requires_root_bpf
-def test_state_pids_of_another_pid_namespace_become_host_pids(node: FakeNode, tmp_path: Path) -> None:  # noqa: F811
+def test_state_pids_of_another_pid_namespace_become_host_pids(node: ScratchNode, tmp_path: Path) -> None:  # noqa: F811
     """A root reached through /proc/<pid>/root records that namespace's pids: they are translated."""
     leaf = node.cgroup("system.slice/crun-nsbox.scope/container")
     holder = subprocess.Popen(
