@@ -1,6 +1,7 @@
 """Programs dumped from the real runtimes and systemd in the lab: lifted exactly, named right,
-equal to what the kernel does with each of them alone, and to what cgdev's semantics predict
-from the container's config and the scope's unit properties."""
+equal to what the kernel does with each of them alone, to what cgdev's semantics predict from the
+container's config, and instruction for instruction equal to cgdev's reproduced shapes (crun 1.21
+and runc from the config, systemd from the scope's unit properties)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from cgdev.core.model import ACC_R, ACC_W, Rule
 from cgdev.core.policy import Policy
 from cgdev.core.rules import parse_oci_config
 from cgdev.core.semantics import policy_of
+from cgdev.core.shapes import shape_program, systemd_program
 from cgdev.lab import presets, scenario
 from cgdev.ops.collect import program_records
 from kernel_requests import requests_around
@@ -24,6 +26,18 @@ from kernel_requests import requests_around
 pytestmark = pytest.mark.lab
 
 GENERATOR_OF_RUNTIME = {"crun": "crun", "crun-1.8.1": "crun", "runc": "runc"}
+SHAPE_OF_RUNTIME = {"crun": "crun", "runc": "runc"}  # reproduced instruction for instruction
+
+
+def _unit(lab: Any, scope: str) -> Any:
+    from cgdev.adapters.systemd import SystemdClient
+
+    with SystemdClient(lab.bus_address) as client:
+        return client.unit_properties(scope)
+
+
+def _proc_devices(lab: Any) -> str:
+    return Path(f"/proc/{lab.pid1}/root/proc/devices").read_text()
 
 
 def _expected_runtime_policy(preset: presets.Preset, config: dict[str, Any]) -> Policy:
@@ -55,7 +69,14 @@ def test_real_programs_lift_to_what_the_kernel_and_the_semantics_say(lab: Any, n
                 assert lifted.opaque is None, (level, record.name, lifted.opaque)
                 if record.name == "sd_devices":
                     assert lifted.generator == "systemd"
+                    unit = _unit(lab, container.scope)
+                    assert isa.decode(record.xlated) == systemd_program(
+                        unit.device_policy, unit.device_allow, _proc_devices(lab), None
+                    ), "cgdev's systemd shape differs from what systemd attached"
                 else:
+                    if preset.runtime in SHAPE_OF_RUNTIME:
+                        shape = shape_program(parse_oci_config(config), SHAPE_OF_RUNTIME[preset.runtime])
+                        assert isa.decode(record.xlated) == shape, f"cgdev's {preset.runtime} shape differs"
                     assert lifted.generator == GENERATOR_OF_RUNTIME[preset.runtime], (level, lifted.generator)
                     assert lifted.policy == _expected_runtime_policy(preset, config), lifted.policy.diff(
                         _expected_runtime_policy(preset, config), limit=5
