@@ -128,11 +128,9 @@ def main() -> int:
             env = bytecode_env(cache)
             explain_s, explain = _time(explain_argv, args.explain_runs, env)
             pass_s, _ = _time([sys.executable, "-c", "pass"], args.explain_runs, env)
-        source_s, _ = _time(explain_argv, 3)
         rows.append(
             ("cgdev explain (one container)", explain_s, f"exit {explain.returncode}, bytecode cached")
         )
-        rows.append(("cgdev explain, compiled from source", source_s, "PYTHONDONTWRITEBYTECODE, no cache"))
         rows.append(("python3 -c pass", pass_s, ""))
     print(f"built {args.containers} container cgroups in {built:.1f} s")
     width = max(len(r[0]) for r in rows)
