@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cgdev.cli.output import print_json
 from cgdev.errors import InputError
 
 HELP = "compile device rules into a cgroup device program (cgdev's, or runc/crun/systemd's shape)"
@@ -141,8 +142,7 @@ def run(args: argparse.Namespace) -> int:
             "warnings": warnings,
             "verified": bool(args.verify and program),
         }
-        json.dump(document, sys.stdout)
-        sys.stdout.write("\n")
+        print_json(document)
         return 0
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

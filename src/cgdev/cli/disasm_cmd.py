@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from cgdev.cli._program_input import add_program_arguments, read_programs
+from cgdev.cli.output import print_json
 
 HELP = "print device programs as 'bpftool prog dump xlated' would"
 DESCRIPTION = (
@@ -35,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
                 lines.append({"pc": pc, "code": insn.code, "text": format_insn(source.insns, pc)})
                 pc += 2 if insn.code == OPCODE_LD_IMM64 else 1
             programs.append({**source.to_json(), "unreadable": source.unreadable, "instructions": lines})
-        json.dump({"programs": programs}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json({"programs": programs})
         return 0
     for source in sources:
         if len(sources) > 1:

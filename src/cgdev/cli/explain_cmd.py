@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import TYPE_CHECKING
 
 from cgdev.cli.inspect_args import add_target_arguments, inspection_from_args
+from cgdev.cli.output import print_json
 
 if TYPE_CHECKING:  # building the parser must not import the lifter
     from cgdev.ops.explain import Explanation
@@ -46,8 +45,7 @@ def explanation_from_args(args: argparse.Namespace, cache: LiftCache | None = No
 def run(args: argparse.Namespace) -> int:
     result = explanation_from_args(args)
     if args.json:
-        json.dump(result.to_json(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(result.to_json())
     else:
         from cgdev.cli.render_human import print_explanation
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 from cgdev.cli._program_input import ProgramSource, add_program_arguments, read_programs
+from cgdev.cli.output import print_json
 from cgdev.core.model import DEV_TYPES, Request
 from cgdev.errors import CgdevError, InputError, ProgramError
 
@@ -127,8 +126,7 @@ def run(args: argparse.Namespace) -> int:
         allowed: bool | None = False if False in verdicts else (None if None in verdicts else True)
         overall.append({"request": str(request), "allowed": allowed})
     if args.json:
-        json.dump({"programs": programs, "checks": overall}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json({"programs": programs, "checks": overall})
     else:
         _print_human(programs, overall)
     return 1 if any(check["allowed"] is not True for check in overall) else 0

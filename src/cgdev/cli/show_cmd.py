@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 from cgdev.cli.inspect_args import add_target_arguments, inspection_from_args
+from cgdev.cli.output import print_json
 
 HELP = "show a target's effective device allowlist, per layer, and after the next reload"
 DESCRIPTION = (
@@ -26,8 +25,7 @@ def run(args: argparse.Namespace) -> int:
     inspection, _live = inspection_from_args(args, "show")
     result = show(inspection)
     if args.json:
-        json.dump(result.to_json(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(result.to_json())
     else:
         from cgdev.cli.render_human import print_show
 

@@ -22,7 +22,7 @@ from typing import Any
 from cgdev.adapters import cgroupfs
 from cgdev.adapters.runtime_state import list_containers
 from cgdev.errors import CgdevError, NotFound
-from cgdev.ops.collect import pinned_record, program_records, systemd_view, unit_record
+from cgdev.ops.collect import pinned_record, program_records, read_or_empty, systemd_view, unit_record
 from cgdev.ops.findings import Finding, structural_findings
 from cgdev.ops.layers import (
     Inspection,
@@ -217,7 +217,7 @@ def audit(
         raise NotFound(f"--root: cgroup {root} not found under {base}")
     targets, walked = _container_targets(base, walk_root, runtime_roots)
     reader = _Reader(base, systemd, systemd_root, systemd_fs_root)
-    proc_devices = _read("/proc/devices")
+    proc_devices = read_or_empty("/proc/devices")
     lifts = LiftCache()
     shapes: dict[tuple[Any, ...], tuple[tuple[Finding, ...], int, int]] = {}
     rows = []
@@ -263,11 +263,3 @@ def _analyse_shape(
     programs = sum(len(v.programs) for v in views)
     opaque = sum(1 for v in views for p in v.programs if p.opaque is not None)
     return findings, programs, opaque
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as fh:
-            return fh.read()
-    except OSError:
-        return ""

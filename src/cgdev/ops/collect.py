@@ -139,7 +139,8 @@ def unit_record(systemd: Any, sd_path: str, systemd_fs_root: str) -> UnitRecord 
     )
 
 
-def _read(path: str) -> str:
+def read_or_empty(path: str) -> str:
+    """A small kernel text file (``/proc/devices``), or "" where it cannot be read (offline, gone)."""
     try:
         with open(path) as fh:
             return fh.read()
@@ -188,7 +189,7 @@ def collect(
     return Inspection(
         target=target,
         layers=tuple(layers),
-        proc_devices=_read("/proc/devices"),
+        proc_devices=read_or_empty("/proc/devices"),
         v1_devices=v1,
         pins=pins,
         devices=devices,
