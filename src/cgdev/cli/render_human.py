@@ -30,12 +30,20 @@ def _mark(allowed: bool | None) -> str:
     return "[green]allow[/]" if allowed else "[bold red]DENY[/]"
 
 
+def _unit_properties(unit: Any, *, with_bpf: bool = False) -> str:
+    """``DevicePolicy=strict DeviceAllow=/dev/char/1:3 rwm, char-pts rw`` as systemctl spells them."""
+    allow = ", ".join(f"{path} {access}".rstrip() for path, access in unit.device_allow) or "-"
+    text = f"DevicePolicy={unit.device_policy} DeviceAllow={allow}"
+    if with_bpf:
+        text += " BPFProgram=" + (", ".join(f"{kind}:{path}" for kind, path in unit.bpf_program) or "-")
+    return text
+
+
 def _unit_label(layer: LayerAnswer) -> str:
     unit = layer.unit
     if unit is None:
         return ""
-    allow = ", ".join(f"{p} {a}" for p, a in unit.device_allow) or "-"
-    return f"  [dim]{unit.unit}: DevicePolicy={unit.device_policy} DeviceAllow={allow}[/]"
+    return f"  [dim]{unit.unit}: {_unit_properties(unit)}[/]"
 
 
 def _layers_tree(title: str, layers: tuple[LayerAnswer, ...]) -> Any:
@@ -110,9 +118,8 @@ def print_show(result: ShowResult) -> None:
             continue
         node = tree.add(escape(view.cgroup))
         if view.unit is not None:
-            u = view.unit
-            props = f"DevicePolicy={u.device_policy} DeviceAllow={u.device_allow} BPFProgram={u.bpf_program}"
-            node.add(f"[dim]{escape(u.unit)}: {escape(props)}[/]")
+            props = _unit_properties(view.unit, with_bpf=True)
+            node.add(f"[dim]{escape(view.unit.unit)}: {escape(props)}[/]")
         for p in view.programs:
             sub = node.add(
                 f"#{p.record.id} {escape(p.record.name or 'unnamed')} ({p.generator}) tag {p.record.tag}"
