@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cgdev.core import interp
-from cgdev.core.isa import CLASS_JMP, JMP_OPS, OPCODE_EXIT, Insn
+from cgdev.core.isa import CLASS_JMP, JMP_OPS, OPCODE_EXIT, Insn, jump_target
 from cgdev.core.lift import intervals as iv
 from cgdev.core.lift.engine import CTX_MASKS, CTX_TYPES, Opaque, Terminal, execute
 from cgdev.core.lift.generators import recognise
@@ -190,7 +190,7 @@ def _deciding_block(insns: Sequence[Insn], path: Sequence[tuple[int, bool]]) -> 
     ja = CLASS_JMP | JMP_OPS["ja"]
     for pc, jumped in path:
         if jumped:
-            start, end = interp.jump_target(insns, pc), -1
+            start, end = jump_target(insns, pc), -1
         elif end < 0 and insns[pc].code in (ja, OPCODE_EXIT, 0x06):
             end = pc
     return start, end

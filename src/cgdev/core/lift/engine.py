@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from cgdev.core import interp
 from cgdev.core.interp import RejectedProgram, alu, byteswap, compare, context_access_ok
 from cgdev.core.isa import (
     ALU_NAMES,
@@ -37,6 +36,7 @@ from cgdev.core.isa import (
     SIZE_BYTES,
     Insn,
     imm64,
+    jump_target,
 )
 from cgdev.core.lift.intervals import Inexact
 from cgdev.core.lift.region import Region
@@ -151,7 +151,7 @@ def analyse(insns: Sequence[Insn]) -> tuple[list[int], set[int]]:
             uses_defs = usage[key] = _uses_defs(insn)
         uses, defs = uses_defs
         if insn.is_jump:
-            target = interp.jump_target(insns, pc)
+            target = jump_target(insns, pc)
             if target <= pc:
                 raise Opaque(pc, f"back-edge to {target} (a loop)")
             targets.add(target)
@@ -403,7 +403,7 @@ class Executor:
             return None
         if name == "call":
             raise Opaque(pc, f"helper call #{insn.imm}")
-        target = interp.jump_target(self.insns, pc)
+        target = jump_target(self.insns, pc)
         if name == "ja":
             state.prov = (start, pc if end < 0 else end, accepted)
             self._enqueue(target, state)
