@@ -1,10 +1,12 @@
-"""Requests worth asking the kernel about a policy: on and next to every box it has, on the probe
-nodes the lab uses, and on a few driverless majors; opens only where ``probe`` deems them safe."""
+"""Requests worth asking the kernel: a fixed sample for a device set, or the points around every
+box of a given policy.  Opens only where ``probe`` deems them safe (no driver is ever opened)."""
 
 from __future__ import annotations
 
+import random
+
 from cgdev.adapters.probe import driverless_majors, is_safe_to_open
-from cgdev.core.model import MKNOD_MAJOR_MAX, MKNOD_MINOR_MAX, REQUEST_MASKS, Request
+from cgdev.core.model import ACC_M, ACC_R, ACC_W, MKNOD_MAJOR_MAX, MKNOD_MINOR_MAX, REQUEST_MASKS, Request
 from cgdev.core.policy import Policy
 
 FIXED_POINTS = (
@@ -32,3 +34,30 @@ def requests_around(policy: Policy) -> list[Request]:
                 if mask == 1 or is_safe_to_open(request):
                     out.append(request)
     return out
+
+
+def sample_requests(seed: int = 4) -> list[Request]:
+    """>= 100 requests of both types and every mask, all safe to make (no driver is ever opened)."""
+    rng = random.Random(seed)
+    safe_open = [("c", 1, m) for m in (3, 5, 7, 8, 9)] + [("c", 5, 0)]
+    for dev_type in ("c", "b"):
+        majors = [m for m in driverless_majors(dev_type) if m]  # type: ignore[arg-type]  # rdev 0: never asked
+        picked = sorted({majors[0], majors[-1], *rng.sample(majors, 4)})
+        safe_open += [
+            (dev_type, major, minor) for major in picked for minor in (0, rng.randrange(1, 1 << 20))
+        ]
+    if is_safe_to_open(Request("c", 195, 255, ACC_R | ACC_W)):
+        safe_open += [("c", 195, 255), ("c", 195, 0)]
+    requests = [Request(t, M, m, mask) for t, M, m in safe_open for mask in REQUEST_MASKS]  # type: ignore[arg-type]
+    mknod_only = [
+        ("c", 136, 0),
+        ("c", 5, 1),
+        ("c", 5, 2),
+        ("c", 10, 200),
+        ("c", 1, 1),
+        ("b", 8, 0),
+        ("b", 7, 0),
+    ]
+    requests += [Request(t, M, m, ACC_M) for t, M, m in mknod_only]  # type: ignore[arg-type]
+    assert len(requests) >= 100
+    return requests

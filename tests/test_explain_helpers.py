@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from cgdev.adapters import bpf, cgroupfs
-from cgdev.core.model import ACC_M, ACC_R, ACC_W, Request
+from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.ops.targets import relative
 from evidence import PROGRAMS as PROGRAM_DIR
+from kernel_requests import sample_requests  # noqa: F401  (re-exported for test modules)
 
 EVIDENCE = f"{PROGRAM_DIR}/"
 PROGRAMS = {
@@ -112,21 +113,3 @@ def node(scratch_cgroup: object) -> Iterator[ScratchNode]:
         yield made
     finally:
         made.close()
-
-
-def sample_requests(count: int = 120) -> list[Request]:
-    """>= 100 requests of both types and every mask: the probe-safe nodes plus driverless majors."""
-    from cgdev.adapters.probe import driverless_majors
-
-    # major 0 is left out: rdev 0 (0:0) is never checked by the kernel
-    free_c = [m for m in driverless_majors("c") if m][:6]
-    free_b = [m for m in driverless_majors("b") if m][:6]
-    devices = [("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9), ("c", 5, 0)]
-    devices += [("c", m, n) for m in free_c for n in (0, 7)]
-    devices += [("b", m, n) for m in free_b for n in (0, 1)]
-    out = []
-    for t, major, minor in devices:
-        for mask in (ACC_M, ACC_R, ACC_W, RW):
-            out.append(Request(t, major, minor, mask))  # type: ignore[arg-type]
-    out += [Request("c", 195, 255, ACC_M), Request("c", 136, 4, ACC_M), Request("b", 8, 0, ACC_M)]
-    return out[: max(count, len(out))]

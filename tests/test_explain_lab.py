@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -31,10 +30,10 @@ from typing import Any
 import pytest
 
 from cgdev.adapters import bpf, cgroupfs
-from cgdev.adapters.probe import ScratchCgroup, driverless_majors, is_safe_to_open, probe
+from cgdev.adapters.probe import ScratchCgroup, probe
 from cgdev.adapters.runtime_state import runtime_roots
 from cgdev.adapters.systemd import SystemdClient
-from cgdev.core.model import ACC_M, ACC_R, ACC_W, REQUEST_MASKS, Request
+from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.lab import presets, scenario
 from cgdev.ops import snapshot
 from cgdev.ops.collect import collect
@@ -43,6 +42,7 @@ from cgdev.ops.layers import Inspection, LiftCache
 from cgdev.ops.show import show
 from cgdev.ops.targets import Target, resolve
 from fixtures_lab import LabHandle
+from kernel_requests import sample_requests
 
 pytestmark = pytest.mark.lab
 
@@ -132,33 +132,6 @@ def check_against_kernel(answers: dict[str, Explanation], observed: dict[str, bo
         if not answer.allowed:
             assert answer.denied_by, f"{step}: {node} denied but no program named"
             assert all(p.verdict.rule for _, p in answer.denied_by), "a denying program names its rule"
-
-
-def sample_requests(seed: int = 4) -> list[Request]:
-    """>= 100 requests of both types and every mask, all safe to make (no driver is ever opened)."""
-    rng = random.Random(seed)
-    safe_open = [("c", 1, m) for m in (3, 5, 7, 8, 9)] + [("c", 5, 0)]
-    for dev_type in ("c", "b"):
-        majors = [m for m in driverless_majors(dev_type) if m]  # type: ignore[arg-type]  # rdev 0: never asked
-        picked = sorted({majors[0], majors[-1], *rng.sample(majors, 4)})
-        safe_open += [
-            (dev_type, major, minor) for major in picked for minor in (0, rng.randrange(1, 1 << 20))
-        ]
-    if is_safe_to_open(Request("c", 195, 255, RW)):
-        safe_open += [("c", 195, 255), ("c", 195, 0)]
-    requests = [Request(t, M, m, mask) for t, M, m in safe_open for mask in REQUEST_MASKS]  # type: ignore[arg-type]
-    mknod_only = [
-        ("c", 136, 0),
-        ("c", 5, 1),
-        ("c", 5, 2),
-        ("c", 10, 200),
-        ("c", 1, 1),
-        ("b", 8, 0),
-        ("b", 7, 0),
-    ]
-    requests += [Request(t, M, m, ACC_M) for t, M, m in mknod_only]  # type: ignore[arg-type]
-    assert len(requests) >= 100
-    return requests
 
 
 @pytest.fixture(scope="module")
