@@ -206,22 +206,31 @@ def test_replace_has_no_window(scratch_cgroup: ScratchCgroup) -> None:
 
 
 def _assert_no_window(scratch: ScratchCgroup, deny_a: bpf.Fd | int, deny_b: bpf.Fd) -> None:
+    """The parent keeps swapping until the child has tried at least MIN_OPENS opens *while*
+    swaps were happening (counted in shared memory), so a slow-to-schedule child on a busy CI
+    machine cannot make the test pass vacuously or fail spuriously."""
+    import mmap
+    import struct
+    import time
+
     from cgdev.adapters import probe as probe_mod
 
+    min_opens, min_swaps, deadline = 2000, 300, time.monotonic() + 30
     major = probe_mod.driverless_majors("c")[10]
     probe_mod._node_dir.ensure()
     node = probe_mod._node_dir.node("c", major, 0)
-    read_end, write_end = os.pipe()
+    counters = mmap.mmap(-1, 16)  # [attempts, leaks], shared with the forked child
+    ready_read, ready_write = os.pipe()
     stop_read, stop_write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         code = 3
         try:
-            os.close(read_end)
+            os.close(ready_read)
             os.close(stop_write)
             with open(os.path.join(scratch.path, "cgroup.procs"), "w") as procs:
                 procs.write("0")
-            os.write(write_end, b"r")
+            os.write(ready_write, b"r")
             os.set_blocking(stop_read, False)
             leaks = attempts = 0
             while True:
@@ -231,28 +240,35 @@ def _assert_no_window(scratch: ScratchCgroup, deny_a: bpf.Fd | int, deny_b: bpf.
                 except OSError as exc:
                     leaks += exc.errno != 1
                 attempts += 1
+                counters[:16] = struct.pack("qq", attempts, leaks)
                 try:
                     if os.read(stop_read, 1) == b"":
                         break
                 except BlockingIOError:
                     pass
-            os.write(write_end, f"{leaks} {attempts}".encode())
             code = 0
         finally:
             os._exit(code)
-    os.close(write_end)
+    os.close(ready_write)
     os.close(stop_read)
-    assert os.read(read_end, 1) == b"r"
+    assert os.read(ready_read, 1) == b"r"
+    os.close(ready_read)
     current, other = deny_a, deny_b
-    for _ in range(300):
-        bpf.prog_attach(scratch.fd, other, replace=current)
-        current, other = other, current
-    os.close(stop_write)
-    leaks, attempts = map(int, os.read(read_end, 100).split())
-    os.close(read_end)
-    os.waitpid(pid, 0)
-    assert attempts > 100
-    assert leaks == 0
+    swaps = 0
+    opens_before = struct.unpack("qq", counters[:16])[0]
+    try:
+        while swaps < min_swaps or struct.unpack("qq", counters[:16])[0] - opens_before < min_opens:
+            assert time.monotonic() < deadline, "the child made too few opens in 30 s"
+            bpf.prog_attach(scratch.fd, other, replace=current)
+            current, other = other, current
+            swaps += 1
+    finally:
+        os.close(stop_write)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    attempts, leaks = struct.unpack("qq", counters[:16])
+    assert attempts - opens_before >= min_opens
+    assert leaks == 0, f"{leaks} of {attempts} opens got through while the filter was swapped"
 
 
 # --- pins ------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ the verifier would refuse (uninitialised registers, bad context reads, falling o
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -157,7 +156,8 @@ def test_shared_minor_maps_compile_once() -> None:
     assert size_many - size_one < 20
 
 
-def test_ten_thousand_rules_compile_fast() -> None:
+def test_ten_thousand_rules_compile_to_a_shallow_exact_program() -> None:
+    """Speed is measured in bench/bench_compile.py; here only shape and exactness."""
     import random
 
     rng = random.Random(7)
@@ -166,10 +166,7 @@ def test_ten_thousand_rules_compile_fast() -> None:
         for _ in range(10_000)
     ]
     policy = policy_of(big)
-    start = time.perf_counter()
     program = compile_policy(policy)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"compile of 10,000 rules took {elapsed:.2f} s"
     assert forward_only(program)
     assert worst_path(program) < 60
     interp.check(program)
