@@ -183,6 +183,12 @@ def test_kernel_agrees_with_compiler_shapes_interpreter_and_lifter(scratch_cgrou
             lifted = lift(program)
             if lifted.policy != policy:
                 mismatches.append(f"{label}: lift != policy ({lifted.opaque or 'differs'}); rules {rules}")
+            elif not label.endswith("/cgdev"):  # a runtime's chain: its printed rules, first match deciding
+                if not lifted.reads_as_rules:
+                    mismatches.append(f"{label}: lifted rules do not read as a chain; rules {rules}")
+                for request, verdict in zip(requests, kernel, strict=True):
+                    if lifted.reads_as_rules and lifted.first_match(request).allow != verdict:
+                        mismatches.append(f"{label}: rule {lifted.first_match(request)} misreads {request}")
         assert not mismatches, "\n".join(mismatches[:5])
 
     one_list()

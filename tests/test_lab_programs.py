@@ -90,6 +90,14 @@ def test_real_programs_lift_to_what_the_kernel_and_the_semantics_say(lab: Any, n
                 ]
                 assert len(requests) >= 100
                 assert not wrong, (level, record.name, wrong[:5])
+                # The printed rules, first match deciding, say what the kernel does.
+                assert lifted.reads_as_rules, [str(rule) for rule in lifted.rules]
+                misread = [
+                    str(r)
+                    for r, v in zip(requests, verdicts, strict=True)
+                    if lifted.first_match(r).allow != v
+                ]
+                assert not misread, (level, record.name, misread[:5])
         assert seen == preset.filtered_levels
     finally:
         lab.delete(container.id)

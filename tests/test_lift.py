@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,9 @@ import pytest
 from cgdev.core import interp
 from cgdev.core.disasm import parse_bpftool_text
 from cgdev.core.isa import Insn, Label, alu32, alu64, assemble, decode, exit_, jmp, ldx
-from cgdev.core.lift import lift
+from cgdev.core.lift import LiftResult, lift
 from cgdev.core.lift.generators import recognise
-from cgdev.core.model import ACC_R, ACC_W, REQUEST_MASKS, Request, Rule
+from cgdev.core.model import ACC_R, ACC_W, REQUEST_MASKS, U32_MAX, Request, Rule
 from cgdev.core.policy import Policy
 from cgdev.errors import ProgramError
 from evidence import EVIDENCE
@@ -89,6 +88,7 @@ def test_real_programs_lift_to_the_policy_their_configuration_implies(dump: Path
     else:
         assert result.generator == runtime
         assert result.policy == _runtime_expected(case)
+    _assert_first_match_reading_is_the_policy(result)
 
 
 BIN_EXPECTED = {
@@ -113,6 +113,7 @@ def test_real_binaries_lift_exactly_with_their_generator(path: Path) -> None:
     result = lift(decode(path.read_bytes()))
     assert (result.generator, result.opaque) == (generator, None)
     assert result.policy == expected()
+    _assert_first_match_reading_is_the_policy(result)
 
 
 @needs_evidence
@@ -277,8 +278,30 @@ def test_runtime_shapes_lift_to_their_semantics(shape: str) -> None:
         assert result.opaque is None
         assert result.generator == shape or (shape == "runc" and result.generator in ("runc", "youki"))
         assert result.policy == expected, (rules, result.policy.diff(expected, 3))
+        _assert_first_match_reading_is_the_policy(result)
         checked += 1
     assert checked >= 20
+
+
+def _assert_first_match_reading_is_the_policy(result: LiftResult) -> None:
+    """The lifted rules, read top-down with the first match deciding, are the program: checked on
+    every boundary of the policy and of every rule's box."""
+    assert result.policy is not None
+    assert result.reads_as_rules, [str(r) for r in result.rules]
+    edges = {0, 1, U32_MAX}
+    for _t, major_lo, major_hi, minor_lo, minor_hi, _masks in result.policy.regions():
+        edges |= {major_lo, major_hi, minor_lo, minor_hi}
+    for rule in result.rules:
+        for values in (rule.majors, rule.minors):
+            edges |= {v for lo, hi in values or () for v in (lo, hi)}
+    points = sorted({v + d for v in edges for d in (-1, 0, 1) if 0 <= v + d <= U32_MAX})
+    for dev_type in ("b", "c"):
+        for major in points:
+            for minor in points[:: max(1, len(points) // 40)] if len(points) > 200 else points:
+                for mask in REQUEST_MASKS:
+                    request = Request(dev_type, major, minor, mask)
+                    first = result.first_match(request)
+                    assert first.allow == result.policy.allows(request), (str(request), str(first))
 
 
 def _random_policy(rng: random.Random) -> Policy:
@@ -365,7 +388,8 @@ def _big_rules(n: int, seed: int) -> list[Rule]:
 
 
 @pytest.mark.parametrize("shape", ["runc", "cgdev"])
-def test_lift_of_10000_rules_is_fast(shape: str) -> None:
+def test_lift_of_10000_rules_is_exact(shape: str) -> None:
+    """Speed is measured in bench/bench_compile.py; here only exactness at that size."""
     rules = _big_rules(10_000, 3)
     expected = _policy_of(rules, "ordered")
     if shape == "runc":
@@ -379,8 +403,5 @@ def test_lift_of_10000_rules_is_fast(shape: str) -> None:
         from cgdev.core.compile import compile_policy
 
         program = compile_policy(expected)
-    start = time.perf_counter()
     result = lift(program)
-    elapsed = time.perf_counter() - start
     assert result.policy == expected
-    assert elapsed < 3.0, f"lift of {len(program)} instructions took {elapsed:.2f} s"

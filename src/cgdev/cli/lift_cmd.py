@@ -71,6 +71,12 @@ def _lift_one(source: ProgramSource, requests: list[Request], with_policy: bool)
         except ProgramError as err:
             raise InputError(f"{source.label}: {err} (not a device program the kernel would load)") from None
     out: dict[str, Any] = {**source.to_json(), **result.to_json()}
+    if result.policy is not None and not result.reads_as_rules:
+        # The blocks are a tree's leaves (cgdev's own programs) and do not read as a rule list:
+        # give the exact policy as one, too.
+        from cgdev.core.render import to_rules
+
+        out["policy_rules"] = [str(rule) for rule in to_rules(result.policy).rules]
     if not with_policy:
         out.pop("policy")
     checks = []
@@ -105,6 +111,10 @@ def _print_human(programs: list[dict[str, Any]], overall: list[dict[str, Any]]) 
         for rule in prog["rules"]:
             lo, hi = rule["insn_range"]
             print(f"  [{lo:>4}-{hi:<4}] {rule['text']}")
+        if "policy_rules" in prog:
+            print("  the same policy as rules (later rules override earlier ones):")
+            for text in prog["policy_rules"] or ["deny a *:* rwm"]:
+                print(f"    {text}")
         for check in prog["checks"]:
             verdict = {True: "allowed", False: "denied", None: "unknown"}[check["allowed"]]
             where = f" by [{check['insn_range'][0]}-{check['insn_range'][1]}]" if check["insn_range"] else ""

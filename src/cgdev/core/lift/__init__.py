@@ -9,10 +9,11 @@ reason; its verdicts are then only available concretely, through ``decide`` (the
 
 from __future__ import annotations
 
+import bisect
 import gc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from cgdev.core import interp
 from cgdev.core.isa import CLASS_JMP, JMP_OPS, OPCODE_EXIT, Insn, jump_target
@@ -49,13 +50,15 @@ def _format_set(values: IntervalSet | None, limit: int = 6) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LiftedRule:
-    """What one block of instructions decided.
+    """One block of instructions as a rule; the list, read top-down with the first match deciding
+    the whole request, is the program.
 
-    ``types`` and ``masks`` are what the block's own tests accept (the rule as the generator wrote
-    it).  When ``remainder`` is False the block decided exactly the box types x majors x minors x
-    masks.  A block shadowed in part by earlier ones (a chain's final ``r0 = 0; exit``, a wildcard
-    after exact rules, systemd's ``1:3 rwm`` after ``char-* m``) decided that box *minus* what was
-    decided before: ``remainder`` is then True and the sets are the envelope of what it decided.
+    That reading is why a block shadowed in part by earlier ones (a chain's final ``r0 = 0; exit``,
+    a wildcard after exact rules, systemd's ``1:3 rwm`` after ``char-* m``) can still print as the
+    plain rule its generator wrote: the box types x majors x minors x ``masks`` is widened to that
+    rule whenever the widening only covers requests earlier rules decide (``shadowed`` is then
+    True).  Where no such rule exists ``remainder`` is True: the block decided the box *minus*
+    what other blocks decided, and the sets are only the envelope.
     """
 
     allow: bool
@@ -65,6 +68,7 @@ class LiftedRule:
     minors: IntervalSet | None
     insn_range: tuple[int, int]
     remainder: bool = False
+    shadowed: bool = False
 
     @property
     def type(self) -> str:
@@ -80,7 +84,7 @@ class LiftedRule:
         return bits if maskset_for_bits(bits) == wanted else None
 
     def rule(self) -> Rule | None:
-        """The single OCI-style rule this block is, when it is one."""
+        """The single OCI-style rule this block is in first-match order, when it is one."""
         access = self.access
         if access is None or not self.masks:
             return None
@@ -102,7 +106,16 @@ class LiftedRule:
         if self.remainder:  # the holes are what earlier blocks decided: show the span
             majors, minors = _span(majors), _span(minors)
         text = f"{verb} {self.type} {_format_set(majors)}:{_format_set(minors)} {acc}"
-        return text + (" (except what earlier blocks decided)" if self.remainder else "")
+        return text + (" (except what other blocks decided)" if self.remainder else "")
+
+    def matches(self, request: Request) -> bool:
+        """Whether the rule's box holds ``request`` (first match decides, see the class doc)."""
+        return (
+            request.type in self.types
+            and request.access in self.masks
+            and (self.majors is None or iv.contains(self.majors, request.major))
+            and (self.minors is None or iv.contains(self.minors, request.minor))
+        )
 
     def to_json(self) -> dict[str, Any]:
         rule = self.rule()
@@ -115,6 +128,7 @@ class LiftedRule:
             "masks": [access_to_str(m) for m in self.masks],
             "insn_range": list(self.insn_range),
             "remainder": self.remainder,
+            "shadowed": self.shadowed,
             "rule": str(rule) if rule is not None else None,
             "text": str(self),
         }
@@ -150,6 +164,16 @@ class LiftResult:
     generator: str
     rules: list[LiftedRule] = field(default_factory=list)
     states: int = 0
+
+    @property
+    def reads_as_rules(self) -> bool:
+        """Whether ``rules``, read top-down with the first match deciding, are the program (true
+        for rule chains: runc, crun, systemd, hook prefixes; a decision tree's leaves are not)."""
+        return self.policy is not None and not any(rule.remainder for rule in self.rules)
+
+    def first_match(self, request: Request) -> LiftedRule:
+        """The first rule whose box holds ``request``; meaningful only when ``reads_as_rules``."""
+        return next(rule for rule in self.rules if rule.matches(request))
 
     def decide(self, request: Request) -> Decision:
         """Run the request concretely and name the block (and lifted rule) that decided it."""
@@ -272,11 +296,17 @@ def _policy(terminals: list[Terminal], pieces_of: _Pieces) -> Policy:
     return Policy(_major_map(items[1]), _major_map(items[2]))
 
 
+Cells = list[tuple[int, list[tuple[int, int, IntervalSet]]]]
+# what one block decided: (contexts, pieces (major_lo, major_hi, minors)) per region
+WIDEN_BUDGET: Final = 2_000_000  # piece comparisons spent on widening; beyond it, exact sets stay
+
+
 def _rules(terminals: list[Terminal], pieces_of: _Pieces) -> list[LiftedRule]:
     groups: dict[tuple[int, int, int], list[Terminal]] = {}
     for term in terminals:
         groups.setdefault((term.prov[0], term.prov[1], term.verdict), []).append(term)
-    out = []
+    out: list[LiftedRule] = []
+    decided: list[Cells] = []
     for (start, end, verdict), terms in sorted(groups.items()):
         live = accepted = 0
         for term in terms:
@@ -292,7 +322,117 @@ def _rules(terminals: list[Terminal], pieces_of: _Pieces) -> list[LiftedRule]:
         out.append(
             LiftedRule(bool(verdict), types, masks, majors, minors, (start, end), remainder or shadowed)
         )
+        decided.append([(term.live, pieces_of(term.region)) for term in terms])
+    return _first_match_rules(out, decided)
+
+
+def _first_match_rules(rules: list[LiftedRule], decided: list[Cells]) -> list[LiftedRule]:
+    """Widen each block that is not yet a plain rule to the plainest rule that, in first-match
+    order, still decides exactly what the block did.
+
+    Rule ``i`` may be widened to box ``R`` when ``R`` holds everything block ``i`` decided and
+    nothing a *later* block decides: then the first rule whose box holds a request is always the
+    block that decided it.  Candidates go from the block's own single major/minor to ``*``.
+    """
+    index: _DecidedIndex | None = None
+    out = list(rules)
+    for i, rule in enumerate(rules):
+        if rule.rule() is not None and not rule.remainder:
+            continue
+        if rule.access is None or not rule.masks:
+            continue
+        contexts = sum(
+            1 << ctx
+            for ctx in range(8)
+            if TYPE_OF_KERNEL[CTX_TYPES[ctx]] in rule.types and CTX_MASKS[ctx] in rule.masks
+        )
+        index = index or _DecidedIndex(decided)
+        for majors, minors in _candidates(rule):
+            if _box_holds(contexts, majors, minors, decided[i]) and not index.meets_after(
+                i, contexts, majors, minors
+            ):
+                out[i] = LiftedRule(
+                    rule.allow, rule.types, rule.masks, majors, minors, rule.insn_range,
+                    remainder=False, shadowed=True,
+                )  # fmt: skip
+                break
+            if index.budget <= 0:
+                return out
     return out
+
+
+def _candidates(rule: LiftedRule) -> list[tuple[IntervalSet, IntervalSet]]:
+    def options(values: IntervalSet | None) -> list[IntervalSet]:
+        single = _single_or_any(values)  # an int, None for "any", False for "not one value"
+        return [((single, single),), iv.ALL_U32] if type(single) is int else [iv.ALL_U32]
+
+    return [(majors, minors) for majors in options(rule.majors) for minors in options(rule.minors)]
+
+
+def _box_holds(contexts: int, majors: IntervalSet, minors: IntervalSet, cells: Cells) -> bool:
+    for live, pieces in cells:
+        if live & ~contexts:
+            return False
+        for lo, hi, piece_minors in pieces:
+            if iv.intersect(((lo, hi),), majors) != ((lo, hi),):
+                return False
+            if iv.minus(piece_minors, minors):
+                return False
+    return True
+
+
+class _DecidedIndex:
+    """What every block decided, indexed by major, so that "does a later block decide anything in
+    this box?" costs a dictionary look-up for a one-major box instead of a scan of every block
+    (a 3,000-rule chain would otherwise take seconds).  ``*`` boxes still scan, within a budget."""
+
+    def __init__(self, decided: list[Cells]) -> None:
+        self.decided = decided
+        self.budget = WIDEN_BUDGET
+        self.points: dict[int, list[tuple[int, int, IntervalSet]]] = {}  # major -> (block, live, minors)
+        # (block, live, pieces sorted by lo, their lows, running max of their highs)
+        self.wide: list[tuple[int, int, list[tuple[int, int, IntervalSet]], list[int], list[int]]] = []
+        for block, cells in enumerate(decided):
+            for live, pieces in cells:
+                wide = sorted(piece for piece in pieces if piece[0] != piece[1])
+                for lo, hi, minors in pieces:
+                    if lo == hi:
+                        self.points.setdefault(lo, []).append((block, live, minors))
+                if wide:
+                    reach, running = [], -1
+                    for _lo, hi, _minors in wide:
+                        running = max(running, hi)
+                        reach.append(running)
+                    self.wide.append((block, live, wide, [lo for lo, _hi, _m in wide], reach))
+
+    def meets_after(self, after: int, contexts: int, majors: IntervalSet, minors: IntervalSet) -> bool:
+        if majors != iv.ALL_U32:
+            ((major, _),) = majors
+            return self._meets_major(after, contexts, major, minors)
+        for cells in self.decided[after + 1 :]:
+            for live, pieces in cells:
+                if not live & contexts:
+                    continue
+                self.budget -= len(pieces)
+                if any(iv.intersect(piece_minors, minors) for _lo, _hi, piece_minors in pieces):
+                    return True
+        return False
+
+    def _meets_major(self, after: int, contexts: int, major: int, minors: IntervalSet) -> bool:
+        for block, live, piece_minors in self.points.get(major, ()):
+            if block > after and live & contexts and iv.intersect(piece_minors, minors):
+                return True
+        for block, live, pieces, lows, reach in self.wide:
+            if block <= after or not live & contexts:
+                continue
+            self.budget -= 1
+            j = bisect.bisect_right(lows, major) - 1
+            while j >= 0 and reach[j] >= major:
+                _lo, hi, piece_minors = pieces[j]
+                if hi >= major and iv.intersect(piece_minors, minors):
+                    return True
+                j -= 1
+        return False
 
 
 def _box_of(terms: list[Terminal], pieces_of: _Pieces) -> tuple[IntervalSet, IntervalSet, bool]:
