@@ -32,9 +32,10 @@ from cgdev.ops.layers import (
     ProgramRecord,
     UnitRecord,
     effective_policy,
+    v1_policy,
 )
 from cgdev.ops.reload import predict_reload, predicted_policy
-from cgdev.ops.targets import Target, classify, process_leaf, relative
+from cgdev.ops.targets import Target, cgroup_pids, classify, process_leaf, relative
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +144,30 @@ def _placeholder(index: int) -> str:
     return f"\x00layer{index}\x00"
 
 
-def _shape_key(layers: Sequence[Layer], pins: dict[str, ProgramRecord]) -> tuple[Any, ...]:
-    """What the analysis depends on: programs (bytes, names, ids of pinned ones) and units."""
+def _v1_devices(target: Target, leaf: str, v1_mount: str | None) -> tuple[str, ...] | None:
+    """The v1 devices.list governing the container's processes (hybrid hosts), or None: on such a
+    host it is one more layer every access must pass, as in ``explain``."""
+    if v1_mount is None:
+        return None
+    pid = target.pid
+    if pid is None:
+        pids = cgroup_pids(leaf)
+        pid = pids[0] if pids else None
+    if pid is None:
+        return None
+    try:
+        lines = cgroupfs.v1_devices_list(pid, v1_mount)
+    except CgdevError:  # the process went away mid-audit
+        return None
+    return None if lines is None else tuple(lines)
+
+
+def _shape_key(
+    layers: Sequence[Layer], pins: dict[str, ProgramRecord], v1: tuple[str, ...] | None
+) -> tuple[Any, ...]:
+    """What the analysis depends on: programs (bytes, names, ids of pinned ones), units, v1."""
     pinned = {r.id for r in pins.values()}
-    return tuple(
+    return (v1,) + tuple(
         (
             tuple(p.xlated for p in layer.programs),
             tuple(p.name for p in layer.programs),
@@ -218,20 +239,23 @@ def audit(
     targets, walked = _container_targets(base, walk_root, runtime_roots)
     reader = _Reader(base, systemd, systemd_root, systemd_fs_root)
     proc_devices = read_or_empty("/proc/devices")
+    v1_mount = cgroupfs.v1_mount("devices")
     lifts = LiftCache()
     shapes: dict[tuple[Any, ...], tuple[tuple[Finding, ...], int, int]] = {}
     rows = []
     errors = []
     for target in targets:
+        leaf = cgroupfs.cgroup_path(target.cgroup, mount=base)
         try:
-            layers = [reader.layer(p) for p in cgroupfs.ancestors(target.cgroup, mount=base)]
+            layers = [reader.layer(p) for p in cgroupfs.ancestors(leaf, mount=base)]
         except CgdevError as err:  # a container that went away mid-audit
             errors.append(f"{target.cgroup}: {err}")
             continue
-        key = _shape_key(layers, reader.pins)
+        v1 = _v1_devices(target, leaf, v1_mount)
+        key = _shape_key(layers, reader.pins, v1)
         cached = shapes.get(key)
         if cached is None:
-            cached = shapes[key] = _analyse_shape(layers, proc_devices, reader.pins, lifts)
+            cached = shapes[key] = _analyse_shape(layers, proc_devices, reader.pins, lifts, v1)
         findings, programs, opaque = cached
         names = [layer.cgroup for layer in layers]
         rows.append(AuditRow(target, programs, opaque, _relabel(findings, names)))
@@ -249,16 +273,21 @@ def audit(
 
 
 def _analyse_shape(
-    layers: Sequence[Layer], proc_devices: str, pins: dict[str, ProgramRecord], lifts: LiftCache
+    layers: Sequence[Layer],
+    proc_devices: str,
+    pins: dict[str, ProgramRecord],
+    lifts: LiftCache,
+    v1_devices: tuple[str, ...] | None,
 ) -> tuple[tuple[Finding, ...], int, int]:
     """Findings for one shape, computed on placeholder layer names (re-labelled per container)."""
     anonymous = tuple(Layer(_placeholder(i), layer.programs, layer.unit) for i, layer in enumerate(layers))
     target = Target("", "container", _placeholder(len(layers) - 1))
-    inspection = Inspection(target, anonymous, proc_devices, pins=dict(pins))
+    inspection = Inspection(target, anonymous, proc_devices, v1_devices=v1_devices, pins=dict(pins))
     views = [LayerView(layer, tuple(lifts.view(p) for p in layer.programs)) for layer in anonymous]
-    effective = effective_policy(views)
+    v1 = v1_policy(v1_devices)
+    effective = effective_policy(views, v1)
     predicted = predict_reload(views, inspection, lifts)
-    after = predicted_policy(predicted)
+    after = predicted_policy(predicted, v1)
     findings = tuple(structural_findings(views, predicted, effective, after))
     programs = sum(len(v.programs) for v in views)
     opaque = sum(1 for v in views for p in v.programs if p.opaque is not None)
