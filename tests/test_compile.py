@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cgdev.core import interp
-from cgdev.core.compile import compile_policy, is_cgdev_program, worst_path
+from cgdev.core.compile import compile_policy, worst_path
+from cgdev.core.fingerprint import is_cgdev_program
 from cgdev.core.isa import CLASS_JMP, CLASS_JMP32, Insn
 from cgdev.core.model import MASKSET_ALL, REQUEST_MASKS, U32_MAX, Request, Rule
 from cgdev.core.policy import Policy, StepFn
@@ -253,3 +254,12 @@ def test_cli_compile_bad_input_is_one_line_and_exit_2(argv: list[str], capsys) -
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_the_fingerprint_is_the_compilers_own_first_load() -> None:
+    """The lifter names cgdev by this load; the compiler relies on it filling its access register."""
+    from cgdev.core import compile as compiler
+    from cgdev.core.isa import ldx
+
+    expected = ldx("w", compiler.REG_ACCESS_TYPE, compiler.REG_CTX, compiler.OFF_ACCESS_TYPE)
+    assert expected == compiler.FINGERPRINT_FIRST

@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from cgdev.core import interp
-from cgdev.core.compile import is_cgdev_program
+from cgdev.core.fingerprint import is_cgdev_program
 from cgdev.core.isa import decode, encode
 from cgdev.core.model import Rule
 from cgdev.core.policy import Policy

@@ -10,8 +10,8 @@ from cgdev.cli.inspect_args import add_system_arguments, open_systemd
 HELP = "audit every container cgroup on the node (exit 1 when there are findings)"
 DESCRIPTION = (
     "Walk the cgroup tree once, read every container's device programs, systemd units and (on hybrid "
-    "hosts) v1 devices.list, lift each distinct program once and report containers x findings. Exit status: 0 clean, 1 findings, "
-    "2 bad input, 3 environment error."
+    "hosts) v1 devices.list, lift each distinct program once and report containers x findings. "
+    "Exit status: 0 clean, 1 findings, 2 bad input, 3 environment error."
 )
 
 

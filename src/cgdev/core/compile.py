@@ -46,6 +46,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from cgdev.core import fingerprint
 from cgdev.core.isa import (
     OPCODE_EXIT,
     OPCODE_GOTOL,
@@ -77,7 +78,8 @@ OFF_MINOR: Final = 8
 ACCESS_SHIFT: Final = 16
 TYPE_BLOCK_BIT: Final = 1  # block = 1, char = 2: bit 0 of access_type tells them apart
 
-FINGERPRINT_FIRST: Final = ldx("w", REG_ACCESS_TYPE, REG_CTX, OFF_ACCESS_TYPE)
+# w6 = access_type, the first instruction of every program: also the lifter's fingerprint.
+FINGERPRINT_FIRST: Final = fingerprint.FINGERPRINT_FIRST
 
 # Blocks this small (counting the blocks they fall into) may be copied instead of jumped to: a
 # copy of ``w0 = 1; exit`` costs one instruction more than ``goto`` but one executed instruction
@@ -606,16 +608,3 @@ def compile_policy(policy: Policy) -> tuple[Insn, ...]:
                 best = program
     assert best is not None
     return best
-
-
-def is_cgdev_program(insns: Sequence[Insn]) -> bool:
-    """Whether ``insns`` has cgdev's fingerprint (see the module docstring)."""
-    if insns and insns[0] == FINGERPRINT_FIRST:
-        return True
-    return (
-        len(insns) == 2
-        and insns[0].code == alu32("mov", 0, imm=0).code
-        and insns[0].dst == 0
-        and insns[0].imm in (0, 1)
-        and insns[1].code == OPCODE_EXIT
-    )

@@ -167,7 +167,7 @@ def _shape_key(
 ) -> tuple[Any, ...]:
     """What the analysis depends on: programs (bytes, names, ids of pinned ones), units, v1."""
     pinned = {r.id for r in pins.values()}
-    return (v1,) + tuple(
+    return v1, tuple(
         (
             tuple(p.xlated for p in layer.programs),
             tuple(p.name for p in layer.programs),

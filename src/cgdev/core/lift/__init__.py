@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from cgdev.core import interp
+from cgdev.core.fingerprint import is_cgdev_program
 from cgdev.core.isa import CLASS_JMP, JMP_OPS, OPCODE_EXIT, Insn, jump_target
 from cgdev.core.lift import intervals as iv
 from cgdev.core.lift.engine import CTX_MASKS, CTX_TYPES, Opaque, Terminal, execute
@@ -467,8 +468,6 @@ def lift(insns: Sequence[Insn]) -> LiftResult:
             program, None, "constants are blinded (JIT hardening rewrote them through AX)", "unknown"
         )
     interp.check(program)
-    from cgdev.core.compile import is_cgdev_program
-
     generator = recognise(program, cgdev=is_cgdev_program(program))
     # The executor allocates many small, acyclic objects; the cyclic collector only slows it down.
     collecting = gc.isenabled()
