@@ -405,3 +405,55 @@ def test_lift_of_10000_rules_is_exact(shape: str) -> None:
         program = compile_policy(expected)
     result = lift(program)
     assert result.policy == expected
+
+
+# -- youki: runc's block layout, but the spec's order reversed and actions mixed -----------------
+
+# youki's defaults, appended after the user's rules (anchors.md §5).
+YOUKI_DEFAULTS = [
+    *(Rule(True, "c", 1, minor, 7) for minor in (3, 5, 7, 9, 8)),
+    Rule(True, "c", 5, 0, 7),
+    Rule(True, "c", None, None, 1),
+    Rule(True, "b", None, None, 1),
+    Rule(True, "c", 5, 1, 7),
+    Rule(True, "c", 136, None, 7),
+    Rule(True, "c", 5, 2, 7),
+    Rule(True, "c", 10, 200, 7),
+]
+
+
+def _last_match(rules: list[Rule], request: Request) -> bool:
+    """youki's reading, written independently of cgdev's semantics: the last rule whose type,
+    numbers and access (a superset of the request's) match decides; none matching denies."""
+    for rule in reversed(rules):
+        if (
+            rule.type in ("a", request.type)
+            and rule.major in (None, request.major)
+            and rule.minor in (None, request.minor)
+            and request.access & ~rule.access == 0
+        ):
+            return rule.allow
+    return False
+
+
+def test_youki_shaped_chains_are_named_youki_and_lift_exactly() -> None:
+    from cgdev.core.shapes import runc_program
+
+    rng = random.Random("youki")
+    for _ in range(40):
+        user = [r for r in _random_rules(rng, rng.randint(1, 10)) if r.type != "a"]
+        user.append(Rule(False, "c", rng.randrange(1, 300), rng.randrange(300), rng.randint(1, 7)))
+        rules = user + YOUKI_DEFAULTS
+        result = lift(runc_program(False, list(reversed(rules))))
+        assert result.generator == "youki", [str(r) for r in rules]
+        assert result.policy is not None and result.reads_as_rules
+        edges = sorted(
+            {v + d for r in rules for v in (r.major or 0, r.minor or 0) for d in (-1, 0, 1)} - {-1}
+        )
+        for dev_type in ("b", "c"):
+            for major in edges:
+                for minor in edges:
+                    for mask in REQUEST_MASKS:
+                        request = Request(dev_type, major, minor, mask)
+                        assert result.policy.allows(request) == _last_match(rules, request), str(request)
+                        assert result.first_match(request).allow == _last_match(rules, request)
