@@ -413,3 +413,13 @@ def test_ten_thousand_rules_report(capsys: pytest.CaptureFixture[str]) -> None:
             print(f"\n10k rules -> policy ({semantics}): {elapsed * 1000:.0f} ms, {policy.size} boxes")
         assert policy.size > 1
     assert REQUEST_MASKS == (1, 2, 4, 6)
+
+
+def test_which_systemd_rebuilds_device_programs_on_daemon_reload() -> None:
+    from cgdev.core.semantics.systemd import reload_reapplies_devices, systemd_major
+
+    assert systemd_major("257.13-1~deb13u1") == 257 and systemd_major("252.39-1~deb12u1") == 252
+    assert systemd_major("") is None and systemd_major(None) is None
+    assert not reload_reapplies_devices("257.13-1~deb13u1")  # measured in the lab on Debian 13
+    assert reload_reapplies_devices("252.39-1~deb12u1") and reload_reapplies_devices("258.1")
+    assert reload_reapplies_devices("")  # unknown: the 252 model, as before

@@ -368,6 +368,12 @@ class SystemdClient:
                 continue
         return "-.slice"
 
+    def version(self) -> str:
+        """The manager's ``Version`` (``257.13-1~deb13u1``): what a reload re-applies depends on it."""
+        return str(
+            self._call(self._properties(MANAGER_PATH), "Get", "ss", (MANAGER_INTERFACE, "Version"))[0][1]
+        )
+
     def unit_properties(self, name: str) -> UnitDevices:
         """The unit's device-related properties, in one GetAll round trip after GetUnit.
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from cgdev.adapters import cgroupfs
 from cgdev.core.model import ACC_R, ACC_W, Request
+from cgdev.core.semantics.systemd import reload_reapplies_devices
 from cgdev.lab import bundle, control, hooksim, presets, runtime, scenario
 from cgdev.lab.layers import insn_count, layers, program_allows
 from cgdev.lab.runtime import Container, Runtime
@@ -288,8 +289,14 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
         before, predicted = explain_with_prediction(command, lifts)
         _print_explanation(out, before)
 
-        _step(out, 4, "systemctl daemon-reload (any reload, or any set-property on the scope).")
-        lab.exec(["systemctl", "daemon-reload"], timeout=20)
+        if reload_reapplies_devices(report.systemd_version):
+            _step(out, 4, "systemctl daemon-reload (any reload, or any set-property on the scope).")
+            scenario.apply_step(lab, "daemon-reload", container)
+        else:
+            _step(out, 4, f"""systemctl set-property --runtime {container.scope} CPUWeight=50 (any property
+                  change of the scope: systemd {report.systemd_version} rebuilds no device program on
+                  daemon-reload, a bug fixed in systemd 258).""")  # fmt: skip
+            scenario.apply_step(lab, "set-property", container)
         deniers = _show_layers(out, lab, container, lifts, seen)
         verdict = _probe(out, lab, rt, container)
         after, _ = explain_with_prediction(command, lifts)

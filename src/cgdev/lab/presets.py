@@ -3,7 +3,8 @@
 A preset says how to start a container (runtime, cgroup driver, annotations, devices granted
 statically) and what a process inside it must observe when it opens /dev/nvidiactl at each step
 of the timeline.  /dev/null must stay openable at every step of every case.  The expectations are
-the measurements of the bash prototype on systemd 252, and hold for the runtime versions given.
+the measurements of the bash prototype on systemd 252, and hold for the runtime versions given;
+``expectation`` adapts them to a systemd whose daemon-reload re-applies nothing (257).
 """
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ PRESETS: Final[dict[str, Preset]] = {
                (_E, _A, _E, _E), 1),
     )
 }  # fmt: skip
+
+
+def expectation(preset: Preset, systemd_version: str | None) -> Expectation:
+    """The preset's timeline on this systemd: where a daemon-reload rebuilds no device program
+    (systemd 257), the container sees after it exactly what it saw after the hook."""
+    from cgdev.core.semantics.systemd import reload_reapplies_devices
+
+    start, hook, _reload, set_property = preset.nvidiactl
+    if reload_reapplies_devices(systemd_version):
+        return preset.nvidiactl
+    return (start, hook, hook, set_property)
 
 
 def get(name: str) -> Preset:

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from cgdev.lab import bundle, control, hooksim, runtime
+from cgdev.lab import bundle, control, hooksim, runtime, stack
 from cgdev.lab.layers import insn_count, layers
-from cgdev.lab.presets import STEPS, Preset
+from cgdev.lab.presets import STEPS, Preset, expectation
 from cgdev.lab.runtime import Container, Runtime
 from cgdev.lab.stack import Lab
 from cgdev.lab.table import format_table
@@ -126,10 +126,11 @@ def run_scenario(lab: Lab, preset: Preset, runtimes: dict[str, Runtime]) -> Scen
         return result
     rt = runtimes[preset.runtime]
     result.runtime_version = rt.version
+    timeline = expectation(preset, stack.system_version(lab, check=False))
     container = start_preset(lab, preset, rt)
     result.container_cgroup = container.cgroup
     try:
-        for step, expected in zip(STEPS, preset.nvidiactl, strict=True):
+        for step, expected in zip(STEPS, timeline, strict=True):
             if step != "start" and not apply_step(lab, step, container):
                 continue
             verdicts = runtime.probe(lab, rt, preset.driver, container.id, bundle.PROBE_NODES)

@@ -22,7 +22,14 @@ from typing import Any
 from cgdev.adapters import cgroupfs
 from cgdev.adapters.runtime_state import list_containers
 from cgdev.errors import CgdevError, NotFound
-from cgdev.ops.collect import pinned_record, program_records, read_or_empty, systemd_view, unit_record
+from cgdev.ops.collect import (
+    pinned_record,
+    program_records,
+    read_or_empty,
+    systemd_version,
+    systemd_view,
+    unit_record,
+)
 from cgdev.ops.findings import Finding, structural_findings
 from cgdev.ops.layers import (
     Inspection,
@@ -240,6 +247,7 @@ def audit(
     reader = _Reader(base, systemd, systemd_root, systemd_fs_root)
     proc_devices = read_or_empty("/proc/devices")
     v1_mount = cgroupfs.v1_mount("devices")
+    version = systemd_version(systemd)  # what a reload re-applies depends on it (257)
     lifts = LiftCache()
     shapes: dict[tuple[Any, ...], tuple[tuple[Finding, ...], int, int]] = {}
     rows = []
@@ -255,7 +263,7 @@ def audit(
         key = _shape_key(layers, reader.pins, v1)
         cached = shapes.get(key)
         if cached is None:
-            cached = shapes[key] = _analyse_shape(layers, proc_devices, reader.pins, lifts, v1)
+            cached = shapes[key] = _analyse_shape(layers, proc_devices, reader.pins, lifts, v1, version)
         findings, programs, opaque = cached
         names = [layer.cgroup for layer in layers]
         rows.append(AuditRow(target, programs, opaque, _relabel(findings, names)))
@@ -278,11 +286,14 @@ def _analyse_shape(
     pins: dict[str, ProgramRecord],
     lifts: LiftCache,
     v1_devices: tuple[str, ...] | None,
+    version: str,
 ) -> tuple[tuple[Finding, ...], int, int]:
     """Findings for one shape, computed on placeholder layer names (re-labelled per container)."""
     anonymous = tuple(Layer(_placeholder(i), layer.programs, layer.unit) for i, layer in enumerate(layers))
     target = Target("", "container", _placeholder(len(layers) - 1))
-    inspection = Inspection(target, anonymous, proc_devices, v1_devices=v1_devices, pins=dict(pins))
+    inspection = Inspection(
+        target, anonymous, proc_devices, v1_devices=v1_devices, pins=dict(pins), systemd_version=version
+    )
     views = [LayerView(layer, tuple(lifts.view(p) for p in layer.programs)) for layer in anonymous]
     v1 = v1_policy(v1_devices)
     effective = effective_policy(views, v1)

@@ -194,4 +194,15 @@ def collect(
         pins=pins,
         devices=devices,
         systemd=systemd_status if systemd is not None or systemd_status != "off" else "off",
+        systemd_version=systemd_version(systemd),
     )
+
+
+def systemd_version(systemd: Any) -> str:
+    """systemd's ``Version``, or "" without a client or an answer (the reload model then is 252's)."""
+    if systemd is None:
+        return ""
+    try:
+        return str(systemd.version())
+    except CgdevError:
+        return ""

@@ -146,7 +146,8 @@ class Layer:
 class Inspection:
     """Everything explain/show need about one target, live or from a snapshot.
 
-    ``systemd`` says whether systemd was asked: ``"ok"``, ``"unreachable: <why>"`` or ``"off"``.
+    ``systemd`` says whether systemd was asked: ``"ok"``, ``"unreachable: <why>"`` or ``"off"``;
+    ``systemd_version`` is its ``Version`` ("" when not known), which decides what a reload re-applies.
     ``pins`` holds, per ``BPFProgram=device:PATH`` of any layer's unit, the program that pin holds
     now (what a reload would attach).  ``devices`` maps device paths as the container sees them
     to ``(type, major, minor)``.
@@ -159,6 +160,7 @@ class Inspection:
     pins: dict[str, ProgramRecord] = field(default_factory=dict)
     devices: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     systemd: str = "off"
+    systemd_version: str = ""
 
 
 # -- analysis ------------------------------------------------------------------------------------

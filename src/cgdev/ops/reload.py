@@ -12,6 +12,10 @@ anchors.md §3.3); it never removes programs it did not attach, and it re-attach
 - each pinned program not attached today is attached beside what is there;
 - every foreign program (a runtime's, a hook's) stays as it is.
 
+systemd 257 is the exception (``reload_reapplies_devices``): its daemon-reload re-applies nothing,
+so there the prediction is what the next set-property (or restart) of the unit gives, and a note
+says that a daemon-reload leaves today's programs in place.
+
 The prediction is exact when the properties systemd has loaded are the ones it will use:
 ``NeedDaemonReload=yes`` means a unit file changed on disk, which a reload (not a set-property)
 would read first; the prediction says so instead of guessing the file's content.
@@ -111,8 +115,14 @@ def predict_layer(view: LayerView, inspection: Inspection, cache: LiftCache) -> 
         return PredictedLayer(view.cgroup, unit, kept, (), ())
     notes: list[str] = []
     programs = [PredictedProgram("kept", view=p, unit=None) for p in view.programs if not p.owned_by_systemd]
-    from cgdev.core.semantics.systemd import systemd_program
+    from cgdev.core.semantics.systemd import reload_reapplies_devices, systemd_program
 
+    if not reload_reapplies_devices(inspection.systemd_version):
+        notes.append(
+            f"systemd {inspection.systemd_version} does not rebuild device programs on daemon-reload "
+            f"(fixed in systemd 258): this prediction is for the next set-property or restart of "
+            f"{unit.unit}; a daemon-reload leaves the programs attached now"
+        )
     sd = systemd_program(unit.device_policy, unit.device_allow, inspection.proc_devices, _stat_for(unit))
     if sd.attached:
         programs.append(PredictedProgram("systemd", sd=sd, unit=unit.unit))

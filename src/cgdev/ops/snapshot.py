@@ -32,6 +32,7 @@ def to_json(inspection: Inspection) -> dict[str, Any]:
         "host": {"kernel": platform.release(), "hostname": platform.node()},
         "target": inspection.target.to_json(),
         "systemd": inspection.systemd,
+        "systemd_version": inspection.systemd_version,
         "layers": [layer.to_json() for layer in inspection.layers],
         "pins": {path: record.to_json() for path, record in inspection.pins.items()},
         "proc_devices": inspection.proc_devices,
@@ -58,6 +59,7 @@ def from_json(data: Any, source: str = "snapshot") -> Inspection:
                 str(k): (str(v[0]), int(v[1]), int(v[2])) for k, v in (data.get("devices") or {}).items()
             },
             systemd=str(data.get("systemd", "off")),
+            systemd_version=str(data.get("systemd_version") or ""),
         )
     except CgdevError:
         raise
