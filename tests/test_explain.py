@@ -83,6 +83,26 @@ def test_runc_reload_prediction_equals_kernel_after_reload(node: ScratchNode) ->
     ]
     predicted = [explain(inspection, r).after_allowed for r in requests]
     assert predicted == probe(scope, requests)
+    drop = next(f for f in before.findings if f.code == "reload-drops-grant")
+    assert "next daemon-reload or set-property" in drop.message
+
+
+@requires_root_bpf
+def test_on_systemd_257_findings_and_notes_say_set_property_not_reload(node: ScratchNode) -> None:  # noqa: F811
+    """systemd 257's daemon-reload rebuilds no device program: the same prediction, other words."""
+    scope = node.container("runc", "fe" * 32, None, "runc_hook", sub=False)
+    live = collect(resolve(scope))
+    unit = _unit(os.path.basename(scope), node.rel(scope))
+    inspection = dataclasses.replace(
+        _with_unit(live, len(live.layers) - 1, unit), systemd_version="257.13-1~deb13u1"
+    )
+    answer = explain(inspection, NVIDIACTL_RW)
+    assert answer.allowed is True and answer.after_allowed is False
+    messages = [f.message for f in answer.findings if f.code.startswith("reload-")]
+    assert len(messages) == 2
+    assert all("set-property or restart of the unit (systemd 257.13-1~deb13u1" in m for m in messages)
+    assert all("daemon-reload or set-property" not in m for m in messages)
+    assert any("does not rebuild device programs on daemon-reload" in n for n in answer.after_notes)
 
 
 def test_reload_keeps_foreign_and_replaces_systemd_program() -> None:

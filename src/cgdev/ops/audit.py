@@ -41,7 +41,7 @@ from cgdev.ops.layers import (
     effective_policy,
     v1_policy,
 )
-from cgdev.ops.reload import predict_reload, predicted_policy
+from cgdev.ops.reload import predict_reload, predicted_policy, reload_trigger
 from cgdev.ops.targets import Target, cgroup_pids, classify, process_leaf, relative
 
 
@@ -299,7 +299,7 @@ def _analyse_shape(
     effective = effective_policy(views, v1)
     predicted = predict_reload(views, inspection, lifts)
     after = predicted_policy(predicted, v1)
-    findings = tuple(structural_findings(views, predicted, effective, after))
+    findings = tuple(structural_findings(views, predicted, effective, after, reload_trigger(version)))
     programs = sum(len(v.programs) for v in views)
     opaque = sum(1 for v in views for p in v.programs if p.opaque is not None)
     return findings, programs, opaque

@@ -32,7 +32,7 @@ from cgdev.ops.layers import (
     effective_policy,
     v1_policy,
 )
-from cgdev.ops.reload import PredictedLayer, predict_reload
+from cgdev.ops.reload import PredictedLayer, predict_reload, reload_trigger
 
 _NUMERIC_DEVICE: Final = re.compile(r"^\s*([bc])\s+(\d+)\s*:\s*(\d+)\s*$")
 ACCESS_WORDS: Final[dict[str, int]] = {
@@ -247,7 +247,10 @@ def explain(inspection: Inspection, request: Request, device: str = "", device_s
     after_allowed = _all([la.allowed for la in after_answers] + ([v1_allowed] if v1 is not None else []))
     notes = tuple(n for layer in predicted for n in layer.notes)
     effective = effective_policy(views, v1)
-    findings = request_findings(request, layer_verdicts, predicted, allowed, after_allowed, effective)
+    findings = request_findings(
+        request, layer_verdicts, predicted, allowed, after_allowed, effective,
+        reload_trigger(inspection.systemd_version),
+    )  # fmt: skip
     return Explanation(
         inspection,
         request,

@@ -105,7 +105,12 @@ def _layer_policy(view: LayerView, systemd: bool | None = None) -> Policy | None
     return result
 
 
-def _common_findings(views: Sequence[LayerView], predicted: Sequence[PredictedLayer]) -> list[Finding]:
+RELOAD: Final = "daemon-reload or set-property"  # what rebuilds systemd's program (but see 257)
+
+
+def _common_findings(
+    views: Sequence[LayerView], predicted: Sequence[PredictedLayer], trigger: str
+) -> list[Finding]:
     out: list[Finding] = []
     for view in views:
         for program in view.programs:
@@ -135,8 +140,9 @@ def _common_findings(views: Sequence[LayerView], predicted: Sequence[PredictedLa
             out.append(
                 Finding(
                     "reload-adds-filter",
-                    f"the next daemon-reload or set-property attaches systemd's filter (from {layer.unit.unit if layer.unit else '?'}'s "  # noqa: E501
-                    f"DevicePolicy/DeviceAllow) on {layer.cgroup}, beside the runtime's program",
+                    f"the next {trigger} attaches systemd's filter (from "
+                    f"{layer.unit.unit if layer.unit else '?'}'s DevicePolicy/DeviceAllow) on "
+                    f"{layer.cgroup}, beside the runtime's program",
                     (GRANT_DURABLE, SPEC_OR_CDI),
                     layer.cgroup,
                 )
@@ -146,7 +152,7 @@ def _common_findings(views: Sequence[LayerView], predicted: Sequence[PredictedLa
                 out.append(
                     Finding(
                         "reload-adds-filter",
-                        f"the next daemon-reload re-attaches the pinned BPFProgram "
+                        f"the next {trigger} re-attaches the pinned BPFProgram "
                         f"{program.view.record.id if program.view else '?'} on {layer.cgroup}, "
                         "beside what is there",
                         (GRANT_DURABLE, SPEC_OR_CDI),
@@ -161,9 +167,11 @@ def structural_findings(
     predicted: Sequence[PredictedLayer],
     effective: Policy | None,
     after: Policy | None,
+    trigger: str = RELOAD,
 ) -> list[Finding]:
-    """What is wrong with a target as a whole (no particular device asked)."""
-    out = _common_findings(views, predicted)
+    """What is wrong with a target as a whole (no particular device asked); ``trigger`` names
+    what makes systemd rebuild its program (``reload.reload_trigger``)."""
+    out = _common_findings(views, predicted, trigger)
     if effective is not None and effective == Policy.allow_all():
         out.append(
             Finding(
@@ -195,8 +203,7 @@ def structural_findings(
             out.append(
                 Finding(
                     "reload-drops-grant",
-                    "allowed now but denied after the next daemon-reload or set-property: "
-                    f"{_examples(dropped)}",
+                    f"allowed now but denied after the next {trigger}: {_examples(dropped)}",
                     (GRANT_DURABLE, SPEC_OR_CDI),
                 )
             )
@@ -218,9 +225,10 @@ def request_findings(
     allowed: bool | None,
     allowed_after: bool | None,
     effective: Policy | None,
+    trigger: str = RELOAD,
 ) -> list[Finding]:
     """What explains this one request's verdict, now and after a reload."""
-    out = _common_findings([lv.view for lv in layers], predicted)
+    out = _common_findings([lv.view for lv in layers], predicted, trigger)
     if effective is not None and effective == Policy.allow_all():
         out.append(Finding("allow-all", "the container may open every device", (RESTRICT,)))
     denying_sd = [
@@ -250,7 +258,7 @@ def request_findings(
         out.append(
             Finding(
                 "reload-drops-grant",
-                f"{request} is allowed now but the next daemon-reload or set-property denies it: the grant "
+                f"{request} is allowed now but the next {trigger} denies it: the grant "
                 "is not in the unit's DeviceAllow (a hook or a direct program edit made it)",
                 (GRANT_DURABLE, SPEC_OR_CDI),
             )

@@ -107,6 +107,16 @@ def _stat_for(unit: UnitRecord):  # type: ignore[no-untyped-def]
     return stat
 
 
+def reload_trigger(systemd_version: str) -> str:
+    """What makes systemd rebuild its device program, in words for findings: on systemd 257 a
+    daemon-reload does not (``reload_reapplies_devices``), a property change still does."""
+    from cgdev.core.semantics.systemd import reload_reapplies_devices
+
+    if reload_reapplies_devices(systemd_version):
+        return "daemon-reload or set-property"
+    return f"set-property or restart of the unit (systemd {systemd_version}: not a daemon-reload)"
+
+
 def predict_layer(view: LayerView, inspection: Inspection, cache: LiftCache) -> PredictedLayer:
     unit = view.unit
     systemd_owned = tuple(p for p in view.programs if p.owned_by_systemd)

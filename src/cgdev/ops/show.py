@@ -15,7 +15,7 @@ from cgdev.core.policy import Policy
 from cgdev.core.render import to_rules
 from cgdev.ops.findings import Finding, structural_findings
 from cgdev.ops.layers import Inspection, LayerView, LiftCache, analyse_layers, effective_policy, v1_policy
-from cgdev.ops.reload import PredictedLayer, predict_reload, predicted_policy
+from cgdev.ops.reload import PredictedLayer, predict_reload, predicted_policy, reload_trigger
 
 MAX_EXAMPLES = 20
 
@@ -128,5 +128,6 @@ def show(inspection: Inspection, cache: LiftCache | None = None) -> ShowResult:
     effective = effective_policy(views, v1)
     predicted = predict_reload(views, inspection, lifts)
     after = predicted_policy(predicted, v1)
-    findings = structural_findings(views, predicted, effective, after)
+    trigger = reload_trigger(inspection.systemd_version)
+    findings = structural_findings(views, predicted, effective, after, trigger)
     return ShowResult(inspection, tuple(views), v1, effective, tuple(predicted), after, tuple(findings))
