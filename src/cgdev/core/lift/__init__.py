@@ -302,7 +302,9 @@ Cells = list[tuple[int, list[tuple[int, int, IntervalSet]]]]
 WIDEN_BUDGET: Final = 2_000_000  # piece comparisons spent on widening; beyond it, exact sets stay
 
 
-def _rules(terminals: list[Terminal], pieces_of: _Pieces) -> list[LiftedRule]:
+def _rules(terminals: list[Terminal], pieces_of: _Pieces, chain: bool) -> list[LiftedRule]:
+    """One rule per block; ``chain`` (not a decision tree such as cgdev's) asks for the
+    first-match widening, which a tree's leaves never pass and which would only cost time."""
     groups: dict[tuple[int, int, int], list[Terminal]] = {}
     for term in terminals:
         groups.setdefault((term.prov[0], term.prov[1], term.verdict), []).append(term)
@@ -324,7 +326,7 @@ def _rules(terminals: list[Terminal], pieces_of: _Pieces) -> list[LiftedRule]:
             LiftedRule(bool(verdict), types, masks, majors, minors, (start, end), remainder or shadowed)
         )
         decided.append([(term.live, pieces_of(term.region)) for term in terms])
-    return _first_match_rules(out, decided)
+    return _first_match_rules(out, decided) if chain else out
 
 
 def _first_match_rules(rules: list[LiftedRule], decided: list[Cells]) -> list[LiftedRule]:
@@ -476,7 +478,7 @@ def lift(insns: Sequence[Insn]) -> LiftResult:
         executor_terminals = execute(program)
         pieces_of = _Pieces()
         policy = _policy(executor_terminals, pieces_of)
-        rules = _rules(executor_terminals, pieces_of)
+        rules = _rules(executor_terminals, pieces_of, chain=generator != "cgdev")
     except Opaque as err:
         return LiftResult(program, None, err.reason, generator)
     finally:
