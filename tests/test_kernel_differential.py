@@ -41,8 +41,8 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 LISTS = 200
 REQUESTS_PER_LIST = 120
-SEMANTICS = ("ordered", "runc", "crun", "systemd", "v1")
-SHAPED = ("runc", "crun", "systemd")
+SEMANTICS = ("ordered", "runc", "crun", "crun-1.8", "systemd", "v1")
+SHAPED = ("runc", "crun", "crun-1.8", "systemd")
 
 
 class Pools:

@@ -14,7 +14,6 @@ from cgdev.adapters import cgroupfs
 from cgdev.adapters.probe import ScratchCgroup
 from cgdev.core import isa
 from cgdev.core.lift import lift
-from cgdev.core.model import ACC_R, ACC_W, Rule
 from cgdev.core.policy import Policy
 from cgdev.core.rules import parse_oci_config
 from cgdev.core.semantics import policy_of
@@ -26,7 +25,8 @@ from kernel_requests import requests_around
 pytestmark = pytest.mark.lab
 
 GENERATOR_OF_RUNTIME = {"crun": "crun", "crun-1.8.1": "crun", "runc": "runc"}
-SHAPE_OF_RUNTIME = {"crun": "crun", "runc": "runc"}  # reproduced instruction for instruction
+# reproduced instruction for instruction
+SHAPE_OF_RUNTIME = {"crun": "crun", "crun-1.8.1": "crun-1.8", "runc": "runc"}
 
 
 def _unit(lab: Any, scope: str) -> Any:
@@ -42,13 +42,7 @@ def _proc_devices(lab: Any) -> str:
 
 def _expected_runtime_policy(preset: presets.Preset, config: dict[str, Any]) -> Policy:
     rules = parse_oci_config(config)
-    if preset.runtime == "runc":
-        return policy_of(rules, "runc")
-    policy = policy_of(rules, "crun")
-    if preset.runtime == "crun-1.8.1":  # tun (10:200) joined crun's forced defaults after 1.8;
-        # its mknod stays allowed through the default c *:* m
-        policy = policy.minus(policy_of([Rule(True, "c", 10, 200, ACC_R | ACC_W)], "ordered"))
-    return policy
+    return policy_of(rules, SHAPE_OF_RUNTIME[preset.runtime])
 
 
 @pytest.mark.parametrize("name", sorted(presets.PRESETS))

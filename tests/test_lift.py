@@ -57,11 +57,8 @@ def _systemd_expected(case: str) -> Policy:
 
 def _runtime_expected(case: str) -> Policy:
     """Independent expectation from config.json through engineer A's semantics."""
-    runtime = "runc" if case.startswith("runc") else "crun"
-    expected = _policy_of(_config_rules(case), runtime)
-    if case.startswith("crun181"):  # crun 1.8.1 predates the tun (10:200) default of crun 1.21
-        expected = expected.minus(_policy_of([Rule(True, "c", 10, 200, ACC_R | ACC_W)], "ordered"))
-    return expected
+    semantics = "runc" if case.startswith("runc") else "crun-1.8" if case.startswith("crun181") else "crun"
+    return _policy_of(_config_rules(case), semantics)
 
 
 def _case_of(dump: Path) -> str:

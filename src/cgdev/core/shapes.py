@@ -31,7 +31,7 @@ from cgdev.core.model import ACC_ALL, KERNEL_TYPE, Rule
 from cgdev.errors import InputError
 
 Shape = Literal["runc", "crun", "systemd"]
-SHAPES: Final[tuple[str, ...]] = ("runc", "crun", "systemd")
+SHAPES: Final[tuple[str, ...]] = ("runc", "crun", "crun-1.8", "systemd")
 
 R_ACCESS_TMP: Final = 1
 R_TYPE: Final = 2
@@ -95,7 +95,7 @@ def runc_program(default_allow: bool, rules: Sequence[Rule]) -> tuple[Insn, ...]
 
 
 def crun_program(chain: Sequence[Rule], terminal: bool) -> tuple[Insn, ...]:
-    """crun 1.21 ``create_dev_bpf`` for its test-ordered chain (``semantics.crun_program_rules``)."""
+    """crun's ``create_dev_bpf`` (1.21, 1.8.1) for its test-ordered chain (``crun_program_rules``)."""
     items: list[Item] = list(PROLOGUE)
     for i, rule in enumerate(chain):
         items.extend(_rule_block(rule, i, wide_return=True))
@@ -160,10 +160,10 @@ def shape_program(spec_rules: Sequence[Rule], shape: str) -> tuple[Insn, ...]:
 
         default_allow, rules = runc_program_rules(spec_rules)
         return runc_program(default_allow, rules)
-    if shape == "crun":
+    if shape in ("crun", "crun-1.8"):
         from cgdev.core.semantics.crun import crun_emits_terminal, crun_program_rules
 
-        chain = crun_program_rules(spec_rules)
+        chain = crun_program_rules(spec_rules, "1.8" if shape == "crun-1.8" else "1.21")
         return crun_program(chain, crun_emits_terminal(chain))
     if shape == "systemd":
         from cgdev.core.semantics.systemd import systemd_properties_of

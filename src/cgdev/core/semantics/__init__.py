@@ -13,7 +13,7 @@ from typing import Final
 
 from cgdev.core.model import Rule
 from cgdev.core.policy import Policy
-from cgdev.core.semantics.crun import crun_emits_terminal, crun_policy, crun_program_rules
+from cgdev.core.semantics.crun import crun_1_8_policy, crun_emits_terminal, crun_policy, crun_program_rules
 from cgdev.core.semantics.defaults import CRUN_DEFAULTS, CRUN_SENTINEL, RUNC_DEFAULTS
 from cgdev.core.semantics.firstmatch import first_match_policy, is_unconditional
 from cgdev.core.semantics.ordered import ordered_policy
@@ -37,6 +37,7 @@ SEMANTICS: Final[dict[str, Callable[[Sequence[Rule]], Policy]]] = {
     "ordered": ordered_policy,
     "runc": runc_policy,
     "crun": crun_policy,
+    "crun-1.8": crun_1_8_policy,
     "systemd": systemd_rules_policy,
     "v1": v1_policy,
 }

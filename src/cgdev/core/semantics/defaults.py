@@ -34,6 +34,10 @@ CRUN_DEFAULTS: Final[tuple[Rule, ...]] = (
     _dev(10, 200),
 )
 
+# crun 1.8.1 (Debian 12's package) predates the tun default and the sentinel below: its programs
+# are crun 1.21's without both (the captured crun181 programs and the lab's crun 1.8.1 agree).
+CRUN_1_8_DEFAULTS: Final[tuple[Rule, ...]] = CRUN_DEFAULTS[:-1]
+
 # crun walks ``default_devices[]`` backwards starting at its ``{0,0,0,NULL}`` terminator, which
 # becomes a dead block "char 0:0, access must be 0 -> allow" (the kernel never checks rdev 0).
 CRUN_SENTINEL: Final = Rule(True, "c", 0, 0, 0)

@@ -1,0 +1,90 @@
+"""cgdev's runtime shapes against the real runtimes on random device lists, not only the presets.
+
+For each runtime in the lab (crun 1.21, runc, and crun 1.8.1 where Debian ships it) a container is
+started from a config whose ``linux.resources.devices`` is a random list; the program the runtime
+attaches must be, byte for byte, what ``shape_program`` builds from the same list.  A runtime that
+refuses a list (runc's "hole punching") must be one whose semantics refuses it too.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cgdev.adapters import cgroupfs
+from cgdev.core import isa
+from cgdev.core.rules import parse_oci_config
+from cgdev.core.shapes import shape_program
+from cgdev.errors import CgdevError, InputError
+from cgdev.lab import bundle, control
+from cgdev.ops.collect import program_records
+
+pytestmark = pytest.mark.lab
+
+SHAPE_OF_RUNTIME = {"crun": "crun", "crun-1.8.1": "crun-1.8", "runc": "runc"}
+LISTS_PER_RUNTIME = 12
+MAJORS = (None, 1, 5, 7, 10, 136, 195, 254)
+MINORS = (None, 0, 1, 3, 200, 255)
+
+
+def _random_devices(rng: random.Random) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}]
+    for _ in range(rng.randint(1, 8)):
+        entry: dict[str, Any] = {
+            "allow": rng.random() < 0.75,
+            "type": rng.choices("abc", weights=(1, 3, 6))[0],  # runc resets on any a: keep it rare
+            "access": "".join(c for c in "rwm" if rng.random() < 0.6) or "r",
+        }
+        major, minor = rng.choice(MAJORS), rng.choice(MINORS)
+        if major is not None:
+            entry["major"] = major
+        if minor is not None:
+            entry["minor"] = minor
+        entries.append(entry)
+    return entries
+
+
+def _runtime_programs(lab: Any, container: Any) -> list[bytes]:
+    """The programs not attached by systemd on the container's path inside the lab."""
+    leaf = Path(lab.cgroup_root) / container.cgroup.lstrip("/")
+    out = []
+    for level in cgroupfs.ancestors(str(leaf), mount=str(lab.cgroup_root)):
+        out += [r.xlated for r in program_records(level) if r.name != "sd_devices"]
+    return out
+
+
+@pytest.mark.parametrize("runtime", sorted(SHAPE_OF_RUNTIME))
+def test_runtime_programs_equal_cgdev_shapes_on_random_lists(lab: Any, runtime: str) -> None:
+    if runtime not in lab.runtimes:
+        pytest.skip(f"{runtime} is not installed in this lab (Debian ships crun 1.8.1 only in 12)")
+    rt = control.runtime_named(runtime, lab.runtimes)
+    rng = random.Random(f"shapes-{runtime}")
+    started = refused = 0
+    for i in range(LISTS_PER_RUNTIME):
+        devices = _random_devices(rng)
+        config = bundle.base_config(bundle.ensure_rootfs())
+        config["linux"]["resources"]["devices"] = devices
+        rules = parse_oci_config(config)
+        try:
+            expected = shape_program(rules, SHAPE_OF_RUNTIME[runtime])
+        except InputError:
+            expected = None  # cgdev says this runtime refuses the list
+        name = f"shape-{runtime.replace('.', '')}-{i}"
+        try:
+            container = control.run_container(lab.running, name, rt, "cgroupfs", config)
+        except CgdevError as err:
+            assert expected is None, f"{runtime} refused {json.dumps(devices)}: {err}"
+            refused += 1
+            continue
+        try:
+            assert expected is not None, f"{runtime} accepted {json.dumps(devices)}; cgdev said it refuses"
+            attached = _runtime_programs(lab, container)
+            assert attached == ([isa.encode(expected)] if expected else []), json.dumps(devices)
+            started += 1
+        finally:
+            lab.delete(container.id)
+    assert started >= LISTS_PER_RUNTIME // 2, (started, refused)
