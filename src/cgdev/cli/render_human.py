@@ -164,13 +164,14 @@ def print_audit(result: AuditResult) -> None:
     from rich.table import Table
 
     console = _console()
-    table = Table(title=f"{len(result.rows)} containers, {result.seconds * 1000:.0f} ms")
+    count = len(result.rows)
+    table = Table(title=f"{count} container{'' if count == 1 else 's'}, {result.seconds * 1000:.0f} ms")
     for column in ("container", "runtime", "cgroup", "programs", "findings"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a cut cgroup path would make two rows look alike
     for row in result.rows:
         t = row.target
         table.add_row(
-            escape((t.name or t.container_id or t.spec)[:24]),
+            escape(t.name or (t.container_id or "")[:12] or t.spec),  # ids cut as docker prints them
             t.runtime or "",
             escape(t.cgroup),
             str(row.programs),

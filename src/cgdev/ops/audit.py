@@ -21,7 +21,7 @@ from typing import Any
 
 from cgdev.adapters import cgroupfs
 from cgdev.adapters.runtime_state import list_containers
-from cgdev.errors import CgdevError, NotFound
+from cgdev.errors import NotFound
 from cgdev.ops.collect import (
     pinned_record,
     program_records,
@@ -151,20 +151,17 @@ def _placeholder(index: int) -> str:
     return f"\x00layer{index}\x00"
 
 
-def _v1_devices(target: Target, leaf: str, v1_mount: str | None) -> tuple[str, ...] | None:
+def _v1_devices(target: Target, v1_mount: str | None) -> tuple[str, ...] | None:
     """The v1 devices.list governing the container's processes (hybrid hosts), or None: on such a
     host it is one more layer every access must pass, as in ``explain``."""
     if v1_mount is None:
         return None
-    pid = target.pid
-    if pid is None:
-        pids = cgroup_pids(leaf)
-        pid = pids[0] if pids else None
-    if pid is None:
+    if target.pid is None:
         return None
+    pid = target.pid
     try:
         lines = cgroupfs.v1_devices_list(pid, v1_mount)
-    except CgdevError:  # the process went away mid-audit
+    except NotFound:  # the process went away mid-audit
         return None
     return None if lines is None else tuple(lines)
 
@@ -212,14 +209,17 @@ def _container_targets(
             continue
         leaf = process_leaf(path)
         rel = relative(leaf, mount)
-        found.setdefault(rel, Target(rel, "container", rel, runtime=kind[1], container_id=kind[2]))
+        if rel not in found:
+            pids = cgroup_pids(leaf)
+            pid = pids[0] if pids else None
+            found[rel] = Target(rel, "container", rel, pid=pid, runtime=kind[1], container_id=kind[2])
     walk_rel = relative(walk_root, mount)
     for state in list_containers(roots):
         if state.pid is None:
             continue
         try:
             rel = cgroupfs.process_cgroup(state.pid)
-        except CgdevError:
+        except NotFound:  # a stale state file: the container's process is gone
             continue
         if walk_rel != "/" and not (rel == walk_rel or rel.startswith(walk_rel + "/")):
             continue
@@ -256,10 +256,10 @@ def audit(
         leaf = cgroupfs.cgroup_path(target.cgroup, mount=base)
         try:
             layers = [reader.layer(p) for p in cgroupfs.ancestors(leaf, mount=base)]
-        except CgdevError as err:  # a container that went away mid-audit
+        except NotFound as err:  # a container that went away mid-audit; no root etc. is fatal
             errors.append(f"{target.cgroup}: {err}")
             continue
-        v1 = _v1_devices(target, leaf, v1_mount)
+        v1 = _v1_devices(target, v1_mount)
         key = _shape_key(layers, reader.pins, v1)
         cached = shapes.get(key)
         if cached is None:
