@@ -7,13 +7,10 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-from cgdev.adapters import cgroupfs
 from cgdev.ops.audit import audit
 from cgdev.ops.targets import cgroup_pids
 from fixtures_kernel import requires_root_bpf
-from test_explain_helpers import ScratchNode, node  # noqa: F401
+from test_explain_helpers import ScratchNode, node, v1_devices_group  # noqa: F401
 
 
 @requires_root_bpf
@@ -57,26 +54,14 @@ def test_audit_cli_json_and_exit_status(node: ScratchNode) -> None:  # noqa: F81
 def test_audit_counts_the_v1_devices_layer_on_hybrid_hosts(node: ScratchNode) -> None:  # noqa: F811
     """On a hybrid host the v1 devices.list is one more layer (as in explain): a container with no
     program but a restrictive devices.list is not 'allow-all'; one left in the v1 root is."""
-    v1_mount = cgroupfs.v1_mount("devices")
-    if v1_mount is None:
-        pytest.skip("no v1 devices hierarchy: a pure cgroup2 host has no such layer")
     restricted = node.container("libpod", "aa" * 32, None, None, sub=False)
     open_ = node.container("libpod", "bb" * 32, None, None, sub=False)
-    v1_group = os.path.join(v1_mount, f"cgdev-test-{os.getpid()}")
-    os.mkdir(v1_group)
-    try:
-        with open(os.path.join(v1_group, "devices.deny"), "w") as fh:
-            fh.write("a")
-        with open(os.path.join(v1_group, "devices.allow"), "w") as fh:
-            fh.write("c 1:3 rwm")
+    with v1_devices_group(["c 1:3 rwm"]) as v1_group:
         (pid,) = cgroup_pids(restricted)
         with open(os.path.join(v1_group, "cgroup.procs"), "w") as fh:
             fh.write(str(pid))
         result = audit(root=node.rel(node.root))
-        codes = {row.target.cgroup: {f.code for f in row.findings} for row in result.rows}
-        assert "allow-all" not in codes[node.rel(restricted)]
-        assert "allow-all" in codes[node.rel(open_)]
-        assert result.shapes == 2  # same programs (none), different devices.list
-    finally:
-        node.close()
-        os.rmdir(v1_group)
+    codes = {row.target.cgroup: {f.code for f in row.findings} for row in result.rows}
+    assert "allow-all" not in codes[node.rel(restricted)]
+    assert "allow-all" in codes[node.rel(open_)]
+    assert result.shapes == 2  # same programs (none), different devices.list

@@ -16,9 +16,9 @@ from cgdev.errors import InputError, NotFound
 from cgdev.ops.collect import collect
 from cgdev.ops.explain import explain, parse_access_request, resolve_device
 from cgdev.ops.layers import Inspection, Layer, UnitRecord
-from cgdev.ops.targets import Target, resolve
+from cgdev.ops.targets import Target, cgroup_pids, resolve
 from fixtures_kernel import requires_root_bpf
-from test_explain_helpers import NULL_RW, NVIDIACTL_RW, ScratchNode, node  # noqa: F401
+from test_explain_helpers import NULL_RW, NVIDIACTL_RW, ScratchNode, node, v1_devices_group  # noqa: F401
 
 # runc 1.1.5's properties for the default spec (evidence/per-case/runc-sd/scope-show.txt)
 RUNC_DEVICE_ALLOW = (
@@ -184,3 +184,44 @@ def test_cli_exit_statuses_and_json(node: ScratchNode) -> None:  # noqa: F811
         result = _cgdev(*argv)
         assert result.returncode == status, (argv, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and text in result.stderr
+
+
+@requires_root_bpf
+def test_v1_layer_needs_one_exception_to_cover_the_whole_request(node: ScratchNode) -> None:  # noqa: F811
+    """devices.list 'c 1:* r' + 'c 1:3 w': the kernel denies an O_RDWR open of /dev/null (no single
+    exception covers rw) and allows O_RDONLY; explain must say the same."""
+    leaf = node.container("libpod", "cd" * 32, None, None, sub=False)
+    with v1_devices_group(["c 1:* r", "c 1:3 w"]) as v1_group:
+        (pid,) = cgroup_pids(leaf)
+        with open(os.path.join(v1_group, "cgroup.procs"), "w") as fh:
+            fh.write(str(pid))
+        inspection = collect(resolve(leaf))
+        kernel = _v1_opens(v1_group, [os.O_RDWR, os.O_RDONLY, os.O_WRONLY])
+        explained = [explain(inspection, Request("c", 1, 3, access)).allowed for access in (6, 2, 4)]
+    assert kernel == [False, True, True]
+    assert explained == kernel
+
+
+def _v1_opens(v1_group: str, flags: list[int]) -> list[bool]:
+    """Open /dev/null (1:3, no side effects) with each flag from a child in the v1 group."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            with open(os.path.join(v1_group, "cgroup.procs"), "w") as fh:
+                fh.write("0")
+            verdicts = ""
+            for flag in flags:
+                try:
+                    os.close(os.open("/dev/null", flag))
+                    verdicts += "1"
+                except PermissionError:
+                    verdicts += "0"
+            os.write(write_end, verdicts.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    answer = os.read(read_end, 16).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    return [c == "1" for c in answer]

@@ -8,9 +8,10 @@ leaf, so targets, layers and verdicts are read back from the kernel and checked 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -113,3 +114,28 @@ def node(scratch_cgroup: object) -> Iterator[ScratchNode]:
         yield made
     finally:
         made.close()
+
+
+@contextlib.contextmanager
+def v1_devices_group(allow_lines: Sequence[str]) -> Iterator[str]:
+    """A real v1 devices cgroup (hybrid hosts) that denies all but ``allow_lines``; processes
+    still in it at the end go back to the v1 root so it can be removed."""
+    v1_mount = cgroupfs.v1_mount("devices")
+    if v1_mount is None:
+        pytest.skip("no v1 devices hierarchy: a pure cgroup2 host has no such layer")
+    path = os.path.join(v1_mount, f"cgdev-test-{os.getpid()}")
+    os.mkdir(path)
+    try:
+        with open(os.path.join(path, "devices.deny"), "w") as fh:
+            fh.write("a")
+        for line in allow_lines:
+            with open(os.path.join(path, "devices.allow"), "w") as fh:
+                fh.write(line)
+        yield path
+    finally:
+        with open(os.path.join(path, "cgroup.procs")) as fh:
+            left = fh.read().split()
+        for pid in left:
+            with contextlib.suppress(OSError), open(os.path.join(v1_mount, "cgroup.procs"), "w") as fh:
+                fh.write(pid)
+        os.rmdir(path)

@@ -269,14 +269,20 @@ def analyse_layers(inspection: Inspection, cache: LiftCache | None = None) -> li
 
 
 def v1_policy(lines: tuple[str, ...] | None) -> Policy | None:
-    """The v1 devices.list of the process as a policy (None: no v1 devices controller)."""
+    """The v1 devices.list of the process as a policy (None: no v1 devices controller).
+
+    The kernel lists a deny-all cgroup's exceptions, and a request passes only when one of them
+    covers all of it (``c 1:* r`` + ``c 1:3 w`` deny ``c 1:3 rw``), hence the exceptions reading.
+    An allow-all cgroup prints only ``a *:* rwm``: its deny exceptions, if any, are not visible
+    in devices.list at all (device_cgroup.c), so there this layer can only say allow-all.
+    """
     if lines is None:
         return None
     from cgdev.core.rules import parse_v1_line
-    from cgdev.core.semantics import policy_of
+    from cgdev.core.semantics.runc import exceptions_policy
 
     rules = [parse_v1_line(line, f"devices.list line {i + 1}") for i, line in enumerate(lines)]
-    return policy_of([r for r in rules if r.allow], "ordered")
+    return exceptions_policy(False, [r for r in rules if r.allow])
 
 
 def effective_policy(views: list[LayerView], v1: Policy | None = None) -> Policy | None:
