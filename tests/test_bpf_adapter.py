@@ -299,6 +299,14 @@ def test_pin_outside_a_bpffs_is_one_clear_line() -> None:
         assert "bpf filesystem" in str(caught.value) and "\n" not in str(caught.value)
 
 
+@requires_root_bpf
+def test_opening_a_file_that_is_not_a_pin_is_bad_input_for_root() -> None:
+    """root gets EACCES from BPF_OBJ_GET on an ordinary file: that is not 'needs root'."""
+    with tempfile.NamedTemporaryFile() as plain:
+        with pytest.raises(InputError, match="not a pinned BPF object"):
+            bpf.obj_get(plain.name)
+
+
 # --- privileges: a real unprivileged process --------------------------------------------------
 
 

@@ -71,6 +71,10 @@ def test_offline_explain_as_nobody_equals_live(node: ScratchNode, shared_dir: st
     assert denied.returncode in (2, 3) and len(denied.stderr.strip().splitlines()) == 1
 
 
+_HEAD = '{"format": "cgdev-snapshot", "version": 1, '
+_TARGET = '"target": {"spec": "x", "kind": "cgroup", "cgroup": "/x"}, '
+
+
 def test_bad_snapshots_are_one_line_input_errors(tmp_path: object) -> None:
     base = str(tmp_path)
     with pytest.raises(NotFound, match="--snapshot"):
@@ -81,6 +85,11 @@ def test_bad_snapshots_are_one_line_input_errors(tmp_path: object) -> None:
         ("[]", "not a cgdev snapshot"),
         ('{"format": "cgdev-snapshot", "version": 99}', "version 99"),
         ('{"format": "cgdev-snapshot", "version": 1, "layers": []}', "malformed"),
+        (_HEAD + '"target": "foo", "layers": []}', "malformed"),
+        (_HEAD + _TARGET + '"layers": {"a": 1}}', "malformed"),
+        (_HEAD + _TARGET + '"layers": [], "devices": {"/dev/x": ["x", 1, 3]}}', r"devices\./dev/x: type 'x'"),
+        (_HEAD + _TARGET + '"layers": [], "devices": {"/dev/x": ["c", 1099511627776, 3]}}', "major"),
+        (_HEAD + _TARGET + '"layers": [], "devices": {"/dev/x": ["c", 1, -1]}}', "minor -1"),
     ]
     for content, pattern in cases:
         with open(bad, "w") as fh:

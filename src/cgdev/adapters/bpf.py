@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from cgdev.errors import EnvError, NeedsRoot, NotFound, VerifierError
+from cgdev.core.isa import BPF_REG_AX
+from cgdev.errors import EnvError, InputError, NeedsRoot, NotFound, VerifierError
 
 # --- constants from include/uapi/linux/bpf.h --------------------------------------------------
 
@@ -496,9 +497,6 @@ class ProgInfo:
         return self.xlated_len // INSN_SIZE
 
 
-BPF_REG_AX: Final = 11  # the verifier's private register: only constant blinding puts it in xlated code
-
-
 def _uses_aux_register(xlated: bytes) -> bool:
     regs = xlated[1::INSN_SIZE]
     return any((r & 0x0F) == BPF_REG_AX or (r >> 4) == BPF_REG_AX for r in regs)
@@ -576,7 +574,13 @@ def obj_get(path: str) -> Fd:
     encoded = ctypes.create_string_buffer(os.fsencode(path))
     attr = _ObjAttr()
     attr.pathname = ctypes.addressof(encoded)
-    return Fd(_call(BPF_OBJ_GET, attr, f"pin {path}"))
+    ret, err = _raw_bpf(BPF_OBJ_GET, attr)
+    if ret < 0 and err in (errno.EACCES, errno.EPERM) and os.geteuid() == 0 and os.path.exists(path):
+        # root is refused only for a file that is not a pin (or not on a bpf filesystem)
+        raise InputError(f"pin {path}: not a pinned BPF object ({errno_text(err)})")
+    if ret < 0:
+        raise _fail(BPF_OBJ_GET, err, f"pin {path}")
+    return Fd(ret)
 
 
 def open_cgroup(path: str) -> Fd:

@@ -342,7 +342,12 @@ def probe(cgroup_path: str, requests: Sequence[Request]) -> list[bool]:
         os.unlink(fresh)
     try:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # EAGAIN/ENOMEM: no child, so nobody else will close the pipe
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
         if pid == 0:  # pragma: no cover - the child never returns
             os.close(read_fd)
             _run_child(procs_fd, plan, fresh, write_fd)

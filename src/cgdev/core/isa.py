@@ -62,6 +62,9 @@ OPCODE_GOTOL: Final = CLASS_JMP32 | JMP_OPS["ja"]  # 0x06: ja with a 32-bit offs
 # bpf_cgroup_dev_ctx: u32 access_type, u32 major, u32 minor
 CTX_SIZE: Final = 12
 MAX_REG: Final = 10  # r10 is the read-only frame pointer
+# The verifier's private register: only constant blinding (bpf_jit_harden) puts it in xlated code,
+# so a dump that mentions it has had its constants rewritten and cannot be lifted as written.
+BPF_REG_AX: Final = 11
 
 _SLOT = struct.Struct("<BBhi")
 

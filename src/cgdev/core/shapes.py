@@ -30,8 +30,8 @@ from cgdev.core.isa import Insn, Item, Jump, Label, alu32, alu64, assemble, exit
 from cgdev.core.model import ACC_ALL, KERNEL_TYPE, Rule
 from cgdev.errors import InputError
 
-Shape = Literal["runc", "crun", "systemd"]
-SHAPES: Final[tuple[str, ...]] = ("runc", "crun", "crun-1.8", "systemd")
+Shape = Literal["runc", "crun", "crun-1.8", "systemd"]
+SHAPES: Final[tuple[Shape, ...]] = ("runc", "crun", "crun-1.8", "systemd")
 
 R_ACCESS_TMP: Final = 1
 R_TYPE: Final = 2

@@ -181,7 +181,7 @@ def collect(
     if target.pid is not None:
         try:
             lines = cgroupfs.v1_devices_list(target.pid)
-        except CgdevError:
+        except NotFound:  # the process ended between resolving and reading: no v1 layer to show
             lines = None
         v1 = None if lines is None else tuple(lines)
         if with_devices:

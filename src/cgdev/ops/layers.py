@@ -63,6 +63,18 @@ class ProgramRecord:
         )
 
 
+def device_from_json(value: Any, field: str) -> tuple[str, int, int]:
+    """``[type, major, minor]`` from a snapshot, held to what the live path accepts (b or c,
+    numbers within 32 bits): a hand-edited file must not produce verdicts the kernel never could."""
+    dev_type, major, minor = value
+    if dev_type not in ("b", "c"):
+        raise InputError(f"snapshot: {field}: type {dev_type!r} is not b or c")
+    for name, number in (("major", major), ("minor", minor)):
+        if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= 0xFFFF_FFFF:
+            raise InputError(f"snapshot: {field}: {name} {number!r} is not a number from 0 to 2^32-1")
+    return dev_type, major, minor
+
+
 @dataclass(frozen=True, slots=True)
 class UnitRecord:
     """The systemd unit whose own cgroup a layer is, with what systemd re-applies on reload.
@@ -112,7 +124,8 @@ class UnitRecord:
             bpf_program=tuple((str(a), str(b)) for a, b in data.get("BPFProgram", [])),
             need_daemon_reload=bool(data.get("NeedDaemonReload", False)),
             device_nodes={
-                str(k): (str(v[0]), int(v[1]), int(v[2])) for k, v in data.get("device_nodes", {}).items()
+                str(k): device_from_json(v, f"device_nodes.{k}")
+                for k, v in data.get("device_nodes", {}).items()
             },
         )
 
@@ -207,8 +220,10 @@ class ProgramView:
 
     @property
     def owned_by_systemd(self) -> bool:
-        """systemd's own ``sd_devices`` (the one it replaces on reload)."""
-        return self.record.name == SYSTEMD_PROGRAM_NAME or self.generator == "systemd"
+        """systemd's own ``sd_devices`` (the one it replaces on reload), known by the name systemd
+        gives it: a systemd-*shaped* program someone else attached (``cgdev compile --shape
+        systemd`` in a hook) stays after a reload, so the shape alone must not decide."""
+        return self.record.name == SYSTEMD_PROGRAM_NAME
 
     def decide(self, request: Request) -> Decision | None:
         """The deciding block for one request; None when the program cannot be run at all."""

@@ -17,7 +17,7 @@ import time
 from typing import Any, Final
 
 from cgdev.errors import CgdevError, InputError, NotFound
-from cgdev.ops.layers import Inspection, Layer, ProgramRecord
+from cgdev.ops.layers import Inspection, Layer, ProgramRecord, device_from_json
 from cgdev.ops.targets import Target
 
 FORMAT: Final = "cgdev-snapshot"
@@ -56,14 +56,14 @@ def from_json(data: Any, source: str = "snapshot") -> Inspection:
             v1_devices=None if v1 is None else tuple(str(line) for line in v1),
             pins={str(k): ProgramRecord.from_json(v) for k, v in (data.get("pins") or {}).items()},
             devices={
-                str(k): (str(v[0]), int(v[1]), int(v[2])) for k, v in (data.get("devices") or {}).items()
+                str(k): device_from_json(v, f"devices.{k}") for k, v in (data.get("devices") or {}).items()
             },
             systemd=str(data.get("systemd", "off")),
             systemd_version=str(data.get("systemd_version") or ""),
         )
     except CgdevError:
         raise
-    except (KeyError, TypeError, ValueError, IndexError) as err:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
         raise InputError(f"{source}: malformed snapshot ({type(err).__name__}: {err})") from None
 
 

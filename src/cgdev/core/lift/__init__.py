@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from cgdev.core import interp
 from cgdev.core.fingerprint import is_cgdev_program
-from cgdev.core.isa import CLASS_JMP, JMP_OPS, OPCODE_EXIT, Insn, jump_target
+from cgdev.core.isa import BPF_REG_AX, CLASS_JMP, JMP_OPS, OPCODE_EXIT, Insn, jump_target
 from cgdev.core.lift import intervals as iv
 from cgdev.core.lift.engine import CTX_MASKS, CTX_TYPES, Opaque, Terminal, execute
 from cgdev.core.lift.generators import recognise
@@ -37,7 +37,6 @@ from cgdev.core.policy import MajorMap, MinorMap, Policy, StepFn
 
 __all__ = ["Decision", "LiftResult", "LiftedRule", "lift"]
 
-BPF_REG_AX = 11  # the verifier's hidden register: only constant blinding leaves it in xlated code
 
 
 def _format_set(values: IntervalSet | None, limit: int = 6) -> str:

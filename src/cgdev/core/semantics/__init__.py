@@ -1,9 +1,10 @@
 """Rule list -> Policy under a named semantics (DESIGN.md §4).
 
 A rule list means different things to different runtimes, so every conversion names its
-semantics: ``ordered`` (cgdev's own, the default), ``runc`` (1.1.5), ``crun`` (1.21), ``systemd``
-(252) and ``v1`` (the kernel's devices.allow/deny).  Each module's docstring says how its
-semantics differs from the others, including the runtime's forced default devices.
+semantics: ``ordered`` (cgdev's own, the default), ``runc`` (1.1.5), ``crun`` (1.21), ``crun-1.8``
+(1.8.1, Debian 12's), ``systemd`` (252) and ``v1`` (the kernel's devices.allow/deny).  Each
+module's docstring says how its semantics differs from the others, including the runtime's forced
+default devices.
 """
 
 from __future__ import annotations

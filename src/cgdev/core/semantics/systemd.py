@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from cgdev.core.model import ACC_ALL, ACC_R, ACC_W, DevType, Rule, access_to_str
 from cgdev.core.policy import Policy
 from cgdev.core.rules import device_allow_path, parse_access
+from cgdev.core.semantics.firstmatch import is_unconditional
 from cgdev.core.semantics.runc import exceptions_policy
 from cgdev.errors import InputError
 
@@ -226,10 +227,6 @@ class SystemdProperties:
     warnings: tuple[str, ...]
 
 
-def _is_total(rule: Rule) -> bool:
-    return rule.type == "a" and rule.major is None and rule.minor is None and rule.access == ACC_ALL
-
-
 def systemd_properties_of(rules: Iterable[Rule]) -> SystemdProperties:
     """DevicePolicy/DeviceAllow for a rule list, the way the runtimes hand them to systemd."""
     entries: dict[str, str] = {}
@@ -238,11 +235,11 @@ def systemd_properties_of(rules: Iterable[Rule]) -> SystemdProperties:
     for i, rule in enumerate(rules):
         where = f"rule {i + 1} ({rule})"
         if not rule.allow:
-            if not _is_total(rule):
+            if not is_unconditional(rule):
                 raise InputError(f"{where}: systemd cannot express deny rules")
             entries, warnings, saw_allow_all = {}, [], False
             continue
-        if _is_total(rule):
+        if is_unconditional(rule):
             saw_allow_all = True
         for dev_type in ("b", "c") if rule.type == "a" else (rule.type,):
             path = device_allow_path(dev_type, rule.major, rule.minor)
