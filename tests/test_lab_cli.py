@@ -52,6 +52,56 @@ def test_run_probe_hook_delete(lab: LabHandle) -> None:
     assert not (lab.cgroup_root / "lab-cli").exists()
 
 
+def test_run_twice_says_replaced_and_leaves_one_container(lab: LabHandle) -> None:
+    first = cgdev("run", "runc-fs", "--name", "lab-replace", "--json")
+    assert first.returncode == 0, first.stderr
+    try:
+        assert json.loads(first.stdout)["replaced"] is False
+        second = cgdev("run", "runc-fs", "--name", "lab-replace")
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.startswith("replaced lab-replace (runc "), second.stdout
+        ids = [c["id"] for c in json.loads(cgdev("status", "--json").stdout)["containers"]]
+        assert ids.count("lab-replace") == 1
+        listed = lab.exec(["runc", "list", "-q"]).stdout.split()
+        assert listed.count("lab-replace") == 1
+        from cgdev.lab import control
+
+        old_pid = json.loads(first.stdout)["pid"]
+        assert control.find_container("lab-replace").pid != old_pid
+        assert lab.exec(["kill", "-0", str(old_pid)], check=False).returncode != 0  # the first one is gone
+    finally:
+        assert cgdev("delete", "lab-replace").returncode == 0
+
+
+def test_a_replace_whose_delete_fails_keeps_the_container_listed(
+    lab: LabHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime's delete fails: an EnvError naming the container, which stays recorded and running."""
+    from cgdev.errors import EnvError
+    from cgdev.lab import control, runtime
+
+    container = lab.run("runc-fs", name="lab-undeletable")
+    rt = lab.runtimes["runc"]
+
+    def failing_delete(lab_, rt_, driver, container_id, timeout=20):
+        return subprocess.CompletedProcess([], 1, "", "runc: simulated: device or resource busy\n")
+
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(runtime, "delete", failing_delete)
+            with pytest.raises(EnvError) as raised:
+                lab.run("runc-fs", name="lab-undeletable")
+        message = str(raised.value)
+        assert "'lab-undeletable'" in message and "simulated: device or resource busy" in message
+        assert "\n" not in message
+        assert runtime.state_pid(lab.running, rt, "cgroupfs", container.id) == container.pid
+        assert control.find_container("lab-undeletable").pid == container.pid  # still recorded
+        assert lab.probe(container)["null"] == "ok"  # and still running
+    finally:
+        lab.delete(container.id)
+    assert not runtime.exists(lab.running, rt, "cgroupfs", container.id)
+
+
 def test_run_with_another_driver_and_a_user_config(lab: LabHandle, tmp_path: Path) -> None:
     """A config as `crun spec` writes it (relative rootfs, terminal on) runs with the lab's rootfs."""
     subprocess.run(["crun", "spec"], cwd=tmp_path, check=True, timeout=30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cgdev.core.semantics.systemd import reload_reapplies_devices
-from cgdev.lab import presets, scenario
+from cgdev.lab import control, presets, runtime, scenario
 from fixtures_lab import LabHandle
 
 pytestmark = pytest.mark.lab
@@ -33,8 +33,8 @@ def test_double_filter_layout(lab: LabHandle) -> None:
     start = result.steps[0]
     filtered = [layer for layer in start.layers if layer.programs]
     assert [layer.cgroup for layer in filtered] == [
-        "/system.slice/crun-lab-crun-sd.scope",
-        "/system.slice/crun-lab-crun-sd.scope/container",
+        "/system.slice/crun-scn-crun-sd.scope",
+        "/system.slice/crun-scn-crun-sd.scope/container",
     ]
     assert filtered[0].programs[0].name == "sd_devices"
     started = filtered[0].programs[0].id
@@ -46,3 +46,23 @@ def test_double_filter_layout(lab: LabHandle) -> None:
         assert reload.id == started
         changed = result.steps[3].layers[-2].programs[0]
         assert changed.name == "sd_devices" and changed.id != started
+
+
+def test_a_scenario_leaves_the_users_container_alone(lab: LabHandle) -> None:
+    """`cgdev lab run crun-fs` starts lab-crun-fs; the crun-fs scenario runs and deletes scn-crun-fs."""
+    preset = presets.get("crun-fs")
+    if scenario.skip_reason(preset, lab.runtimes):
+        pytest.skip(scenario.skip_reason(preset, lab.runtimes))
+    mine = lab.run(preset.name)
+    assert mine.id == preset.container_id == "lab-crun-fs"
+    try:
+        result = scenario.run_scenario(lab.running, preset, lab.runtimes)
+        assert result.passed, scenario.render([result])
+        assert result.container_cgroup == "/scn-crun-fs"
+        assert [c.id for c in control.containers()].count("lab-crun-fs") == 1
+        rt = lab.runtimes[preset.runtime]
+        assert runtime.state_pid(lab.running, rt, mine.driver, mine.id) == mine.pid  # the same process
+        assert lab.probe(mine) == {"null": "ok", "nvidiactl": "EPERM"}  # and untouched by the hook
+        assert not runtime.exists(lab.running, rt, preset.driver, "scn-crun-fs")
+    finally:
+        lab.delete(mine.id)

@@ -28,6 +28,25 @@ crun 1.8.1 to start containers against it. Nothing of it is visible to the host'
   cgdev lab exec -- systemctl list-units --type=scope
   cgdev lab down
 """
+RUN_DESCRIPTION = """\
+Start a container in the lab from a preset (see `cgdev lab scenario --list`) or from an OCI
+config.json, and print its cgroup (and systemd scope). A container of the same id is deleted
+first, and the output then says "replaced"; if it cannot be deleted, nothing is started (exit 3).
+"""
+SCENARIO_DESCRIPTION = """\
+Run each preset's timeline -- start, hook-sim, daemon-reload, set-property -- on the real stack,
+open /dev/null and /dev/nvidiactl inside the container after every step, and compare with the
+reference table. Each case uses its own container, scn-<preset>, deleted afterwards: containers
+started with `cgdev lab run` or `cgdev lab demo` are left alone. Exit 1 on any mismatch.
+"""
+DEMO_DESCRIPTION = """\
+Show the double-filter problem on the real stack, step by step: start a crun + systemd container
+(lab-crun-sd) with /dev/nvidiactl but no rule for it, lift every cgroup level's device program into
+rules, run the NVIDIA-style hook, ask `cgdev explain` why /dev/nvidiactl is still denied, then
+reload systemd and check that explain's prediction held. The container is left running for your
+own `cgdev explain`. Exit 0 when the prediction held, 1 when it did not, 3 when the lab cannot
+run the demo here.
+"""
 EPILOG = "Needs root. Every wait is bounded by CGDEV_LAB_TIMEOUT (seconds, default 60)."
 
 
@@ -36,9 +55,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = actions.add_parser(name, help=help_text, description=help_text, epilog=EPILOG)
-        sub.add_argument("--json", action="store_true", help="machine-readable output")
+    def action(name: str, help_text: str, description: str | None = None, *, with_json: bool = True
+               ) -> argparse.ArgumentParser:  # fmt: skip
+        """An action whose --help shows its own description (its one-line help when none is given)."""
+        sub = actions.add_parser(
+            name,
+            help=help_text,
+            description=description or help_text[0].upper() + help_text[1:] + ".",
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if with_json:
+            sub.add_argument("--json", action="store_true", help="machine-readable output")
         return sub
 
     action("up", "start the lab (idempotent; installs packages and builds crun on first use)")
@@ -54,13 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG ...]")
 
     from_names = "crun, runc or crun-1.8.1 (alias crun-1.8)"
-    run = action("run", "start a container from a preset or an OCI config")
+    run = action("run", "start a container from a preset or an OCI config", RUN_DESCRIPTION)
     run.add_argument("preset", nargs="?", help="a preset name (see `cgdev lab scenario --list`)")
     run.add_argument("--config", type=Path, help="an OCI config.json instead of a preset (a relative "
                      "root.path, as `crun spec` writes, gets the lab's busybox rootfs)")  # fmt: skip
     run.add_argument("--runtime", help=f"{from_names} (default: the preset's, else crun)")
     run.add_argument("--cgroup-driver", help="systemd or cgroupfs (default: the preset's, else systemd)")
-    run.add_argument("--name", help="container id (default: lab-<preset>, or lab-config)")
+    run.add_argument("--name", help="container id: a letter or digit, then letters, digits, _ . + - "
+                     "(default: lab-<preset>, or lab-config; scn-* is the scenarios')")  # fmt: skip
 
     rm = action("delete", "delete a container started with `cgdev lab run`")
     rm.add_argument("container")
@@ -78,12 +107,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     sc = action(
-        "scenario", "run presets' timelines (start, hook-sim, daemon-reload, set-property) and check them"
+        "scenario",
+        "run presets' timelines (start, hook-sim, daemon-reload, set-property) and check them",
+        SCENARIO_DESCRIPTION,
     )
     sc.add_argument("names", nargs="*", metavar="NAME", help="preset names or `all` (default: all)")
     sc.add_argument("--list", action="store_true", help="list the presets and exit")
 
-    actions.add_parser("demo", help="show the double-filter problem step by step", description=HELP)
+    action("demo", "show the double-filter problem step by step", DEMO_DESCRIPTION, with_json=False)
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
@@ -191,14 +222,27 @@ def _run(args: argparse.Namespace) -> int:
         config = bundle.load_config(args.config, bundle.ensure_rootfs())
     container_id = args.name or (preset.container_id if preset else "lab-config")
     lab = stack.require_lab()
-    record = control.run_container(
+    started = control.start_container(
         lab, container_id, rt, driver, config, preset=preset.name if preset else None
     )
-    human = f"started {record.id} ({rt.name} {rt.version}, {driver}): cgroup {record.cgroup}" + (
+    record = started.container
+    verb = "replaced" if started.replaced else "started"
+    human = f"{verb} {record.id} ({rt.name} {rt.version}, {driver}): cgroup {record.cgroup}" + (
         f", scope {record.scope}" if record.scope else ""
     )
-    _emit(args, json.loads(record.to_json()), human)
+    _emit(args, {**json.loads(record.to_json()), "replaced": started.replaced}, human)
     return 0
+
+
+def _check_name(name: str | None) -> None:
+    """``run --name``: an id both runtimes accept and no scenario's, before anything is written."""
+    if name is None:
+        return
+    from cgdev.lab import runtime, scenario
+
+    runtime.check_container_id(name, "--name")
+    if name.startswith(scenario.SCENARIO_PREFIX):
+        raise InputError(f"--name {name!r}: {scenario.SCENARIO_PREFIX}* ids are the scenarios' own")
 
 
 def _delete(args: argparse.Namespace) -> int:
@@ -282,6 +326,8 @@ _ACTIONS = {
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "run":
+        _check_name(args.name)  # bad input is exit 2 whoever runs it
     if args.action not in ("scenario",) or not getattr(args, "list", False):
         from cgdev.lab.stack import require_root
 

@@ -198,6 +198,12 @@ def runtime_named(name: str, available: dict[str, Runtime] | None = None) -> Run
     raise EnvError(f"runtime {name} is not available on this machine (run `cgdev lab up` first)")
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    container: Container
+    replaced: bool  # a container of the same id existed and was deleted first
+
+
 def run_container(
     lab: stack.Lab,
     container_id: str,
@@ -209,10 +215,34 @@ def run_container(
     timeout: float | None = None,
 ) -> Container:
     """Start a container (replacing one of the same id) and record where it lives."""
+    return start_container(lab, container_id, rt, driver, config, preset=preset, timeout=timeout).container
+
+
+def start_container(
+    lab: stack.Lab,
+    container_id: str,
+    rt: Runtime,
+    driver: Driver,
+    config: dict[str, Any],
+    *,
+    preset: str | None = None,
+    timeout: float | None = None,
+) -> Started:
+    """``run_container``, also saying whether a container of the same id was replaced.
+
+    The id is checked before anything is written.  A container of the same id that cannot be
+    deleted is an ``EnvError``, and it keeps its record: it is never left running unlisted.
+    """
+    runtime.check_container_id(container_id)
     limit = lab_timeout() if timeout is None else timeout
-    with contextlib.suppress(NotFound):
-        _delete(lab, find_container(container_id))
-    runtime.delete(lab, rt, driver, container_id)
+    replaced = False
+    try:
+        record = find_container(container_id)
+    except NotFound:
+        pass
+    else:
+        replaced = _delete(lab, record)
+    replaced = _remove(lab, rt, driver, container_id) or replaced
     config["linux"]["cgroupsPath"] = runtime.cgroups_path(rt, driver, container_id)
     path = bundle.write_bundle(container_id, config)
     try:
@@ -237,14 +267,31 @@ def run_container(
     )
     lab.state.containers.mkdir(parents=True, exist_ok=True)
     (lab.state.containers / f"{container_id}.json").write_text(record.to_json())
-    return record
+    return Started(record, replaced)
 
 
-def _delete(lab: stack.Lab, record: Container) -> None:
+def _remove(lab: stack.Lab, rt: Runtime, driver: Driver, container_id: str) -> bool:
+    """``<runtime> delete -f``, checked: True when the runtime had the container (now gone).
+
+    A failed delete leaves the container running: an ``EnvError`` with the runtime's message.
+    """
+    existed = runtime.exists(lab, rt, driver, container_id)
+    done = runtime.delete(lab, rt, driver, container_id)  # also clears what a failed run left
+    if existed and runtime.exists(lab, rt, driver, container_id):
+        said = (done.stderr or "").strip() or (done.stdout or "").strip() or f"exit status {done.returncode}"
+        raise EnvError(
+            f"container {container_id!r} is still there after `{rt.name} delete -f`: {said.splitlines()[-1]}"
+        )
+    return existed
+
+
+def _delete(lab: stack.Lab, record: Container) -> bool:
+    """Delete a recorded container and its record; True when the runtime still had it."""
     rt = runtime_named(record.runtime)
-    runtime.delete(lab, rt, record.driver, record.id)
+    existed = _remove(lab, rt, record.driver, record.id)
     (lab.state.containers / f"{record.id}.json").unlink(missing_ok=True)
     bundle.remove_bundle(record.id)
+    return existed
 
 
 def delete_container(lab: stack.Lab, container_id: str) -> None:

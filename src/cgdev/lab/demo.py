@@ -54,16 +54,19 @@ def _width() -> int:
     return max(COLUMNS[0], min(COLUMNS[1], shutil.get_terminal_size((COLUMNS[1], 24)).columns))
 
 
+def _fill(text: str, **indents: str) -> str:
+    """Wrapped to the demo's width at spaces only: paths, ids and rules stay whole, to be copied."""
+    return textwrap.fill(text, _width(), break_on_hyphens=False, break_long_words=False, **indents)
+
+
 def _para(out: Out, text: str) -> None:
-    out(textwrap.fill(" ".join(text.split()), width=_width()))
+    out(_fill(" ".join(text.split())))
     out("")
 
 
 def _step(out: Out, number: int, text: str) -> None:
     lead = f"{number}. "
-    filled = textwrap.fill(
-        " ".join(text.split()), _width(), initial_indent=lead, subsequent_indent=" " * len(lead)
-    )
+    filled = _fill(" ".join(text.split()), initial_indent=lead, subsequent_indent=" " * len(lead))
     out(filled + "\n")
 
 
@@ -90,7 +93,7 @@ def _show_layers(out: Out, lab: Lab, container: Container, lifts: LiftCache, see
                 lead = f"        lifted ({view.generator}'s shape): "
                 rules = [] if view.lifted is None else [str(rule) for rule in view.lifted.rules]
                 text = f"opaque: {view.opaque}" if view.opaque else "; ".join(rules)
-                out(textwrap.fill(text, _width(), initial_indent=lead, subsequent_indent=" " * 16))
+                out(_fill(text, initial_indent=lead, subsequent_indent=" " * 16))
             out(f"        c 195:255 rw on its own: {'allowed' if allowed else 'DENIED'}")
     return deniers
 
@@ -259,7 +262,7 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
 
     _step(out, 1, """Start a container that has the node /dev/nvidiactl (c 195:255) but no rule allowing
           it, like a GPU container before the NVIDIA hook runs.""")  # fmt: skip
-    container = scenario.start_preset(lab, preset, rt)
+    container = scenario.start_preset(lab, preset, rt, preset.container_id)
     keep = False
     try:
         lifts = LiftCache()

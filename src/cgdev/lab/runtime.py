@@ -22,6 +22,11 @@ RUNTIME_NAMES: Final = ("crun", "runc", "crun-1.8.1")
 # Shorter spellings people (and the issue that specified the lab) use for the same runtimes.
 RUNTIME_ALIASES: Final = {"crun-1.8": "crun-1.8.1"}
 _VERSION = re.compile(r"version\s+(\d+(?:\.\d+)+)")
+# An id both runtimes accept (crun: [A-Za-z0-9_+.-] not starting with '.'; runc: [\w+-.], not '.'
+# or '..'), starting with a letter or digit so that it never reads as an option or a path.
+_CONTAINER_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+# systemd unit names have at most 255 characters, and the scope is named <crun|runc>-<id>.scope.
+CONTAINER_ID_MAX: Final = 255 - len("crun-.scope")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,20 @@ class Container:
         return cls(**json.loads(text))
 
 
+def check_container_id(value: str, field: str = "container id") -> str:
+    """``value`` if crun and runc both accept it as a container id; InputError naming ``field`` if not."""
+    if not _CONTAINER_ID.fullmatch(value):
+        raise InputError(
+            f"{field} {value!r}: a container id is a letter or digit followed by letters, digits, "
+            "'_', '.', '+' or '-'"
+        )
+    if len(value) > CONTAINER_ID_MAX:
+        raise InputError(
+            f"{field} {value[:16]!r}...: a container id has at most {CONTAINER_ID_MAX} characters"
+        )
+    return value
+
+
 def cgroups_path(runtime: Runtime, driver: Driver, container_id: str) -> str:
     """The OCI ``linux.cgroupsPath``: ``slice:prefix:name`` for systemd, a plain path for cgroupfs."""
     if driver == "systemd":
@@ -134,8 +153,17 @@ def process_cgroup(lab: Lab, pid: int) -> str:
     raise NotFound(f"process {pid} has no cgroup v2 entry in the lab (exited?)")
 
 
-def delete(lab: Lab, runtime: Runtime, driver: Driver, container_id: str, timeout: float = 20) -> None:
-    lab.exec([*runtime.argv(driver), "delete", "-f", container_id], check=False, timeout=timeout)
+def exists(lab: Lab, runtime: Runtime, driver: Driver, container_id: str) -> bool:
+    """Does the runtime know a container of this id (running, created or stopped)?"""
+    done = lab.exec([*runtime.argv(driver), "state", container_id], check=False, timeout=10)
+    return done.returncode == 0
+
+
+def delete(
+    lab: Lab, runtime: Runtime, driver: Driver, container_id: str, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
+    """``<runtime> delete -f``, unchecked: callers that must know the container is gone check ``exists``."""
+    return lab.exec([*runtime.argv(driver), "delete", "-f", container_id], check=False, timeout=timeout)
 
 
 def listed(lab: Lab, runtime: Runtime) -> list[str]:

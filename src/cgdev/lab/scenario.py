@@ -4,13 +4,16 @@ Timeline: start the container -> hook-sim (the NVIDIA legacy hook's rewrite of t
 programs) -> ``systemctl daemon-reload`` -> ``systemctl set-property --runtime SCOPE CPUWeight=50``.
 After each step a process inside the container opens /dev/null and /dev/nvidiactl, and the device
 programs on every cgroup level are recorded, so a mismatch can be explained, not only reported.
+
+A scenario's container is ``scn-<preset>``, never the ``lab-<preset>`` that ``cgdev lab run`` and
+the demo start: a scenario replaces and deletes only its own containers.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from cgdev.lab import bundle, control, hooksim, runtime, stack
 from cgdev.lab.layers import insn_count, layers
@@ -19,6 +22,13 @@ from cgdev.lab.runtime import Container, Runtime
 from cgdev.lab.stack import Lab
 from cgdev.lab.table import format_table
 from cgdev.ops.layers import Layer
+
+# The ids of scenario containers; `cgdev lab run --name` refuses them.
+SCENARIO_PREFIX: Final = "scn-"
+
+
+def scenario_id(preset: Preset) -> str:
+    return f"{SCENARIO_PREFIX}{preset.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +109,10 @@ def preset_config(preset: Preset) -> dict[str, Any]:
     return config
 
 
-def start_preset(lab: Lab, preset: Preset, rt: Runtime) -> Container:
+def start_preset(lab: Lab, preset: Preset, rt: Runtime, container_id: str | None = None) -> Container:
+    """Start the preset's container, as ``container_id`` (default: the scenario's own id)."""
     return control.run_container(
-        lab, preset.container_id, rt, preset.driver, preset_config(preset), preset=preset.name
+        lab, container_id or scenario_id(preset), rt, preset.driver, preset_config(preset), preset=preset.name
     )
 
 
