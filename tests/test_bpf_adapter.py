@@ -302,9 +302,8 @@ def test_pin_outside_a_bpffs_is_one_clear_line() -> None:
 @requires_root_bpf
 def test_opening_a_file_that_is_not_a_pin_is_bad_input_for_root() -> None:
     """root gets EACCES from BPF_OBJ_GET on an ordinary file: that is not 'needs root'."""
-    with tempfile.NamedTemporaryFile() as plain:
-        with pytest.raises(InputError, match="not a pinned BPF object"):
-            bpf.obj_get(plain.name)
+    with tempfile.NamedTemporaryFile() as plain, pytest.raises(InputError, match="not a pinned BPF object"):
+        bpf.obj_get(plain.name)
 
 
 # --- privileges: a real unprivileged process --------------------------------------------------

@@ -35,10 +35,11 @@ def _unit(name: str, cgroup: str, **changes: object) -> UnitRecord:
 
 
 def _with_unit(inspection: Inspection, index: int, unit: UnitRecord) -> Inspection:
-    """The collected layers with systemd's view of one of them added (no systemd on this host)."""
+    """The collected layers as systemd would describe them: one unit with a device policy, the
+    other cgroups without one (there is no systemd on this host to ask)."""
     layers = list(inspection.layers)
     layers[index] = Layer(layers[index].cgroup, layers[index].programs, unit)
-    return dataclasses.replace(inspection, layers=tuple(layers), proc_devices=PROC_DEVICES)
+    return dataclasses.replace(inspection, layers=tuple(layers), proc_devices=PROC_DEVICES, systemd="ok")
 
 
 @requires_root_bpf
@@ -225,3 +226,17 @@ def _v1_opens(v1_group: str, flags: list[int]) -> list[bool]:
     os.close(read_end)
     os.waitpid(pid, 0)
     return [c == "1" for c in answer]
+
+
+@requires_root_bpf
+def test_show_lists_what_a_reload_takes_away_as_request_objects(node: ScratchNode) -> None:  # noqa: F811
+    from cgdev.ops.show import show
+
+    scope = node.container("runc", "fd" * 32, None, "runc_hook", sub=False)
+    live = collect(resolve(scope))
+    inspection = _with_unit(live, len(live.layers) - 1, _unit(os.path.basename(scope), node.rel(scope)))
+    after = show(inspection).to_json()["after_reload"]
+    assert after["changed"] is True and after["gained"] == []
+    assert {"type": "c", "major": 195, "minor": 255, "access": "rw"} in after["lost"]
+    unknown = show(dataclasses.replace(inspection, layers=live.layers, systemd="off")).to_json()
+    assert unknown["after_reload"]["lost"] is None and unknown["after_reload"]["effective"] is None

@@ -139,7 +139,8 @@ def print_show(result: ShowResult) -> None:
         _print_rules(console, after["effective"])
         for label in ("lost", "gained"):
             if after[label]:
-                console.print(f"  {label}: " + ", ".join(after[label]))
+                shown = (f"{r['type']} {r['major']}:{r['minor']} {r['access']}" for r in after[label])
+                console.print(f"  {label}: " + ", ".join(shown))
     else:
         console.print("after the next daemon-reload / set-property: unchanged")
     for note in after["notes"]:
@@ -151,7 +152,7 @@ def _print_rules(console: Any, rules: dict[str, Any] | None) -> None:
     from rich.markup import escape
 
     if rules is None:
-        console.print("  [yellow]unknown (an opaque program is on the path)[/]")
+        console.print("  [yellow]unknown (an opaque program is on the path, or systemd was not asked: see the notes)[/]")
         return
     for rule in rules["rules"] or ["deny a *:* rwm (nothing allowed)"]:
         console.print(f"  {escape(rule)}")

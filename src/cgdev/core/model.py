@@ -61,6 +61,11 @@ class Request:
     def __str__(self) -> str:
         return f"{self.type} {self.major}:{self.minor} {access_to_str(self.access)}"
 
+    def to_json(self) -> dict[str, int | str]:
+        """The ``request`` object of every --json document (docs/json-schema.md)."""
+        access = access_to_str(self.access)
+        return {"type": self.type, "major": self.major, "minor": self.minor, "access": access}
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:

@@ -19,7 +19,7 @@ import stat as stat_mod
 from dataclasses import dataclass
 from typing import Any, Final
 
-from cgdev.core.model import ACC_M, ACC_R, ACC_W, Request, access_to_str
+from cgdev.core.model import ACC_M, ACC_R, ACC_W, Request
 from cgdev.errors import InputError, NotFound
 from cgdev.ops.findings import Finding, LayerVerdicts, request_findings
 from cgdev.ops.layers import (
@@ -181,12 +181,7 @@ class Explanation:
             "cgroup": target.cgroup,
             "device": self.device,
             "device_source": self.device_source,
-            "request": {
-                "type": self.request.type,
-                "major": self.request.major,
-                "minor": self.request.minor,
-                "access": access_to_str(self.request.access),
-            },
+            "request": self.request.to_json(),
             "allowed": self.allowed,
             "v1": None if self.inspection.v1_devices is None else {"allowed": self.v1_allowed},
             "layers": [la.to_json() for la in self.layers],

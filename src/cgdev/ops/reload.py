@@ -24,7 +24,7 @@ would read first; the prediction says so instead of guessing the file's content.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from cgdev.core.model import Request, access_to_str
 from cgdev.core.policy import Policy
@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # systemd's semantics are imported only when a unit manages d
 @dataclass(frozen=True, slots=True)
 class PredictedProgram:
     """One program attached after the reload: ``kept`` (there now), ``systemd`` (regenerated
-    from the unit's properties) or ``pin`` (a BPFProgram= pin systemd re-attaches)."""
+    from the unit's properties), ``pin`` (a BPFProgram= pin systemd re-attaches) or ``unknown``
+    (systemd was not asked, so whatever it attaches on this cgroup cannot be predicted)."""
 
     source: str
     view: ProgramView | None = None
@@ -48,21 +49,23 @@ class PredictedProgram:
     def policy(self) -> Policy | None:
         if self.sd is not None:
             return self.sd.policy()
-        return None if self.view is None else self.view.policy
+        return None if self.view is None else self.view.policy  # "unknown": no policy to give
 
     @property
     def name(self) -> str:
-        if self.sd is not None:
+        if self.sd is not None or self.source == "unknown":
             return "sd_devices"
         return "" if self.view is None else self.view.record.name
 
     @property
     def generator(self) -> str:
-        if self.sd is not None:
+        if self.sd is not None or self.source == "unknown":
             return "systemd"
         return "unknown" if self.view is None else self.view.generator
 
     def verdict(self, request: Request) -> Verdict:
+        if self.source == "unknown":
+            return Verdict(None, "unknown: systemd was not asked for this unit's device properties", None)
         if self.view is not None:
             return self.view.verdict(request)
         assert self.sd is not None
@@ -117,9 +120,25 @@ def reload_trigger(systemd_version: str) -> str:
     return f"set-property or restart of the unit (systemd {systemd_version}: not a daemon-reload)"
 
 
+SYSTEMD_UNIT_SUFFIXES: Final = (".scope", ".service", ".slice")
+
+
 def predict_layer(view: LayerView, inspection: Inspection, cache: LiftCache) -> PredictedLayer:
     unit = view.unit
     systemd_owned = tuple(p for p in view.programs if p.owned_by_systemd)
+    if (
+        unit is None
+        and inspection.systemd != "ok"
+        and (systemd_owned or view.cgroup.rstrip("/").endswith(SYSTEMD_UNIT_SUFFIXES))
+    ):
+        # A cgroup systemd probably owns, and systemd was not asked: whatever a reload attaches
+        # here is unknown.  Saying "unchanged" would be a guess that hides the runc/hook case.
+        kept = [PredictedProgram("kept", view=p) for p in view.programs if not p.owned_by_systemd]
+        note = (
+            f"systemd was not asked ({inspection.systemd}): what a reload attaches on {view.cgroup} "
+            "is unknown (run as root with systemd's bus reachable, or pass --bus)"
+        )
+        return PredictedLayer(view.cgroup, None, (*kept, PredictedProgram("unknown")), systemd_owned, (note,))
     if unit is None or not (unit.manages_devices or systemd_owned):
         kept = tuple(PredictedProgram("kept", view=p) for p in view.programs)
         return PredictedLayer(view.cgroup, unit, kept, (), ())

@@ -31,8 +31,9 @@ def _empty(policy: Policy) -> bool:
     return policy == Policy.deny_all()
 
 
-def _requests(policy: Policy) -> list[str]:
-    return [str(m.request) for m in Policy.deny_all().diff(policy, limit=MAX_EXAMPLES)]
+def _requests(policy: Policy) -> list[dict[str, Any]]:
+    """Up to MAX_EXAMPLES requests of ``policy``, as request objects (the set itself can be huge)."""
+    return [m.request.to_json() for m in Policy.deny_all().diff(policy, limit=MAX_EXAMPLES)]
 
 
 @dataclass(frozen=True, slots=True)
