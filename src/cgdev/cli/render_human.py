@@ -152,7 +152,7 @@ def _print_rules(console: Any, rules: dict[str, Any] | None) -> None:
     from rich.markup import escape
 
     if rules is None:
-        console.print("  [yellow]unknown (an opaque program is on the path, or systemd was not asked: see the notes)[/]")
+        console.print("  [yellow]unknown (an opaque program, or systemd not asked: see the notes)[/]")
         return
     for rule in rules["rules"] or ["deny a *:* rwm (nothing allowed)"]:
         console.print(f"  {escape(rule)}")
