@@ -38,7 +38,6 @@ from cgdev.core.policy import MajorMap, MinorMap, Policy, StepFn
 __all__ = ["Decision", "LiftResult", "LiftedRule", "lift"]
 
 
-
 def _format_set(values: IntervalSet | None, limit: int = 6) -> str:
     if values is None or values == iv.ALL_U32:
         return "*"
@@ -46,6 +45,11 @@ def _format_set(values: IntervalSet | None, limit: int = 6) -> str:
     if len(values) > limit:
         parts.append(f"...(+{len(values) - limit})")
     return ",".join(parts) if parts else "{}"
+
+
+Cells = list[tuple[int, list[tuple[int, int, IntervalSet]]]]
+# what one block decided: (contexts, pieces (major_lo, major_hi, minors)) per region
+EXACT_TEXT_RULES: Final = 3  # a remainder block whose decided set renders in this many rules says it
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,7 @@ class LiftedRule:
     insn_range: tuple[int, int]
     remainder: bool = False
     shadowed: bool = False
+    cells: Cells = field(default_factory=list, compare=False, repr=False)  # what it decided, exactly
 
     @property
     def type(self) -> str:
@@ -84,9 +89,10 @@ class LiftedRule:
         return bits if maskset_for_bits(bits) == wanted else None
 
     def rule(self) -> Rule | None:
-        """The single OCI-style rule this block is in first-match order, when it is one."""
+        """The single OCI-style rule this block is in first-match order, when it is one (never
+        for a ``remainder``: its sets are only an envelope of what it decided)."""
         access = self.access
-        if access is None or not self.masks:
+        if access is None or not self.masks or self.remainder:
             return None
         major = _single_or_any(self.majors)
         minor = _single_or_any(self.minors)
@@ -103,10 +109,27 @@ class LiftedRule:
         )
         verb = "allow" if self.allow else "deny"
         majors, minors = self.majors, self.minors
-        if self.remainder:  # the holes are what earlier blocks decided: show the span
-            majors, minors = _span(majors), _span(minors)
+        if self.remainder:
+            exact = self._exact_text()
+            if exact is not None:
+                return f"{verb} {exact}"
+            majors, minors = _span(majors), _span(minors)  # the holes are what other blocks decided
         text = f"{verb} {self.type} {_format_set(majors)}:{_format_set(minors)} {acc}"
         return text + (" (except what other blocks decided)" if self.remainder else "")
+
+    def _exact_text(self) -> str | None:
+        """What a leaf of a decision tree decided, when a few plain rules say it exactly."""
+        if not self.cells:
+            return None
+        from cgdev.core.render import to_rules
+
+        rendering = to_rules(_policy_of_cells(self.cells))
+        rendered = rendering.rules
+        if rendering.warnings or not rendered or len(rendered) > EXACT_TEXT_RULES:
+            return None  # a mask set rules cannot say (w and rw but not r), or too many rules
+        if not all(r.allow for r in rendered):
+            return None
+        return ", ".join(str(r).removeprefix("allow ") for r in rendered)
 
     def matches(self, request: Request) -> bool:
         """Whether the rule's box holds ``request`` (first match decides, see the class doc)."""
@@ -282,22 +305,23 @@ class _Pieces:
 
 
 def _policy(terminals: list[Terminal], pieces_of: _Pieces) -> Policy:
+    return _policy_of_cells([(t.live, pieces_of(t.region)) for t in terminals if t.verdict == 1])
+
+
+def _policy_of_cells(cells: Sequence[tuple[int, list[tuple[int, int, IntervalSet]]]]) -> Policy:
+    """The set of requests the cells (contexts x pieces) hold, as a policy that allows them."""
     items: dict[int, list[tuple[int, int, IntervalSet, int]]] = {1: [], 2: []}
-    for term in terminals:
-        if term.verdict != 1:
-            continue
+    for live, pieces in cells:
         for kernel_type in (1, 2):
             bits = 0
             for i in range(8):
-                if term.live >> i & 1 and CTX_TYPES[i] == kernel_type:
+                if live >> i & 1 and CTX_TYPES[i] == kernel_type:
                     bits |= 1 << CTX_MASKS[i]
             if bits:
-                items[kernel_type].extend((lo, hi, minors, bits) for lo, hi, minors in pieces_of(term.region))
+                items[kernel_type].extend((lo, hi, minors, bits) for lo, hi, minors in pieces)
     return Policy(_major_map(items[1]), _major_map(items[2]))
 
 
-Cells = list[tuple[int, list[tuple[int, int, IntervalSet]]]]
-# what one block decided: (contexts, pieces (major_lo, major_hi, minors)) per region
 WIDEN_BUDGET: Final = 2_000_000  # piece comparisons spent on widening; beyond it, exact sets stay
 
 
@@ -321,10 +345,13 @@ def _rules(terminals: list[Terminal], pieces_of: _Pieces, chain: bool) -> list[L
         masks = tuple(sorted({CTX_MASKS[i] for i in range(8) if written >> i & 1}))
         majors, minors, remainder = _box_of(terms, pieces_of)
         shadowed = written != live
+        cells = [(term.live, pieces_of(term.region)) for term in terms]
         out.append(
-            LiftedRule(bool(verdict), types, masks, majors, minors, (start, end), remainder or shadowed)
+            LiftedRule(
+                bool(verdict), types, masks, majors, minors, (start, end), remainder or shadowed, cells=cells
+            )
         )
-        decided.append([(term.live, pieces_of(term.region)) for term in terms])
+        decided.append(cells)
     return _first_match_rules(out, decided) if chain else out
 
 
