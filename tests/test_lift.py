@@ -454,3 +454,18 @@ def test_youki_shaped_chains_are_named_youki_and_lift_exactly() -> None:
                         request = Request(dev_type, major, minor, mask)
                         assert result.policy.allows(request) == _last_match(rules, request), str(request)
                         assert result.first_match(request).allow == _last_match(rules, request)
+
+
+def test_a_trees_leaf_says_exactly_what_it_decided() -> None:
+    """A cgdev leaf reached after other tests is a remainder: its text is the exact decided set
+    when plain rules can say it, and it never claims to be a single rule."""
+    from cgdev.core.compile import compile_policy
+
+    program = compile_policy(_policy_of([Rule(True, "c", 1, 3, ACC_R)], "ordered"))
+    result = lift(program)
+    allowed = result.decide(Request("c", 1, 3, ACC_R))
+    assert allowed.allowed and allowed.rule is not None
+    assert str(allowed.rule) == "allow c 1:3 r" and allowed.rule.rule() is None
+    denied = result.decide(Request("c", 1, 3, ACC_R | ACC_W))
+    assert not denied.allowed and denied.rule is not None and not str(denied.rule).startswith("allow")
+    assert all(rule.rule() is None for rule in result.rules if rule.remainder)
