@@ -43,6 +43,11 @@ def test_audit_cli_json_and_exit_status(node: ScratchNode) -> None:  # noqa: F81
     assert out.returncode == 1, out.stderr
     doc = json.loads(out.stdout)
     assert doc["summary"]["containers"] == 1 and doc["summary"]["findings"] == {"double-filter": 1}
+    by_host_path = subprocess.run(
+        [sys.executable, "-m", "cgdev", "audit", "--root", node.root, "--json", "--no-systemd"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert json.loads(by_host_path.stdout)["containers"] == doc["containers"]
     missing = subprocess.run(
         [sys.executable, "-m", "cgdev", "audit", "--root", "/no/such/cgroup", "--no-systemd"],
         capture_output=True, text=True, timeout=60,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,14 @@ def test_lift_by_cgroup_and_id_reads_the_kernel(scratch_cgroup: object) -> None:
     data = json.loads(by_cgroup.stdout)
     assert [p["id"] for p in data["programs"]] == [prog_id]
     assert [c["allowed"] for c in data["checks"]] == [True, False]
+    from cgdev.adapters.cgroupfs import cgroup2_mount
+
+    rel = "/" + os.path.relpath(path, cgroup2_mount())
+    assert data["programs"][0]["cgroup"] == rel  # as explain and audit print cgroups
+    same = json.loads(cgdev("lift", "--cgroup", rel, "--json").stdout)
+    assert [p["id"] for p in same["programs"]] == [prog_id]
+    empty = cgdev("lift", "--cgroup", scratch_cgroup.child("empty"))  # type: ignore[attr-defined]
+    assert empty.returncode == 0 and "no device program is attached" in empty.stdout
     by_id = cgdev("disasm", "--id", str(prog_id))
     assert by_id.returncode == 0 and by_id.stdout.splitlines()[0] == "   0: (61) r2 = *(u32 *)(r1 +0)"
     missing = cgdev("lift", "--cgroup", path + "-missing")

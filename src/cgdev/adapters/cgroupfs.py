@@ -124,6 +124,18 @@ def cgroup_path(rel: str, *, mount: str | None = None) -> str:
     return os.path.join(base, *parts) if parts else base
 
 
+def locate(spec: str, *, mount: str | None = None) -> tuple[str, str]:
+    """``(host path, path relative to the mount)`` of a cgroup named either way, so that every
+    command accepts what another printed: ``/sys/fs/cgroup/unified/a/b`` or ``/a/b``."""
+    base = mount if mount is not None else cgroup2_mount()
+    try:
+        parts = _relative_parts(spec, base)
+    except InputError:  # not under the mount: relative to it
+        parts = [p for p in spec.split("/") if p and p != "."]
+    host = cgroup_path("/".join(parts), mount=base)
+    return host, "/" + "/".join(parts)
+
+
 def _relative_parts(path: str, mount: str) -> list[str]:
     mount = mount.rstrip("/") or "/"
     norm = os.path.normpath(path)

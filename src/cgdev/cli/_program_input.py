@@ -101,15 +101,14 @@ def _by_id(prog_id: int, cgroup: str | None = None) -> ProgramSource:
         return _from_fd(fd, f"id {prog_id}", cgroup)
 
 
-def _cgroup_dir(path: str) -> str:
-    if os.path.isabs(path) and os.path.isdir(path):
-        return path
+def _cgroup_dir(path: str) -> tuple[str, str]:
+    """(host path, path relative to the cgroup2 mount, as explain and audit print it)."""
     from cgdev.adapters import cgroupfs
 
-    resolved = cgroupfs.cgroup_path(path)
-    if not os.path.isdir(resolved):
+    host, rel = cgroupfs.locate(path)
+    if not os.path.isdir(host):
         raise NotFound(f"--cgroup {path}: no such cgroup")
-    return resolved
+    return host, rel
 
 
 def read_programs(args: argparse.Namespace) -> list[ProgramSource]:
@@ -125,7 +124,7 @@ def read_programs(args: argparse.Namespace) -> list[ProgramSource]:
     if args.pinned is not None:
         with bpf.obj_get(args.pinned) as fd:
             return [_from_fd(fd, f"pinned {args.pinned}")]
-    path = _cgroup_dir(args.cgroup)
-    with bpf.open_cgroup(path) as cgroup_fd:
+    host, rel = _cgroup_dir(args.cgroup)
+    with bpf.open_cgroup(host) as cgroup_fd:
         ids = bpf.prog_query(cgroup_fd).ids
-    return [_by_id(prog_id, path) for prog_id in ids]
+    return [_by_id(prog_id, rel) for prog_id in ids]

@@ -17,7 +17,9 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--root", metavar="CGROUP", help="audit only this subtree (relative to the cgroup2 mount)"
+        "--root",
+        metavar="CGROUP",
+        help="audit only this subtree (relative to the cgroup2 mount, or its host path)",
     )
     add_system_arguments(parser)
 

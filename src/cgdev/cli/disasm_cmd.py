@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
             programs.append({**source.to_json(), "unreadable": source.unreadable, "instructions": lines})
         print_json({"programs": programs})
         return 0
+    if not sources and args.cgroup is not None:
+        print(f"# no device program is attached to {args.cgroup} (its parents' programs still apply)")
     for source in sources:
         if len(sources) > 1:
             name = f" ({source.name})" if source.name else ""

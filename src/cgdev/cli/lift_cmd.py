@@ -102,7 +102,9 @@ def _lift_one(source: ProgramSource, requests: list[Request], with_policy: bool)
     return out
 
 
-def _print_human(programs: list[dict[str, Any]], overall: list[dict[str, Any]]) -> None:
+def _print_human(programs: list[dict[str, Any]], overall: list[dict[str, Any]], cgroup: str | None) -> None:
+    if not programs and cgroup is not None:
+        print(f"no device program is attached to {cgroup} (its parents' programs still apply)")
     for prog in programs:
         name = f" ({prog['name']})" if prog.get("name") else ""
         print(f"{prog['source']}{name}: {prog['generator']}, {prog['instructions']} instructions")
@@ -138,5 +140,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"programs": programs, "checks": overall})
     else:
-        _print_human(programs, overall)
+        _print_human(programs, overall, args.cgroup)
     return 1 if any(check["allowed"] is not True for check in overall) else 0

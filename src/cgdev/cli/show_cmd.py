@@ -11,7 +11,8 @@ HELP = "show a target's effective device allowlist, per layer, and after the nex
 DESCRIPTION = (
     "Lift every device program on the path from the cgroup root to the target, AND them, and print "
     "the result as a minimal rule list with the per-layer breakdown and what the next systemd "
-    "daemon-reload or set-property would change. Exit status: 0 (1 when there are findings)."
+    "daemon-reload or set-property would change. Exit status: 0 clean, 1 findings, 2 bad input, "
+    "3 environment (no root, no cgroup2)."
 )
 
 

@@ -240,7 +240,7 @@ def audit(
     """Audit every container under ``root`` (a cgroup relative to the mount; default: all)."""
     started = time.perf_counter()
     base = mount if mount is not None else cgroupfs.cgroup2_mount()
-    walk_root = cgroupfs.cgroup_path(root, mount=base) if root else base
+    walk_root = cgroupfs.locate(root, mount=base)[0] if root else base
     if not os.path.isdir(walk_root):
         raise NotFound(f"--root: cgroup {root} not found under {base}")
     targets, walked = _container_targets(base, walk_root, runtime_roots)
