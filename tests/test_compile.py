@@ -263,3 +263,31 @@ def test_the_fingerprint_is_the_compilers_own_first_load() -> None:
 
     expected = ldx("w", compiler.REG_ACCESS_TYPE, compiler.REG_CTX, compiler.OFF_ACCESS_TYPE)
     assert expected == compiler.FINGERPRINT_FIRST
+
+
+@pytest.mark.parametrize(
+    ("rules", "shape", "example"),
+    [
+        (["allow a 195:* rw"], "runc", "b 0:0 r"),  # runc: any a rule resets to allow-all
+        (["allow c 195:3 rw", "deny c 195:3 w"], "crun", "c 195:3 rw"),  # a w deny never matches rw
+    ],
+)
+def test_compile_warns_when_a_runtime_allows_more_than_the_rules_say(
+    rules: list[str], shape: str, example: str
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "cgdev", "compile", *rules, "--shape", shape, "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (warning,) = json.loads(done.stdout)["warnings"]
+    assert f"{shape} allows more" in warning and example in warning
+    plain = subprocess.run(
+        [sys.executable, "-m", "cgdev", "compile", "deny a", "allow c 1:3 rwm", "--shape", shape, "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert json.loads(plain.stdout)["warnings"] == []  # forced defaults alone are no surprise

@@ -94,12 +94,35 @@ def _semantics(args: argparse.Namespace) -> str:
     return args.shape
 
 
-def _warnings(rule_list: list[Any], semantics: str) -> list[str]:
-    if semantics != "systemd":
-        return []
-    from cgdev.core.semantics import systemd_properties_of
+def _forced_defaults(semantics: str) -> list[Any]:
+    from cgdev.core.semantics.defaults import CRUN_1_8_DEFAULTS, CRUN_DEFAULTS, RUNC_DEFAULTS
 
-    return list(systemd_properties_of(rule_list).warnings)
+    table = {
+        "crun": list(CRUN_DEFAULTS),
+        "crun-1.8": list(CRUN_1_8_DEFAULTS),
+        "runc": [rule for _path, rule in RUNC_DEFAULTS],
+    }
+    return table.get(semantics, [])
+
+
+def _warnings(rule_list: list[Any], semantics: str, policy: Any) -> list[str]:
+    """What the chosen reading does that the rules do not say: systemd's lossy conversion, and a
+    runtime that allows *more* than the rules and its documented forced defaults (runc turns any
+    ``a`` rule into allow-all: a silent privilege widening, DESIGN.md §4)."""
+    from cgdev.core.policy import Policy
+    from cgdev.core.semantics import policy_of, systemd_properties_of
+
+    out = list(systemd_properties_of(rule_list).warnings) if semantics == "systemd" else []
+    if semantics not in ("ordered", "v1"):
+        said = policy_of(rule_list, "ordered") | policy_of(_forced_defaults(semantics), "ordered")
+        wider = policy.minus(said)
+        if wider != Policy.deny_all():
+            examples = ", ".join(str(m.request) for m in Policy.deny_all().diff(wider, limit=3))
+            out.append(
+                f"{semantics} allows more than these rules (read in order) and its forced defaults: "
+                f"e.g. {examples}"
+            )
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
         program = shape_program(rule_list, args.shape)
     raw = encode(program)
-    warnings = _warnings(rule_list, semantics)
+    warnings = _warnings(rule_list, semantics, policy)
     if not program:
         warnings.append(f"{args.shape} attaches no program for these rules (every device is allowed)")
     if args.verify and program:
