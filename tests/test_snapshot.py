@@ -96,3 +96,15 @@ def test_bad_snapshots_are_one_line_input_errors(tmp_path: object) -> None:
             fh.write(content)
         with pytest.raises(InputError, match=pattern):
             snapshot.read(bad)
+
+
+def test_an_unreadable_runtime_root_is_an_environment_error(shared_dir: str) -> None:
+    """Permission denied is 'needs root' (3), not 'is not a directory' (2)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root to make a directory nobody may enter, and setpriv")
+    private = os.path.join(shared_dir, "private")
+    os.mkdir(private, 0o700)
+    shut = _cgdev("explain", "1", "--device", "c 1:3", "--runtime-root", f"{private}/run", user=NOBODY)
+    assert shut.returncode == 3 and "needs root" in shut.stderr, shut.stderr
+    missing = _cgdev("explain", "1", "--device", "c 1:3", "--runtime-root", f"{shared_dir}/none", user=NOBODY)
+    assert missing.returncode == 2 and "not a directory" in missing.stderr, missing.stderr

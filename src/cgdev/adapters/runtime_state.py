@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -248,7 +249,13 @@ def runtime_roots(extra: Sequence[str] = ()) -> list[tuple[str, str]]:
     """The default roots plus each ``--runtime-root DIR`` (named after its directory)."""
     roots = list(DEFAULT_ROOTS)
     for root in extra:
-        if not os.path.isdir(root):
+        try:
+            is_dir = stat.S_ISDIR(os.stat(root).st_mode)
+        except PermissionError:
+            raise NeedsRoot(f"--runtime-root: {root!r}: reading it needs root") from None
+        except OSError:
+            is_dir = False
+        if not is_dir:
             raise InputError(f"--runtime-root: {root!r} is not a directory")
         roots.append((os.path.basename(root.rstrip("/")) or root, root))
     return roots

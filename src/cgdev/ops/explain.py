@@ -52,11 +52,17 @@ def parse_access_request(text: str) -> int:
     return mask
 
 
-def _node(path: str) -> tuple[str, int, int] | None:
+def _node(path: str, *, unreadable_is_absent: bool = False) -> tuple[str, int, int] | None:
+    """The node at ``path``; ``unreadable_is_absent`` for a container's root that even root may
+    not enter (another user namespace, a process gone): the host's node is asked next."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
+    except PermissionError:
+        if unreadable_is_absent:
+            return None
+        raise InputError(f"--device: {path!r}: permission denied") from None
     except OSError as err:
         raise InputError(f"--device: {path!r}: {err.strerror}") from None
     if stat_mod.S_ISCHR(st.st_mode):
@@ -84,7 +90,7 @@ def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool
     if live:
         pid = inspection.target.pid
         if pid is not None:
-            node = _node(f"/proc/{pid}/root{os.path.normpath(text)}")
+            node = _node(f"/proc/{pid}/root{os.path.normpath(text)}", unreadable_is_absent=True)
             if node is not None:
                 return Request(node[0], node[1], node[2], access), "container"  # type: ignore[arg-type]
         node = _node(text)
