@@ -86,6 +86,8 @@ def test_runc_reload_prediction_equals_kernel_after_reload(node: ScratchNode) ->
     assert predicted == probe(scope, requests)
     drop = next(f for f in before.findings if f.code == "reload-drops-grant")
     assert "next daemon-reload or set-property" in drop.message
+    # the fix names the real unit and device, ready to paste
+    assert f"set-property --runtime {unit.unit} DeviceAllow='/dev/char/195:255 rw'" in drop.fix[0].action
 
 
 @requires_root_bpf

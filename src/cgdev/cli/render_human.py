@@ -7,11 +7,13 @@ their fix options.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cgdev.ops.audit import AuditResult
 from cgdev.ops.explain import Explanation, LayerAnswer
-from cgdev.ops.findings import Finding
+from cgdev.ops.findings import Finding, Fix
+from cgdev.ops.reload import reload_trigger
 from cgdev.ops.show import ShowResult
 
 
@@ -73,9 +75,15 @@ def print_findings(console: Any, findings: tuple[Finding, ...]) -> None:
     from rich.markup import escape
     from rich.padding import Padding
 
+    shown: set[Fix] = set()
     for finding in findings:
         console.print(f"[bold yellow]{finding.code}[/]: {escape(finding.message)}")
         for fix in finding.fix:  # padded, so a narrow console keeps the indentation when it wraps
+            if fix in shown:  # two findings often share a fix: its text once is enough
+                short = re.split(r":| \(", fix.action, maxsplit=1)[0]
+                console.print(Padding(f"- {escape(short)} (as above)", (0, 0, 0, 2), expand=False))
+                continue
+            shown.add(fix)
             console.print(Padding(f"- {escape(fix.action)}", (0, 0, 0, 2), expand=False))
             console.print(Padding(f"[dim]{escape(fix.tradeoff)}[/]", (0, 0, 0, 4), expand=False))
 
@@ -90,7 +98,8 @@ def print_explanation(result: Explanation, console: Any = None) -> None:
         console.print(f"v1 devices.list: {_mark(result.v1_allowed)}")
     console.print(f"verdict now: {_mark(result.allowed)}")
     if result.after_allowed != result.allowed or _changes(result):
-        console.print(_layers_tree("after the next daemon-reload / set-property", result.after_layers))
+        trigger = reload_trigger(result.inspection.systemd_version)
+        console.print(_layers_tree(f"after the next {trigger}", result.after_layers))
     console.print(f"verdict after reload: {_mark(result.after_allowed)}")
     for note in result.after_notes:
         console.print(f"[dim]note: {note}[/]")
@@ -135,14 +144,14 @@ def print_show(result: ShowResult) -> None:
     _print_rules(console, data["effective"])
     after = data["after_reload"]
     if after["changed"]:
-        console.print("[bold]after the next daemon-reload / set-property:[/]")
+        console.print(f"[bold]after the next {reload_trigger(result.inspection.systemd_version)}:[/]")
         _print_rules(console, after["effective"])
         for label in ("lost", "gained"):
             if after[label]:
                 shown = (f"{r['type']} {r['major']}:{r['minor']} {r['access']}" for r in after[label])
                 console.print(f"  {label}: " + ", ".join(shown))
     else:
-        console.print("after the next daemon-reload / set-property: unchanged")
+        console.print(f"after the next {reload_trigger(result.inspection.systemd_version)}: unchanged")
     for note in after["notes"]:
         console.print(f"[dim]note: {escape(note)}[/]")
     print_findings(console, result.findings)

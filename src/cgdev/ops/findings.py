@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from cgdev.core.model import Request
+from cgdev.core.model import Request, access_to_str
 from cgdev.core.policy import Policy
-from cgdev.ops.layers import LayerView, Verdict
+from cgdev.ops.layers import LayerView, UnitRecord, Verdict
 from cgdev.ops.reload import PredictedLayer
 
 EXAMPLES: Final = 3
@@ -49,24 +49,37 @@ class Finding:
         }
 
 
-GRANT_DURABLE: Final = Fix(
-    "grant on every layer durably: add the device to the unit's DeviceAllow (`systemctl "
-    "set-property --runtime UNIT DeviceAllow='/dev/char/MAJ:MIN rw'`, which also regenerates "
-    "systemd's program) and replace each other denying program with one that allows it "
-    "(BPF_F_REPLACE; cgdev's own repair command is not there yet)",
-    "works now and survives daemon-reload/set-property; a runtime `update` that rebuilds its own "
-    "program from the spec can still drop it",
-)
+def grant_durable(trigger: str, unit: str | None = None, request: Request | None = None) -> Fix:
+    """The durable grant, with the unit and device filled in when they are known."""
+    device = "/dev/char/MAJ:MIN rw"
+    if request is not None:
+        kind = "char" if request.type == "c" else "block"
+        device = f"/dev/{kind}/{request.major}:{request.minor} {access_to_str(request.access)}"
+    return Fix(
+        f"grant on every layer durably: add the device to the unit's DeviceAllow (`systemctl "
+        f"set-property --runtime {unit or 'UNIT'} DeviceAllow='{device}'`, which also regenerates "
+        "systemd's program) and replace each other denying program with one that allows it "
+        "(BPF_F_REPLACE; cgdev's own repair command is not there yet)",
+        f"works now and survives the next {trigger}; a runtime `update` that rebuilds its own "
+        "program from the spec can still drop it",
+    )
+
+
 SPEC_OR_CDI: Final = Fix(
     "put the device in the container spec (linux.resources.devices, --device, a device plugin "
     "with --pass-device-specs) or use CDI",
     "the only grant every layer and every reload agree on; the container must be recreated",
 )
-SUBGROUP: Final = Fix(
-    'start the container with the crun annotation run.oci.systemd.subgroup="" (one filter, on the scope)',
-    "fixes start only: the next daemon-reload or set-property re-attaches systemd's filter beside "
-    "crun's and the device is denied again",
-)
+
+
+def subgroup(trigger: str) -> Fix:
+    return Fix(
+        'start the container with the crun annotation run.oci.systemd.subgroup="" (one filter, on the scope)',
+        f"fixes start only: the next {trigger} re-attaches systemd's filter beside crun's and the "
+        "device is denied again",
+    )
+
+
 ALLOW_ALL_FIX: Final = Fix(
     "allow every device (--privileged, or an allow-all rule)",
     "unsafe: the container can then open every device of the host (disks, /dev/mem, ...)",
@@ -76,7 +89,7 @@ RESTRICT: Final = Fix(
     "safe; the container loses every device not listed",
 )
 RELOAD_NOW: Final = Fix(
-    "review with `cgdev show TARGET` what the reload changes, then run `systemctl daemon-reload`",
+    "review what the reload changes (`cgdev show` on this target), then run `systemctl daemon-reload`",
     "applies the changed unit files now, at a time you choose, instead of at the next reload",
 )
 INSPECT_OPAQUE: Final = Fix(
@@ -88,6 +101,18 @@ INSPECT_OPAQUE: Final = Fix(
 def _examples(policy_gap: Policy) -> str:
     shown = [str(m.request) for m in Policy.deny_all().diff(policy_gap, limit=EXAMPLES)]
     return ", ".join(shown)
+
+
+def _unit_name(unit: UnitRecord | None) -> str | None:
+    return None if unit is None else unit.unit
+
+
+def _reloading_unit(predicted: Sequence[PredictedLayer]) -> str | None:
+    """The unit whose regenerated program a reload adds (the one to grant the device in)."""
+    for layer in predicted:
+        if any(p.source == "systemd" for p in layer.added) and layer.unit is not None:
+            return layer.unit.unit
+    return None
 
 
 def _systemd_layers(views: Sequence[LayerView]) -> list[LayerView]:
@@ -103,9 +128,6 @@ def _layer_policy(view: LayerView, systemd: bool | None = None) -> Policy | None
             return None
         result = result & program.policy
     return result
-
-
-RELOAD: Final = "daemon-reload or set-property"  # what rebuilds systemd's program (but see 257)
 
 
 def _common_findings(
@@ -143,7 +165,7 @@ def _common_findings(
                     f"the next {trigger} attaches systemd's filter (from "
                     f"{layer.unit.unit if layer.unit else '?'}'s DevicePolicy/DeviceAllow) on "
                     f"{layer.cgroup}, beside the runtime's program",
-                    (GRANT_DURABLE, SPEC_OR_CDI),
+                    (grant_durable(trigger, _unit_name(layer.unit)), SPEC_OR_CDI),
                     layer.cgroup,
                 )
             )
@@ -155,7 +177,7 @@ def _common_findings(
                         f"the next {trigger} re-attaches the pinned BPFProgram "
                         f"{program.view.record.id if program.view else '?'} on {layer.cgroup}, "
                         "beside what is there",
-                        (GRANT_DURABLE, SPEC_OR_CDI),
+                        (grant_durable(trigger, _unit_name(layer.unit)), SPEC_OR_CDI),
                         layer.cgroup,
                     )
                 )
@@ -167,7 +189,7 @@ def structural_findings(
     predicted: Sequence[PredictedLayer],
     effective: Policy | None,
     after: Policy | None,
-    trigger: str = RELOAD,
+    trigger: str,
 ) -> list[Finding]:
     """What is wrong with a target as a whole (no particular device asked); ``trigger`` names
     what makes systemd rebuild its program (``reload.reload_trigger``)."""
@@ -193,7 +215,12 @@ def structural_findings(
                         "double-filter",
                         f"{inner.cgroup}'s program allows devices that systemd's filter on {outer.cgroup} "
                         f"denies (e.g. {_examples(gap)}): a grant made only on the inner layer has no effect",
-                        (GRANT_DURABLE, SPEC_OR_CDI, SUBGROUP, ALLOW_ALL_FIX),
+                        (
+                            grant_durable(trigger, _unit_name(outer.unit)),
+                            SPEC_OR_CDI,
+                            subgroup(trigger),
+                            ALLOW_ALL_FIX,
+                        ),
                         outer.cgroup,
                     )
                 )
@@ -204,7 +231,7 @@ def structural_findings(
                 Finding(
                     "reload-drops-grant",
                     f"allowed now but denied after the next {trigger}: {_examples(dropped)}",
-                    (GRANT_DURABLE, SPEC_OR_CDI),
+                    (grant_durable(trigger, _reloading_unit(predicted)), SPEC_OR_CDI),
                 )
             )
     return out
@@ -225,14 +252,14 @@ def request_findings(
     allowed: bool | None,
     allowed_after: bool | None,
     effective: Policy | None,
-    trigger: str = RELOAD,
+    trigger: str,
 ) -> list[Finding]:
     """What explains this one request's verdict, now and after a reload."""
     out = _common_findings([lv.view for lv in layers], predicted, trigger)
     if effective is not None and effective == Policy.allow_all():
         out.append(Finding("allow-all", "the container may open every device", (RESTRICT,)))
     denying_sd = [
-        lv.view.cgroup
+        lv.view
         for lv in layers
         for program, verdict in zip(lv.view.programs, lv.verdicts, strict=True)
         if program.owned_by_systemd and verdict.allowed is False
@@ -248,10 +275,15 @@ def request_findings(
             Finding(
                 "double-filter",
                 f"{request} is allowed by the runtime's program on {inner_allows[-1]} but denied by "
-                f"systemd's filter on {denying_sd[0]} (crun >= 1.18 with the systemd driver): every "
-                "layer must allow it",
-                (GRANT_DURABLE, SPEC_OR_CDI, SUBGROUP, ALLOW_ALL_FIX),
-                denying_sd[0],
+                f"systemd's filter on {denying_sd[0].cgroup} (crun >= 1.18 with the systemd driver): "
+                "every layer must allow it",
+                (
+                    grant_durable(trigger, _unit_name(denying_sd[0].unit), request),
+                    SPEC_OR_CDI,
+                    subgroup(trigger),
+                    ALLOW_ALL_FIX,
+                ),
+                denying_sd[0].cgroup,
             )
         )
     if allowed is True and allowed_after is False:
@@ -260,7 +292,7 @@ def request_findings(
                 "reload-drops-grant",
                 f"{request} is allowed now but the next {trigger} denies it: the grant "
                 "is not in the unit's DeviceAllow (a hook or a direct program edit made it)",
-                (GRANT_DURABLE, SPEC_OR_CDI),
+                (grant_durable(trigger, _reloading_unit(predicted), request), SPEC_OR_CDI),
             )
         )
     return out
