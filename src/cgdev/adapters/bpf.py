@@ -368,7 +368,14 @@ def _load_with_log(
         if err == errno.ENOSPC and size < LOG_MAX:
             size = min(size * 4, LOG_MAX)
             continue
-        return None, log_buf.value.decode(errors="replace"), err
+        log = log_buf.value.decode(errors="replace")
+        if err == errno.ENOSPC:  # the log outgrew LOG_MAX: ENOSPC is about the log, not the program
+            retry = _load_attr(insns_buf, count, name, lic)
+            ret, err = _raw_bpf(BPF_PROG_LOAD, retry)
+            if ret >= 0:
+                return Fd(ret), "", 0
+            log += f"\n(verifier log truncated at {LOG_MAX} bytes)"
+        return None, log, err
 
 
 # --- attaching --------------------------------------------------------------------------------
