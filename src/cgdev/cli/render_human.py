@@ -22,8 +22,9 @@ def _console() -> Any:
 
     from rich.console import Console
 
-    # a pipe gets full lines (rich would crop the tree at 80 columns)
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 400)
+    # a pipe gets whole lines, for grep (rich would crop the tree at 80 columns; a unit's
+    # DeviceAllow list alone can pass 400)
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
 
 
 def _mark(allowed: bool | None) -> str:
