@@ -194,6 +194,60 @@ def test_refused_socket_is_bus_unreachable(tmp_path: Path) -> None:
             asyncio.run(SystemdWatcher(str(path)).open())
 
 
+def _misbehaving_bus(path: Path, answer: bytes) -> socket.socket:
+    """Not systemd: a socket that answers the D-Bus AUTH line with ``answer`` and then says
+    nothing more, to check that cgdev's own waits are bounded and its errors one line."""
+    import threading
+
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(4)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n" not in data.split(b"AUTH", 1)[-1]:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            conn.sendall(answer)
+            threading.Timer(30, conn.close).start()  # hold it open, silent
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def test_a_bus_that_never_answers_hello_is_unreachable_not_a_hang(tmp_path: Path) -> None:
+    import signal
+
+    server = _misbehaving_bus(tmp_path / "bus", b"OK 0123456789abcdef0123456789abcdef\r\n")
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("SystemdClient hung past its connect timeout"))
+    signal.alarm(20)
+    try:
+        with pytest.raises(BusUnreachable, match="no reply to Hello") as err:
+            SystemdClient(str(tmp_path / "bus"))
+        assert "\n" not in str(err.value)
+    finally:
+        signal.alarm(0)
+        server.close()
+
+
+def test_a_socket_that_rejects_authentication_is_unreachable_for_both_clients(tmp_path: Path) -> None:
+    server = _misbehaving_bus(tmp_path / "bus", b"REJECTED EXTERNAL\r\n")
+    try:
+        with pytest.raises(BusUnreachable, match="Authentication failed"):
+            SystemdClient(str(tmp_path / "bus"))
+        with pytest.raises(BusUnreachable, match="Authentication failed"):
+            asyncio.run(SystemdWatcher(str(tmp_path / "bus")).open())
+    finally:
+        server.close()
+
+
 def test_cli_reports_unreachable_bus_in_one_line(tmp_path: Path) -> None:
     """What a front end does with the error: one line on stderr, exit status 3."""
     code = (

@@ -12,7 +12,9 @@ unreachable bus is ``BusUnreachable`` (exit status 3).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -262,11 +264,36 @@ def _connect(path: str) -> DBusConnection:
         raise BusUnreachable(f"no D-Bus system bus at {path} ({reason})") from e
     except Exception as e:  # jeepney's AuthenticationError and friends: not a D-Bus server
         raise BusUnreachable(f"no D-Bus system bus at {path} ({e})") from e
-    try:
-        return DBusConnection(sock)
-    except (OSError, TimeoutError) as e:
+    return _say_hello(sock, path)
+
+
+def _say_hello(sock: socket.socket, path: str) -> DBusConnection:
+    """``DBusConnection(sock)`` sends Hello and waits for the reply with no timeout at all, so a
+    bus that authenticates and then stalls would hang us: it runs in a thread, and shutting the
+    socket down after CONNECT_TIMEOUT_S makes its read fail."""
+    import threading
+
+    outcome: dict[str, Any] = {}
+
+    def hello() -> None:
+        try:
+            outcome["conn"] = DBusConnection(sock)
+        except BaseException as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=hello, name="cgdev-dbus-hello", daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_S)
+    if thread.is_alive():
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        thread.join(1)
         sock.close()
-        raise BusUnreachable(f"no D-Bus system bus at {path} (no reply to Hello)") from e
+        raise BusUnreachable(f"no D-Bus system bus at {path} (no reply to Hello in {CONNECT_TIMEOUT_S:g} s)")
+    if "error" in outcome:
+        sock.close()
+        raise BusUnreachable(f"no D-Bus system bus at {path} (no reply to Hello)") from outcome["error"]
+    return outcome["conn"]
 
 
 class SystemdClient:

@@ -125,6 +125,8 @@ class SystemdWatcher:
         self._pending: deque[Message] = deque()
 
     async def open(self) -> None:
+        """Connect and subscribe; on any failure the connection is closed and the error is one
+        line (a server that is not a D-Bus bus fails authentication: BusUnreachable too)."""
         try:
             self._conn = await asyncio.wait_for(
                 open_dbus_connection(f"unix:path={self.address}"), CONNECT_TIMEOUT_S
@@ -132,9 +134,15 @@ class SystemdWatcher:
         except (OSError, EOFError, TimeoutError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
             raise BusUnreachable(f"no D-Bus system bus at {self.address} ({reason})") from e
-        for rule in _match_rules(self.properties):
-            await self._call(message_bus.AddMatch(rule))
-        await self._call(new_method_call(MANAGER, "Subscribe"))
+        except Exception as e:  # jeepney's AuthenticationError and friends: not a D-Bus server
+            raise BusUnreachable(f"no D-Bus system bus at {self.address} ({e})") from e
+        try:
+            for rule in _match_rules(self.properties):
+                await self._call(message_bus.AddMatch(rule))
+            await self._call(new_method_call(MANAGER, "Subscribe"))
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
