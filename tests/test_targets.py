@@ -208,3 +208,46 @@ def _wait_for_child(parent: int, timeout: float = 5.0) -> int:
             return int(children[0])
         time.sleep(0.01)
     raise AssertionError(f"unshare {parent} forked no child within {timeout}s")
+
+
+# -- what review found: stale pids, '..', underscores, slices, unprintable specs ---------------
+
+
+@requires_root_bpf
+def test_a_recorded_pid_now_used_by_another_process_is_not_trusted(node: ScratchNode, tmp_path: Path) -> None:  # noqa: F811
+    """A stopped container's pid reused by a stranger (here: this test process) must not make the
+    target the stranger's cgroup: the recorded cgroup wins and the pid is dropped."""
+    scope = node.cgroup("system.slice/runc-stale.scope")
+    root = tmp_path / "runc"
+    (root / "stale").mkdir(parents=True)
+    state = {"id": "stale", "init_process_pid": os.getpid(), "cgroup_paths": {"": scope}, "config": {}}
+    (root / "stale" / "state.json").write_text(json.dumps(state))
+    target = resolve("stale", runtime_roots=[("runc", str(root))])
+    assert target.cgroup == node.rel(scope) and target.pid is None
+    # the same state with the container's real process is trusted
+    pid = node.spawn(scope)
+    state["init_process_pid"] = pid
+    (root / "stale" / "state.json").write_text(json.dumps(state))
+    live = resolve("stale", runtime_roots=[("runc", str(root))])
+    assert live.cgroup == node.rel(scope) and live.pid == pid
+
+
+@requires_root_bpf
+def test_cgroup_specs_cannot_leave_the_mount_and_ids_keep_their_underscores(node: ScratchNode) -> None:  # noqa: F811
+    mount = node.mount.rstrip("/")
+    with pytest.raises((InputError, NotFound)):
+        resolve(f"{mount}/../../../etc")
+    with pytest.raises(InputError, match="not printable"):
+        resolve("abc\rdef")
+    leaf = node.container("crun", "my_ctr", None, "crun", sub=False)
+    assert resolve("my_ctr").cgroup == node.rel(leaf)
+
+
+@requires_root_bpf
+def test_a_slice_target_is_the_slice_not_its_only_child(node: ScratchNode) -> None:  # noqa: F811
+    slice_ = node.cgroup("cgdev-test.slice")
+    child = node.cgroup("cgdev-test.slice/only-child.scope")
+    node.spawn(child)
+    target = resolve(node.rel(slice_))
+    assert target.cgroup == node.rel(slice_)
+    assert resolve("cgdev-test.slice").cgroup == node.rel(slice_)

@@ -24,6 +24,7 @@ outside them, e.g. a container nested in another one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections import deque
@@ -127,10 +128,12 @@ def classify(name: str) -> tuple[str, str, str] | None:
 
 
 def relative(path: str, mount: str) -> str:
-    """A host path under the mount as ``/a/b`` (``/`` for the root)."""
+    """A host path under the mount as ``/a/b`` (``/`` for the root); anything else is a bug."""
     base = mount.rstrip("/")
     if path in (base, mount):
         return "/"
+    if not path.startswith(base + "/"):
+        raise ValueError(f"{path!r} is not under the cgroup mount {mount!r}")
     return "/" + path[len(base) :].strip("/")
 
 
@@ -151,7 +154,7 @@ def find_named(spec: str, mount: str) -> list[NamedCgroup]:
     engine's cgroupfs parent) are read before anything deeper; the inside of a container cgroup
     is read only when nothing matched elsewhere.
     """
-    wanted = spec.replace("_", "-")
+    wanted = spec.replace("_", "-")  # a pod UID as kubepods spells it
     found: list[NamedCgroup] = []
     queue: deque[str] = deque([mount])
     inside_containers: list[str] = []
@@ -165,9 +168,10 @@ def find_named(spec: str, mount: str) -> list[NamedCgroup]:
                 queue.append(entry.path)
                 continue
             (inside_containers if named[0] == "container" else queue).append(entry.path)
-            if named[2].startswith(wanted):
+            key = wanted if named[0] == "pod" else spec  # only pod UIDs are spelled with _ in cgroups
+            if named[2].startswith(key):
                 cgroup = NamedCgroup(named[0], named[1], named[2], relative(entry.path, mount))
-                if named[2] == wanted:
+                if named[2] == key:
                     return [cgroup]
                 found.append(cgroup)
     return found
@@ -188,7 +192,7 @@ def process_leaf(host_path: str) -> str:
     programs there count, so a scope without processes and with one child is followed down.
     """
     current = host_path
-    while not cgroup_pids(current):
+    while current.endswith(".scope") and not cgroup_pids(current):  # never into a slice's children
         try:
             with os.scandir(current) as entries:
                 children = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
@@ -210,15 +214,11 @@ def _pid_target(spec: str, mount: str) -> Target:
 
 
 def _cgroup_target(spec: str, mount: str) -> Target:
-    base = mount.rstrip("/")
-    if spec == base or spec.startswith(base + "/"):
-        host = spec
-    else:
-        host = cgroupfs.cgroup_path(spec, mount=mount)
+    host, rel = cgroupfs.locate(spec, mount=mount)  # '..' never leaves the mount
     if not os.path.isdir(host):
         raise NotFound(f"target {spec}: no such cgroup under {mount}")
     pids = cgroup_pids(host)
-    return Target(spec, "cgroup", relative(os.path.normpath(host), mount), pid=pids[0] if pids else None)
+    return Target(spec, "cgroup", rel, pid=pids[0] if pids else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,18 +228,41 @@ class _Candidate:
     exact: bool
 
 
-def _state_cgroup(state: ContainerState, mount: str) -> str | None:
-    """The container's cgroup: from its init pid when it runs in our namespaces, else as recorded."""
-    if state.pid is not None:
-        try:
-            return cgroupfs.process_cgroup(state.pid)
-        except CgdevError:
-            pass
+# Where runtimes see cgroup2 mounted when they record a host path (runc's cgroup_paths): ours,
+# or the usual mount points of a runtime in its own mount namespace (a pure-v2 or hybrid host).
+_USUAL_MOUNTS: Final = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+
+
+def _recorded_cgroup(state: ContainerState, mount: str) -> str | None:
+    """The recorded cgroup relative to a cgroup2 root (crun and youki record it that way)."""
     if state.cgroup is None:
         return None
-    if state.cgroup.startswith(mount.rstrip("/") + "/"):
-        return relative(state.cgroup, mount)
+    for base in (mount.rstrip("/"), *_USUAL_MOUNTS):
+        if state.cgroup.startswith(base + "/"):
+            return relative(state.cgroup, base)
     return "/" + state.cgroup.strip("/")
+
+
+def _state_cgroup(state: ContainerState, mount: str) -> tuple[str | None, ContainerState]:
+    """The container's cgroup, and its state with the pid dropped when that pid is stale.
+
+    The init pid tells where the container runs in *our* view (a runtime in a cgroup namespace
+    records paths relative to it); but a stopped container's pid may have been reused by another
+    process, so the pid is trusted only when its cgroup agrees with the recorded one (equal, the
+    recorded path seen from outside a cgroup namespace, or a sub-cgroup of it).
+    """
+    recorded = _recorded_cgroup(state, mount)
+    if state.pid is not None:
+        try:
+            live = cgroupfs.process_cgroup(state.pid)
+        except CgdevError:
+            live = None
+        if live is not None and (
+            recorded is None or (live.rstrip("/") + "/").find(recorded.rstrip("/") + "/") >= 0
+        ):
+            return live, state
+        state = dataclasses.replace(state, pid=None)
+    return recorded, state
 
 
 def _state_candidates(spec: str, states: Sequence[ContainerState], mount: str) -> list[_Candidate]:
@@ -248,7 +271,7 @@ def _state_candidates(spec: str, states: Sequence[ContainerState], mount: str) -
         exact = spec in (state.id, state.name)
         if not exact and not state.id.startswith(spec):
             continue
-        cgroup = _state_cgroup(state, mount)
+        cgroup, state = _state_cgroup(state, mount)
         if cgroup is None:
             continue
         target = Target.of_container(spec, cgroup, state)
@@ -257,9 +280,9 @@ def _state_candidates(spec: str, states: Sequence[ContainerState], mount: str) -
 
 
 def _named_candidates(spec: str, named: Sequence[NamedCgroup], mount: str) -> list[_Candidate]:
-    wanted = spec.replace("_", "-")
     out = []
     for entry in named:
+        wanted = spec.replace("_", "-") if entry.kind == "pod" else spec  # pod UIDs: _ for -
         if not entry.id.startswith(wanted):
             continue
         host = cgroupfs.cgroup_path(entry.cgroup, mount=mount)
@@ -330,7 +353,7 @@ def resolve(
     ``systemd`` is an optional ``SystemdClient`` used for unit names; ``systemd_root`` is where
     systemd's cgroup root sits in our cgroup2 view (``/`` on a host, the lab's subtree in a lab).
     """
-    if not spec or "\0" in spec or "\n" in spec:
+    if not spec or not spec.isprintable():
         raise InputError(f"target: {spec!r} is empty or not printable")
     base = mount if mount is not None else cgroupfs.cgroup2_mount()
     if spec.isdigit() and os.path.exists(f"/proc/{int(spec)}"):
