@@ -1,9 +1,10 @@
 """The ``lab`` fixture: one real lab (systemd + D-Bus + crun/runc) for the whole test session.
 
-It is brought up once, on first use, and down at the end of the session, and the teardown checks
-that the machine is clean (no process, mount, cgroup or hook program left).  It skips only when
-the lab is truly impossible here (not root, no cgroup2, no unshare/nsenter); a failing ``up`` on
-a machine that should run it is an error, not a skip.
+It is brought up once, on first use; if this session started it, it is brought down at the end
+and the teardown checks that the machine is clean (no process, mount, cgroup or hook program
+left).  A lab that was already running (``.ci/run`` starts one; a developer's) is left as it was.
+It skips only when the lab is truly impossible here (not root, no cgroup2, no unshare/nsenter),
+and under CI not even then; a failing ``up`` on a machine that should run it is an error.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from typing import Any
 
 import pytest
 
-from cgdev.errors import EnvError
-
 __all__ = ["LabHandle", "lab", "lab_impossible_reason"]
 
 
@@ -29,12 +28,10 @@ def lab_impossible_reason() -> str | None:
         return "unshare/nsenter (util-linux) are not installed"
     if not shutil.which("apt-get") or not Path("/etc/debian_version").exists():
         return "the lab installs its runtimes with Debian's apt"
-    try:
-        from cgdev.adapters.cgroupfs import cgroup2_mount
+    from capabilities import cgroup2_mounted  # not cgdev's own mount discovery: see there
 
-        cgroup2_mount()
-    except EnvError as exc:
-        return str(exc)
+    if not cgroup2_mounted():
+        return "no cgroup2 filesystem is mounted"
     return None
 
 
@@ -110,9 +107,14 @@ class LabHandle:
 def lab() -> Iterator[LabHandle]:
     reason = lab_impossible_reason()
     if reason:
-        pytest.skip(reason)
+        from capabilities import skip_unless_ci
+
+        skip_unless_ci(reason)
     handle = LabHandle()
+    started_here = handle.report.started
     yield handle
+    if not started_here:  # someone else's lab (.ci/run, a developer): theirs to bring down
+        return
     from cgdev.lab import control
 
     report = control.down()

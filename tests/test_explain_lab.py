@@ -262,6 +262,12 @@ def test_without_systemd_one_line_and_exit_status(lab: LabHandle, view: LabView)
             assert all(la["systemd"] is None for la in answer["layers"])
         full = _cgdev("explain", container.id, *view.cli_options(), "--device", "/dev/nvidiactl", "--json")
         assert full.returncode == 1, full.stderr
-        assert json.loads(full.stdout)["systemd"] == "ok"
+        answer = json.loads(full.stdout)
+        assert answer["systemd"] == "ok"
+        # the documented systemd fields, from the real unit of the container's scope
+        (scope,) = [la["systemd"] for la in answer["layers"] if la["cgroup"].endswith(container.scope)]
+        assert scope["unit"] == container.scope and scope["DevicePolicy"] == "strict"
+        assert ["/dev/char/1:3", "rwm"] in scope["DeviceAllow"]
+        assert isinstance(scope["BPFProgram"], list) and isinstance(scope["NeedDaemonReload"], bool)
     finally:
         lab.delete(container.id)

@@ -1,5 +1,7 @@
-"""The JSON documented in docs/json-schema.md is what the commands print: every documented field,
-with its documented type, on real cgroups carrying the captured crun/systemd/hook programs."""
+"""The JSON documented in docs/json-schema.md is what the commands print: the documented fields,
+with their documented types, on real cgroups carrying the captured crun/systemd/hook programs.
+There is no systemd here (--no-systemd); a layer's systemd fields are checked against a real unit
+in test_explain_lab.py."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ from test_explain_helpers import ScratchNode, node  # noqa: F401
 
 REQUEST = {"type": str, "major": int, "minor": int, "access": str}
 PROGRAM = {"id": int, "name": str, "tag": str, "generator": str, "allowed": bool, "rule": (str, type(None))}
-UNIT = {"unit": str, "DevicePolicy": str, "DeviceAllow": list}
 FINDING = {"code": str, "message": str, "fix": list}
 
 

@@ -133,7 +133,6 @@ def test_kernel_agrees_with_compiler_shapes_interpreter_and_lifter(scratch_cgrou
     scratch: ScratchCgroup = scratch_cgroup  # type: ignore[assignment]
     pool = pools()
     stats: Counter[str] = Counter()
-    mismatches: list[str] = []
 
     @settings(
         max_examples=LISTS,
@@ -156,11 +155,14 @@ def test_kernel_agrees_with_compiler_shapes_interpreter_and_lifter(scratch_cgrou
                 continue
             for name, program in programs_for(semantics, chosen, policy):
                 stats[f"programs {name}"] += 1
-                check_program(f"{semantics}/{name}", chosen, program, policy, requests)
+                mismatches = check_program(f"{semantics}/{name}", chosen, program, policy, requests)
+                # per example, so that hypothesis shrinks to the list that really fails
+                assert not mismatches, "\n".join(mismatches[:5])
 
     def check_program(
         label: str, rules: list[Rule], program: tuple[Insn, ...], policy: Policy, requests: list[Request]
-    ) -> None:
+    ) -> list[str]:
+        mismatches: list[str] = []
         if program:
             fd = scratch.attach(encode(program), name="cgdev_diff")
             try:
@@ -189,7 +191,7 @@ def test_kernel_agrees_with_compiler_shapes_interpreter_and_lifter(scratch_cgrou
                 for request, verdict in zip(requests, kernel, strict=True):
                     if lifted.reads_as_rules and lifted.first_match(request).allow != verdict:
                         mismatches.append(f"{label}: rule {lifted.first_match(request)} misreads {request}")
-        assert not mismatches, "\n".join(mismatches[:5])
+        return mismatches
 
     one_list()
     assert stats["lists"] >= LISTS, stats

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -88,15 +89,19 @@ def test_replace_changes_the_verdict(scratch_cgroup: ScratchCgroup) -> None:
         (Request("x", 1, 3, ACC_R), "type"),  # type: ignore[arg-type]
     ],
 )
-def test_refusals_happen_before_anything_runs(request_: Request, why: str) -> None:
-    forks_before = _children_count()
+@requires_root_bpf
+def test_refusals_happen_before_anything_runs(
+    request_: Request, why: str, scratch_cgroup: ScratchCgroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real cgroup, so nothing but the request's own check can stop the probe; a fork would
+    fail the test."""
+
+    def no_fork() -> int:
+        raise AssertionError("probe forked before refusing an unsafe request")
+
+    monkeypatch.setattr(os, "fork", no_fork)
     with pytest.raises(ValueError, match=why):
-        probe_mod.probe("/nonexistent-cgroup", [Request("c", 1, 3, ACC_R), request_])
-    assert _children_count() == forks_before
-
-
-def _children_count() -> int:
-    return len(os.listdir(f"/proc/{os.getpid()}/task"))
+        probe_mod.probe(scratch_cgroup.path, [Request("c", 1, 3, ACC_R), request_])
 
 
 def test_safe_to_open_follows_proc_devices() -> None:
@@ -153,17 +158,24 @@ def test_sweep_removes_scratch_of_dead_processes() -> None:
     stale = os.path.join(mount, f"{probe_mod.SCRATCH_PREFIX}{pid}-0")
     os.mkdir(stale)
     os.mkdir(os.path.join(stale, "inner"))
-    with bpf.open_cgroup(stale) as fd, bpf.prog_load(DENY_ALL) as prog:
-        bpf.prog_attach(fd, prog)
-    assert stale in probe_mod.sweep_stale_scratch()
-    assert not os.path.exists(stale)
+    try:
+        with bpf.open_cgroup(stale) as fd, bpf.prog_load(DENY_ALL) as prog:
+            bpf.prog_attach(fd, prog)
+        assert stale in probe_mod.sweep_stale_scratch()
+        assert not os.path.exists(stale)
+    finally:  # the test's own cleanup, should the sweep under test regress
+        for path in (os.path.join(stale, "inner"), stale):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
 
 
 # --- speed ------------------------------------------------------------------------------------
 
 
 @requires_root_bpf
-def test_probe_throughput(scratch_cgroup: ScratchCgroup, capsys: pytest.CaptureFixture[str]) -> None:
+def test_probe_in_batches(scratch_cgroup: ScratchCgroup, capsys: pytest.CaptureFixture[str]) -> None:
+    """10,000 requests in batches of 250 all answered (deny-all but 1:3 r); the rate is printed,
+    not asserted: speed belongs in bench/."""
     rng = random.Random(7)
     majors = {t: driverless_majors(t) for t in ("b", "c")}  # type: ignore[arg-type]
     scratch_cgroup.attach(ALLOW_C_1_3_R)
@@ -180,7 +192,6 @@ def test_probe_throughput(scratch_cgroup: ScratchCgroup, capsys: pytest.CaptureF
     rate = 40 * 250 / (time.perf_counter() - start)
     with capsys.disabled():
         print(f"\nprobe: {rate:,.0f} requests/s (batches of 250)")
-    assert rate > 5_000  # target 20k/s; measured ~100k/s on 2 cores
 
 
 @requires_root_bpf

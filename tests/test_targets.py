@@ -172,8 +172,9 @@ def test_state_pids_of_another_pid_namespace_become_host_pids(node: ScratchNode,
         ["unshare", "--pid", "--fork", "sleep", "300"],
         preexec_fn=lambda: Path(leaf, "cgroup.procs").write_text("0"),
     )
-    inner = _wait_for_child(holder.pid)
+    inner = None
     try:
+        inner = _wait_for_child(holder.pid)
         state_dir = tmp_path / "crun" / "nsbox"
         state_dir.mkdir(parents=True)
         status = {"pid": 1, "cgroup-path": "/system.slice/crun-nsbox.scope/container", "bundle": ""}
@@ -187,7 +188,9 @@ def test_state_pids_of_another_pid_namespace_become_host_pids(node: ScratchNode,
         [plain] = list_containers([("crun", str(tmp_path / "crun"))])
         assert (plain.pid, plain.ns_pid) == (1, None)
     finally:
-        os.kill(inner, signal.SIGKILL)  # a namespace's init takes SIGKILL only from outside it
+        if inner is not None:
+            os.kill(inner, signal.SIGKILL)  # a namespace's init takes SIGKILL only from outside it
+        holder.kill()
         holder.wait()
         _wait_until_empty(leaf)
 
