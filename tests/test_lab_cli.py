@@ -99,7 +99,7 @@ def test_a_replace_whose_delete_fails_keeps_the_container_listed(
         assert lab.probe(container)["null"] == "ok"  # and still running
     finally:
         lab.delete(container.id)
-    assert not runtime.exists(lab.running, rt, "cgroupfs", container.id)
+    assert runtime.state_pid(lab.running, rt, "cgroupfs", container.id) is None
 
 
 def test_run_with_another_driver_and_a_user_config(lab: LabHandle, tmp_path: Path) -> None:

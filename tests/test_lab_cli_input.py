@@ -24,7 +24,7 @@ def cgdev_lab(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "name", ["bad name/x", "ABSOLUTE", "..", ".hidden", "-f", "a/../b", "x\n", "", "é", "scn-crun-sd"]
+    "name", ["bad name/x", "ABSOLUTE", "..", ".hidden", "-f", "a/../b", "x\n", "", "é", "scn-crun-sd", "a+b"]
 )
 def test_bad_name_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, name: str) -> None:
     if name == "ABSOLUTE":
@@ -40,7 +40,7 @@ def test_bad_name_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, name: st
     assert not (VAR_DIR / "bundles" / "bad name").exists()
 
 
-@pytest.mark.parametrize("name", ["a", "lab-crun-sd", "Ctr_1.2+x-y", "9", "x" * runtime.CONTAINER_ID_MAX])
+@pytest.mark.parametrize("name", ["a", "lab-crun-sd", "Ctr_1.2-x-y", "9", "x" * runtime.CONTAINER_ID_MAX])
 def test_ids_both_runtimes_accept(name: str) -> None:
     assert runtime.check_container_id(name) == name
 

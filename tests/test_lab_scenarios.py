@@ -63,6 +63,6 @@ def test_a_scenario_leaves_the_users_container_alone(lab: LabHandle) -> None:
         rt = lab.runtimes[preset.runtime]
         assert runtime.state_pid(lab.running, rt, mine.driver, mine.id) == mine.pid  # the same process
         assert lab.probe(mine) == {"null": "ok", "nvidiactl": "EPERM"}  # and untouched by the hook
-        assert not runtime.exists(lab.running, rt, preset.driver, "scn-crun-fs")
+        assert runtime.state_pid(lab.running, rt, preset.driver, "scn-crun-fs") is None
     finally:
         lab.delete(mine.id)

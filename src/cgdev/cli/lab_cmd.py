@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "root.path, as `crun spec` writes, gets the lab's busybox rootfs)")  # fmt: skip
     run.add_argument("--runtime", help=f"{from_names} (default: the preset's, else crun)")
     run.add_argument("--cgroup-driver", help="systemd or cgroupfs (default: the preset's, else systemd)")
-    run.add_argument("--name", help="container id: a letter or digit, then letters, digits, _ . + - "
+    run.add_argument("--name", help="container id: a letter or digit, then letters, digits, _ . - "
                      "(default: lab-<preset>, or lab-config; scn-* is the scenarios')")  # fmt: skip
 
     rm = action("delete", "delete a container started with `cgdev lab run`")
@@ -165,11 +165,14 @@ def _down(args: argparse.Namespace) -> int:
         "was_running": report.was_running,
         "deleted_containers": report.deleted,
         "leftovers": report.leftovers,
+        "errors": report.errors,
         "seconds": round(report.seconds, 3),
     }
     human = f"lab is down ({report.seconds:.1f}s); machine clean" if not report.leftovers else (
         "lab is down but left behind: " + "; ".join(report.leftovers)
     )  # fmt: skip
+    if report.errors:  # those containers died with the lab; say why they were not deleted first
+        human += "\n" + "\n".join(f"  not deleted before the stop: {e}" for e in report.errors)
     _emit(args, data, human)
     return 1 if report.leftovers else 0
 

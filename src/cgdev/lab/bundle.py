@@ -15,24 +15,36 @@ from typing import Any, Final
 
 import msgspec
 
-from cgdev.errors import InputError
+from cgdev.errors import EnvError, InputError
 from cgdev.lab.paths import VAR_DIR
 
 NVIDIACTL: Final = (195, 255)
 PROBE_NODES: Final = ("null", "nvidiactl")  # what every scenario opens inside the container
 SLEEP_FOREVER: Final = ["sleep", "1000000000"]
+BUSYBOX: Final = "/bin/busybox"
 
 
-def ensure_rootfs(var: Path = VAR_DIR) -> Path:
-    """A static busybox with its applets as symlinks: enough for ``sleep`` and the probe script."""
+def ensure_rootfs(var: Path = VAR_DIR, busybox: str = BUSYBOX, timeout: float = 30) -> Path:
+    """A static busybox with its applets as symlinks: enough for ``sleep`` and the probe script.
+
+    A busybox that cannot be copied, fails or hangs is a one-line ``EnvError`` (within ``timeout``).
+    """
     rootfs = var / "rootfs"
     if (rootfs / "bin" / "sleep").is_symlink():
         return rootfs
-    for sub in ("bin", "proc", "sys", "dev", "tmp", "etc"):
-        (rootfs / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
-    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True).stdout
-    for applet in applets.split():
+    try:
+        for sub in ("bin", "proc", "sys", "dev", "tmp", "etc"):
+            (rootfs / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(busybox, rootfs / "bin" / "busybox")
+        done = subprocess.run([busybox, "--list"], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise EnvError(f"{busybox} --list did not finish within {timeout:g}s") from None
+    except OSError as exc:
+        raise EnvError(f"building the lab's rootfs from {busybox}: {exc.strerror or exc}") from None
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise EnvError(f"{busybox} --list failed: {said[-1]}")
+    for applet in done.stdout.split():
         link = rootfs / "bin" / applet
         if applet != "busybox" and not link.exists():
             os.symlink("busybox", link)
@@ -152,6 +164,9 @@ def load_config(path: Path, rootfs: Path) -> dict[str, Any]:
     if not os.path.isabs(checked.root.path):
         config["root"] = {"path": str(rootfs), "readonly": True}
     config["process"]["terminal"] = False  # detached: there is no console socket
+    # No "linux" section (or null) is valid OCI; the lab still writes linux.cgroupsPath into it.
+    if config.get("linux") is None:
+        config["linux"] = {}
     return config
 
 

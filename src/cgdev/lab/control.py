@@ -1,7 +1,8 @@
 """The lab's operations: up, down, status, and containers run and deleted through it.
 
 This is what the CLI, the pytest fixture, the scenarios and the demo call; each returns plain
-values.  ``up`` and ``down`` are idempotent and take the machine-wide lab lock.
+values.  ``up`` and ``down`` are idempotent; they and every container change (start, delete)
+take the machine-wide lab lock, so a container is never started or deleted while ``down`` runs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cgdev.errors import BusUnreachable, EnvError, InputError, NotFound
+from cgdev.errors import BusUnreachable, CgdevError, EnvError, InputError, NotFound
 from cgdev.lab import bundle, install, runtime, stack
 from cgdev.lab.paths import CGROUP_NAME, STATE_DIR, VAR_DIR, StateFiles, lab_timeout
 from cgdev.lab.runtime import Container, Driver, Runtime
@@ -69,34 +70,60 @@ class DownReport:
     deleted: list[str]
     leftovers: list[str]
     seconds: float
+    # Containers that could not be deleted one by one (stopping the lab killed them anyway).
+    errors: list[str] = field(default_factory=list)
 
 
-def _stop(limit: float) -> list[str]:
+def _stop(limit: float, errors: list[str] | None = None) -> list[str]:
+    """Delete every container, then stop the lab: a container that will not go never stops ``down``.
+
+    Each failed delete is suppressed and its one-line message appended to ``errors``.
+    """
+    errors = [] if errors is None else errors
     deleted: list[str] = []
+    tried: set[tuple[str, str]] = set()  # (runtime family, id): each container is tried once
     lab = stack.find_lab()
     if lab is not None:
         for record in containers():
-            with contextlib.suppress(EnvError):
+            tried.add((runtime.family_of(record.runtime), record.id))
+            try:
                 _delete(lab, record)
+            except CgdevError as exc:
+                errors.append(f"{record.id}: {exc}")
+            else:
                 deleted.append(record.id)
-        deleted += _delete_unrecorded(lab)
+        deleted += _delete_unrecorded(lab, errors, tried)
     stack.stop(limit)
     for leftover in (VAR_DIR / "bundles").glob("*"):
         bundle.remove_bundle(leftover.name)
     return deleted
 
 
-def _delete_unrecorded(lab: stack.Lab) -> list[str]:
+def _delete_unrecorded(lab: stack.Lab, errors: list[str], tried: set[tuple[str, str]]) -> list[str]:
     """Containers a runtime knows but we have no record of (a run that failed half-way).
 
     systemd's shutdown can wait a long time for a container's PID 1 that ignores SIGTERM, so
-    every container is deleted before the manager is asked to exit.
+    every container is deleted before the manager is asked to exit, with the cgroup driver it
+    was created with.  crun and crun-1.8.1 share one state dir (/run/crun), and a recorded
+    container that would not go is listed too: each (state dir, id) is tried once.
     """
-    deleted = []
+    deleted: list[str] = []
     for rt in install.installed_runtimes().values():
-        for container_id in runtime.listed(lab, rt):
-            runtime.delete(lab, rt, "cgroupfs", container_id)
-            deleted.append(container_id)
+        try:
+            ids = runtime.listed(lab, rt)
+        except CgdevError as exc:
+            errors.append(f"{rt.name} list: {exc}")
+            continue
+        for container_id in ids:
+            if (rt.family, container_id) in tried:
+                continue
+            tried.add((rt.family, container_id))
+            try:
+                _remove(lab, rt, runtime.state_driver(lab, rt, container_id), container_id)
+            except CgdevError as exc:
+                errors.append(f"{container_id}: {exc}")
+            else:
+                deleted.append(container_id)
     return deleted
 
 
@@ -105,12 +132,13 @@ def down(progress: Progress = _quiet, *, timeout: float | None = None) -> DownRe
     limit = lab_timeout() if timeout is None else timeout
     started_at = time.monotonic()
     stack.require_root()
+    errors: list[str] = []
     with stack.lab_lock(limit):
         was_running = stack.find_lab() is not None
         progress("stopping the lab" if was_running else "the lab is not running; cleaning up")
-        deleted = _stop(limit)
+        deleted = _stop(limit, errors)
         found = leftovers(limit)
-    return DownReport(was_running, deleted, found, time.monotonic() - started_at)
+    return DownReport(was_running, deleted, found, time.monotonic() - started_at, errors)
 
 
 def leftovers(timeout: float = 5.0) -> list[str]:
@@ -230,11 +258,39 @@ def start_container(
 ) -> Started:
     """``run_container``, also saying whether a container of the same id was replaced.
 
-    The id is checked before anything is written.  A container of the same id that cannot be
-    deleted is an ``EnvError``, and it keeps its record: it is never left running unlisted.
+    The id and the config are checked before anything is written or deleted.  A container of
+    the same id that cannot be deleted is an ``EnvError``, and it keeps its record: it is never
+    left running unlisted.  Holds the lab lock, so ``down`` cannot run meanwhile.
     """
     runtime.check_container_id(container_id)
     limit = lab_timeout() if timeout is None else timeout
+    linux = config.get("linux")
+    if linux is None:
+        linux = config["linux"] = {}
+    elif not isinstance(linux, dict):
+        raise InputError(f"container {container_id!r}: the config's linux section is not an object")
+    linux["cgroupsPath"] = runtime.cgroups_path(rt, driver, container_id)
+    with stack.lab_lock(limit):
+        _require_same_lab(lab)
+        return _start_locked(lab, container_id, rt, driver, config, preset, limit)
+
+
+def _require_same_lab(lab: stack.Lab) -> None:
+    """Under the lock: the lab found before taking it is still the one running (``down`` may have won)."""
+    current = stack.find_lab(lab.state)
+    if current is None or current.pid1 != lab.pid1:
+        raise EnvError("the lab is not running (it was stopped meanwhile): start it with `cgdev lab up`")
+
+
+def _start_locked(
+    lab: stack.Lab,
+    container_id: str,
+    rt: Runtime,
+    driver: Driver,
+    config: dict[str, Any],
+    preset: str | None,
+    limit: float,
+) -> Started:
     replaced = False
     try:
         record = find_container(container_id)
@@ -243,7 +299,6 @@ def start_container(
     else:
         replaced = _delete(lab, record)
     replaced = _remove(lab, rt, driver, container_id) or replaced
-    config["linux"]["cgroupsPath"] = runtime.cgroups_path(rt, driver, container_id)
     path = bundle.write_bundle(container_id, config)
     try:
         runtime.start(lab, rt, driver, container_id, path, limit)
@@ -255,6 +310,8 @@ def start_container(
             ) from None
         raise
     pid = runtime.state_pid(lab, rt, driver, container_id)
+    if pid is None:
+        raise NotFound(f"container {container_id!r} not found in {rt.name} right after it was started")
     record = Container(
         id=container_id,
         runtime=rt.name,
@@ -275,9 +332,9 @@ def _remove(lab: stack.Lab, rt: Runtime, driver: Driver, container_id: str) -> b
 
     A failed delete leaves the container running: an ``EnvError`` with the runtime's message.
     """
-    existed = runtime.exists(lab, rt, driver, container_id)
+    existed = runtime.state_pid(lab, rt, driver, container_id) is not None
     done = runtime.delete(lab, rt, driver, container_id)  # also clears what a failed run left
-    if existed and runtime.exists(lab, rt, driver, container_id):
+    if existed and runtime.state_pid(lab, rt, driver, container_id) is not None:
         said = (done.stderr or "").strip() or (done.stdout or "").strip() or f"exit status {done.returncode}"
         raise EnvError(
             f"container {container_id!r} is still there after `{rt.name} delete -f`: {said.splitlines()[-1]}"
@@ -286,7 +343,10 @@ def _remove(lab: stack.Lab, rt: Runtime, driver: Driver, container_id: str) -> b
 
 
 def _delete(lab: stack.Lab, record: Container) -> bool:
-    """Delete a recorded container and its record; True when the runtime still had it."""
+    """Delete a recorded container and its record; True when the runtime still had it.
+
+    The caller holds the lab lock (``down``, ``start_container``, ``delete_container``).
+    """
     rt = runtime_named(record.runtime)
     existed = _remove(lab, rt, record.driver, record.id)
     (lab.state.containers / f"{record.id}.json").unlink(missing_ok=True)
@@ -294,8 +354,12 @@ def _delete(lab: stack.Lab, record: Container) -> bool:
     return existed
 
 
-def delete_container(lab: stack.Lab, container_id: str) -> None:
-    _delete(lab, find_container(container_id))
+def delete_container(lab: stack.Lab, container_id: str, *, timeout: float | None = None) -> None:
+    """Delete a recorded container, under the lab lock (never while ``down`` or a start runs)."""
+    with stack.lab_lock(lab_timeout() if timeout is None else timeout):
+        record = find_container(container_id)
+        _require_same_lab(lab)
+        _delete(lab, record)
 
 
 def container_runtime(record: Container) -> Runtime:

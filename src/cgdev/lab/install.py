@@ -23,7 +23,7 @@ from typing import Final
 
 from cgdev.errors import EnvError
 from cgdev.lab.paths import VAR_DIR
-from cgdev.lab.runtime import Runtime, binary_version
+from cgdev.lab.runtime import Runtime, binary_version, parse_version
 
 Progress = Callable[[str], None]
 
@@ -278,12 +278,12 @@ def installed_runtimes(var: Path = VAR_DIR) -> dict[str, Runtime]:
     system_crun = binary_version("/usr/bin/crun")
     built = sorted(
         ((v, p) for p in (var / "bin").glob("crun-*") if (v := binary_version(str(p)))),
-        key=lambda vp: tuple(int(x) for x in vp[0].split(".")),
+        key=lambda vp: parse_version(vp[0]),
     )
     if built:
         version, path = built[-1]
         found["crun"] = Runtime("crun", str(path), version)
-    elif system_crun and _vt(system_crun) >= MIN_DOUBLE_FILTER_CRUN:
+    elif system_crun and parse_version(system_crun) >= MIN_DOUBLE_FILTER_CRUN:
         found["crun"] = Runtime("crun", "/usr/bin/crun", system_crun)
     shim = var / "memlock-shim.so"
     if system_crun == "1.8.1" and shim.exists():
@@ -293,16 +293,12 @@ def installed_runtimes(var: Path = VAR_DIR) -> dict[str, Runtime]:
     return found
 
 
-def _vt(version: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in version.split("."))
-
-
 def prepare(timeout: float, progress: Progress, var: Path = VAR_DIR) -> dict[str, Runtime]:
     """Packages, crun >= 1.18, the crun 1.8.1 shim: idempotent, a no-op when all is there."""
     release = debian_major()
     ensure_packages(list(BASE_PACKAGES), timeout * 5, progress)
     system_crun = binary_version("/usr/bin/crun")
-    if system_crun is None or _vt(system_crun) < MIN_DOUBLE_FILTER_CRUN:
+    if system_crun is None or parse_version(system_crun) < MIN_DOUBLE_FILTER_CRUN:
         if release >= 13:
             raise EnvError(f"Debian {release}'s crun is {system_crun}: the lab needs crun >= 1.18")
         ensure_packages(list(BUILD_PACKAGES), timeout * 5, progress)

@@ -23,8 +23,10 @@ RUNTIME_NAMES: Final = ("crun", "runc", "crun-1.8.1")
 RUNTIME_ALIASES: Final = {"crun-1.8": "crun-1.8.1"}
 _VERSION = re.compile(r"version\s+(\d+(?:\.\d+)+)")
 # An id both runtimes accept (crun: [A-Za-z0-9_+.-] not starting with '.'; runc: [\w+-.], not '.'
-# or '..'), starting with a letter or digit so that it never reads as an option or a path.
-_CONTAINER_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+# or '..'), starting with a letter or digit so that it never reads as an option or a path, and
+# without '+': systemd's driver names the scope <crun|runc>-<id>.scope and '+' is not a unit-name
+# character (systemd-escape gives \x2b), so such a container would fail late, inside systemd.
+_CONTAINER_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # systemd unit names have at most 255 characters, and the scope is named <crun|runc>-<id>.scope.
 CONTAINER_ID_MAX: Final = 255 - len("crun-.scope")
 
@@ -40,17 +42,27 @@ class Runtime:
 
     @property
     def family(self) -> str:
-        """``crun`` or ``runc``: decides the systemd scope prefix and the cgroupsPath syntax."""
-        return "runc" if self.name.startswith("runc") else "crun"
+        """``crun`` or ``runc``: the scope prefix, the cgroupsPath syntax and the state dir in /run."""
+        return family_of(self.name)
 
     @property
     def version_tuple(self) -> tuple[int, ...]:
-        return tuple(int(p) for p in self.version.split("."))
+        return parse_version(self.version)
 
     def argv(self, driver: Driver) -> list[str]:
         prefix = ["env", *(f"{k}={v}" for k, v in self.env)] if self.env else []
         flags = ["--systemd-cgroup"] if driver == "systemd" else []
         return [*prefix, self.path, *flags]
+
+
+def family_of(name: str) -> str:
+    """The family of a runtime name: crun-1.8.1 is a crun (and shares /run/crun with crun)."""
+    return "runc" if name.startswith("runc") else "crun"
+
+
+def parse_version(version: str) -> tuple[int, ...]:
+    """``1.8.1`` -> ``(1, 8, 1)``: the one parser of the versions ``binary_version`` returns."""
+    return tuple(int(part) for part in version.split("."))
 
 
 def binary_version(path: str) -> str | None:
@@ -92,7 +104,7 @@ def check_container_id(value: str, field: str = "container id") -> str:
     if not _CONTAINER_ID.fullmatch(value):
         raise InputError(
             f"{field} {value!r}: a container id is a letter or digit followed by letters, digits, "
-            "'_', '.', '+' or '-'"
+            "'_', '.' or '-'"
         )
     if len(value) > CONTAINER_ID_MAX:
         raise InputError(
@@ -134,10 +146,14 @@ def start(
         raise EnvError(f"{runtime.name} run {container_id} failed: {text[-1] if text else done.returncode}")
 
 
-def state_pid(lab: Lab, runtime: Runtime, driver: Driver, container_id: str) -> int:
+def state_pid(lab: Lab, runtime: Runtime, driver: Driver, container_id: str) -> int | None:
+    """The container's pid (as the lab sees it), or None when the runtime does not know the id.
+
+    One ``<runtime> state`` call answers both "does it exist" and "where is it".
+    """
     done = lab.exec([*runtime.argv(driver), "state", container_id], check=False, timeout=10)
     if done.returncode != 0:
-        raise NotFound(f"container {container_id!r} not found in {runtime.name}: {done.stderr.strip()}")
+        return None
     try:
         return int(json.loads(done.stdout)["pid"])
     except (ValueError, KeyError, TypeError) as exc:
@@ -153,22 +169,33 @@ def process_cgroup(lab: Lab, pid: int) -> str:
     raise NotFound(f"process {pid} has no cgroup v2 entry in the lab (exited?)")
 
 
-def exists(lab: Lab, runtime: Runtime, driver: Driver, container_id: str) -> bool:
-    """Does the runtime know a container of this id (running, created or stopped)?"""
-    done = lab.exec([*runtime.argv(driver), "state", container_id], check=False, timeout=10)
-    return done.returncode == 0
-
-
 def delete(
     lab: Lab, runtime: Runtime, driver: Driver, container_id: str, timeout: float = 20
 ) -> subprocess.CompletedProcess[str]:
-    """``<runtime> delete -f``, unchecked: callers that must know the container is gone check ``exists``."""
+    """``<runtime> delete -f``, unchecked: a caller that must know it is gone asks ``state_pid``."""
     return lab.exec([*runtime.argv(driver), "delete", "-f", container_id], check=False, timeout=timeout)
 
 
 def listed(lab: Lab, runtime: Runtime) -> list[str]:
     done = lab.exec([runtime.path, "list", "-q"], check=False, timeout=10)
     return done.stdout.split() if done.returncode == 0 else []
+
+
+def state_driver(lab: Lab, runtime: Runtime, container_id: str) -> Driver:
+    """The cgroup driver a container was created with, from the runtime's own state in the lab's /run.
+
+    crun writes ``"systemd-cgroup": true`` to ``/run/crun/<id>/status``; runc keeps the cgroup
+    config, with ``"Systemd": true``, in ``/run/runc/<id>/state.json``.  Unreadable: cgroupfs.
+    """
+    base = Path(f"/proc/{lab.pid1}/root/run/{runtime.family}/{container_id}")
+    try:
+        if runtime.family == "crun":
+            systemd = json.loads((base / "status").read_text())["systemd-cgroup"]
+        else:
+            systemd = json.loads((base / "state.json").read_text())["config"]["cgroups"]["Systemd"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "cgroupfs"
+    return "systemd" if systemd is True else "cgroupfs"
 
 
 # The probe opens each node read-write (what NVML does) and names the errno; there is no NVIDIA

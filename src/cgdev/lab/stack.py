@@ -39,12 +39,16 @@ READY_STATES: Final = frozenset({"running", "degraded"})
 SYSTEMD_PROPERTY: Final = (
     "busctl",
     "--system",
+    "--timeout=5",
     "get-property",
     "org.freedesktop.systemd1",
     "/org/freedesktop/systemd1",
     "org.freedesktop.systemd1.Manager",
 )
 LAST_CONSOLE_LOG: Final = VAR_DIR / "console.last.log"
+# After a timeout the command's leaf is killed; a process it started elsewhere (a `runc exec`
+# process lives in the container's cgroup) may still hold our pipes: wait this long, no more.
+DRAIN_AFTER_KILL_S: Final = 2.0
 
 
 def cgroup2_mount() -> Path:
@@ -174,8 +178,9 @@ class Lab:
             except subprocess.TimeoutExpired:
                 kill_cgroup(leaf)
                 proc.kill()
-                proc.communicate()
-                remove_cgroup_tree(leaf, 2.0)
+                _drain_and_close(proc, DRAIN_AFTER_KILL_S)
+                with contextlib.suppress(EnvError):
+                    remove_cgroup_tree(leaf, 2.0)
                 raise EnvError(f"lab exec: {' '.join(argv)!r} did not finish within {limit:g}s") from None
         with contextlib.suppress(OSError):  # still busy if the command left a process running
             leaf.rmdir()
@@ -187,6 +192,22 @@ class Lab:
 
     def console_tail(self, lines: int = 5) -> str:
         return console_tail(self.state, lines)
+
+
+def _drain_and_close(proc: subprocess.Popen[str], timeout: float) -> None:
+    """Collect what a killed command wrote for at most ``timeout``, then close our pipe ends.
+
+    ``communicate()`` without a timeout waits for EOF, i.e. for every process holding the pipe,
+    including ones outside the killed cgroup; nsenter itself is dead, so ``wait`` is prompt.
+    """
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=timeout)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout)
 
 
 def kill_cgroup(cgroup: Path) -> None:
@@ -232,9 +253,25 @@ def require_root() -> None:
         raise NeedsRoot("the lab needs root (namespaces, cgroups, BPF): run it with sudo")
 
 
+_lock_depth = 0  # how many lab_lock blocks of this process are open (the lock is re-entrant)
+
+
 @contextlib.contextmanager
 def lab_lock(timeout: float | None = None) -> Iterator[None]:
-    """One lab per machine: ``up``, ``down`` and container changes take this lock in turn."""
+    """One lab per machine: ``up``, ``down`` and container changes take this lock in turn.
+
+    Re-entrant within a process (``down`` deletes containers under the lock it holds): flock
+    conflicts between two opens of the file even in one process, so a nested take would wait
+    for itself until the timeout.
+    """
+    global _lock_depth
+    if _lock_depth:
+        _lock_depth += 1
+        try:
+            yield
+        finally:
+            _lock_depth -= 1
+        return
     limit = lab_timeout() if timeout is None else timeout
     with open(LOCK_FILE, "a+") as handle:
 
@@ -247,9 +284,11 @@ def lab_lock(timeout: float | None = None) -> Iterator[None]:
 
         if not wait_until(take, limit, 0.1):
             raise EnvError(f"another cgdev lab command holds {LOCK_FILE} (waited {limit:g}s)")
+        _lock_depth = 1
         try:
             yield
         finally:
+            _lock_depth = 0
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -266,7 +305,30 @@ def _children(pid: int) -> list[int]:
 
 
 def start(timeout: float) -> Lab:
-    """Launch systemd in fresh namespaces on a fresh cgroup and wait until it and its bus answer."""
+    """Launch systemd in fresh namespaces on a fresh cgroup and wait until it and its bus answer.
+
+    On any failure what was started so far (launcher, unshare, systemd, the cgroup, the state
+    dir) is stopped again before the one-line ``EnvError`` is raised.
+    """
+    try:
+        return _start(timeout)
+    except BaseException as exc:
+        if isinstance(exc, subprocess.CalledProcessError):
+            error: BaseException = EnvError(f"the lab's launcher failed with exit status {exc.returncode}")
+        elif isinstance(exc, subprocess.TimeoutExpired):
+            error = EnvError(f"the lab's launcher did not return within {timeout:g}s")
+        elif isinstance(exc, OSError):
+            error = EnvError(f"starting the lab: {exc}")
+        else:
+            error = exc
+        with contextlib.suppress(Exception):
+            stop(min(timeout, 10.0))
+        if error is exc:
+            raise
+        raise error from None
+
+
+def _start(timeout: float) -> Lab:
     state = StateFiles()
     root = cgroup2_mount() / CGROUP_NAME
     STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -338,12 +400,17 @@ def wait_ready(lab: Lab, timeout: float) -> None:
 
 
 def system_version(lab: Lab, *, check: bool = True) -> str | None:
-    """systemd's Version property, read over the lab's D-Bus system bus (proves the bus works)."""
-    done = lab.exec(
-        [*SYSTEMD_PROPERTY, "Version"],
-        check=check,
-        timeout=10,
-    )
+    """systemd's Version property, read over the lab's D-Bus system bus (proves the bus works).
+
+    ``check=False``: None when the bus does not answer, in time or at all (busctl gives up after
+    5 s, the exec after 10 s).
+    """
+    try:
+        done = lab.exec([*SYSTEMD_PROPERTY, "Version"], check=check, timeout=10)
+    except EnvError:
+        if check:
+            raise
+        return None
     if done.returncode != 0:
         return None
     return done.stdout.strip().split(" ", 1)[-1].strip('"')
@@ -357,10 +424,28 @@ def _cmdline(pid: int) -> list[str]:
 
 
 def _kill_if(pid: int | None, is_ours: Callable[[int], bool]) -> None:
-    """SIGKILL ``pid`` only while it is still the process we started (pids get recycled)."""
-    if pid is not None and alive(pid) and is_ours(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    """SIGKILL ``pid`` only while it is still the process we started (pids get recycled).
+
+    The pid is pinned with a pidfd before it is checked, and the signal goes through that
+    pidfd: a process that exits after the check cannot have its pid reused for the kill.
+    """
+    if pid is None or not alive(pid):
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except OSError:  # no pidfd support (Linux < 5.3): check, then kill by pid
+        if is_ours(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return
+    try:
+        if is_ours(pid):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
 
 
 def _is_systemd(pid: int) -> bool:
@@ -369,7 +454,8 @@ def _is_systemd(pid: int) -> bool:
 
 
 def _is_unshare(pid: int) -> bool:
-    return _comm(pid) == "unshare"
+    """Our unshare, not any: it runs ``python -m cgdev.lab.nsinit`` (see ``launcher``)."""
+    return _comm(pid) == "unshare" and "cgdev.lab.nsinit" in _cmdline(pid)
 
 
 def _is_launcher(pid: int) -> bool:
@@ -390,7 +476,8 @@ def stop(timeout: float) -> None:
         # Commands left running by exec (a timed-out or backgrounded one) would make systemd's
         # shutdown wait for them; they are ours, so they go first.
         kill_cgroup(lab.admin_cgroup)
-        lab.exec(["systemctl", "--no-block", "exit"], check=False, timeout=grace)
+        with contextlib.suppress(EnvError):  # a manager that does not answer is killed below
+            lab.exec(["systemctl", "--no-block", "exit"], check=False, timeout=grace)
         # Once PID 1 is systemd-shutdown every unit is stopped; it may then wait up to 90 s for
         # a process that ignores SIGTERM.  Nothing of value is left: give it a second, then kill.
         wait_until(lambda: not alive(lab.pid1) or _comm(lab.pid1) == "systemd-shutdow", grace)
@@ -398,6 +485,12 @@ def stop(timeout: float) -> None:
             kill_cgroup(lab.cgroup_root)
             _kill_if(lab.pid1, _is_systemd)
             wait_until(lambda: not alive(lab.pid1), grace)
+    else:
+        # No lab answers to the state files (a failed start, a stale dir): whatever runs in our
+        # cgroup is left over from it, systemd included when its pid was never recorded.
+        leftover_root = _recorded_root(state)
+        if leftover_root is not None:
+            kill_cgroup(leftover_root)
     unshare, launcher = _read_int(state.unshare_pid), _read_int(state.launcher_pid)
     if not wait_until(lambda: not alive(unshare), grace):
         _kill_if(unshare, _is_unshare)
