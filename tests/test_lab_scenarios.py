@@ -20,7 +20,6 @@ def test_scenario_timeline_matches(lab: LabHandle, name: str) -> None:
     assert result.mismatches == [], scenario.render([result])
     assert [s.step for s in result.steps][:3] == ["start", "hook", "daemon-reload"]
     assert all(s.verdicts["null"] == "ok" for s in result.steps)
-    assert result.seconds < 3.0
     assert not (lab.cgroup_root / result.container_cgroup.lstrip("/")).exists()  # deleted afterwards
 
 

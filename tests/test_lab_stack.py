@@ -17,11 +17,11 @@ pytestmark = pytest.mark.lab
 CGDEV = [sys.executable, "-m", "cgdev", "lab"]
 
 
-def test_up_again_is_idempotent_and_fast(lab: LabHandle) -> None:
+def test_up_again_is_idempotent(lab: LabHandle) -> None:
+    """Its speed is bench/bench_lab.py's business."""
     report = control.up()
     assert not report.started
     assert report.lab.pid1 == lab.pid1
-    assert report.seconds < 2.0
 
 
 def test_systemd_is_pid1_on_a_pure_cgroup2_view(lab: LabHandle) -> None:
@@ -69,7 +69,7 @@ def test_exec_exit_status_and_bounds(lab: LabHandle) -> None:
     started = time.monotonic()
     with pytest.raises(EnvError, match=r"did not finish within 0\.5s"):
         lab.exec(["sh", "-c", "sleep 30 & sleep 31"], timeout=0.5)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15  # bounded, not a speed check: without the bound it hangs 30 s
     left = lab.exec(["sh", "-c", "ps -eo args | grep -c '^sleep 3[01]' || true"]).stdout.strip()
     assert left == "0"  # killed inside the lab too, the backgrounded one included
 
