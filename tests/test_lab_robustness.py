@@ -146,12 +146,11 @@ def test_container_changes_wait_for_the_lab_lock(lab: LabHandle) -> None:
 
 @pytest.mark.lab
 def test_system_version_gives_up_on_a_hanging_bus(lab: LabHandle) -> None:
+    """A frozen dbus-daemon: `lab status` (system_version(check=False)) answers within busctl's
+    own 5 s instead of failing or hanging (the subprocess timeout would fail the test)."""
     lab.exec(["systemctl", "kill", "--signal=SIGSTOP", "dbus.service"])
     try:
-        started = time.monotonic()
-        assert stack.system_version(lab.running, check=False) is None
-        assert time.monotonic() - started < 12
-        done = subprocess.run([*CGDEV, "status"], capture_output=True, text=True, timeout=60)
+        done = subprocess.run([*CGDEV, "status"], capture_output=True, text=True, timeout=30)
     finally:
         lab.exec(["systemctl", "kill", "--signal=SIGCONT", "dbus.service"])
     assert done.returncode == 0, done.stderr
