@@ -194,14 +194,18 @@ def test_refused_socket_is_bus_unreachable(tmp_path: Path) -> None:
             asyncio.run(SystemdWatcher(str(path)).open())
 
 
-def _misbehaving_bus(path: Path, answer: bytes) -> socket.socket:
+@contextlib.contextmanager
+def _misbehaving_bus(path: Path, answer: bytes) -> Iterator[None]:
     """Not systemd: a socket that answers the D-Bus AUTH line with ``answer`` and then says
-    nothing more, to check that cgdev's own waits are bounded and its errors one line."""
+    nothing more, to check that cgdev's own waits are bounded and its errors one line.  Its thread
+    and the connections it holds open end with the block: a thread left behind would make every
+    later fork() in this process (the probe's) warn on Python 3.12+."""
     import threading
 
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(path))
     server.listen(4)
+    held: list[socket.socket] = []
 
     def serve() -> None:
         while True:
@@ -209,43 +213,51 @@ def _misbehaving_bus(path: Path, answer: bytes) -> socket.socket:
                 conn, _ = server.accept()
             except OSError:
                 return
-            data = b""
-            while b"\r\n" not in data.split(b"AUTH", 1)[-1]:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            conn.sendall(answer)
-            threading.Timer(30, conn.close).start()  # hold it open, silent
+            held.append(conn)  # held open, silent, until the block ends
+            try:
+                data = b""
+                while b"\r\n" not in data.split(b"AUTH", 1)[-1]:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(answer)
+            except OSError:
+                continue
 
-    threading.Thread(target=serve, daemon=True).start()
-    return server
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        for sock in (server, *held):  # shutdown wakes the thread's accept()/recv()
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        thread.join(5)
+        for sock in (server, *held):
+            sock.close()
 
 
 def test_a_bus_that_never_answers_hello_is_unreachable_not_a_hang(tmp_path: Path) -> None:
     import signal
 
-    server = _misbehaving_bus(tmp_path / "bus", b"OK 0123456789abcdef0123456789abcdef\r\n")
-    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("SystemdClient hung past its connect timeout"))
-    signal.alarm(20)
-    try:
-        with pytest.raises(BusUnreachable, match="no reply to Hello") as err:
-            SystemdClient(str(tmp_path / "bus"))
-        assert "\n" not in str(err.value)
-    finally:
-        signal.alarm(0)
-        server.close()
+    with _misbehaving_bus(tmp_path / "bus", b"OK 0123456789abcdef0123456789abcdef\r\n"):
+        signal.signal(signal.SIGALRM, lambda *_: pytest.fail("SystemdClient hung past its connect timeout"))
+        signal.alarm(20)
+        try:
+            with pytest.raises(BusUnreachable, match="no reply to Hello") as err:
+                SystemdClient(str(tmp_path / "bus"))
+            assert "\n" not in str(err.value)
+        finally:
+            signal.alarm(0)
 
 
 def test_a_socket_that_rejects_authentication_is_unreachable_for_both_clients(tmp_path: Path) -> None:
-    server = _misbehaving_bus(tmp_path / "bus", b"REJECTED EXTERNAL\r\n")
-    try:
+    with _misbehaving_bus(tmp_path / "bus", b"REJECTED EXTERNAL\r\n"):
         with pytest.raises(BusUnreachable, match="Authentication failed"):
             SystemdClient(str(tmp_path / "bus"))
         with pytest.raises(BusUnreachable, match="Authentication failed"):
             asyncio.run(SystemdWatcher(str(tmp_path / "bus")).open())
-    finally:
-        server.close()
 
 
 def test_cli_reports_unreachable_bus_in_one_line(tmp_path: Path) -> None:
