@@ -161,6 +161,9 @@ def test_device_and_access_input_errors() -> None:
     inspection = Inspection(Target("x", "cgroup", "/x"), (), devices={"/dev/nvidiactl": ("c", 195, 255)})
     assert resolve_device("/dev/nvidiactl", inspection, 6, live=False)[0] == NVIDIACTL_RW
     assert resolve_device("c 195:255", inspection, 6, live=False)[0] == NVIDIACTL_RW
+    # systemd's spelling, as the fixes print it, even where no /dev/char link exists
+    assert resolve_device("/dev/char/195:255", inspection, 6, live=False)[0] == NVIDIACTL_RW
+    assert resolve_device("/dev/block/8:0", inspection, 2, live=False)[0] == Request("b", 8, 0, 2)
     with pytest.raises(NotFound, match="--device: '/dev/nope'"):
         resolve_device("/dev/nope", inspection, 6, live=False)
     with pytest.raises(InputError, match="--device: 'x 1:2'"):

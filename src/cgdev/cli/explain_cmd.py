@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device",
         required=True,
         metavar="DEV",
-        help="path as the container sees it, a host path, or 'c MAJOR:MINOR' / 'b MAJOR:MINOR'",
+        help="path as the container sees it, a host path, 'c MAJOR:MINOR' / 'b MAJOR:MINOR', "
+        "or systemd's /dev/char/MAJOR:MINOR",
     )
     parser.add_argument("--access", default="rw", help="m (mknod), r, w or rw (open); default rw")
 
