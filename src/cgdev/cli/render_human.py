@@ -93,7 +93,8 @@ def print_explanation(result: Explanation, console: Any = None) -> None:
     """``console``: a rich Console to print on (the lab demo's); default: stdout."""
     console = console if console is not None else _console()
     req = result.request
-    head = f"{result.inspection.target.spec or result.inspection.target.cgroup}: {result.device} ({req})"
+    asked = result.device if result.device == str(req) else f"{result.device} ({req})"
+    head = f"{result.inspection.target.spec or result.inspection.target.cgroup}: {asked}"
     console.print(_layers_tree(head, result.layers))
     if result.v1_allowed is not None:
         console.print(f"v1 devices.list: {_mark(result.v1_allowed)}")
