@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from cgdev.lab import control, presets, scenario, stack
+from cgdev.lab import containers, control, presets, scenario, stack
 from cgdev.lab.paths import VAR_DIR
 from cgdev.lab.table import format_table
 
@@ -96,7 +96,7 @@ def main() -> int:
             bare = timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), 11)
             rows.append(("python -c pass (the same interpreter)", bare, None))
         finally:
-            control.delete_container(report.lab, container.id)
+            containers.delete_container(report.lab, container.id)
     rows.append(("scenario all", timed(lambda: [scenario.run_scenario(report.lab, p, report.runtimes)
                                                 for p in presets.PRESETS.values()], 1), None))  # fmt: skip
     rows.append(("down", [down_time], None))

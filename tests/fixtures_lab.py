@@ -39,9 +39,10 @@ class LabHandle:
     """What tests use: the lab's identity, ``exec`` inside it, and containers run through it."""
 
     def __init__(self) -> None:
-        from cgdev.lab import control
+        from cgdev.lab import containers, control
 
         self._control = control
+        self._containers = containers
         self.report = control.up()
         self.runtimes = self.report.runtimes
 
@@ -76,23 +77,23 @@ class LabHandle:
         from cgdev.lab import presets, scenario
 
         chosen = presets.get(preset)
-        rt = self._control.runtime_named(runtime or chosen.runtime, self.runtimes)
-        return self._control.run_container(
+        rt = self._containers.runtime_named(runtime or chosen.runtime, self.runtimes)
+        return self._containers.start_container(
             self.running,
             name or chosen.container_id,
             rt,
             driver or chosen.driver,  # type: ignore[arg-type]
             scenario.preset_config(chosen),
             preset=chosen.name,
-        )
+        ).container
 
     def delete(self, container_id: str) -> None:
-        self._control.delete_container(self.running, container_id)
+        self._containers.delete_container(self.running, container_id)
 
     def probe(self, container: Any) -> dict[str, str]:
         from cgdev.lab import bundle, runtime
 
-        rt = self._control.runtime_named(container.runtime, self.runtimes)
+        rt = self._containers.runtime_named(container.runtime, self.runtimes)
         return runtime.probe(self.running, rt, container.driver, container.id, bundle.PROBE_NODES)
 
     def restart(self) -> Any:

@@ -64,10 +64,10 @@ def test_run_twice_says_replaced_and_leaves_one_container(lab: LabHandle) -> Non
         assert ids.count("lab-replace") == 1
         listed = lab.exec(["runc", "list", "-q"]).stdout.split()
         assert listed.count("lab-replace") == 1
-        from cgdev.lab import control
+        from cgdev.lab import containers
 
         old_pid = json.loads(first.stdout)["pid"]
-        assert control.find_container("lab-replace").pid != old_pid
+        assert containers.find_container("lab-replace").pid != old_pid
         assert lab.exec(["kill", "-0", str(old_pid)], check=False).returncode != 0  # the first one is gone
     finally:
         assert cgdev("delete", "lab-replace").returncode == 0
@@ -78,7 +78,7 @@ def test_a_replace_whose_delete_fails_keeps_the_container_listed(
 ) -> None:
     """The runtime's delete fails: an EnvError naming the container, which stays recorded and running."""
     from cgdev.errors import EnvError
-    from cgdev.lab import control, runtime
+    from cgdev.lab import containers, runtime
 
     container = lab.run("runc-fs", name="lab-undeletable")
     rt = lab.runtimes["runc"]
@@ -95,7 +95,7 @@ def test_a_replace_whose_delete_fails_keeps_the_container_listed(
         assert "'lab-undeletable'" in message and "simulated: device or resource busy" in message
         assert "\n" not in message
         assert runtime.state_pid(lab.running, rt, "cgroupfs", container.id) == container.pid
-        assert control.find_container("lab-undeletable").pid == container.pid  # still recorded
+        assert containers.find_container("lab-undeletable").pid == container.pid  # still recorded
         assert lab.probe(container)["null"] == "ok"  # and still running
     finally:
         lab.delete(container.id)

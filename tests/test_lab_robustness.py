@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cgdev.errors import EnvError
-from cgdev.lab import bundle, control, runtime, stack
+from cgdev.lab import bundle, containers, control, leftovers, runtime, stack
 from cgdev.lab.paths import LOCK_FILE, STATE_DIR
 from fixtures_lab import LabHandle
 
@@ -121,7 +121,7 @@ def test_run_config_with_null_linux_is_one_line(lab: LabHandle, tmp_path: Path) 
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 1, done.stderr
     assert done.returncode in (0, 3), done.stderr
     if done.returncode == 0:
-        control.delete_container(lab.running, "lab-nolinux")
+        containers.delete_container(lab.running, "lab-nolinux")
 
 
 @pytest.mark.lab
@@ -208,7 +208,7 @@ def test_a_failed_up_stops_what_it_started(lab: LabHandle, monkeypatch: pytest.M
             patched.setattr(sys, "executable", "/bin/false")  # the launcher itself fails
             with pytest.raises(EnvError, match="launcher failed with exit status 1"):
                 stack.start(10)
-        assert control.leftovers() == []
+        assert leftovers.leftovers() == []
 
         started: list[int] = []
 
@@ -222,7 +222,7 @@ def test_a_failed_up_stops_what_it_started(lab: LabHandle, monkeypatch: pytest.M
                 control.up(timeout=10)
         assert "\n" not in str(raised.value)
         assert started and not stack.alive(started[0])
-        assert stack.find_lab() is None and control.leftovers() == []
+        assert stack.find_lab() is None and leftovers.leftovers() == []
     finally:
         lab.report = control.up()
         lab.runtimes = lab.report.runtimes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cgdev.core.semantics.systemd import reload_reapplies_devices
-from cgdev.lab import control, presets, runtime, scenario
+from cgdev.lab import containers, presets, runtime, scenario
 from fixtures_lab import LabHandle
 
 pytestmark = pytest.mark.lab
@@ -58,7 +58,7 @@ def test_a_scenario_leaves_the_users_container_alone(lab: LabHandle) -> None:
         result = scenario.run_scenario(lab.running, preset, lab.runtimes)
         assert result.passed, scenario.render([result])
         assert result.container_cgroup == "/scn-crun-fs"
-        assert [c.id for c in control.containers()].count("lab-crun-fs") == 1
+        assert [c.id for c in containers.containers()].count("lab-crun-fs") == 1
         rt = lab.runtimes[preset.runtime]
         assert runtime.state_pid(lab.running, rt, mine.driver, mine.id) == mine.pid  # the same process
         assert lab.probe(mine) == {"null": "ok", "nvidiactl": "EPERM"}  # and untouched by the hook

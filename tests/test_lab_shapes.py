@@ -20,7 +20,7 @@ from cgdev.core import isa
 from cgdev.core.rules import parse_oci_config
 from cgdev.core.shapes import shape_program
 from cgdev.errors import CgdevError, InputError
-from cgdev.lab import bundle, control
+from cgdev.lab import bundle, containers
 from cgdev.ops.collect import program_records
 
 pytestmark = pytest.mark.lab
@@ -61,7 +61,7 @@ def _runtime_programs(lab: Any, container: Any) -> list[bytes]:
 def test_runtime_programs_equal_cgdev_shapes_on_random_lists(lab: Any, runtime: str) -> None:
     if runtime not in lab.runtimes:
         pytest.skip(f"{runtime} is not installed in this lab (Debian ships crun 1.8.1 only in 12)")
-    rt = control.runtime_named(runtime, lab.runtimes)
+    rt = containers.runtime_named(runtime, lab.runtimes)
     rng = random.Random(f"shapes-{runtime}")
     started = refused = 0
     for i in range(LISTS_PER_RUNTIME):
@@ -75,7 +75,7 @@ def test_runtime_programs_equal_cgdev_shapes_on_random_lists(lab: Any, runtime: 
             expected = None  # cgdev says this runtime refuses the list
         name = f"shape-{runtime.replace('.', '')}-{i}"
         try:
-            container = control.run_container(lab.running, name, rt, "cgroupfs", config)
+            container = containers.start_container(lab.running, name, rt, "cgroupfs", config).container
         except CgdevError as err:
             assert expected is None, f"{runtime} refused {json.dumps(devices)}: {err}"
             refused += 1

@@ -12,7 +12,7 @@ import pytest
 
 from cgdev.core import isa
 from cgdev.errors import EnvError, InputError
-from cgdev.lab import bundle, hooksim, install, presets, stack
+from cgdev.lab import bundle, crun_build, hooksim, install, presets, stack
 from cgdev.lab.paths import StateFiles, lab_timeout
 from cgdev.lab.table import format_table
 
@@ -77,16 +77,16 @@ def test_apt_mirror_from_one_line_and_deb822_sources(tmp_path: Path) -> None:
         "Types: deb\nURIs: http://mirror.invalid/debian-security\nSuites: bookworm-security\n\n"
         "Types: deb\nURIs: http://mirror.invalid/debian/\nSuites: bookworm\n"
     )
-    assert install.apt_mirror(tmp_path) == "http://mirror.invalid/debian"
+    assert crun_build.apt_mirror(tmp_path) == "http://mirror.invalid/debian"
     (tmp_path / "sources.list").write_text(
         "# comment\ndeb [arch=amd64] http://other.invalid/debian bookworm main\n"
     )
-    assert install.apt_mirror(tmp_path) == "http://other.invalid/debian"
+    assert crun_build.apt_mirror(tmp_path) == "http://other.invalid/debian"
 
 
 def test_no_mirror_is_an_environment_error(tmp_path: Path) -> None:
     with pytest.raises(EnvError, match="no Debian archive"):
-        install.apt_mirror(tmp_path)
+        crun_build.apt_mirror(tmp_path)
 
 
 def test_debian_release(tmp_path: Path) -> None:
@@ -161,7 +161,7 @@ def test_cli_help_and_usage_errors() -> None:
 
 
 def test_runtime_names_and_the_crun_1_8_alias() -> None:
-    from cgdev.lab.control import runtime_named
+    from cgdev.lab.containers import runtime_named
     from cgdev.lab.runtime import Runtime
 
     old = Runtime("crun-1.8.1", "/usr/bin/crun", "1.8.1")

@@ -211,21 +211,21 @@ def _exec(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cgdev.lab import bundle, control, presets, runtime, scenario, stack
+    from cgdev.lab import bundle, containers, presets, runtime, scenario, stack
 
     if (args.preset is None) == (args.config is None):
         raise InputError("run: give either a preset name or --config FILE (not both)")
     preset = presets.get(args.preset) if args.preset else None
     rt_name = args.runtime or (preset.runtime if preset else "crun")
     driver = runtime.check_driver(args.cgroup_driver or (preset.driver if preset else "systemd"))
-    rt = control.runtime_named(rt_name)
+    rt = containers.runtime_named(rt_name)
     if preset is not None:
         config = scenario.preset_config(preset)
     else:
         config = bundle.load_config(args.config, bundle.ensure_rootfs())
     container_id = args.name or (preset.container_id if preset else "lab-config")
     lab = stack.require_lab()
-    started = control.start_container(
+    started = containers.start_container(
         lab, container_id, rt, driver, config, preset=preset.name if preset else None
     )
     record = started.container
@@ -249,31 +249,31 @@ def _check_name(name: str | None) -> None:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    from cgdev.lab import control, stack
+    from cgdev.lab import containers, stack
 
-    control.delete_container(stack.require_lab(), args.container)
+    containers.delete_container(stack.require_lab(), args.container)
     _emit(args, {"deleted": args.container}, f"deleted {args.container}")
     return 0
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from cgdev.lab import bundle, control, runtime, stack
+    from cgdev.lab import bundle, containers, runtime, stack
 
     lab = stack.require_lab()
-    record = control.find_container(args.container)
+    record = containers.find_container(args.container)
     verdicts = runtime.probe(
-        lab, control.container_runtime(record), record.driver, record.id, bundle.PROBE_NODES
+        lab, containers.container_runtime(record), record.driver, record.id, bundle.PROBE_NODES
     )
     _emit(args, verdicts, "  ".join(f"/dev/{n}: {v}" for n, v in verdicts.items()))
     return 1 if "EPERM" in verdicts.values() else 0
 
 
 def _hook_sim(args: argparse.Namespace) -> int:
-    from cgdev.lab import control, hooksim, stack
+    from cgdev.lab import containers, hooksim, stack
 
     major, minor = hooksim.parse_device(args.device)
     lab = stack.require_lab()
-    record = control.find_container(args.container)
+    record = containers.find_container(args.container)
     result = hooksim.hook_cgroup(str(lab.host_cgroup(record.cgroup)), major, minor)
     data = {
         "cgroup": record.cgroup,

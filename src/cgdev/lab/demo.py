@@ -22,7 +22,7 @@ from collections.abc import Callable
 from cgdev.adapters import cgroupfs
 from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.core.semantics.systemd import reload_reapplies_devices
-from cgdev.lab import bundle, control, hooksim, presets, runtime, scenario
+from cgdev.lab import bundle, containers, control, hooksim, presets, runtime, scenario
 from cgdev.lab.layers import insn_count, layers, program_allows
 from cgdev.lab.runtime import Container, Runtime
 from cgdev.lab.stack import Lab
@@ -319,5 +319,5 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
         keep = True
     finally:
         if not keep:
-            control.delete_container(lab, container.id)
+            containers.delete_container(lab, container.id)
     return 0 if matched else 1

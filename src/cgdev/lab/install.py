@@ -1,27 +1,24 @@
 """What the lab needs on the machine, installed from the machine's own apt configuration.
 
 Debian 13 ships crun >= 1.18 (the first crun that hands DevicePolicy/DeviceAllow to systemd, the
-cause of the double filter); Debian 12 ships crun 1.8.1, so there crun is built from trixie's
-upstream tarball against bookworm's libraries (trixie's binary needs a newer glibc).  The source
-comes through a private apt list dir -- the system's sources.list and caches are never touched --
-and the tarball's sha256 must match trixie's Sources index before it is unpacked.
+cause of the double filter); on Debian 12 ``prepare`` installs the build packages and has
+``crun_build`` build it, and compiles the memlock shim Debian 12's crun 1.8.1 needs.
+``installed_runtimes`` says which runtimes are there now.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import shutil
 import subprocess
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Final
 
 from cgdev.errors import EnvError
+from cgdev.lab.apt import run_apt
+from cgdev.lab.crun_build import build_crun
 from cgdev.lab.paths import VAR_DIR
 from cgdev.lab.runtime import Runtime, binary_version, parse_version
 
@@ -49,9 +46,6 @@ BUILD_PACKAGES: Final = (
     "libcap-dev",
 )
 MIN_DOUBLE_FILTER_CRUN: Final = (1, 18)
-CRUN_SOURCE_VERSION: Final = os.environ.get("CGDEV_LAB_CRUN_VERSION", "1.21-1")
-_UNREACHABLE = re.compile(r"(Temporary failure|Could not (connect|resolve)|Failed to fetch|Connection)", re.I)
-_APT_ENV: Final = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
 
 
 def debian_major(path: Path = Path("/etc/debian_version")) -> int:
@@ -62,22 +56,6 @@ def debian_major(path: Path = Path("/etc/debian_version")) -> int:
         raise EnvError("the lab needs Debian 12 or 13 (no /etc/debian_version)") from None
     match = re.match(r"(\d+)", text)
     return int(match.group(1)) if match else 13
-
-
-def _apt(args: list[str], timeout: float, what: str) -> subprocess.CompletedProcess[str]:
-    try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=_APT_ENV)
-    except subprocess.TimeoutExpired:
-        raise EnvError(f"{what}: apt did not finish within {timeout:g}s (mirror unreachable?)") from None
-    except FileNotFoundError:
-        raise EnvError(f"{what}: {args[0]} not found (the lab needs Debian's apt)") from None
-    if done.returncode != 0:
-        lines = [ln for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
-        reason = next((ln for ln in lines if _UNREACHABLE.search(ln)), None)
-        if reason:
-            raise EnvError(f"{what}: apt cannot reach the package mirror: {reason.strip()}")
-        raise EnvError(f"{what}: {lines[-1].strip() if lines else f'exit status {done.returncode}'}")
-    return done
 
 
 def missing_packages(names: list[str]) -> list[str]:
@@ -99,146 +77,11 @@ def ensure_packages(names: list[str], timeout: float, progress: Progress) -> lis
     progress(f"apt-get install {' '.join(missing)}")
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
     try:
-        _apt(install, timeout, "apt-get install")
+        run_apt(install, timeout, "apt-get install")
     except EnvError:
-        _apt(["apt-get", "update", "-q"], timeout, "apt-get update")
-        _apt(install, timeout, "apt-get install")
+        run_apt(["apt-get", "update", "-q"], timeout, "apt-get update")
+        run_apt(install, timeout, "apt-get install")
     return missing
-
-
-# -- crun from trixie's source ------------------------------------------------------------------
-
-
-def apt_mirror(etc: Path = Path("/etc/apt")) -> str:
-    """The Debian archive this machine already uses (first non-security ``.../debian`` URI)."""
-    candidates: list[str] = []
-    for path in [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*"))]:
-        if path.suffix not in (".list", ".sources") or not path.is_file():
-            continue
-        for line in path.read_text(errors="replace").splitlines():
-            line = line.split("#", 1)[0].strip()
-            if path.suffix == ".list" and line.startswith(("deb ", "deb-src ")):
-                uris = [w for w in line.split()[1:] if "://" in w][:1]
-            elif path.suffix == ".sources" and line.lower().startswith("uris:"):
-                uris = line.split(":", 1)[1].split()
-            else:
-                continue
-            candidates += [u.rstrip("/") for u in uris]
-    for uri in candidates:
-        if uri.endswith("/debian"):
-            return uri
-    raise EnvError(f"no Debian archive found in {etc}/sources.list*: cannot fetch crun's source")
-
-
-@dataclass(frozen=True, slots=True)
-class PrivateApt:
-    """An apt configuration of our own (one deb-src line, own lists, no shared caches)."""
-
-    root: Path
-    mirror: str
-    suite: str = "trixie"
-
-    def options(self) -> list[str]:
-        return [
-            "-o", f"Dir::Etc::SourceList={self.root / 'sources.list'}",
-            "-o", f"Dir::Etc::SourceParts={self.root / 'sources.list.d'}",
-            "-o", f"Dir::State::Lists={self.root / 'lists'}",
-            "-o", "Dir::Cache::pkgcache=",
-            "-o", "Dir::Cache::srcpkgcache=",
-            "-o", "APT::Sandbox::User=root",
-        ]  # fmt: skip
-
-    def prepare(self) -> None:
-        (self.root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
-        (self.root / "sources.list.d").mkdir(exist_ok=True)
-        (self.root / "sources.list").write_text(f"deb-src {self.mirror} {self.suite} main\n")
-
-    def update(self, timeout: float) -> None:
-        _apt(["apt-get", *self.options(), "update", "-q"], timeout, f"apt-get update ({self.suite} sources)")
-
-    def source_sha256(self, package: str, version: str, filename: str) -> str:
-        """The sha256 the (signed) Sources index gives for one file of one source version."""
-        done = _apt(["apt-cache", *self.options(), "showsrc", package], 60, f"apt-cache showsrc {package}")
-        for record in done.stdout.split("\n\n"):
-            if f"\nVersion: {version}\n" not in f"\n{record}\n":
-                continue
-            section = record.split("Checksums-Sha256:", 1)[-1].split("\n")
-            for line in section[1:]:
-                if not line.startswith(" "):
-                    break
-                digest, _size, name = line.split()
-                if name == filename:
-                    return digest
-        raise EnvError(f"{self.suite} Sources index has no {filename} for {package} {version}")
-
-    def download_source(self, package: str, version: str, dest: Path, timeout: float) -> None:
-        """Tolerates a failed download of the Debian packaging tarball: only the orig is used."""
-        dest.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["apt-get", *self.options(), "source", "--download-only", "-q", f"{package}={version}"],
-            cwd=dest,
-            capture_output=True,
-            timeout=timeout,
-            env=_APT_ENV,
-        )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fetch_crun_source(var: Path, mirror: str, timeout: float, progress: Progress) -> Path:
-    """Download and verify crun's orig tarball; returns its path."""
-    upstream = CRUN_SOURCE_VERSION.rsplit("-", 1)[0]
-    tarball = var / "src" / f"crun_{upstream}.orig.tar.gz"
-    apt = PrivateApt(var / "apt-trixie", mirror)
-    apt.prepare()
-    if not any((apt.root / "lists").glob("*Sources*")):
-        progress(f"fetching the trixie Sources index from {mirror}")
-        apt.update(timeout)
-    want = apt.source_sha256("crun", CRUN_SOURCE_VERSION, tarball.name)
-    if not tarball.exists() or _sha256(tarball) != want:
-        progress(f"downloading crun {CRUN_SOURCE_VERSION} source")
-        apt.download_source("crun", CRUN_SOURCE_VERSION, tarball.parent, timeout)
-    if not tarball.exists():
-        raise EnvError(f"could not download {tarball.name} from {mirror}")
-    have = _sha256(tarball)
-    if have != want:
-        tarball.unlink()
-        raise EnvError(f"{tarball.name}: sha256 {have} does not match the Sources index ({want})")
-    return tarball
-
-
-def build_crun(var: Path, timeout: float, progress: Progress) -> Path:
-    """Build crun from its verified upstream tarball (no Debian patches); returns the binary."""
-    upstream = CRUN_SOURCE_VERSION.rsplit("-", 1)[0]
-    binary = var / "bin" / f"crun-{upstream}"
-    if binary_version(str(binary)) == upstream:
-        return binary
-    tarball = fetch_crun_source(var, apt_mirror(), timeout, progress)
-    tree = var / "src" / f"crun-{upstream}"
-    shutil.rmtree(tree, ignore_errors=True)
-    subprocess.run(["tar", "-C", str(tree.parent), "-xzf", str(tarball)], check=True, timeout=120)
-    progress(f"building crun {upstream} (configure + make, about 25 s on 2 cores)")
-    started = time.monotonic()
-    jobs = f"-j{os.cpu_count() or 2}"
-    # The whole default target: `make crun` alone races libocispec's generated headers.
-    steps = (["./configure", "--disable-criu"], ["make", jobs])
-    for number, step in enumerate(steps, 1):
-        log = var / "src" / f"crun-build-{number}.log"
-        with log.open("w") as out:
-            done = subprocess.run(step, cwd=tree, stdout=out, stderr=subprocess.STDOUT, timeout=timeout * 10)
-        if done.returncode != 0:
-            raise EnvError(f"building crun {upstream}: {' '.join(step)} failed, see {log}")
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(tree / "crun", binary)
-    shutil.rmtree(tree, ignore_errors=True)
-    progress(f"built crun {upstream} in {time.monotonic() - started:.1f}s: {binary}")
-    return binary
 
 
 def memlock_shim(var: Path) -> Path:

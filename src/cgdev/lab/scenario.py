@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from cgdev.lab import bundle, control, hooksim, runtime, stack
+from cgdev.lab import bundle, containers, hooksim, runtime, stack
 from cgdev.lab.layers import insn_count, layers
 from cgdev.lab.presets import STEPS, Preset, expectation
 from cgdev.lab.runtime import Container, Runtime
@@ -111,9 +111,9 @@ def preset_config(preset: Preset) -> dict[str, Any]:
 
 def start_preset(lab: Lab, preset: Preset, rt: Runtime, container_id: str | None = None) -> Container:
     """Start the preset's container, as ``container_id`` (default: the scenario's own id)."""
-    return control.run_container(
+    return containers.start_container(
         lab, container_id or scenario_id(preset), rt, preset.driver, preset_config(preset), preset=preset.name
-    )
+    ).container
 
 
 def apply_step(lab: Lab, step: str, container: Container) -> bool:
@@ -158,7 +158,7 @@ def run_scenario(lab: Lab, preset: Preset, runtimes: dict[str, Runtime]) -> Scen
                 f"start: device programs on {filtered} cgroup level(s), expected {preset.filtered_levels}"
             )
     finally:
-        control.delete_container(lab, container.id)
+        containers.delete_container(lab, container.id)
         result.seconds = time.monotonic() - started
     return result
 

@@ -1,0 +1,69 @@
+"""What ``down`` checks is gone: anything of the lab still on the machine after it stopped.
+
+``down`` reports these instead of assuming a clean stop, and the test fixture asserts the list
+is empty, so a process, cgroup, mount, state dir or hook program the lab leaves behind is seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from cgdev.lab import stack
+from cgdev.lab.paths import CGROUP_NAME, STATE_DIR
+
+
+def leftovers(timeout: float = 5.0) -> list[str]:
+    """Anything of the lab still on the machine: processes, cgroups, mounts, state, hook programs."""
+    root = stack.cgroup2_mount() / CGROUP_NAME
+    found: list[str] = []
+    if root.exists():
+        found.append(f"cgroup {root}")
+    if STATE_DIR.exists():
+        found.append(f"state dir {STATE_DIR}")
+    found += [f"process {pid} ({name})" for pid, name in _lab_processes()]
+    mountinfo = Path("/proc/self/mountinfo").read_text()
+    found += [f"mount {line.split()[4]}" for line in mountinfo.splitlines() if "cgdev-lab" in line]
+    found += _hook_programs_left(timeout)
+    return found
+
+
+def _lab_processes() -> list[tuple[int, str]]:
+    """Host processes in the lab's cgroup, or started by it (launcher, nsinit, unshare)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cgroup = (proc / "cgroup").read_text()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            started_by_us = "cgdev.lab.launcher" in cmdline or "cgdev.lab.nsinit" in cmdline
+            in_lab = f"::/{CGROUP_NAME}/" in cgroup or f"::/{CGROUP_NAME}\n" in cgroup
+            if (in_lab or started_by_us) and stack.alive(int(proc.name)):
+                out.append((int(proc.name), cmdline.strip()[:60]))
+    return out
+
+
+def _hook_programs_left(timeout: float) -> list[str]:
+    """hook-sim programs live only as long as their cgroup; the kernel frees them soon after rmdir.
+
+    Reads the program table with bpftool when it is installed (the check is then real, not assumed).
+    """
+    import json
+    import shutil
+    import subprocess
+
+    if shutil.which("bpftool") is None:
+        return []
+    from cgdev.lab.hooksim import PROGRAM_NAME
+
+    names: list[str] = []
+
+    def gone() -> bool:
+        done = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, timeout=10)
+        progs = json.loads(done.stdout or "[]") if done.returncode == 0 else []
+        names[:] = [f"bpf program {p['id']} ({PROGRAM_NAME})" for p in progs if p.get("name") == PROGRAM_NAME]
+        return not names
+
+    stack.wait_until(gone, timeout, 0.1)
+    return names
