@@ -20,8 +20,8 @@ import tempfile
 import time
 
 from cgdev.adapters import bpf
+from cgdev.adapters.cgroupfs import relative
 from cgdev.adapters.probe import ScratchCgroup
-from cgdev.ops.targets import relative
 
 EVIDENCE = "/work/shared/reference/realstack/evidence/programs/"
 MIX = [  # (share of containers, scope program, leaf program, leaf sub-cgroup)

@@ -25,6 +25,7 @@ __all__ = [
     "ALLOW_C_1_3_R",
     "DENY_ALL",
     "bpffs_dir",
+    "in_child",
     "insn",
     "kernel_unavailable_reason",
     "probe",
@@ -32,6 +33,36 @@ __all__ = [
     "root_bpf",
     "scratch_cgroup",
 ]
+
+# --- running something in a forked child ------------------------------------------------------
+
+
+def in_child(action: Callable[[], str]) -> str:
+    """Run ``action`` in a forked child and return the text it returned.
+
+    For what must not touch the test process itself: joining another cgroup, dropping
+    privileges.  An exception in the child comes back as ``"error\t<type>: <message>"``.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.close(read_end)
+            try:
+                answer = action()
+            except BaseException as exc:
+                answer = f"error\t{type(exc).__name__}: {exc}"
+            os.write(write_end, answer.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    return b"".join(chunks).decode()
+
 
 # --- a tiny assembler (struct bpf_insn, little-endian hosts) ----------------------------------
 

@@ -17,7 +17,7 @@ import pytest
 from cgdev.adapters import bpf, cgroupfs
 from cgdev.adapters.probe import ScratchCgroup
 from cgdev.errors import CgdevError, EnvError, InputError, NeedsRoot, NotFound, VerifierError
-from fixtures_kernel import ALLOW_ALL, ALLOW_C_1_3_R, DENY_ALL, EXIT, insn, requires_root_bpf
+from fixtures_kernel import ALLOW_ALL, ALLOW_C_1_3_R, DENY_ALL, EXIT, in_child, insn, requires_root_bpf
 
 NOBODY = 65534
 
@@ -311,27 +311,18 @@ def test_opening_a_file_that_is_not_a_pin_is_bad_input_for_root() -> None:
 
 def _as_nobody(action: Callable[[], object]) -> tuple[str, str]:
     """Run ``action`` in a forked child after setuid(nobody); (exception class, message)."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
+
+    def unprivileged() -> str:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
         try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            try:
-                action()
-                report = "none\t"
-            except CgdevError as exc:
-                report = f"{type(exc).__name__}\t{exc}"
-            os.write(write_end, report.encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    data = os.read(read_end, 4096).decode()
-    os.close(read_end)
-    os.waitpid(pid, 0)
-    name, _, message = data.partition("\t")
+            action()
+        except CgdevError as exc:
+            return f"{type(exc).__name__}\t{exc}"
+        return "none\t"
+
+    name, _, message = in_child(unprivileged).partition("\t")
     return name, message
 
 

@@ -18,7 +18,7 @@ from cgdev.ops.explain import explain, parse_access_request, resolve_device
 from cgdev.ops.layers import Inspection, Layer, UnitRecord
 from cgdev.ops.targets import Target, cgroup_pids, resolve
 from evidence import EVIDENCE
-from fixtures_kernel import requires_root_bpf
+from fixtures_kernel import in_child, requires_root_bpf
 from test_explain_helpers import NULL_RW, NVIDIACTL_RW, ScratchNode, node, v1_devices_group  # noqa: F401
 
 
@@ -220,27 +220,20 @@ def test_v1_layer_needs_one_exception_to_cover_the_whole_request(node: ScratchNo
 
 def _v1_opens(v1_group: str, flags: list[int]) -> list[bool]:
     """Open /dev/null (1:3, no side effects) with each flag from a child in the v1 group."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            with open(os.path.join(v1_group, "cgroup.procs"), "w") as fh:
-                fh.write("0")
-            verdicts = ""
-            for flag in flags:
-                try:
-                    os.close(os.open("/dev/null", flag))
-                    verdicts += "1"
-                except PermissionError:
-                    verdicts += "0"
-            os.write(write_end, verdicts.encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    answer = os.read(read_end, 16).decode()
-    os.close(read_end)
-    os.waitpid(pid, 0)
-    return [c == "1" for c in answer]
+
+    def opens() -> str:
+        with open(os.path.join(v1_group, "cgroup.procs"), "w") as fh:
+            fh.write("0")
+        verdicts = ""
+        for flag in flags:
+            try:
+                os.close(os.open("/dev/null", flag))
+                verdicts += "1"
+            except PermissionError:
+                verdicts += "0"
+        return verdicts
+
+    return [c == "1" for c in in_child(opens)]
 
 
 @requires_root_bpf

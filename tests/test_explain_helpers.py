@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from cgdev.adapters import bpf, cgroupfs
+from cgdev.adapters.cgroupfs import relative
 from cgdev.core.model import ACC_R, ACC_W, Request
-from cgdev.ops.targets import relative
 from evidence import PROGRAMS as PROGRAM_DIR
 from kernel_requests import sample_requests  # noqa: F401  (re-exported for test modules)
 

@@ -43,89 +43,25 @@ def test_real_programs_known_verdicts() -> None:
     assert 6 < outcome.executed < len(crun)
 
 
+def _taken(setup: list[object], jump: object) -> bool:
+    """Whether ``jump`` (to label ``t``) is taken after ``setup``: the program returns 1 there."""
+    return _verdict_of([*setup, jump, *_ret(0), Label("t"), *_ret(1)]) == 1
+
+
 def test_alu_semantics_match_the_kernel() -> None:
     # 32-bit ops zero-extend; division by zero gives 0, modulo by zero keeps the dividend
-    assert (
-        _verdict_of(
-            [
-                alu64("mov", 1, imm=-1),
-                alu32("add", 1, imm=1),
-                jmp("jeq", 1, "t", imm=0),
-                *_ret(0),
-                Label("t"),
-                *_ret(1),
-            ]
-        )
-        == 1
-    )
-    assert (
-        _verdict_of(
-            [
-                alu64("mov", 1, imm=7),
-                alu64("div", 1, imm=0),
-                jmp("jeq", 1, "t", imm=0),
-                *_ret(0),
-                Label("t"),
-                *_ret(1),
-            ]
-        )
-        == 1
-    )
-    assert (
-        _verdict_of(
-            [
-                alu64("mov", 1, imm=7),
-                alu64("mov", 2, imm=0),
-                alu64("mod", 1, src=2),
-                jmp("jeq", 1, "t", imm=7),
-                *_ret(0),
-                Label("t"),
-                *_ret(1),
-            ]
-        )
-        == 1
+    assert _taken([alu64("mov", 1, imm=-1), alu32("add", 1, imm=1)], jmp("jeq", 1, "t", imm=0))
+    assert _taken([alu64("mov", 1, imm=7), alu64("div", 1, imm=0)], jmp("jeq", 1, "t", imm=0))
+    assert _taken(
+        [alu64("mov", 1, imm=7), alu64("mov", 2, imm=0), alu64("mod", 1, src=2)], jmp("jeq", 1, "t", imm=7)
     )
     # 64-bit compares sign-extend the immediate; JMP32 compares the low half
-    assert (
-        _verdict_of([*ld_imm64(1, 0xFFFF_FFFF), jmp("jeq", 1, "t", imm=-1), *_ret(1), Label("t"), *_ret(0)])
-        == 1
-    )
-    assert (
-        _verdict_of(
-            [
-                *ld_imm64(1, 0x1_0000_0005),
-                jmp("jeq", 1, "t", imm=5, wide32=True),
-                *_ret(0),
-                Label("t"),
-                *_ret(1),
-            ]
-        )
-        == 1
-    )
-    assert (
-        _verdict_of([alu64("mov", 1, imm=-2), jmp("jslt", 1, "t", imm=-1), *_ret(0), Label("t"), *_ret(1)])
-        == 1
-    )
-    assert (
-        _verdict_of([alu64("mov", 1, imm=-2), jmp("jlt", 1, "t", imm=-1), *_ret(0), Label("t"), *_ret(1)])
-        == 1
-    )
-    assert (
-        _verdict_of([alu64("mov", 1, imm=6), jmp("jset", 1, "t", imm=1), *_ret(1), Label("t"), *_ret(0)]) == 1
-    )
-    assert (
-        _verdict_of(
-            [
-                alu64("mov", 1, imm=-16),
-                alu64("arsh", 1, imm=2),
-                jmp("jeq", 1, "t", imm=-4),
-                *_ret(0),
-                Label("t"),
-                *_ret(1),
-            ]
-        )
-        == 1
-    )
+    assert not _taken([*ld_imm64(1, 0xFFFF_FFFF)], jmp("jeq", 1, "t", imm=-1))
+    assert _taken([*ld_imm64(1, 0x1_0000_0005)], jmp("jeq", 1, "t", imm=5, wide32=True))
+    assert _taken([alu64("mov", 1, imm=-2)], jmp("jslt", 1, "t", imm=-1))
+    assert _taken([alu64("mov", 1, imm=-2)], jmp("jlt", 1, "t", imm=-1))
+    assert not _taken([alu64("mov", 1, imm=6)], jmp("jset", 1, "t", imm=1))
+    assert _taken([alu64("mov", 1, imm=-16), alu64("arsh", 1, imm=2)], jmp("jeq", 1, "t", imm=-4))
 
 
 def test_context_loads_follow_the_verifier_rules() -> None:

@@ -136,6 +136,12 @@ def locate(spec: str, *, mount: str | None = None) -> tuple[str, str]:
     return host, "/" + "/".join(parts)
 
 
+def relative(path: str, mount: str) -> str:
+    """A host path under ``mount`` as ``/a/b`` (``/`` for the root): how every command prints a
+    cgroup.  A path outside the mount is an InputError."""
+    return "/" + "/".join(_relative_parts(path, mount))
+
+
 def _relative_parts(path: str, mount: str) -> list[str]:
     mount = mount.rstrip("/") or "/"
     norm = os.path.normpath(path)

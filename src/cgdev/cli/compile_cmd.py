@@ -94,27 +94,17 @@ def _semantics(args: argparse.Namespace) -> str:
     return args.shape
 
 
-def _forced_defaults(semantics: str) -> list[Any]:
-    from cgdev.core.semantics.defaults import CRUN_1_8_DEFAULTS, CRUN_DEFAULTS, RUNC_DEFAULTS
-
-    table = {
-        "crun": list(CRUN_DEFAULTS),
-        "crun-1.8": list(CRUN_1_8_DEFAULTS),
-        "runc": [rule for _path, rule in RUNC_DEFAULTS],
-    }
-    return table.get(semantics, [])
-
-
 def _warnings(rule_list: list[Any], semantics: str, policy: Any) -> list[str]:
     """What the chosen reading does that the rules do not say: systemd's lossy conversion, and a
     runtime that allows *more* than the rules and its documented forced defaults (runc turns any
     ``a`` rule into allow-all: a silent privilege widening, DESIGN.md §4)."""
     from cgdev.core.policy import Policy
     from cgdev.core.semantics import policy_of, systemd_properties_of
+    from cgdev.core.semantics.defaults import forced_defaults
 
     out = list(systemd_properties_of(rule_list).warnings) if semantics == "systemd" else []
     if semantics not in ("ordered", "v1"):
-        said = policy_of(rule_list, "ordered") | policy_of(_forced_defaults(semantics), "ordered")
+        said = policy_of(rule_list, "ordered") | policy_of(list(forced_defaults(semantics)), "ordered")
         wider = policy.minus(said)
         if wider != Policy.deny_all():
             examples = ", ".join(str(m.request) for m in Policy.deny_all().diff(wider, limit=3))

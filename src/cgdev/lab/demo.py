@@ -29,7 +29,6 @@ from cgdev.lab.stack import Lab
 from cgdev.ops.explain import Explanation
 from cgdev.ops.layers import Layer, LiftCache, ProgramRecord, analyse_layers
 from cgdev.ops.reload import PredictedLayer, predict_reload
-from cgdev.ops.targets import relative
 
 Out = Callable[[str], None]
 COLUMNS = (80, 100)  # readable: the terminal's width, kept within these bounds
@@ -133,7 +132,7 @@ def explain_command(lab: Lab, rt: Runtime, container: Container) -> list[list[st
     ``/proc/<pid1>/root``, the bus socket there, and systemd's cgroup root as our subtree.
     """
     fs_root = f"/proc/{lab.pid1}/root"
-    systemd_root = relative(str(lab.cgroup_root), cgroupfs.cgroup2_mount())
+    systemd_root = cgroupfs.relative(str(lab.cgroup_root), cgroupfs.cgroup2_mount())
     return [
         ["cgdev", "explain", container.id, "--device", "/dev/nvidiactl", "--access", "rw"],
         ["--runtime-root", f"{fs_root}/run/{rt.family}", "--systemd-root", systemd_root],

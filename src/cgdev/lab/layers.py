@@ -10,11 +10,11 @@ systemd inside it does.
 from __future__ import annotations
 
 from cgdev.adapters import bpf, cgroupfs
+from cgdev.adapters.cgroupfs import relative
 from cgdev.core.model import Request
 from cgdev.lab.stack import Lab
 from cgdev.ops.collect import program_records
 from cgdev.ops.layers import Layer, ProgramRecord
-from cgdev.ops.targets import relative
 
 
 def layers(lab: Lab, cgroup: str) -> list[Layer]:

@@ -42,7 +42,7 @@ from cgdev.ops.layers import (
     v1_policy,
 )
 from cgdev.ops.reload import predict_reload, predicted_policy, reload_trigger
-from cgdev.ops.targets import Target, cgroup_pids, classify, process_leaf, relative
+from cgdev.ops.targets import Target, cgroup_pids, classify, process_leaf
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +122,7 @@ class _Reader:
         cached = self.layers.get(host_path)
         if cached is not None:
             return cached
-        rel = relative(host_path, self.mount)
+        rel = cgroupfs.relative(host_path, self.mount)
         programs = tuple(self._dedup(r) for r in program_records(host_path))
         unit: UnitRecord | None = None
         if self.systemd is not None:
@@ -208,12 +208,12 @@ def _container_targets(
         if kind is None or kind[0] != "container":
             continue
         leaf = process_leaf(path)
-        rel = relative(leaf, mount)
+        rel = cgroupfs.relative(leaf, mount)
         if rel not in found:
             pids = cgroup_pids(leaf)
             pid = pids[0] if pids else None
             found[rel] = Target(rel, "container", rel, pid=pid, runtime=kind[1], container_id=kind[2])
-    walk_rel = relative(walk_root, mount)
+    walk_rel = cgroupfs.relative(walk_root, mount)
     for state in list_containers(roots):
         if state.pid is None:
             continue

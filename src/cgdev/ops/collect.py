@@ -20,7 +20,7 @@ from typing import Any, Final
 from cgdev.adapters import bpf, cgroupfs
 from cgdev.errors import CgdevError, NotFound
 from cgdev.ops.layers import Inspection, Layer, ProgramRecord, UnitRecord
-from cgdev.ops.targets import UNIT_SUFFIXES, Target, relative
+from cgdev.ops.targets import UNIT_SUFFIXES, Target
 
 MAX_DEVICE_NODES: Final = 4096
 # /dev/char/M:m, /dev/block/M:m and systemd's inaccessible nodes are parsed textually by systemd.
@@ -163,7 +163,7 @@ def collect(
     layers = []
     pins: dict[str, ProgramRecord] = {}
     for host_path in cgroupfs.ancestors(target.cgroup, mount=base):
-        rel = relative(host_path, base)
+        rel = cgroupfs.relative(host_path, base)
         unit = None
         if systemd is not None:
             sd_path = systemd_view(rel, systemd_root)

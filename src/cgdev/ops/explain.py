@@ -35,8 +35,6 @@ from cgdev.ops.layers import (
 from cgdev.ops.reload import PredictedLayer, predict_reload, reload_trigger
 
 _NUMERIC_DEVICE: Final = re.compile(r"^\s*([bc])\s+(\d+)\s*:\s*(\d+)\s*$")
-# systemd's spelling (DeviceAllow=/dev/char/195:255), meaningful even where no such link exists
-_SYSTEMD_DEVICE: Final = re.compile(r"^/dev/(char|block)/(\d+):(\d+)$")
 ACCESS_WORDS: Final[dict[str, int]] = {
     "m": ACC_M,
     "r": ACC_R,
@@ -98,13 +96,11 @@ def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool
         node = _node(text)
         if node is not None:
             return Request(node[0], node[1], node[2], access), "host"  # type: ignore[arg-type]
-    spelled = _SYSTEMD_DEVICE.match(os.path.normpath(text))
-    if spelled:
-        major, minor = int(spelled.group(2)), int(spelled.group(3))
-        if major > _U32 or minor > _U32:
-            raise InputError(f"--device: {text!r}: major and minor must fit in 32 bits")
-        dev_type = "c" if spelled.group(1) == "char" else "b"
-        return Request(dev_type, major, minor, access), "given"  # type: ignore[arg-type]
+    if text.startswith(("/dev/char/", "/dev/block/")):  # systemd's spelling, link or not
+        from cgdev.core.rules import parse_device_allow
+
+        (rule,) = parse_device_allow(os.path.normpath(text), "", "--device")
+        return Request(rule.type, rule.major, rule.minor, access), "given"  # type: ignore[arg-type]
     where = "in the container or on the host" if live else "in the snapshot's device list"
     raise NotFound(f"--device: {text!r}: no such device node {where} (give it as 'c MAJOR:MINOR')")
 

@@ -127,16 +127,6 @@ def classify(name: str) -> tuple[str, str, str] | None:
     return None
 
 
-def relative(path: str, mount: str) -> str:
-    """A host path under the mount as ``/a/b`` (``/`` for the root); anything else is a bug."""
-    base = mount.rstrip("/")
-    if path in (base, mount):
-        return "/"
-    if not path.startswith(base + "/"):
-        raise ValueError(f"{path!r} is not under the cgroup mount {mount!r}")
-    return "/" + path[len(base) :].strip("/")
-
-
 def _subdirs(path: str) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(path) as entries:
@@ -170,7 +160,7 @@ def find_named(spec: str, mount: str) -> list[NamedCgroup]:
             (inside_containers if named[0] == "container" else queue).append(entry.path)
             key = wanted if named[0] == "pod" else spec  # only pod UIDs are spelled with _ in cgroups
             if named[2].startswith(key):
-                cgroup = NamedCgroup(named[0], named[1], named[2], relative(entry.path, mount))
+                cgroup = NamedCgroup(named[0], named[1], named[2], cgroupfs.relative(entry.path, mount))
                 if named[2] == key:
                     return [cgroup]
                 found.append(cgroup)
@@ -239,7 +229,7 @@ def _recorded_cgroup(state: ContainerState, mount: str) -> str | None:
         return None
     for base in (mount.rstrip("/"), *_USUAL_MOUNTS):
         if state.cgroup.startswith(base + "/"):
-            return relative(state.cgroup, base)
+            return cgroupfs.relative(state.cgroup, base)
     return "/" + state.cgroup.strip("/")
 
 
@@ -291,7 +281,7 @@ def _named_candidates(spec: str, named: Sequence[NamedCgroup], mount: str) -> li
         target = Target(
             spec,
             entry.kind,
-            relative(leaf, mount),
+            cgroupfs.relative(leaf, mount),
             pid=pids[0] if pids else None,
             runtime=entry.engine,
             container_id=entry.id if entry.kind == "container" else None,
@@ -312,16 +302,18 @@ def _unit_target(spec: str, mount: str, systemd: Any, systemd_root: str) -> Targ
             rel = "/" + "/".join(p for p in (systemd_root + "/" + control_group).split("/") if p)
             host = process_leaf(cgroupfs.cgroup_path(rel, mount=mount))
             pids = cgroup_pids(host)
-            return Target(spec, "unit", relative(host, mount), pid=pids[0] if pids else None, unit=spec)
+            return Target(
+                spec, "unit", cgroupfs.relative(host, mount), pid=pids[0] if pids else None, unit=spec
+            )
     matches = [p for p in cgroupfs.walk(mount) if os.path.basename(p) == spec]
     if len(matches) > 1:
-        listed = ", ".join(relative(p, mount) for p in matches[:MAX_LISTED])
+        listed = ", ".join(cgroupfs.relative(p, mount) for p in matches[:MAX_LISTED])
         raise InputError(f"target {spec}: ambiguous, {len(matches)} cgroups have that name: {listed}")
     if not matches:
         return None
     host = process_leaf(matches[0])
     pids = cgroup_pids(host)
-    return Target(spec, "unit", relative(host, mount), pid=pids[0] if pids else None, unit=spec)
+    return Target(spec, "unit", cgroupfs.relative(host, mount), pid=pids[0] if pids else None, unit=spec)
 
 
 def _pick(spec: str, candidates: list[_Candidate]) -> Target:

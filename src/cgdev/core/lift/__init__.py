@@ -332,7 +332,6 @@ def _rules(terminals: list[Terminal], pieces_of: _Pieces, chain: bool) -> list[L
     for term in terminals:
         groups.setdefault((term.prov[0], term.prov[1], term.verdict), []).append(term)
     out: list[LiftedRule] = []
-    decided: list[Cells] = []
     for (start, end, verdict), terms in sorted(groups.items()):
         live = accepted = 0
         for term in terms:
@@ -351,11 +350,10 @@ def _rules(terminals: list[Terminal], pieces_of: _Pieces, chain: bool) -> list[L
                 bool(verdict), types, masks, majors, minors, (start, end), remainder or shadowed, cells=cells
             )
         )
-        decided.append(cells)
-    return _first_match_rules(out, decided) if chain else out
+    return _first_match_rules(out) if chain else out
 
 
-def _first_match_rules(rules: list[LiftedRule], decided: list[Cells]) -> list[LiftedRule]:
+def _first_match_rules(rules: list[LiftedRule]) -> list[LiftedRule]:
     """Widen each block that is not yet a plain rule to the plainest rule that, in first-match
     order, still decides exactly what the block did.
 
@@ -375,14 +373,14 @@ def _first_match_rules(rules: list[LiftedRule], decided: list[Cells]) -> list[Li
             for ctx in range(8)
             if TYPE_OF_KERNEL[CTX_TYPES[ctx]] in rule.types and CTX_MASKS[ctx] in rule.masks
         )
-        index = index or _DecidedIndex(decided)
+        index = index or _DecidedIndex([r.cells for r in rules])
         for majors, minors in _candidates(rule):
-            if _box_holds(contexts, majors, minors, decided[i]) and not index.meets_after(
+            if _box_holds(contexts, majors, minors, rule.cells) and not index.meets_after(
                 i, contexts, majors, minors
             ):
                 out[i] = LiftedRule(
                     rule.allow, rule.types, rule.masks, majors, minors, rule.insn_range,
-                    remainder=False, shadowed=True,
+                    remainder=False, shadowed=True, cells=rule.cells,
                 )  # fmt: skip
                 break
             if index.budget <= 0:

@@ -11,6 +11,8 @@ whoever splits or merges it may mutate it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cgdev.core.lift import intervals as iv
 from cgdev.core.lift.intervals import IntervalSet
 
@@ -67,6 +69,21 @@ class ValueSet:
 
 def _point(x: int) -> ValueSet:
     return ValueSet(((x, x),))
+
+
+def _split_at_one_point(
+    taken: IntervalSet, rest: IntervalSet, split_point: Callable[[int], tuple[Region, Region]]
+) -> tuple[Region, Region] | None:
+    """The cheap split when ``taken`` or its complement is a single value (a rule chain's
+    ``== N`` test and its negation); None otherwise."""
+    point = _single_point(taken)
+    if point is not None:
+        return split_point(point)
+    point = _single_point(rest)
+    if point is not None:
+        inside, outside = split_point(point)
+        return outside, inside
+    return None
 
 
 def _single_point(taken: IntervalSet) -> int | None:
@@ -129,14 +146,10 @@ class Region:
 
     def split_major(self, taken: IntervalSet) -> tuple[Region, Region]:
         """(the part whose major is in ``taken``, the rest); consumes ``self``."""
-        point = _single_point(taken)
-        if point is not None:
-            return self.split_major_point(point)
         rest = iv.complement(taken, iv.U32)
-        point = _single_point(rest)
-        if point is not None:
-            inside, outside = self.split_major_point(point)
-            return outside, inside
+        by_point = _split_at_one_point(taken, rest, self.split_major_point)
+        if by_point is not None:
+            return by_point
         yes, no = Region(), Region()
         for major, minors in self.points.items():
             (yes if iv.contains(taken, major) else no).points[major] = minors
@@ -166,14 +179,10 @@ class Region:
         return inside, self
 
     def split_minor(self, taken: IntervalSet) -> tuple[Region, Region]:
-        point = _single_point(taken)
-        if point is not None:
-            return self.split_minor_point(point)
         rest = iv.complement(taken, iv.U32)
-        point = _single_point(rest)
-        if point is not None:
-            inside, outside = self.split_minor_point(point)
-            return outside, inside
+        by_point = _split_at_one_point(taken, rest, self.split_minor_point)
+        if by_point is not None:
+            return by_point
         yes, no = Region(), Region()
         for major, minors in self.points.items():
             whole = minors.materialize()

@@ -57,3 +57,11 @@ RUNC_DEFAULTS: Final[tuple[tuple[str | None, Rule], ...]] = (
     (None, _dev(5, 2)),
     (None, _dev(10, 200)),
 )
+
+
+def forced_defaults(semantics: str) -> tuple[Rule, ...]:
+    """The devices a runtime allows whatever the spec says (none for ordered, systemd, v1): what
+    a runtime may add to a rule list without that being a surprise."""
+    if semantics == "runc":
+        return tuple(rule for _path, rule in RUNC_DEFAULTS)
+    return {"crun": CRUN_DEFAULTS, "crun-1.8": CRUN_1_8_DEFAULTS}.get(semantics, ())
