@@ -8,7 +8,7 @@ from typing import Any
 from cgdev.cli._program_input import ProgramSource, add_program_arguments, read_programs
 from cgdev.cli.output import print_json
 from cgdev.core.model import DEV_TYPES, Request
-from cgdev.errors import CgdevError, InputError, ProgramError
+from cgdev.errors import InputError, LifterDisagreement, ProgramError
 
 HELP = "decompile device programs into the rules and the exact policy they enforce"
 DESCRIPTION = (
@@ -19,12 +19,6 @@ DESCRIPTION = (
 )
 
 _ACCESS = {"m": 1, "r": 2, "w": 4, "rw": 6, "wr": 6}
-
-
-class LifterDisagreement(CgdevError):
-    """The lifted policy and the interpreter disagree: a bug in cgdev, never the user's fault."""
-
-    exit_code = 3
 
 
 def parse_request(text: str) -> Request:
