@@ -137,8 +137,9 @@ def run(args: argparse.Namespace) -> int:
         warnings.append(f"{args.shape} attaches no program for these rules (every device is allowed)")
     if args.verify and program:
         from cgdev.adapters import bpf
+        from cgdev.core.progname import kernel_program_name
 
-        bpf.prog_load(raw, name=f"cgdev_{args.shape}"[:15]).close()
+        bpf.prog_load(raw, name=kernel_program_name(f"cgdev_{args.shape}")).close()
     if args.output is not None:
         try:
             args.output.write_bytes(raw)
