@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "show": "cgdev.cli.show_cmd",
     "audit": "cgdev.cli.audit_cmd",
     "snapshot": "cgdev.cli.snapshot_cmd",
+    "check": "cgdev.cli.check_cmd",
 }
 
 
