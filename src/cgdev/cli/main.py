@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "audit": "cgdev.cli.audit_cmd",
     "snapshot": "cgdev.cli.snapshot_cmd",
     "check": "cgdev.cli.check_cmd",
+    "completion": "cgdev.cli.completion_cmd",
+    "man": "cgdev.cli.man_cmd",
 }
 
 
