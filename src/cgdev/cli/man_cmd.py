@@ -50,7 +50,8 @@ def _paragraphs(text: str) -> list[str]:
         if not block:
             return
         if verbatim:
-            out.extend([".PP", ".RS 4", ".nf", *(escape(line.strip()) or "" for line in block), ".fi", ".RE"])
+            indent = min(len(line) - len(line.lstrip()) for line in block)  # keep relative indents
+            out.extend([".PP", ".RS 4", ".nf", *(escape(line[indent:]) for line in block), ".fi", ".RE"])
         else:
             out.extend([".PP", escape(" ".join(line.strip() for line in block))])
         block.clear()
