@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cgdev.core.isa import BPF_REG_AX
+from cgdev.core.progname import kernel_program_name
 from cgdev.errors import EnvError, InputError, NeedsRoot, NotFound, VerifierError
 
 # --- constants from include/uapi/linux/bpf.h --------------------------------------------------
@@ -323,11 +324,12 @@ def prog_load(insns: bytes, *, name: str = "", license: str = "GPL") -> Fd:
     """Load a BPF_PROG_TYPE_CGROUP_DEVICE program.
 
     The first try runs without a log (the common case must be fast); only a failure is retried
-    with a log, grown on ENOSPC up to 16 MiB, so the error carries the verifier's reason.
+    with a log, grown on ENOSPC up to 16 MiB, so the error carries the verifier's reason.  ``name``
+    is made legal first (``kernel_program_name``): an illegal name is EINVAL, not a program error.
     """
     if not insns or len(insns) % INSN_SIZE:
         raise VerifierError(f"program length {len(insns)} is not a positive multiple of {INSN_SIZE} bytes")
-    encoded_name = name.encode()[: BPF_OBJ_NAME_LEN - 1]
+    encoded_name = kernel_program_name(name).encode()
     insns_buf = ctypes.create_string_buffer(bytes(insns), len(insns))
     lic = ctypes.create_string_buffer(license.encode())
     count = len(insns) // INSN_SIZE

@@ -28,6 +28,8 @@ own semantics).
 
   cgdev compile 'deny a' 'allow c 1:3 rwm' 'allow c 136:* rw'
   cgdev compile --config config.json --shape crun -o prog.bin
+  cgdev compile --rules rules.txt --format elf -o prog.o
+  bpftool prog load prog.o /sys/fs/bpf/myprog type cgroup/dev
   cgdev compile --rules rules.txt --json --verify
 """
 
@@ -45,7 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--semantics", choices=SEMANTICS, help="how to read the rule list (default: ordered)")
     parser.add_argument("--shape", choices=SHAPES, default="cgdev", help="whose program to emit")
-    parser.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the raw instructions here")
+    parser.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the program here (--format)")
+    parser.add_argument(
+        "--format",
+        choices=("raw", "elf"),
+        default="raw",
+        help="-o FILE as raw instructions (default) or an ELF object for bpftool/libbpf (cgroup/dev section)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output (docs/json-schema.md)")
     parser.add_argument("--verify", action="store_true", help="load the program into the kernel (root)")
 
@@ -120,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     from cgdev.core.isa import encode
     from cgdev.core.semantics import policy_of
 
+    if args.format == "elf" and args.output is None:
+        raise InputError('--format "elf": an ELF object is binary, give -o FILE')
     rule_list = read_rules(args)
     semantics = _semantics(args)
     policy = policy_of(rule_list, semantics)
@@ -137,11 +147,19 @@ def run(args: argparse.Namespace) -> int:
         warnings.append(f"{args.shape} attaches no program for these rules (every device is allowed)")
     if args.verify and program:
         from cgdev.adapters import bpf
+        from cgdev.core.progname import kernel_program_name
 
-        bpf.prog_load(raw, name=f"cgdev_{args.shape}"[:15]).close()
+        bpf.prog_load(raw, name=kernel_program_name(f"cgdev_{args.shape}")).close()
     if args.output is not None:
+        data = raw
+        if args.format == "elf":
+            from cgdev.core.elf import device_program_elf
+
+            if not program:
+                raise InputError(f'--format "elf": {args.shape} attaches no program for these rules')
+            data = device_program_elf(raw, name=f"cgdev_{args.shape}")
         try:
-            args.output.write_bytes(raw)
+            args.output.write_bytes(data)
         except OSError as exc:
             raise InputError(f'-o "{args.output}": cannot write ({exc.strerror})') from None
     listing = disassemble(program) if program else ""
@@ -161,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.output is not None:
-        print(f"{len(program)} instructions ({args.shape}) written to {args.output}")
+        what = "as an ELF object (section cgroup/dev) " if args.format == "elf" else ""
+        print(f"{len(program)} instructions ({args.shape}) written {what}to {args.output}")
     elif listing:
         print(listing.rstrip("\n"))
     if args.verify and program:

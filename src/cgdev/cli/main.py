@@ -24,6 +24,9 @@ COMMANDS: dict[str, str] = {
     "show": "cgdev.cli.show_cmd",
     "audit": "cgdev.cli.audit_cmd",
     "snapshot": "cgdev.cli.snapshot_cmd",
+    "check": "cgdev.cli.check_cmd",
+    "completion": "cgdev.cli.completion_cmd",
+    "man": "cgdev.cli.man_cmd",
 }
 
 
