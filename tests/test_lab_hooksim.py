@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cgdev.adapters.probe import ScratchCgroup
+from cgdev.adapters.scratch_cgroup import ScratchCgroup
 from cgdev.core import isa
 from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.lab import hooksim, stack
@@ -56,7 +56,9 @@ def test_hook_leaves_ancestor_programs_alone(lab: LabHandle) -> None:
 def test_hook_on_a_cgroup_without_programs_allows_only_the_device(scratch_cgroup: ScratchCgroup) -> None:
     result = hooksim.hook_cgroup(scratch_cgroup.path, 195, 255)
     assert result.before == [] and len(result.after) == 1
-    verdicts = scratch_cgroup.probe([Request("c", 195, 255, ACC_R | ACC_W), Request("c", 1, 3, ACC_R)])
+    verdicts = scratch_cgroup.kernel_verdicts(
+        [Request("c", 195, 255, ACC_R | ACC_W), Request("c", 1, 3, ACC_R)]
+    )
     assert verdicts == [True, False]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cgdev.adapters import cgroupfs
-from cgdev.adapters.probe import ScratchCgroup
+from cgdev.adapters.scratch_cgroup import ScratchCgroup
 from cgdev.core import isa
 from cgdev.core.lift import lift
 from cgdev.core.policy import Policy
@@ -78,7 +78,7 @@ def test_real_programs_lift_to_what_the_kernel_and_the_semantics_say(lab: Any, n
                 requests = requests_around(lifted.policy)
                 with ScratchCgroup() as alone:
                     alone.attach(record.xlated, name="lab_copy")
-                    verdicts = alone.probe(requests)
+                    verdicts = alone.kernel_verdicts(requests)
                 wrong = [
                     str(r) for r, v in zip(requests, verdicts, strict=True) if v != lifted.policy.allows(r)
                 ]

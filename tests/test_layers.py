@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cgdev.adapters.probe import probe
+from cgdev.adapters.kernel_probe import kernel_verdicts
 from cgdev.core.policy import Policy
 from cgdev.ops.collect import collect
 from cgdev.ops.layers import (
@@ -41,7 +41,7 @@ def test_effective_policy_equals_kernel_on_sampled_requests(node: ScratchNode) -
     assert effective is not None
     requests = sample_requests()
     assert len(requests) >= 100 and {r.type for r in requests} == {"b", "c"}
-    assert [effective.allows(r) for r in requests] == probe(leaf, requests)
+    assert [effective.allows(r) for r in requests] == kernel_verdicts(leaf, requests)
 
 
 def test_lift_cache_lifts_each_distinct_program_once() -> None:

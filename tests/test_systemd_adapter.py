@@ -524,7 +524,7 @@ def test_sd_devices_program_is_the_predicted_policy(
     """Start a scope through cgdev's client; lift what systemd attached; compare with the policy
     predicted from the unit's properties, and both with the kernel's verdicts."""
     from cgdev.adapters import bpf
-    from cgdev.adapters.probe import ScratchCgroup
+    from cgdev.adapters.scratch_cgroup import ScratchCgroup
     from cgdev.core import isa
     from cgdev.core.lift import lift
     from cgdev.core.policy import Policy
@@ -567,7 +567,7 @@ def test_sd_devices_program_is_the_predicted_policy(
 
     requests = requests_around(predicted)
     with ScratchCgroup(parent=host_path) as probe_cgroup:
-        verdicts = probe_cgroup.probe(requests)
+        verdicts = probe_cgroup.kernel_verdicts(requests)
     wrong = [(str(r), v) for r, v in zip(requests, verdicts, strict=True) if v != predicted.allows(r)]
     assert len(requests) >= 40
     assert not wrong, wrong[:5]

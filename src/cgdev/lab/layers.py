@@ -33,8 +33,8 @@ def program_allows(program: ProgramRecord, request: Request) -> bool:
 
     The kernel, not a model of it, says which layer denies -- so the demo's claim is a measurement.
     """
-    from cgdev.adapters.probe import ScratchCgroup
+    from cgdev.adapters.scratch_cgroup import ScratchCgroup
 
     with ScratchCgroup() as scratch:
         scratch.attach(program.xlated, name="lab_layer")
-        return scratch.probe([request])[0]
+        return scratch.kernel_verdicts([request])[0]
