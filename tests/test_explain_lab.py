@@ -33,7 +33,7 @@ from cgdev.adapters import bpf, cgroupfs
 from cgdev.adapters.kernel_probe import kernel_verdicts
 from cgdev.adapters.runtime_state import runtime_roots
 from cgdev.adapters.scratch_cgroup import ScratchCgroup
-from cgdev.adapters.systemd import SystemdClient
+from cgdev.adapters.systemd_client import SystemdClient
 from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.core.semantics.systemd import reload_reapplies_devices
 from cgdev.lab import presets, scenario

@@ -30,7 +30,7 @@ SHAPE_OF_RUNTIME = {"crun": "crun", "crun-1.8.1": "crun-1.8", "runc": "runc"}
 
 
 def _unit(lab: Any, scope: str) -> Any:
-    from cgdev.adapters.systemd import SystemdClient
+    from cgdev.adapters.systemd_client import SystemdClient
 
     with SystemdClient(lab.bus_address) as client:
         return client.unit_properties(scope)

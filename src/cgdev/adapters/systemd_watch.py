@@ -21,7 +21,7 @@ from jeepney import HeaderFields, MatchRule, Message, MessageType, new_method_ca
 from jeepney.bus_messages import message_bus
 from jeepney.io.asyncio import DBusConnection, open_dbus_connection
 
-from cgdev.adapters.systemd import (
+from cgdev.adapters.systemd_client import (
     CONNECT_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
     MANAGER,
