@@ -90,7 +90,7 @@ class Container:
 
     def to_json(self) -> str:
         return json.dumps(
-            {f: getattr(self, f) for f in self.__slots__},  # type: ignore[attr-defined]
+            {f: getattr(self, f) for f in self.__slots__},
             indent=1,
         )
 
@@ -236,4 +236,4 @@ def probe(
 def check_driver(value: str) -> Driver:
     if value not in DRIVERS:
         raise InputError(f"--cgroup-driver: {value!r} is not one of {', '.join(DRIVERS)}")
-    return value  # type: ignore[return-value]
+    return value
