@@ -34,7 +34,7 @@ from cgdev.adapters.systemd_properties import cgroup_interface
 def default_address() -> str | None:
     """The lab's bus if one runs here (the thing cgdev talks to), else None (the system bus)."""
     try:
-        from cgdev.lab.stack import find_lab
+        from cgdev.lab.instance import find_lab
 
         lab = find_lab()
         if lab is not None:

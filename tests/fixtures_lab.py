@@ -48,7 +48,7 @@ class LabHandle:
 
     @property
     def running(self) -> Any:
-        from cgdev.lab.stack import require_lab
+        from cgdev.lab.instance import require_lab
 
         return require_lab()
 

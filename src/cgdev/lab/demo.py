@@ -23,9 +23,9 @@ from cgdev.adapters import cgroupfs
 from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.core.semantics.systemd import reload_reapplies_devices
 from cgdev.lab import bundle, containers, control, hooksim, presets, runtime, scenario
+from cgdev.lab.instance import Lab
 from cgdev.lab.layers import insn_count, layers, program_allows
 from cgdev.lab.runtime import Container, Runtime
-from cgdev.lab.stack import Lab
 from cgdev.ops.explain import Explanation
 from cgdev.ops.layers import Layer, LiftCache, ProgramRecord, analyse_layers
 from cgdev.ops.reload import PredictedLayer, predict_reload

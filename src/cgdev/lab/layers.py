@@ -12,7 +12,7 @@ from __future__ import annotations
 from cgdev.adapters import bpf, cgroupfs
 from cgdev.adapters.cgroupfs import relative
 from cgdev.core.model import Request
-from cgdev.lab.stack import Lab
+from cgdev.lab.instance import Lab
 from cgdev.ops.collect import program_records
 from cgdev.ops.layers import Layer, ProgramRecord
 

@@ -70,3 +70,10 @@ def lab_timeout() -> float:
     if value <= 0:
         raise InputError(f"CGDEV_LAB_TIMEOUT: {raw!r} must be positive")
     return value
+
+
+def lab_cgroup() -> Path:
+    """Where the lab's cgroup is (or would be): ``CGROUP_NAME`` under the host's cgroup2 mount."""
+    from cgdev.adapters.cgroupfs import cgroup2_mount
+
+    return Path(cgroup2_mount()) / CGROUP_NAME

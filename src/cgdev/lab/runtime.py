@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from cgdev.errors import EnvError, InputError, NotFound
-from cgdev.lab.stack import Lab
+from cgdev.lab.instance import Lab
 
 Driver = Literal["systemd", "cgroupfs"]
 DRIVERS: Final[tuple[Driver, ...]] = ("systemd", "cgroupfs")
