@@ -17,7 +17,7 @@ from cgdev.core.lift import lift
 from cgdev.core.policy import Policy
 from cgdev.core.rules import parse_oci_config
 from cgdev.core.semantics import policy_of
-from cgdev.core.shapes import shape_program, systemd_program
+from cgdev.core.shapes import shape_program, systemd_properties_program
 from cgdev.lab import presets, scenario
 from cgdev.ops.collect import program_records
 from kernel_requests import requests_around
@@ -64,7 +64,7 @@ def test_real_programs_lift_to_what_the_kernel_and_the_semantics_say(lab: Any, n
                 if record.name == "sd_devices":
                     assert lifted.generator == "systemd"
                     unit = _unit(lab, container.scope)
-                    assert isa.decode(record.xlated) == systemd_program(
+                    assert isa.decode(record.xlated) == systemd_properties_program(
                         unit.device_policy, unit.device_allow, _proc_devices(lab), None
                     ), "cgdev's systemd shape differs from what systemd attached"
                 else:

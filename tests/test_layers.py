@@ -11,8 +11,8 @@ from cgdev.ops.layers import (
     LiftCache,
     ProgramRecord,
     analyse_layers,
+    devices_list_policy,
     effective_policy,
-    v1_policy,
 )
 from cgdev.ops.targets import resolve
 from fixtures_kernel import ALLOW_ALL, requires_root_bpf
@@ -60,11 +60,11 @@ def test_withheld_program_is_opaque_not_guessed() -> None:
 
 
 def test_v1_devices_list_policy() -> None:
-    assert v1_policy(("a *:* rwm",)) == Policy.allow_all()
-    policy = v1_policy(("c 1:3 rwm", "c 136:* rw"))
+    assert devices_list_policy(("a *:* rwm",)) == Policy.allow_all()
+    policy = devices_list_policy(("c 1:3 rwm", "c 136:* rw"))
     assert policy is not None and policy.verdict("c", 1, 3, 6) and not policy.verdict("c", 1, 5, 2)
     assert policy.verdict("c", 136, 9, 6) and not policy.verdict("c", 136, 9, 1)
-    assert v1_policy(None) is None
+    assert devices_list_policy(None) is None
 
 
 def test_allow_all_program_lifts_to_allow_all() -> None:

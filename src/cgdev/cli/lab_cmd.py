@@ -263,7 +263,7 @@ def _probe(args: argparse.Namespace) -> int:
 
     lab = instance.require_lab()
     record = containers.find_container(args.container)
-    verdicts = runtime.probe(
+    verdicts = runtime.open_in_container(
         lab, containers.container_runtime(record), record.driver, record.id, bundle.PROBE_NODES
     )
     _emit(args, verdicts, "  ".join(f"/dev/{n}: {v}" for n, v in verdicts.items()))

@@ -125,7 +125,7 @@ def _start_locked(
         preset=preset,
         bundle=str(path),
         pid=pid,
-        cgroup=runtime.process_cgroup(lab, pid),
+        cgroup=runtime.lab_process_cgroup(lab, pid),
         scope=runtime.scope_name(rt, driver, container_id),
     )
     lab.state.containers.mkdir(parents=True, exist_ok=True)

@@ -160,7 +160,7 @@ def state_pid(lab: Lab, runtime: Runtime, driver: Driver, container_id: str) -> 
         raise EnvError(f"{runtime.name} state {container_id}: unexpected output ({exc})") from None
 
 
-def process_cgroup(lab: Lab, pid: int) -> str:
+def lab_process_cgroup(lab: Lab, pid: int) -> str:
     """The cgroup v2 path of a lab process, read from the lab's own /proc (the lab's naming)."""
     done = lab.exec(["cat", f"/proc/{pid}/cgroup"], check=False, timeout=10)
     for line in done.stdout.splitlines():
@@ -215,7 +215,7 @@ done
 """
 
 
-def probe(
+def open_in_container(
     lab: Lab, runtime: Runtime, driver: Driver, container_id: str, nodes: tuple[str, ...]
 ) -> dict[str, str]:
     """Open ``/dev/<node>`` from inside the container; ``{node: ok|EPERM|ENXIO|...}``."""

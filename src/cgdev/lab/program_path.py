@@ -17,7 +17,7 @@ from cgdev.ops.collect import program_records
 from cgdev.ops.layers import Layer, ProgramRecord
 
 
-def layers(lab: Lab, cgroup: str) -> list[Layer]:
+def path_layers(lab: Lab, cgroup: str) -> list[Layer]:
     """Every level from the lab's root to ``cgroup`` (lab names), outermost first."""
     root = str(lab.cgroup_root)
     levels = cgroupfs.ancestors(str(lab.host_cgroup(cgroup)), mount=root)
