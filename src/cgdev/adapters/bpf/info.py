@@ -16,6 +16,7 @@ from cgdev.adapters.bpf.abi import (
 )
 from cgdev.adapters.bpf.fd import Fd, raw_fd
 from cgdev.core.isa import BPF_REG_AX
+from cgdev.errors import NeedsRoot
 
 
 def prog_fd_by_id(prog_id: int) -> Fd:
@@ -73,22 +74,29 @@ def _get_info(fd: int, info: ProgInfoAttr) -> None:
 
 
 def prog_info(fd: Fd | int) -> ProgInfo:
-    """Two passes: the first sizes the xlated buffer, the second fills it."""
+    """Two passes: the first sizes the xlated buffer, the second fills it.
+
+    A caller without CAP_BPF/CAP_SYS_ADMIN can hold a program fd (a pin it may open) and still
+    get its info, but with every instruction length zeroed; a loaded program is never empty, so
+    that is ``NeedsRoot``, as opening the program by id would have been -- not a withheld
+    (blinded or kptr-restricted) program, which is a different, root-only condition.
+    """
     number = raw_fd(fd)
     sizing = ProgInfoAttr()
     _get_info(number, sizing)
     xlated_len = sizing.xlated_prog_len
-    xlated = b""
-    info = sizing
-    if xlated_len:
-        buf = ctypes.create_string_buffer(xlated_len)
-        info = ProgInfoAttr()
-        info.xlated_prog_len = xlated_len
-        info.xlated_prog_insns = ctypes.addressof(buf)
-        _get_info(number, info)
-        # The kernel clears the pointer when it refuses the raw dump; the length may have grown.
-        if info.xlated_prog_insns:
-            xlated = buf.raw[: min(xlated_len, info.xlated_prog_len)]
+    if not xlated_len:
+        raise NeedsRoot(
+            f"reading the instructions of bpf program id {sizing.id} needs root (CAP_SYS_ADMIN/CAP_BPF): "
+            "the kernel hides them from this process"
+        )
+    buf = ctypes.create_string_buffer(xlated_len)
+    info = ProgInfoAttr()
+    info.xlated_prog_len = xlated_len
+    info.xlated_prog_insns = ctypes.addressof(buf)
+    _get_info(number, info)
+    # The kernel clears the pointer when it refuses the raw dump; the length may have grown.
+    xlated = buf.raw[: min(xlated_len, info.xlated_prog_len)] if info.xlated_prog_insns else b""
     readable = bool(xlated) and any(xlated)
     return ProgInfo(
         id=info.id,
