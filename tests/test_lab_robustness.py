@@ -207,7 +207,7 @@ def test_a_failed_up_stops_what_it_started(lab: LabHandle, monkeypatch: pytest.M
         with monkeypatch.context() as patched:
             patched.setattr(sys, "executable", "/bin/false")  # the launcher itself fails
             with pytest.raises(EnvError, match="launcher failed with exit status 1"):
-                control.start(10)
+                control.start_systemd(10)
         assert leftovers.leftovers() == []
 
         started: list[int] = []

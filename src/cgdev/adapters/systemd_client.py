@@ -45,7 +45,7 @@ MANAGER_INTERFACE: Final = "org.freedesktop.systemd1.Manager"
 PROPERTIES_INTERFACE: Final = "org.freedesktop.DBus.Properties"
 DEFAULT_SYSTEM_BUS: Final = "/run/dbus/system_bus_socket"
 # D-Bus's own default method-call timeout; every wait in this module is bounded by a timeout.
-DEFAULT_TIMEOUT_S: Final = 25.0
+DBUS_CALL_TIMEOUT_S: Final = 25.0
 CONNECT_TIMEOUT_S: Final = 5.0
 
 MANAGER: Final = DBusAddress(MANAGER_PATH, SYSTEMD_BUS_NAME, MANAGER_INTERFACE)
@@ -154,7 +154,7 @@ class SystemdClient:
     trips and waits at most ``timeout`` seconds.
     """
 
-    def __init__(self, address: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, address: str | None = None, *, timeout: float = DBUS_CALL_TIMEOUT_S) -> None:
         self.address = bus_socket_path(address)
         self.timeout = timeout
         self._conn = _connect(self.address)

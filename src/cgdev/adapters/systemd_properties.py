@@ -42,7 +42,6 @@ PROPERTY_SIGNATURES: Final[dict[str, str]] = {
     "Asserts": "a(sbbs)",
     "Conditions": "a(sbbs)",
 }
-DEVICE_POLICIES: Final = ("auto", "closed", "strict")
 Variant = tuple[str, Any]
 # Any address will do: only the body's serialisation is checked, nothing is sent.
 _SERIALISE_ONLY: Final = DBusAddress("/", "org.freedesktop.systemd1", "org.freedesktop.systemd1.Manager")
@@ -127,6 +126,8 @@ def typed_property(name: str, value: object) -> tuple[str, Variant]:
     if name == "Delegate":
         check_field(isinstance(value, bool), name, value, "is not a boolean")
     elif name == "DevicePolicy":
+        from cgdev.core.semantics.systemd import DEVICE_POLICIES  # the model's list; imported when used
+
         check_field(value in DEVICE_POLICIES, name, value, f"is not one of {', '.join(DEVICE_POLICIES)}")
     elif name == "DeviceAllow":
         return name, ("a(ss)", _device_allow(value))

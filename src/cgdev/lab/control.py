@@ -78,7 +78,7 @@ def up(progress: Progress = _quiet, *, timeout: float | None = None) -> UpReport
                 progress("cleaning up a previous lab that did not stop cleanly")
                 _stop(limit)
             progress("starting systemd in private namespaces")
-            lab = start(limit)
+            lab = start_systemd(limit)
         version = system_version(lab) or "?"
     return UpReport(lab, runtimes, started, time.monotonic() - started_at, version)
 
@@ -101,7 +101,7 @@ def _stop(limit: float, errors: list[str] | None = None) -> list[str]:
     errors = [] if errors is None else errors
     lab = find_lab()
     deleted = [] if lab is None else containers.delete_all(lab, errors)
-    stop(limit)
+    stop_systemd(limit)
     for leftover in (VAR_DIR / "bundles").glob("*"):
         bundle.remove_bundle(leftover.name)
     return deleted
@@ -167,7 +167,7 @@ def unit_dir() -> str:
     return str(resources.files("cgdev.lab") / "units")
 
 
-def start(timeout: float) -> Lab:
+def start_systemd(timeout: float) -> Lab:
     """Launch systemd in fresh namespaces on a fresh cgroup and wait until it and its bus answer.
 
     On any failure what was started so far (launcher, unshare, systemd, the cgroup, the state
@@ -185,7 +185,7 @@ def start(timeout: float) -> Lab:
         else:
             error = exc
         with contextlib.suppress(Exception):
-            stop(min(timeout, 10.0))
+            stop_systemd(min(timeout, 10.0))
         if error is exc:
             raise
         raise error from None
@@ -276,8 +276,8 @@ def _is_launcher(pid: int) -> bool:
     return "cgdev.lab.launcher" in cmdline(pid)
 
 
-def stop(timeout: float) -> None:
-    """Stop what ``start`` started, and only that: graceful ``systemctl exit``, SIGKILL as a fallback.
+def stop_systemd(timeout: float) -> None:
+    """Stop what ``start_systemd`` started, and only that: graceful ``systemctl exit``, SIGKILL as a fallback.
 
     PID 1 leaving its PID namespace kills every process in it (containers included); the mounts
     lived in its private mount namespace and go with it; removing the cgroup subtree releases
