@@ -1,4 +1,4 @@
-"""The lab's stack for real: systemd as PID 1, its D-Bus bus, exec into it, errors of each kind."""
+"""The running lab (instance, control) for real: systemd as PID 1, its D-Bus bus, exec into it, errors."""
 
 from __future__ import annotations
 

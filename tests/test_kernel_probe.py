@@ -1,4 +1,5 @@
-"""The probe harness: real verdicts from the kernel, refusal of unsafe opens, no leftovers."""
+"""The kernel probe (kernel_probe, device_safety, probe_nodes, scratch_cgroup): real verdicts from the
+kernel, refusal of unsafe opens, no leftovers."""
 
 from __future__ import annotations
 
