@@ -21,7 +21,7 @@ import time
 
 from cgdev.adapters import bpf
 from cgdev.adapters.cgroupfs import relative
-from cgdev.adapters.probe import ScratchCgroup
+from cgdev.adapters.scratch_cgroup import ScratchCgroup
 
 EVIDENCE = "/work/shared/reference/realstack/evidence/programs/"
 MIX = [  # (share of containers, scope program, leaf program, leaf sub-cgroup)

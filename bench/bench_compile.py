@@ -114,7 +114,7 @@ def kernel_unavailable() -> str | None:
 
 def kernel_trace(trace: Sequence[Request]) -> list[Request]:
     """The trace made safe for real syscalls: opens only on driverless or allowlisted nodes."""
-    from cgdev.adapters.probe import is_safe_to_open
+    from cgdev.adapters.device_safety import is_safe_to_open
 
     out = []
     for r in trace:
@@ -132,7 +132,7 @@ def kernel_ns(progs: dict[str, tuple[Insn, ...]], trace: Sequence[Request]) -> d
     alike.  The attach order is rotated between repeats and the median over repeats is kept.
     """
     from cgdev.adapters import bpf
-    from cgdev.adapters.probe import ScratchCgroup
+    from cgdev.adapters.scratch_cgroup import ScratchCgroup
 
     names = [n for n, p in progs.items() if p]
     samples: dict[str, list[float]] = {n: [] for n in names}
@@ -141,7 +141,7 @@ def kernel_ns(progs: dict[str, tuple[Insn, ...]], trace: Sequence[Request]) -> d
         with ScratchCgroup() as scratch, bpf.bpf_stats():
             fds = {n: scratch.attach(encode(progs[n]), name="cgdev_bench") for n in order}
             for _ in range(KERNEL_ROUNDS):
-                scratch.probe(trace)
+                scratch.kernel_verdicts(trace)
             for n, fd in fds.items():
                 info = bpf.prog_info(fd)
                 samples[n].append(info.run_time_ns / max(info.run_cnt, 1))

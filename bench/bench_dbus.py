@@ -21,20 +21,20 @@ import sys
 import time
 from collections.abc import Callable
 
-from cgdev.adapters.systemd import (
+from cgdev.adapters.systemd_client import (
     MANAGER_INTERFACE,
     MANAGER_PATH,
     SYSTEMD_BUS_NAME,
     SystemdClient,
     bus_socket_path,
-    cgroup_interface,
 )
+from cgdev.adapters.systemd_properties import cgroup_interface
 
 
 def default_address() -> str | None:
     """The lab's bus if one runs here (the thing cgdev talks to), else None (the system bus)."""
     try:
-        from cgdev.lab.stack import find_lab
+        from cgdev.lab.instance import find_lab
 
         lab = find_lab()
         if lab is not None:
@@ -90,7 +90,7 @@ def busctl_get_property(address: str, unit: str, interface: str) -> str:
 
 def fresh_process(address: str, unit: str) -> None:
     code = (
-        "import sys\nfrom cgdev.adapters.systemd import SystemdClient\n"
+        "import sys\nfrom cgdev.adapters.systemd_client import SystemdClient\n"
         "with SystemdClient(sys.argv[1]) as c: c.unit_properties(sys.argv[2])\n"
     )
     subprocess.run([sys.executable, "-c", code, address, unit], check=True)

@@ -17,14 +17,14 @@ import sys
 import time
 from collections.abc import Callable
 
-from cgdev.lab import containers, control, presets, scenario, stack
+from cgdev.lab import containers, control, instance, presets, scenario
 from cgdev.lab.paths import VAR_DIR
 from cgdev.lab.table import format_table
 
 TARGETS = {"up (fresh)": 60.0, "up (built)": 2.0, "scenario": 3.0, "explain": 0.150}
 
 
-def explain_in_lab(lab: stack.Lab, container_id: str) -> list[str]:
+def explain_in_lab(lab: instance.Lab, container_id: str) -> list[str]:
     """``cgdev explain`` run from the host on a lab container, systemd asked over the lab's bus:
     what a user types on a node with systemd (the demo prints the same line)."""
     root = f"/proc/{lab.pid1}/root"
@@ -51,7 +51,7 @@ def main() -> int:
     )
     parser.add_argument("--repeat", type=int, default=3, help="samples per measurement (default 3)")
     args = parser.parse_args()
-    was_running = stack.find_lab() is not None
+    was_running = instance.find_lab() is not None
     rows: list[tuple[str, list[float], float | None]] = []
 
     if args.fresh:

@@ -137,7 +137,7 @@ _swept = False
 @pytest.fixture
 def scratch_cgroup(root_bpf: None) -> Iterator[object]:
     """A fresh ScratchCgroup (entered); asserts on teardown that nothing of it is left behind."""
-    from cgdev.adapters.probe import ScratchCgroup, sweep_stale_scratch
+    from cgdev.adapters.scratch_cgroup import ScratchCgroup, sweep_stale_scratch
 
     global _swept
     if not _swept:  # scratch cgroups of earlier runs that were killed
@@ -151,13 +151,13 @@ def scratch_cgroup(root_bpf: None) -> Iterator[object]:
 @pytest.fixture
 def probe(root_bpf: None) -> Callable[[bytes | None, Sequence[Request]], list[bool]]:
     """``probe(insns, requests)``: the kernel's verdicts with ``insns`` attached (None: no program)."""
-    from cgdev.adapters.probe import ScratchCgroup
+    from cgdev.adapters.scratch_cgroup import ScratchCgroup
 
     def run(insns: bytes | None, requests: Sequence[Request]) -> list[bool]:
         with ScratchCgroup() as scratch:
             if insns is not None:
                 scratch.attach(insns)
-            return scratch.probe(requests)
+            return scratch.kernel_verdicts(requests)
 
     return run
 

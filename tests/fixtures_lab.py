@@ -48,7 +48,7 @@ class LabHandle:
 
     @property
     def running(self) -> Any:
-        from cgdev.lab.stack import require_lab
+        from cgdev.lab.instance import require_lab
 
         return require_lab()
 
@@ -94,7 +94,7 @@ class LabHandle:
         from cgdev.lab import bundle, runtime
 
         rt = self._containers.runtime_named(container.runtime, self.runtimes)
-        return runtime.probe(self.running, rt, container.driver, container.id, bundle.PROBE_NODES)
+        return runtime.open_in_container(self.running, rt, container.driver, container.id, bundle.PROBE_NODES)
 
     def restart(self) -> Any:
         """down + up; returns the down report (tests of cleanliness use it)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from cgdev.adapters.probe import driverless_majors, is_safe_to_open
+from cgdev.adapters.device_safety import driverless_majors, is_safe_to_open
 from cgdev.core.model import ACC_M, ACC_R, ACC_W, MKNOD_MAJOR_MAX, MKNOD_MINOR_MAX, REQUEST_MASKS, Request
 from cgdev.core.policy import Policy
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cgdev.adapters import bpf, cgroupfs
-from cgdev.adapters.probe import ScratchCgroup
+from cgdev.adapters.scratch_cgroup import ScratchCgroup
 from cgdev.errors import CgdevError, EnvError, InputError, NeedsRoot, NotFound, VerifierError
 from fixtures_kernel import ALLOW_ALL, ALLOW_C_1_3_R, DENY_ALL, EXIT, in_child, insn, requires_root_bpf
 
@@ -172,7 +172,7 @@ def test_attach_query_replace_detach(scratch_cgroup: ScratchCgroup) -> None:
 
 @requires_root_bpf
 def test_query_grows_past_its_first_buffer(scratch_cgroup: ScratchCgroup) -> None:
-    fds = [scratch_cgroup.attach(ALLOW_ALL) for _ in range(bpf._QUERY_START * 2 + 3)]
+    fds = [scratch_cgroup.attach(ALLOW_ALL) for _ in range(bpf.QUERY_START * 2 + 3)]
     ids = [bpf.prog_info(fd).id for fd in fds]
     assert bpf.prog_query(scratch_cgroup.fd).ids == ids  # attach order is run order
     assert bpf.prog_query(scratch_cgroup.fd, effective=True).ids == ids
@@ -213,12 +213,13 @@ def _assert_no_window(scratch: ScratchCgroup, deny_a: bpf.Fd | int, deny_b: bpf.
     import struct
     import time
 
-    from cgdev.adapters import probe as probe_mod
+    from cgdev.adapters import probe_nodes
+    from cgdev.adapters.device_safety import driverless_majors
 
     min_opens, min_swaps, deadline = 2000, 300, time.monotonic() + 30
-    major = probe_mod.driverless_majors("c")[10]
-    probe_mod._node_dir.ensure()
-    node = probe_mod._node_dir.node("c", major, 0)
+    major = driverless_majors("c")[10]
+    probe_nodes.node_dir.ensure()
+    node = probe_nodes.node_dir.node("c", major, 0)
     counters = mmap.mmap(-1, 16)  # [attempts, leaks], shared with the forked child
     ready_read, ready_write = os.pipe()
     stop_read, stop_write = os.pipe()
@@ -354,11 +355,11 @@ def test_bpf_stats_counts_runs_only_while_enabled(scratch_cgroup: ScratchCgroup)
     requests = [Request("c", 1, 3, ACC_M)] * 50
     before = bpf.prog_info(fd).run_cnt
     with bpf.bpf_stats():
-        scratch_cgroup.probe(requests)
+        scratch_cgroup.kernel_verdicts(requests)
         during = bpf.prog_info(fd)
     assert during.run_cnt - before >= 50
     assert during.run_time_ns > 0
-    scratch_cgroup.probe(requests)
+    scratch_cgroup.kernel_verdicts(requests)
     assert bpf.prog_info(fd).run_cnt == during.run_cnt
 
 

@@ -146,3 +146,67 @@ def test_encode_of_fixture_is_what_we_decode() -> None:
     from cgdev.core.isa import decode
 
     assert encode(decode(ALLOW_C_1_3_R)) == ALLOW_C_1_3_R
+
+
+def _unprivileged_python(kind: str) -> list[str]:
+    """argv prefix running Python without capabilities: root with every capability dropped, or
+    uid 65534 (with a Python that user can reach, else the case is skipped)."""
+    import shutil
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop privileges")
+    if kind == "no-caps":
+        return ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", sys.executable]
+    import cgdev
+
+    src = str(Path(cgdev.__file__).resolve().parents[1])
+    for python in (sys.executable, "/usr/bin/python3"):
+        argv = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "env",
+            f"PYTHONPATH={src}",
+            python,
+        ]
+        probe = subprocess.run([*argv, "-c", "import cgdev.cli.main"], capture_output=True, timeout=60)
+        if probe.returncode == 0:
+            return argv
+    pytest.skip("no Python that uid 65534 can run with cgdev importable")
+
+
+@requires_root_bpf
+@pytest.mark.parametrize("kind", ["no-caps", "uid-65534"])
+def test_lift_pinned_without_privilege_needs_root_like_id_and_cgroup(
+    bpffs_dir: str, scratch_cgroup: object, kind: str
+) -> None:
+    """Issue 12 item 7: the kernel hands an unprivileged holder of a pin its fd but not its
+    instructions; that is "needs root" (exit 3) as for --id/--cgroup, not a withheld program."""
+    from cgdev.adapters import bpf
+
+    fd = scratch_cgroup.attach(ALLOW_C_1_3_R)  # type: ignore[attr-defined]
+    (prog_id,) = scratch_cgroup.program_ids()  # type: ignore[attr-defined]
+    pin = os.path.join(bpffs_dir, "cgdev_lift_pin")
+    bpf.obj_pin(fd, pin)
+    os.chmod(bpffs_dir, 0o755)
+    os.chmod(pin, 0o666)  # so that uid 65534 may open it: only the capability is missing
+    try:
+        argv = _unprivileged_python(kind)
+        cases = [
+            ["--pinned", pin],
+            ["--pinned", pin, "--check", "c 1:3 r"],
+            ["--id", str(prog_id)],
+            ["--cgroup", scratch_cgroup.path],  # type: ignore[attr-defined]
+        ]
+        for args in cases:
+            done = subprocess.run(
+                [*argv, "-m", "cgdev", "lift", *args], capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 3, (args, done.stdout, done.stderr)
+            assert "needs root" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+            assert done.stdout == ""
+        as_root = cgdev("lift", "--pinned", pin, "--check", "c 1:3 r")
+        assert as_root.returncode == 0 and "check c 1:3 r: allowed" in as_root.stdout, as_root.stderr
+    finally:
+        os.unlink(pin)

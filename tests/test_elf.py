@@ -112,7 +112,7 @@ def test_bpftool_loads_it_and_the_kernel_enforces_the_policy(
             assert info.name == f"cgdev_{shape}".replace("-", "_")
             scratch_cgroup.attach(fd)  # type: ignore[attr-defined]
             requests = sample_requests()
-            verdicts = scratch_cgroup.probe(requests)  # type: ignore[attr-defined]
+            verdicts = scratch_cgroup.kernel_verdicts(requests)
         expected = [policy.allows(r) for r in requests]
         wrong = [str(r) for r, got, want in zip(requests, verdicts, expected, strict=True) if got != want]
         assert not wrong, f"kernel disagrees with the policy on {wrong[:10]}"

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from cgdev.adapters.probe import probe
+from cgdev.adapters.kernel_probe import kernel_verdicts
 from cgdev.core.model import ACC_M, Request
 from cgdev.errors import InputError, NotFound
 from cgdev.ops.collect import collect
@@ -56,7 +56,7 @@ def _with_unit(inspection: Inspection, index: int, unit: UnitRecord) -> Inspecti
 def test_crun_double_filter_matches_kernel_and_names_scope(node: ScratchNode) -> None:  # noqa: F811
     leaf = node.container("crio", "ee" * 32, "sd", "crun_hook")
     inspection = collect(resolve(leaf))
-    kernel = probe(leaf, [NULL_RW, NVIDIACTL_RW])
+    kernel = kernel_verdicts(leaf, [NULL_RW, NVIDIACTL_RW])
     null, nvidia = explain(inspection, NULL_RW), explain(inspection, NVIDIACTL_RW)
     assert [null.allowed, nvidia.allowed] == kernel == [True, False]
     assert [(c, p.name) for c, p in nvidia.denied_by] == [(node.rel(leaf).rsplit("/", 1)[0], "sd_devices")]
@@ -78,7 +78,7 @@ def test_runc_reload_prediction_equals_kernel_after_reload(node: ScratchNode) ->
     unit = _unit(os.path.basename(scope), node.rel(scope))
     inspection = _with_unit(live, len(live.layers) - 1, unit)
     before = explain(inspection, NVIDIACTL_RW)
-    assert before.allowed is True and probe(scope, [NVIDIACTL_RW]) == [True]
+    assert before.allowed is True and kernel_verdicts(scope, [NVIDIACTL_RW]) == [True]
     assert before.after_allowed is False
     assert {"reload-drops-grant", "reload-adds-filter"} <= {f.code for f in before.findings}
     added = [p for p in before.after_layers[-1].programs if p.source == "systemd"]
@@ -93,7 +93,7 @@ def test_runc_reload_prediction_equals_kernel_after_reload(node: ScratchNode) ->
         Request("c", 10, 200, ACC_M),
     ]
     predicted = [explain(inspection, r).after_allowed for r in requests]
-    assert predicted == probe(scope, requests)
+    assert predicted == kernel_verdicts(scope, requests)
     drop = next(f for f in before.findings if f.code == "reload-drops-grant")
     assert "next daemon-reload or set-property" in drop.message
     # the fix names the real unit and device, ready to paste

@@ -30,9 +30,10 @@ from typing import Any
 import pytest
 
 from cgdev.adapters import bpf, cgroupfs
-from cgdev.adapters.probe import ScratchCgroup, probe
+from cgdev.adapters.kernel_probe import kernel_verdicts
 from cgdev.adapters.runtime_state import runtime_roots
-from cgdev.adapters.systemd import SystemdClient
+from cgdev.adapters.scratch_cgroup import ScratchCgroup
+from cgdev.adapters.systemd_client import SystemdClient
 from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.core.semantics.systemd import reload_reapplies_devices
 from cgdev.lab import presets, scenario
@@ -109,7 +110,7 @@ def program_alone(prog_id: int, request: Request) -> bool:
     """The kernel's verdict of one attached program on its own (a scratch cgroup, then a probe)."""
     with ScratchCgroup() as scratch, bpf.prog_fd_by_id(prog_id) as fd:
         scratch.attach(fd)
-        return scratch.probe([request])[0]
+        return scratch.kernel_verdicts([request])[0]
 
 
 def explain_all(inspection: Inspection, lifts: LiftCache) -> dict[str, Explanation]:
@@ -146,7 +147,7 @@ def check_show(inspection: Inspection, requests: list[Request], lifts: LiftCache
     assert result.effective is not None
     mount = cgroupfs.cgroup2_mount()
     with ScratchCgroup(parent=cgroupfs.cgroup_path(inspection.target.cgroup, mount=mount)) as child:
-        kernel = probe(child.path, requests)
+        kernel = kernel_verdicts(child.path, requests)
     predicted = [result.effective.allows(r) for r in requests]
     wrong = [(str(r), p, k) for r, p, k in zip(requests, predicted, kernel, strict=True) if p != k]
     assert not wrong, f"show differs from the kernel on {len(wrong)} of {len(requests)}: {wrong[:5]}"

@@ -117,7 +117,7 @@ def test_stack_round_trip_and_check_is_shared() -> None:
 
 
 def _kernel_requests(rng: random.Random) -> list[Request]:
-    from cgdev.adapters.probe import driverless_majors, is_safe_to_open
+    from cgdev.adapters.device_safety import driverless_majors, is_safe_to_open
 
     free_c, free_b = driverless_majors("c")[:40], driverless_majors("b")[:40]
     devices = [("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9), ("c", 5, 0), ("c", 5, 1),

@@ -49,7 +49,7 @@ class Pools:
     """Majors and minors the kernel can be asked about, and which of them are safe to open."""
 
     def __init__(self) -> None:
-        from cgdev.adapters.probe import OPEN_ALLOWLIST, driverless_majors
+        from cgdev.adapters.device_safety import OPEN_ALLOWLIST, driverless_majors
 
         self.driverless = {t: driverless_majors(t) for t in ("b", "c")}
         self._free = {t: set(majors) for t, majors in self.driverless.items()}
@@ -128,7 +128,7 @@ def programs_for(semantics: str, rules: list[Rule], policy: Policy) -> list[tupl
 
 
 def test_kernel_agrees_with_compiler_shapes_interpreter_and_lifter(scratch_cgroup: object) -> None:
-    from cgdev.adapters.probe import ScratchCgroup
+    from cgdev.adapters.scratch_cgroup import ScratchCgroup
 
     scratch: ScratchCgroup = scratch_cgroup  # type: ignore[assignment]
     pool = pools()
@@ -166,11 +166,11 @@ def test_kernel_agrees_with_compiler_shapes_interpreter_and_lifter(scratch_cgrou
         if program:
             fd = scratch.attach(encode(program), name="cgdev_diff")
             try:
-                kernel = scratch.probe(requests)
+                kernel = scratch.kernel_verdicts(requests)
             finally:
                 scratch.detach(fd)
         else:
-            kernel = scratch.probe(requests)  # no program: the shape attaches nothing
+            kernel = scratch.kernel_verdicts(requests)  # no program: the shape attaches nothing
         stats["probes"] += len(requests)
         for request, verdict in zip(requests, kernel, strict=True):
             if verdict != policy.allows(request):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from cgdev.adapters.probe import ScratchCgroup
+from cgdev.adapters.scratch_cgroup import ScratchCgroup
 from cgdev.core import isa
 from cgdev.core.model import ACC_R, ACC_W, Request
-from cgdev.lab import hooksim, stack
-from cgdev.lab.layers import insn_count, layers
+from cgdev.lab import hooksim, instance
+from cgdev.lab.program_path import insn_count, path_layers
 from cgdev.ops.layers import LiftCache, ProgramRecord
 from fixtures_lab import LabHandle
 
@@ -17,7 +17,7 @@ PREFIX_BYTES = len(hooksim.allow_prefix(195, 255)) * 8
 
 
 def leaf_programs(cgroup: str) -> tuple[ProgramRecord, ...]:
-    return layers(stack.require_lab(), cgroup)[-1].programs
+    return path_layers(instance.require_lab(), cgroup)[-1].programs
 
 
 def test_hook_prepends_to_the_leafs_program_and_keeps_it_whole(lab: LabHandle) -> None:
@@ -40,9 +40,9 @@ def test_hook_prepends_to_the_leafs_program_and_keeps_it_whole(lab: LabHandle) -
 def test_hook_leaves_ancestor_programs_alone(lab: LabHandle) -> None:
     container = lab.run("crun-sd", name="lab-test-ancestors")
     try:
-        before = layers(stack.require_lab(), container.cgroup)
+        before = path_layers(instance.require_lab(), container.cgroup)
         hooksim.hook_cgroup(str(lab.cgroup_root / container.cgroup.lstrip("/")), 195, 255)
-        after = layers(stack.require_lab(), container.cgroup)
+        after = path_layers(instance.require_lab(), container.cgroup)
         assert [p.id for p in before[-2].programs] == [p.id for p in after[-2].programs]  # the scope
         assert [p.name for p in before[-2].programs] == ["sd_devices"]
         scope = f"/system.slice/{container.scope}"
@@ -56,7 +56,9 @@ def test_hook_leaves_ancestor_programs_alone(lab: LabHandle) -> None:
 def test_hook_on_a_cgroup_without_programs_allows_only_the_device(scratch_cgroup: ScratchCgroup) -> None:
     result = hooksim.hook_cgroup(scratch_cgroup.path, 195, 255)
     assert result.before == [] and len(result.after) == 1
-    verdicts = scratch_cgroup.probe([Request("c", 195, 255, ACC_R | ACC_W), Request("c", 1, 3, ACC_R)])
+    verdicts = scratch_cgroup.kernel_verdicts(
+        [Request("c", 195, 255, ACC_R | ACC_W), Request("c", 1, 3, ACC_R)]
+    )
     assert verdicts == [True, False]
 
 

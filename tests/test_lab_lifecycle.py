@@ -8,9 +8,9 @@ import pytest
 
 from cgdev.adapters import bpf
 from cgdev.errors import NotFound
-from cgdev.lab import control, hooksim, stack
-from cgdev.lab.layers import layers
+from cgdev.lab import control, hooksim, instance
 from cgdev.lab.paths import STATE_DIR
+from cgdev.lab.program_path import path_layers
 from fixtures_lab import LabHandle
 
 pytestmark = pytest.mark.lab
@@ -19,7 +19,9 @@ pytestmark = pytest.mark.lab
 def test_down_leaves_nothing_and_up_restarts(lab: LabHandle) -> None:
     container = lab.run("runc-sd", name="lab-test-down")
     hooksim.hook_cgroup(str(lab.cgroup_root / container.cgroup.lstrip("/")), 195, 255)
-    program_ids = [p.id for layer in layers(stack.require_lab(), container.cgroup) for p in layer.programs]
+    program_ids = [
+        p.id for layer in path_layers(instance.require_lab(), container.cgroup) for p in layer.programs
+    ]
     assert program_ids
     old_pid1, cgroup_root = lab.pid1, lab.cgroup_root
     mountinfo = Path(f"/proc/{old_pid1}/mountinfo").read_text()
@@ -39,7 +41,7 @@ def test_down_leaves_nothing_and_up_restarts(lab: LabHandle) -> None:
             bpf.prog_fd_by_id(prog_id).close()
     # and it comes back: a new systemd on the same cgroup
     assert lab.pid1 != old_pid1 and lab.cgroup_root == cgroup_root and STATE_DIR.exists()
-    assert stack.system_version(stack.require_lab())
+    assert instance.system_version(instance.require_lab())
 
 
 def test_down_twice_is_harmless_when_not_running(lab: LabHandle) -> None:

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from cgdev.adapters import cgroupfs
-from cgdev.adapters.probe import ScratchCgroup
+from cgdev.adapters.scratch_cgroup import ScratchCgroup
 from cgdev.core import isa
 from cgdev.core.lift import lift
 from cgdev.core.policy import Policy
 from cgdev.core.rules import parse_oci_config
 from cgdev.core.semantics import policy_of
-from cgdev.core.shapes import shape_program, systemd_program
+from cgdev.core.shapes import shape_program, systemd_properties_program
 from cgdev.lab import presets, scenario
 from cgdev.ops.collect import program_records
 from kernel_requests import requests_around
@@ -30,7 +30,7 @@ SHAPE_OF_RUNTIME = {"crun": "crun", "crun-1.8.1": "crun-1.8", "runc": "runc"}
 
 
 def _unit(lab: Any, scope: str) -> Any:
-    from cgdev.adapters.systemd import SystemdClient
+    from cgdev.adapters.systemd_client import SystemdClient
 
     with SystemdClient(lab.bus_address) as client:
         return client.unit_properties(scope)
@@ -64,7 +64,7 @@ def test_real_programs_lift_to_what_the_kernel_and_the_semantics_say(lab: Any, n
                 if record.name == "sd_devices":
                     assert lifted.generator == "systemd"
                     unit = _unit(lab, container.scope)
-                    assert isa.decode(record.xlated) == systemd_program(
+                    assert isa.decode(record.xlated) == systemd_properties_program(
                         unit.device_policy, unit.device_allow, _proc_devices(lab), None
                     ), "cgdev's systemd shape differs from what systemd attached"
                 else:
@@ -78,7 +78,7 @@ def test_real_programs_lift_to_what_the_kernel_and_the_semantics_say(lab: Any, n
                 requests = requests_around(lifted.policy)
                 with ScratchCgroup() as alone:
                     alone.attach(record.xlated, name="lab_copy")
-                    verdicts = alone.probe(requests)
+                    verdicts = alone.kernel_verdicts(requests)
                 wrong = [
                     str(r) for r, v in zip(requests, verdicts, strict=True) if v != lifted.policy.allows(r)
                 ]

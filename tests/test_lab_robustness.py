@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cgdev.errors import EnvError
-from cgdev.lab import bundle, containers, control, leftovers, runtime, stack
+from cgdev.lab import bundle, containers, control, instance, leftovers, lock, processes, runtime
 from cgdev.lab.paths import LOCK_FILE, STATE_DIR
 from fixtures_lab import LabHandle
 
@@ -63,9 +63,9 @@ def test_one_version_parser() -> None:
 def test_kill_if_kills_only_what_the_check_accepts() -> None:
     with subprocess.Popen(["sleep", "30"]) as proc:
         try:
-            stack._kill_if(proc.pid, lambda _pid: False)
-            assert proc.poll() is None and not stack._is_unshare(proc.pid)
-            stack._kill_if(proc.pid, lambda _pid: True)
+            processes.kill_if(proc.pid, lambda _pid: False)
+            assert proc.poll() is None and not control._is_unshare(proc.pid)
+            processes.kill_if(proc.pid, lambda _pid: True)
             assert proc.wait(timeout=5) == -9
         finally:
             proc.kill()
@@ -79,13 +79,13 @@ def test_kill_if_a_process_that_exits_during_the_check_is_harmless() -> None:
         proc.wait(timeout=5)  # reaped: the pid is free for reuse, the pidfd still names the dead one
         return True
 
-    stack._kill_if(proc.pid, gone_meanwhile)  # no ProcessLookupError, no stranger killed
+    processes.kill_if(proc.pid, gone_meanwhile)  # no ProcessLookupError, no stranger killed
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason=f"{LOCK_FILE} is root's")
 def test_lab_lock_is_reentrant_here_and_exclusive_elsewhere() -> None:
-    other = [sys.executable, "-c", "from cgdev.lab import stack\nwith stack.lab_lock(0.3): pass"]
-    with stack.lab_lock(1), stack.lab_lock(1):  # down deletes containers under its own lock
+    other = [sys.executable, "-c", "from cgdev.lab.lock import lab_lock\nwith lab_lock(0.3): pass"]
+    with lock.lab_lock(1), lock.lab_lock(1):  # down deletes containers under its own lock
         done = subprocess.run(other, capture_output=True, text=True, timeout=30)
         assert done.returncode != 0 and "another cgdev lab command holds" in done.stderr
     assert subprocess.run(other, capture_output=True, timeout=30).returncode == 0
@@ -107,7 +107,7 @@ def test_a_timeout_returns_although_a_process_elsewhere_holds_the_pipe(lab: LabH
         assert lab.exec(["systemctl", "is-active", holder], check=False).stdout.strip() == "active"
     finally:
         lab.exec(["systemctl", "stop", holder], check=False)
-    assert elapsed < 2 + stack.DRAIN_AFTER_KILL_S + 3, elapsed
+    assert elapsed < 2 + instance.DRAIN_AFTER_KILL_S + 3, elapsed
 
 
 @pytest.mark.lab
@@ -129,7 +129,7 @@ def test_container_changes_wait_for_the_lab_lock(lab: LabHandle) -> None:
     mine = lab.run("runc-fs", name="lab-locked-old")
     env = {**os.environ, "CGDEV_LAB_TIMEOUT": "1"}
     try:
-        with stack.lab_lock(5):
+        with lock.lab_lock(5):
             run = subprocess.run([*CGDEV, "run", "runc-fs", "--name", "lab-locked"],
                                  capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
             delete = subprocess.run([*CGDEV, "delete", mine.id], capture_output=True, text=True,
@@ -155,7 +155,7 @@ def test_system_version_gives_up_on_a_hanging_bus(lab: LabHandle) -> None:
         lab.exec(["systemctl", "kill", "--signal=SIGCONT", "dbus.service"])
     assert done.returncode == 0, done.stderr
     assert "? (its system bus does not answer)" in done.stdout
-    assert stack.system_version(lab.running) is not None
+    assert instance.system_version(lab.running) is not None
 
 
 @pytest.mark.lab
@@ -186,7 +186,7 @@ def test_down_finishes_when_deletes_fail_and_deletes_each_id_once(
         with monkeypatch.context() as patched:
             patched.setattr(runtime, "delete", delete)
             report = control.down()
-        assert stack.find_lab() is None and report.leftovers == []
+        assert instance.find_lab() is None and report.leftovers == []
         assert sorted(e.split(":")[0] for e in report.errors) == sorted(failing), report.errors
         assert all("\n" not in e for e in report.errors)
         assert sorted(report.deleted) == ["lab-unrec-cfs", "lab-unrec-csd"]
@@ -197,7 +197,7 @@ def test_down_finishes_when_deletes_fail_and_deletes_each_id_once(
     finally:
         lab.report = control.up()
         lab.runtimes = lab.report.runtimes
-    assert stack.find_lab() is not None
+    assert instance.find_lab() is not None
 
 
 @pytest.mark.lab
@@ -207,23 +207,23 @@ def test_a_failed_up_stops_what_it_started(lab: LabHandle, monkeypatch: pytest.M
         with monkeypatch.context() as patched:
             patched.setattr(sys, "executable", "/bin/false")  # the launcher itself fails
             with pytest.raises(EnvError, match="launcher failed with exit status 1"):
-                stack.start(10)
+                control.start_systemd(10)
         assert leftovers.leftovers() == []
 
         started: list[int] = []
 
-        def not_ready(lab_: stack.Lab, timeout: float) -> None:  # systemd runs, then "never" gets ready
+        def not_ready(lab_: instance.Lab, timeout: float) -> None:  # systemd runs, then "never" gets ready
             started.append(lab_.pid1)
             raise EnvError("the lab's systemd is not ready after 1s (simulated)")
 
         with monkeypatch.context() as patched:
-            patched.setattr(stack, "wait_ready", not_ready)
+            patched.setattr(control, "wait_ready", not_ready)
             with pytest.raises(EnvError, match="simulated") as raised:
                 control.up(timeout=10)
         assert "\n" not in str(raised.value)
-        assert started and not stack.alive(started[0])
-        assert stack.find_lab() is None and leftovers.leftovers() == []
+        assert started and not processes.alive(started[0])
+        assert instance.find_lab() is None and leftovers.leftovers() == []
     finally:
         lab.report = control.up()
         lab.runtimes = lab.report.runtimes
-    assert stack.system_version(lab.running)
+    assert instance.system_version(lab.running)

@@ -12,7 +12,7 @@ import pytest
 
 from cgdev.core import isa
 from cgdev.errors import EnvError, InputError
-from cgdev.lab import bundle, crun_build, hooksim, install, presets, stack
+from cgdev.lab import bundle, crun_build, hooksim, install, instance, presets
 from cgdev.lab.paths import StateFiles, lab_timeout
 from cgdev.lab.table import format_table
 
@@ -144,10 +144,10 @@ def test_timeout_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_no_state_means_no_lab(tmp_path: Path) -> None:
-    assert stack.find_lab(StateFiles(tmp_path)) is None
+    assert instance.find_lab(StateFiles(tmp_path)) is None
     (tmp_path / "pid1").write_text("1\n")  # a pid that is not our systemd in our cgroup
     (tmp_path / "cgroup-root").write_text("/sys/fs/cgroup/cgdev-lab\n")
-    assert stack.find_lab(StateFiles(tmp_path)) is None
+    assert instance.find_lab(StateFiles(tmp_path)) is None
 
 
 def test_cli_help_and_usage_errors() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cgdev.adapters.probe import probe
+from cgdev.adapters.kernel_probe import kernel_verdicts
 from cgdev.core.policy import Policy
 from cgdev.ops.collect import collect
 from cgdev.ops.layers import (
@@ -11,8 +11,8 @@ from cgdev.ops.layers import (
     LiftCache,
     ProgramRecord,
     analyse_layers,
+    devices_list_policy,
     effective_policy,
-    v1_policy,
 )
 from cgdev.ops.targets import resolve
 from fixtures_kernel import ALLOW_ALL, requires_root_bpf
@@ -41,7 +41,7 @@ def test_effective_policy_equals_kernel_on_sampled_requests(node: ScratchNode) -
     assert effective is not None
     requests = sample_requests()
     assert len(requests) >= 100 and {r.type for r in requests} == {"b", "c"}
-    assert [effective.allows(r) for r in requests] == probe(leaf, requests)
+    assert [effective.allows(r) for r in requests] == kernel_verdicts(leaf, requests)
 
 
 def test_lift_cache_lifts_each_distinct_program_once() -> None:
@@ -60,11 +60,11 @@ def test_withheld_program_is_opaque_not_guessed() -> None:
 
 
 def test_v1_devices_list_policy() -> None:
-    assert v1_policy(("a *:* rwm",)) == Policy.allow_all()
-    policy = v1_policy(("c 1:3 rwm", "c 136:* rw"))
+    assert devices_list_policy(("a *:* rwm",)) == Policy.allow_all()
+    policy = devices_list_policy(("c 1:3 rwm", "c 136:* rw"))
     assert policy is not None and policy.verdict("c", 1, 3, 6) and not policy.verdict("c", 1, 5, 2)
     assert policy.verdict("c", 136, 9, 6) and not policy.verdict("c", 136, 9, 1)
-    assert v1_policy(None) is None
+    assert devices_list_policy(None) is None
 
 
 def test_allow_all_program_lifts_to_allow_all() -> None:

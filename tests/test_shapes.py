@@ -17,7 +17,7 @@ from cgdev.core.model import Rule
 from cgdev.core.policy import Policy
 from cgdev.core.rules import parse_oci_devices
 from cgdev.core.semantics import policy_of
-from cgdev.core.shapes import shape_program, systemd_program
+from cgdev.core.shapes import shape_program, systemd_properties_program
 from cgdev.errors import InputError
 from evidence import EVIDENCE
 from test_compile import OCI_DEFAULT, probe_points
@@ -108,7 +108,7 @@ SYSTEMD_CAPTURES = [
 )
 def test_systemd_shape_is_byte_equal_to_the_real_program(case: str, show: str, capture: str) -> None:
     device_policy, allow = unit_properties(case, show)
-    program = systemd_program(device_policy, allow, PROC_DEVICES)
+    program = systemd_properties_program(device_policy, allow, PROC_DEVICES)
     real = captured(capture)
     assert encode(program) == real, f"first difference at {_first_diff(program, real)}"
 
@@ -133,10 +133,10 @@ def test_reference_sizes() -> None:
 
 
 def test_systemd_special_programs() -> None:
-    assert systemd_program("auto", []) == ()  # no program at all
-    stub = systemd_program("strict", [])
+    assert systemd_properties_program("auto", []) == ()  # no program at all
+    stub = systemd_properties_program("strict", [])
     assert len(stub) == 2 and stub[0].imm == 0  # r0 = 0; exit, no prologue
-    dropped = systemd_program("strict", [("char-nosuchdriver", "rw")], PROC_DEVICES)
+    dropped = systemd_properties_program("strict", [("char-nosuchdriver", "rw")], PROC_DEVICES)
     assert len(dropped) == 8  # prologue, then deny everything
 
 

@@ -21,13 +21,12 @@ from typing import Any
 
 import pytest
 
-from cgdev.adapters.systemd import (
+from cgdev.adapters.systemd_client import (
     JobRemoved,
     SystemdClient,
     bus_socket_path,
-    cgroup_interface,
-    typed_properties,
 )
+from cgdev.adapters.systemd_properties import cgroup_interface, typed_properties
 from cgdev.adapters.systemd_watch import (
     PropertiesChanged,
     Reloading,
@@ -96,7 +95,7 @@ async def _collect(watcher: SystemdWatcher, until: Any, timeout: float = 10.0) -
 
 
 def test_sync_adapter_does_not_import_asyncio() -> None:
-    code = "import sys, cgdev.adapters.systemd; print('asyncio' in sys.modules)"
+    code = "import sys, cgdev.adapters.systemd_client; print('asyncio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -264,7 +263,7 @@ def test_cli_reports_unreachable_bus_in_one_line(tmp_path: Path) -> None:
     """What a front end does with the error: one line on stderr, exit status 3."""
     code = (
         "import sys\n"
-        "from cgdev.adapters.systemd import SystemdClient\n"
+        "from cgdev.adapters.systemd_client import SystemdClient\n"
         "from cgdev.errors import CgdevError\n"
         "try:\n    SystemdClient(sys.argv[1])\n"
         "except CgdevError as e:\n    print(e, file=sys.stderr); sys.exit(e.exit_code)\n"
@@ -524,7 +523,7 @@ def test_sd_devices_program_is_the_predicted_policy(
     """Start a scope through cgdev's client; lift what systemd attached; compare with the policy
     predicted from the unit's properties, and both with the kernel's verdicts."""
     from cgdev.adapters import bpf
-    from cgdev.adapters.probe import ScratchCgroup
+    from cgdev.adapters.scratch_cgroup import ScratchCgroup
     from cgdev.core import isa
     from cgdev.core.lift import lift
     from cgdev.core.policy import Policy
@@ -567,7 +566,7 @@ def test_sd_devices_program_is_the_predicted_policy(
 
     requests = requests_around(predicted)
     with ScratchCgroup(parent=host_path) as probe_cgroup:
-        verdicts = probe_cgroup.probe(requests)
+        verdicts = probe_cgroup.kernel_verdicts(requests)
     wrong = [(str(r), v) for r, v in zip(requests, verdicts, strict=True) if v != predicted.allows(r)]
     assert len(requests) >= 40
     assert not wrong, wrong[:5]

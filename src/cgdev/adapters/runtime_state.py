@@ -16,7 +16,6 @@ lab or a nested setup.  Both are returned; the caller decides.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import re
 import stat
@@ -70,68 +69,7 @@ class ContainerState:
         return None
 
 
-# -- the on-disk formats (only the fields used) ------------------------------------------------
-
-
-class _Formats:
-    """msgspec structs for the state files, built on first use.
-
-    Importing msgspec costs about 9 ms, a good part of ``cgdev explain``'s budget, and a host
-    with no runtime state (or a target given as a PID or cgroup) never needs it.
-    """
-
-    def __init__(self) -> None:
-        import msgspec
-
-        self.errors: tuple[type[Exception], ...] = (msgspec.DecodeError, msgspec.ValidationError)
-        self.decode = msgspec.json.decode
-
-        define = msgspec.defstruct
-        # crun writes systemd-cgroup as the string "true"/"false"
-        self.CrunStatus = define(
-            "CrunStatus",
-            [
-                ("pid", int, 0),
-                ("cgroup_path", str, ""),
-                ("bundle", str, ""),
-                ("systemd_cgroup", str | bool, False),
-            ],
-            rename={"cgroup_path": "cgroup-path", "systemd_cgroup": "systemd-cgroup"},
-        )
-        cgroups = define(
-            "RuncCgroups",
-            [("path", str, ""), ("name", str, ""), ("parent", str, ""), ("Systemd", bool, False)],
-        )
-        self.RuncConfig = define(
-            "RuncConfig", [("labels", list[str] | None, None), ("cgroups", cgroups | None, None)]
-        )
-        self.RuncState = define(
-            "RuncState",
-            [
-                ("id", str),
-                ("init_process_pid", int, 0),
-                ("cgroup_paths", dict[str, str] | None, None),
-                ("config", self.RuncConfig | None, None),
-            ],
-        )
-        # youki's state.json (and any runtime writing the plain OCI state there)
-        self.OciState = define(
-            "OciState",
-            [
-                ("id", str),
-                ("pid", int | None, None),
-                ("bundle", str, ""),
-                ("annotations", dict[str, str] | None, None),
-                ("use_systemd", bool, False),
-            ],
-            rename="camel",
-        )
-        self.Config = define("Config", [("annotations", dict[str, str] | None, None)])
-
-
-@functools.cache
-def _formats() -> _Formats:
-    return _Formats()
+# -- the on-disk formats: runtime_state_files, imported when a file is read -------------------
 
 
 def _truthy(value: str | bool) -> bool:
@@ -151,18 +89,20 @@ def _bundle_annotations(bundle: str, fs_root: str = "/") -> dict[str, str]:
             data = fh.read()
     except OSError:
         return {}
-    formats = _formats()
+    from cgdev.adapters import runtime_state_files as files
+
     try:
-        return formats.decode(data, type=formats.Config).annotations or {}
-    except formats.errors:
+        return files.decode(data, type=files.BundleConfig).annotations or {}
+    except files.DECODE_ERRORS:
         return {}
 
 
 def parse_crun_status(
     container_id: str, data: bytes, state_file: str = "", fs_root: str = "/"
 ) -> ContainerState:
-    formats = _formats()
-    status = formats.decode(data, type=formats.CrunStatus)
+    from cgdev.adapters import runtime_state_files as files
+
+    status = files.decode(data, type=files.CrunStatus)
     return ContainerState(
         runtime="crun",
         id=container_id,
@@ -185,9 +125,10 @@ def _labels(labels: Iterable[str]) -> dict[str, str]:
 
 
 def parse_runc_state(data: bytes, state_file: str = "", runtime: str = "runc") -> ContainerState:
-    formats = _formats()
-    state = formats.decode(data, type=formats.RuncState)
-    config = state.config or formats.RuncConfig()
+    from cgdev.adapters import runtime_state_files as files
+
+    state = files.decode(data, type=files.RuncState)
+    config = state.config or files.RuncConfig()
     labels = _labels(config.labels or ())
     cgroup = (state.cgroup_paths or {}).get("")
     return ContainerState(
@@ -203,8 +144,9 @@ def parse_runc_state(data: bytes, state_file: str = "", runtime: str = "runc") -
 
 
 def parse_oci_state(data: bytes, state_file: str = "", runtime: str = "youki") -> ContainerState:
-    formats = _formats()
-    state = formats.decode(data, type=formats.OciState)
+    from cgdev.adapters import runtime_state_files as files
+
+    state = files.decode(data, type=files.OciState)
     return ContainerState(
         runtime=runtime,
         id=state.id,
@@ -236,11 +178,13 @@ def read_container(runtime: str, state_dir: str, fs_root: str = "/") -> Containe
             continue
         except PermissionError:
             raise NeedsRoot(f"reading runtime state {path} needs root") from None
+        from cgdev.adapters import runtime_state_files as files
+
         try:
             if filename == "status":
                 return parse_crun_status(container_id, data, path, fs_root)
             return parse_state_json(data, path, runtime)
-        except _formats().errors:
+        except files.DECODE_ERRORS:
             return None
     return None
 

@@ -21,9 +21,9 @@ from jeepney import HeaderFields, MatchRule, Message, MessageType, new_method_ca
 from jeepney.bus_messages import message_bus
 from jeepney.io.asyncio import DBusConnection, open_dbus_connection
 
-from cgdev.adapters.systemd import (
+from cgdev.adapters.systemd_client import (
     CONNECT_TIMEOUT_S,
-    DEFAULT_TIMEOUT_S,
+    DBUS_CALL_TIMEOUT_S,
     MANAGER,
     MANAGER_INTERFACE,
     MANAGER_PATH,
@@ -186,7 +186,7 @@ class SystemdWatcher:
         serial = next(self._conn.outgoing_serial)
         try:
             await self._conn.send(message, serial=serial)
-            async with asyncio.timeout(DEFAULT_TIMEOUT_S):
+            async with asyncio.timeout(DBUS_CALL_TIMEOUT_S):
                 while True:
                     reply = await self._receive()
                     if reply.header.fields.get(HeaderFields.reply_serial) == serial:
@@ -194,7 +194,7 @@ class SystemdWatcher:
                     self._pending.append(reply)
         except TimeoutError as e:
             member = message.header.fields.get(HeaderFields.member)
-            raise SystemdError(f"systemd: no reply to {member} within {DEFAULT_TIMEOUT_S:g} s") from e
+            raise SystemdError(f"systemd: no reply to {member} within {DBUS_CALL_TIMEOUT_S:g} s") from e
         except OSError as e:
             raise BusUnreachable(f"no D-Bus system bus at {self.address} (connection lost)") from e
         if reply.header.message_type is MessageType.error:

@@ -62,7 +62,7 @@ def open_systemd(args: argparse.Namespace, command: str) -> tuple[Any, str]:
     """A SystemdClient (or None) and the status string recorded in results."""
     if args.no_systemd:
         return None, "off"
-    from cgdev.adapters.systemd import SystemdClient
+    from cgdev.adapters.systemd_client import SystemdClient
     from cgdev.errors import BusUnreachable
 
     try:

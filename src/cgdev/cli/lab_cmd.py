@@ -199,19 +199,21 @@ def _status(args: argparse.Namespace) -> int:
 def _exec(args: argparse.Namespace) -> int:
     import os
 
-    from cgdev.lab import stack
+    from cgdev.lab import instance
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise InputError("exec: give a command after --, e.g. `cgdev lab exec -- systemctl status`")
-    lab = stack.require_lab()
+    lab = instance.require_lab()
     lab.enter_admin_cgroup()
-    os.execvpe("nsenter", lab.nsenter_argv(argv), {**stack.LAB_ENV, "TERM": os.environ.get("TERM", "dumb")})
+    os.execvpe(
+        "nsenter", lab.nsenter_argv(argv), {**instance.LAB_ENV, "TERM": os.environ.get("TERM", "dumb")}
+    )
     return 127  # not reached
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cgdev.lab import bundle, containers, presets, runtime, scenario, stack
+    from cgdev.lab import bundle, containers, instance, presets, runtime, scenario
 
     if (args.preset is None) == (args.config is None):
         raise InputError("run: give either a preset name or --config FILE (not both)")
@@ -224,7 +226,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         config = bundle.load_config(args.config, bundle.ensure_rootfs())
     container_id = args.name or (preset.container_id if preset else "lab-config")
-    lab = stack.require_lab()
+    lab = instance.require_lab()
     started = containers.start_container(
         lab, container_id, rt, driver, config, preset=preset.name if preset else None
     )
@@ -249,19 +251,19 @@ def _check_name(name: str | None) -> None:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    from cgdev.lab import containers, stack
+    from cgdev.lab import containers, instance
 
-    containers.delete_container(stack.require_lab(), args.container)
+    containers.delete_container(instance.require_lab(), args.container)
     _emit(args, {"deleted": args.container}, f"deleted {args.container}")
     return 0
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from cgdev.lab import bundle, containers, runtime, stack
+    from cgdev.lab import bundle, containers, instance, runtime
 
-    lab = stack.require_lab()
+    lab = instance.require_lab()
     record = containers.find_container(args.container)
-    verdicts = runtime.probe(
+    verdicts = runtime.open_in_container(
         lab, containers.container_runtime(record), record.driver, record.id, bundle.PROBE_NODES
     )
     _emit(args, verdicts, "  ".join(f"/dev/{n}: {v}" for n, v in verdicts.items()))
@@ -269,10 +271,10 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _hook_sim(args: argparse.Namespace) -> int:
-    from cgdev.lab import containers, hooksim, stack
+    from cgdev.lab import containers, hooksim, instance
 
     major, minor = hooksim.parse_device(args.device)
-    lab = stack.require_lab()
+    lab = instance.require_lab()
     record = containers.find_container(args.container)
     result = hooksim.hook_cgroup(str(lab.host_cgroup(record.cgroup)), major, minor)
     data = {
@@ -332,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "run":
         _check_name(args.name)  # bad input is exit 2 whoever runs it
     if args.action not in ("scenario",) or not getattr(args, "list", False):
-        from cgdev.lab.stack import require_root
+        from cgdev.lab.control import require_root
 
         require_root()
     return _ACTIONS[args.action](args)

@@ -129,7 +129,7 @@ def systemd_entries_program(
     return assemble(items)
 
 
-def systemd_program(
+def systemd_properties_program(
     device_policy: str,
     device_allow: Sequence[tuple[str, str]],
     proc_devices: str = "",
@@ -169,7 +169,7 @@ def shape_program(spec_rules: Sequence[Rule], shape: str) -> tuple[Insn, ...]:
         from cgdev.core.semantics.systemd import systemd_properties_of
 
         props = systemd_properties_of(spec_rules)
-        return systemd_program(props.device_policy, list(reversed(props.device_allow)))
+        return systemd_properties_program(props.device_policy, list(reversed(props.device_allow)))
     raise InputError(f'shape "{shape}": not one of {", ".join(SHAPES)}')
 
 

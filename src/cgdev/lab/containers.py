@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cgdev.errors import BusUnreachable, CgdevError, EnvError, InputError, NotFound
-from cgdev.lab import bundle, install, runtime, stack
+from cgdev.lab import bundle, install, runtime
+from cgdev.lab.instance import Lab, find_lab, system_version
+from cgdev.lab.lock import lab_lock
 from cgdev.lab.paths import StateFiles, lab_timeout
 from cgdev.lab.runtime import Container, Driver, Runtime
 
@@ -51,7 +53,7 @@ class Started:
 
 
 def start_container(
-    lab: stack.Lab,
+    lab: Lab,
     container_id: str,
     rt: Runtime,
     driver: Driver,
@@ -74,20 +76,20 @@ def start_container(
     elif not isinstance(linux, dict):
         raise InputError(f"container {container_id!r}: the config's linux section is not an object")
     linux["cgroupsPath"] = runtime.cgroups_path(rt, driver, container_id)
-    with stack.lab_lock(limit):
+    with lab_lock(limit):
         _require_same_lab(lab)
         return _start_locked(lab, container_id, rt, driver, config, preset, limit)
 
 
-def _require_same_lab(lab: stack.Lab) -> None:
+def _require_same_lab(lab: Lab) -> None:
     """Under the lock: the lab found before taking it is still the one running (``down`` may have won)."""
-    current = stack.find_lab(lab.state)
+    current = find_lab(lab.state)
     if current is None or current.pid1 != lab.pid1:
         raise EnvError("the lab is not running (it was stopped meanwhile): start it with `cgdev lab up`")
 
 
 def _start_locked(
-    lab: stack.Lab,
+    lab: Lab,
     container_id: str,
     rt: Runtime,
     driver: Driver,
@@ -107,7 +109,7 @@ def _start_locked(
     try:
         runtime.start(lab, rt, driver, container_id, path, limit)
     except EnvError:
-        if driver == "systemd" and stack.system_version(lab, check=False) is None:
+        if driver == "systemd" and system_version(lab, check=False) is None:
             raise BusUnreachable(
                 f"{rt.name} run {container_id}: the lab's system bus does not answer at {lab.bus_address} "
                 "(start it: `cgdev lab exec -- systemctl start dbus.socket dbus.service`)"
@@ -123,7 +125,7 @@ def _start_locked(
         preset=preset,
         bundle=str(path),
         pid=pid,
-        cgroup=runtime.process_cgroup(lab, pid),
+        cgroup=runtime.lab_process_cgroup(lab, pid),
         scope=runtime.scope_name(rt, driver, container_id),
     )
     lab.state.containers.mkdir(parents=True, exist_ok=True)
@@ -131,7 +133,7 @@ def _start_locked(
     return Started(record, replaced)
 
 
-def _remove(lab: stack.Lab, rt: Runtime, driver: Driver, container_id: str) -> bool:
+def _remove(lab: Lab, rt: Runtime, driver: Driver, container_id: str) -> bool:
     """``<runtime> delete -f``, checked: True when the runtime had the container (now gone).
 
     A failed delete leaves the container running: an ``EnvError`` with the runtime's message.
@@ -146,7 +148,7 @@ def _remove(lab: stack.Lab, rt: Runtime, driver: Driver, container_id: str) -> b
     return existed
 
 
-def _delete(lab: stack.Lab, record: Container) -> bool:
+def _delete(lab: Lab, record: Container) -> bool:
     """Delete a recorded container and its record; True when the runtime still had it.
 
     The caller holds the lab lock (``delete_all``, ``start_container``, ``delete_container``).
@@ -158,15 +160,15 @@ def _delete(lab: stack.Lab, record: Container) -> bool:
     return existed
 
 
-def delete_container(lab: stack.Lab, container_id: str, *, timeout: float | None = None) -> None:
+def delete_container(lab: Lab, container_id: str, *, timeout: float | None = None) -> None:
     """Delete a recorded container, under the lab lock (never while ``down`` or a start runs)."""
-    with stack.lab_lock(lab_timeout() if timeout is None else timeout):
+    with lab_lock(lab_timeout() if timeout is None else timeout):
         record = find_container(container_id)
         _require_same_lab(lab)
         _delete(lab, record)
 
 
-def delete_all(lab: stack.Lab, errors: list[str]) -> list[str]:
+def delete_all(lab: Lab, errors: list[str]) -> list[str]:
     """Delete every container, recorded or not, before ``down`` stops the lab; returns their ids.
 
     A container that will not go never stops ``down``: each failed delete is suppressed and its
@@ -185,7 +187,7 @@ def delete_all(lab: stack.Lab, errors: list[str]) -> list[str]:
     return deleted + _delete_unrecorded(lab, errors, tried)
 
 
-def _delete_unrecorded(lab: stack.Lab, errors: list[str], tried: set[tuple[str, str]]) -> list[str]:
+def _delete_unrecorded(lab: Lab, errors: list[str], tried: set[tuple[str, str]]) -> list[str]:
     """Containers a runtime knows but we have no record of (a run that failed half-way).
 
     systemd's shutdown can wait a long time for a container's PID 1 that ignores SIGTERM, so

@@ -1,4 +1,4 @@
-"""The lab's lifecycle: preflight, up, down and status.
+"""The lab's lifecycle: preflight, up, down and status, and starting and stopping its systemd.
 
 This is what the CLI, the pytest fixture, the scenarios and the demo call; each returns plain
 values.  ``up`` and ``down`` are idempotent and take the machine-wide lab lock; ``down`` deletes
@@ -8,14 +8,36 @@ every container (``containers``) before it stops the lab and then reports what i
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
 
-from cgdev.errors import EnvError
-from cgdev.lab import bundle, containers, install, leftovers, stack
-from cgdev.lab.paths import CGROUP_NAME, STATE_DIR, VAR_DIR, lab_timeout
+from cgdev.adapters import cgroupfs
+from cgdev.errors import EnvError, NeedsRoot
+from cgdev.lab import bundle, containers, install, leftovers
+from cgdev.lab.instance import Lab, console_tail, find_lab, system_version
+from cgdev.lab.lock import lab_lock
+from cgdev.lab.paths import STATE_DIR, VAR_DIR, StateFiles, lab_cgroup, lab_timeout
+from cgdev.lab.processes import (
+    alive,
+    children,
+    cmdline,
+    comm,
+    kill_cgroup,
+    kill_if,
+    read_int,
+    remove_tree_when_empty,
+    unified_cgroup,
+    wait_until,
+)
 from cgdev.lab.runtime import Runtime
 
 Progress = Callable[[str], None]
@@ -27,7 +49,7 @@ def _quiet(_message: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class UpReport:
-    lab: stack.Lab
+    lab: Lab
     runtimes: dict[str, Runtime]
     started: bool  # False: it was already running
     seconds: float
@@ -36,10 +58,8 @@ class UpReport:
 
 def preflight() -> None:
     """The one-line reasons the lab cannot run here, before anything is changed."""
-    import shutil
-
-    stack.require_root()
-    stack.cgroup2_mount()  # EnvError without cgroup2
+    require_root()
+    cgroupfs.cgroup2_mount()  # EnvError without cgroup2
     if shutil.which("unshare") is None or shutil.which("nsenter") is None:
         raise EnvError("unshare/nsenter not found: install util-linux")
 
@@ -48,18 +68,18 @@ def up(progress: Progress = _quiet, *, timeout: float | None = None) -> UpReport
     limit = lab_timeout() if timeout is None else timeout
     started_at = time.monotonic()
     preflight()
-    with stack.lab_lock(limit):
+    with lab_lock(limit):
         runtimes = install.prepare(limit, progress)
         bundle.ensure_rootfs()
-        lab = stack.find_lab()
+        lab = find_lab()
         started = lab is None
         if lab is None:
-            if STATE_DIR.exists() or (stack.cgroup2_mount() / CGROUP_NAME).exists():
+            if STATE_DIR.exists() or lab_cgroup().exists():
                 progress("cleaning up a previous lab that did not stop cleanly")
                 _stop(limit)
             progress("starting systemd in private namespaces")
-            lab = stack.start(limit)
-        version = stack.system_version(lab) or "?"
+            lab = start_systemd(limit)
+        version = system_version(lab) or "?"
     return UpReport(lab, runtimes, started, time.monotonic() - started_at, version)
 
 
@@ -79,9 +99,9 @@ def _stop(limit: float, errors: list[str] | None = None) -> list[str]:
     Each failed delete is suppressed and its one-line message appended to ``errors``.
     """
     errors = [] if errors is None else errors
-    lab = stack.find_lab()
+    lab = find_lab()
     deleted = [] if lab is None else containers.delete_all(lab, errors)
-    stack.stop(limit)
+    stop_systemd(limit)
     for leftover in (VAR_DIR / "bundles").glob("*"):
         bundle.remove_bundle(leftover.name)
     return deleted
@@ -91,10 +111,10 @@ def down(progress: Progress = _quiet, *, timeout: float | None = None) -> DownRe
     """Stop the lab and everything in it; ``leftovers`` lists anything that survived (should be [])."""
     limit = lab_timeout() if timeout is None else timeout
     started_at = time.monotonic()
-    stack.require_root()
+    require_root()
     errors: list[str] = []
-    with stack.lab_lock(limit):
-        was_running = stack.find_lab() is not None
+    with lab_lock(limit):
+        was_running = find_lab() is not None
         progress("stopping the lab" if was_running else "the lab is not running; cleaning up")
         deleted = _stop(limit, errors)
         found = leftovers.leftovers(limit)
@@ -114,7 +134,7 @@ class Status:
 
 def status() -> Status:
     runtimes = {name: f"{rt.version} ({rt.path})" for name, rt in install.installed_runtimes().items()}
-    lab = stack.find_lab()
+    lab = find_lab()
     if lab is None:
         return Status(running=False, runtimes=runtimes)
     return Status(
@@ -122,10 +142,188 @@ def status() -> Status:
         pid1=lab.pid1,
         cgroup_root=str(lab.cgroup_root),
         bus_address=lab.bus_address,
-        systemd_version=stack.system_version(lab, check=False),
+        systemd_version=system_version(lab, check=False),
         runtimes=runtimes,
         containers=[
             {"id": c.id, "runtime": c.runtime, "driver": c.driver, "cgroup": c.cgroup}
             for c in containers.containers()
         ],
     )
+
+
+# --- starting and stopping systemd in its namespaces ------------------------------------------
+
+READY_STATES: Final = frozenset({"running", "degraded"})
+LAST_CONSOLE_LOG: Final = VAR_DIR / "console.last.log"
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise NeedsRoot("the lab needs root (namespaces, cgroups, BPF): run it with sudo")
+
+
+def unit_dir() -> str:
+    """The lab's unit files are package data; systemd reads them straight from the package."""
+    return str(resources.files("cgdev.lab") / "units")
+
+
+def start_systemd(timeout: float) -> Lab:
+    """Launch systemd in fresh namespaces on a fresh cgroup and wait until it and its bus answer.
+
+    On any failure what was started so far (launcher, unshare, systemd, the cgroup, the state
+    dir) is stopped again before the one-line ``EnvError`` is raised.
+    """
+    try:
+        return _start(timeout)
+    except BaseException as exc:
+        if isinstance(exc, subprocess.CalledProcessError):
+            error: BaseException = EnvError(f"the lab's launcher failed with exit status {exc.returncode}")
+        elif isinstance(exc, subprocess.TimeoutExpired):
+            error = EnvError(f"the lab's launcher did not return within {timeout:g}s")
+        elif isinstance(exc, OSError):
+            error = EnvError(f"starting the lab: {exc}")
+        else:
+            error = exc
+        with contextlib.suppress(Exception):
+            stop_systemd(min(timeout, 10.0))
+        if error is exc:
+            raise
+        raise error from None
+
+
+def _start(timeout: float) -> Lab:
+    state = StateFiles()
+    root = lab_cgroup()
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    state.containers.mkdir(exist_ok=True)
+    root.mkdir(exist_ok=True)
+    state.cgroup_root.write_text(f"{root}\n")
+    subprocess.run(
+        [sys.executable, "-m", "cgdev.lab.launcher", str(root), unit_dir(), str(STATE_DIR)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+        timeout=timeout,
+    )
+
+    def systemd_started() -> bool:
+        unshare = read_int(state.unshare_pid)
+        launcher = read_int(state.launcher_pid)
+        if launcher is not None and not alive(launcher):
+            raise EnvError(f"the lab's launcher exited early: {console_tail(state) or 'no console output'}")
+        if unshare is None:
+            return False
+        return any(comm(child) == "systemd" for child in children(unshare))
+
+    if not wait_until(systemd_started, timeout):
+        raise EnvError(f"systemd did not start within {timeout:g}s: {console_tail(state) or 'no output'}")
+    unshare = read_int(state.unshare_pid)
+    assert unshare is not None
+    pid1 = next(child for child in children(unshare) if comm(child) == "systemd")
+    state.pid1.write_text(f"{pid1}\n")
+    _move_out_of_lab_root(unshare)
+    lab = Lab(pid1=pid1, cgroup_root=root, state=state)
+    wait_ready(lab, timeout)
+    return lab
+
+
+def _move_out_of_lab_root(unshare: int) -> None:
+    """unshare waits for PID 1 in the namespace's root cgroup; hand it back to the launcher's.
+
+    Left there it would be the one process systemd cannot move ("Couldn't move remaining
+    userspace processes") and, on a pure v2 host, it would stop systemd enabling controllers.
+    """
+    launcher = read_int(StateFiles().launcher_pid)
+    home = unified_cgroup(launcher) if launcher else None
+    if home is None:
+        return
+    with contextlib.suppress(OSError):
+        (Path(cgroupfs.cgroup2_mount()) / home.lstrip("/") / "cgroup.procs").write_text(str(unshare))
+
+
+def wait_ready(lab: Lab, timeout: float) -> None:
+    """Ready = the manager finished its boot transaction and owns org.freedesktop.systemd1 on the bus."""
+    last = ""
+
+    def ready() -> bool:
+        nonlocal last
+        if not alive(lab.pid1):
+            raise EnvError(f"the lab's systemd exited: {lab.console_tail() or 'no console output'}")
+        state = lab.exec(["systemctl", "is-system-running"], check=False, timeout=timeout)
+        last = state.stdout.strip() or state.stderr.strip()
+        if last not in READY_STATES:
+            return False
+        return system_version(lab, check=False) is not None
+
+    if not wait_until(ready, timeout, 0.05):
+        raise EnvError(
+            f"the lab's systemd is not ready after {timeout:g}s (state {last!r}): {lab.console_tail()}"
+        )
+
+
+def _is_systemd(pid: int) -> bool:
+    """PID 1 is ``systemd``, or ``systemd-shutdow(n)`` once ``systemctl exit`` reached its end."""
+    return (comm(pid) or "").startswith("systemd")
+
+
+def _is_unshare(pid: int) -> bool:
+    """Our unshare, not any: it runs ``python -m cgdev.lab.nsinit`` (see ``launcher``)."""
+    return comm(pid) == "unshare" and "cgdev.lab.nsinit" in cmdline(pid)
+
+
+def _is_launcher(pid: int) -> bool:
+    return "cgdev.lab.launcher" in cmdline(pid)
+
+
+def stop_systemd(timeout: float) -> None:
+    """Stop what ``start_systemd`` started, and only that: graceful ``systemctl exit``, SIGKILL as a fallback.
+
+    PID 1 leaving its PID namespace kills every process in it (containers included); the mounts
+    lived in its private mount namespace and go with it; removing the cgroup subtree releases
+    every BPF program attached inside it.
+    """
+    state = StateFiles()
+    lab = find_lab(state)
+    grace = min(timeout, 10.0)
+    if lab is not None:
+        # Commands left running by exec (a timed-out or backgrounded one) would make systemd's
+        # shutdown wait for them; they are ours, so they go first.
+        kill_cgroup(lab.admin_cgroup)
+        with contextlib.suppress(EnvError):  # a manager that does not answer is killed below
+            lab.exec(["systemctl", "--no-block", "exit"], check=False, timeout=grace)
+        # Once PID 1 is systemd-shutdown every unit is stopped; it may then wait up to 90 s for
+        # a process that ignores SIGTERM.  Nothing of value is left: give it a second, then kill.
+        wait_until(lambda: not alive(lab.pid1) or comm(lab.pid1) == "systemd-shutdow", grace)
+        if not wait_until(lambda: not alive(lab.pid1), 1.0):
+            kill_cgroup(lab.cgroup_root)
+            kill_if(lab.pid1, _is_systemd)
+            wait_until(lambda: not alive(lab.pid1), grace)
+    else:
+        # No lab answers to the state files (a failed start, a stale dir): whatever runs in our
+        # cgroup is left over from it, systemd included when its pid was never recorded.
+        leftover_root = _recorded_root(state)
+        if leftover_root is not None:
+            kill_cgroup(leftover_root)
+    unshare, launcher = read_int(state.unshare_pid), read_int(state.launcher_pid)
+    if not wait_until(lambda: not alive(unshare), grace):
+        kill_if(unshare, _is_unshare)
+    if not wait_until(lambda: not alive(launcher), grace):
+        kill_if(launcher, _is_launcher)
+    wait_until(lambda: not alive(launcher) and not alive(unshare), grace)
+    root = _recorded_root(state)
+    if root is not None:
+        remove_tree_when_empty(root, grace)
+    if state.console_log.exists():
+        with contextlib.suppress(OSError):
+            VAR_DIR.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(state.console_log, LAST_CONSOLE_LOG)
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+
+
+def _recorded_root(state: StateFiles) -> Path | None:
+    try:
+        return Path(state.cgroup_root.read_text().strip())
+    except OSError:
+        candidate = lab_cgroup()
+        return candidate if candidate.exists() else None

@@ -23,11 +23,11 @@ from cgdev.adapters import cgroupfs
 from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.core.semantics.systemd import reload_reapplies_devices
 from cgdev.lab import bundle, containers, control, hooksim, presets, runtime, scenario
-from cgdev.lab.layers import insn_count, layers, program_allows
+from cgdev.lab.instance import Lab
+from cgdev.lab.program_path import insn_count, path_layers, program_allows
 from cgdev.lab.runtime import Container, Runtime
-from cgdev.lab.stack import Lab
 from cgdev.ops.explain import Explanation
-from cgdev.ops.layers import Layer, LiftCache, ProgramRecord, analyse_layers
+from cgdev.ops.layers import SYSTEMD_PROGRAM_NAME, Layer, LiftCache, ProgramRecord, analyse_layers
 from cgdev.ops.reload import PredictedLayer, predict_reload
 
 Out = Callable[[str], None]
@@ -35,7 +35,7 @@ COLUMNS = (80, 100)  # readable: the terminal's width, kept within these bounds
 ALLOWED = ("ok", "ENXIO")  # ENXIO: every filter let the open through, no driver answered
 NVIDIACTL_RW = Request("c", *bundle.NVIDIACTL, ACC_R | ACC_W)
 OWNERS = {
-    "sd_devices": "systemd, from the unit's DevicePolicy/DeviceAllow",
+    SYSTEMD_PROGRAM_NAME: "systemd, from the unit's DevicePolicy/DeviceAllow",
     hooksim.PROGRAM_NAME: "the hook",
 }
 
@@ -76,7 +76,7 @@ def _show_layers(out: Out, lab: Lab, container: Container, lifts: LiftCache, see
     A program's rules are shown the first time it appears (``seen`` holds the ids shown).
     """
     deniers = []
-    for layer in layers(lab, container.cgroup):
+    for layer in path_layers(lab, container.cgroup):
         mark = "  <- the container's own cgroup" if layer.cgroup == container.cgroup else ""
         out(f"  {layer.cgroup}{mark}")
         if not layer.programs:
@@ -111,7 +111,7 @@ def _show_unit(out: Out, lab: Lab, container: Container) -> None:
 
 
 def _probe(out: Out, lab: Lab, rt: Runtime, container: Container) -> str:
-    verdicts = runtime.probe(lab, rt, container.driver, container.id, bundle.PROBE_NODES)
+    verdicts = runtime.open_in_container(lab, rt, container.driver, container.id, bundle.PROBE_NODES)
     meaning = {"ok": "opens", "ENXIO": "allowed (ENXIO: no driver behind it)", "EPERM": "DENIED (EPERM)"}
     out("  inside the container: " + ", ".join(f"/dev/{n} {meaning.get(v, v)}" for n, v in verdicts.items()))
     out("")

@@ -6,7 +6,7 @@ of the lab has closed the slave, which is when the lab is gone.  It double-forks
 never a child of the ``up`` caller: a long-lived caller (pytest) would otherwise keep it as a
 zombie after ``down``, and a zombie is a process left behind.
 
-Usage (only by ``cgdev.lab.stack``): ``python -m cgdev.lab.launcher CGROUP_DIR UNIT_DIR STATE_DIR``
+Usage (only by ``cgdev.lab.control``): ``python -m cgdev.lab.launcher CGROUP_DIR UNIT_DIR STATE_DIR``
 """
 
 from __future__ import annotations

@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from cgdev.lab import stack
-from cgdev.lab.paths import CGROUP_NAME, STATE_DIR
+from cgdev.lab.paths import CGROUP_NAME, STATE_DIR, lab_cgroup
+from cgdev.lab.processes import alive, wait_until
 
 
 def leftovers(timeout: float = 5.0) -> list[str]:
     """Anything of the lab still on the machine: processes, cgroups, mounts, state, hook programs."""
-    root = stack.cgroup2_mount() / CGROUP_NAME
+    root = lab_cgroup()
     found: list[str] = []
     if root.exists():
         found.append(f"cgroup {root}")
@@ -39,7 +39,7 @@ def _lab_processes() -> list[tuple[int, str]]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             started_by_us = "cgdev.lab.launcher" in cmdline or "cgdev.lab.nsinit" in cmdline
             in_lab = f"::/{CGROUP_NAME}/" in cgroup or f"::/{CGROUP_NAME}\n" in cgroup
-            if (in_lab or started_by_us) and stack.alive(int(proc.name)):
+            if (in_lab or started_by_us) and alive(int(proc.name)):
                 out.append((int(proc.name), cmdline.strip()[:60]))
     return out
 
@@ -65,5 +65,5 @@ def _hook_programs_left(timeout: float) -> list[str]:
         names[:] = [f"bpf program {p['id']} ({PROGRAM_NAME})" for p in progs if p.get("name") == PROGRAM_NAME]
         return not names
 
-    stack.wait_until(gone, timeout, 0.1)
+    wait_until(gone, timeout, 0.1)
     return names

@@ -26,7 +26,11 @@ MS_BIND: Final = 0x1000
 MNT_DETACH: Final = 0x2
 
 # name -> (major, minor): the nodes a probe opens from the lab's own view (outside containers).
-PROBE_NODES: Final[dict[str, tuple[int, int]]] = {"null": (1, 3), "zero": (1, 5), "nvidiactl": (195, 255)}
+PROBE_NODE_NUMBERS: Final[dict[str, tuple[int, int]]] = {
+    "null": (1, 3),
+    "zero": (1, 5),
+    "nvidiactl": (195, 255),
+}
 
 _EMPTY_DIR: Final = "/run/cgdev-empty"
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -83,7 +87,7 @@ def _probe_nodes() -> None:
     """Device nodes need a filesystem without nodev; a small tmpfs keeps them out of /dev."""
     os.makedirs(PROBE_DIR_IN_LAB, exist_ok=True)
     _mount("tmpfs", PROBE_DIR_IN_LAB, "tmpfs", MS_NOSUID, "mode=0755,size=64k")
-    for name, (major, minor) in PROBE_NODES.items():
+    for name, (major, minor) in PROBE_NODE_NUMBERS.items():
         os.mknod(f"{PROBE_DIR_IN_LAB}/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
 
 

@@ -24,7 +24,7 @@ LOCK_FILE: Final = Path("/run/cgdev-lab.lock")
 VAR_DIR: Final = Path("/var/lib/cgdev/lab")
 # Inside the lab (its private /run): a tmpfs without nodev holding the probe nodes.
 PROBE_DIR_IN_LAB: Final = "/run/cgdev-dev"
-DEFAULT_TIMEOUT_S: Final = 60.0
+LAB_TIMEOUT_S: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ def lab_timeout() -> float:
     """The bound on every wait (``CGDEV_LAB_TIMEOUT``, seconds): a hung step fails, never hangs."""
     raw = os.environ.get("CGDEV_LAB_TIMEOUT", "")
     if not raw:
-        return DEFAULT_TIMEOUT_S
+        return LAB_TIMEOUT_S
     try:
         value = float(raw)
     except ValueError:
@@ -70,3 +70,10 @@ def lab_timeout() -> float:
     if value <= 0:
         raise InputError(f"CGDEV_LAB_TIMEOUT: {raw!r} must be positive")
     return value
+
+
+def lab_cgroup() -> Path:
+    """Where the lab's cgroup is (or would be): ``CGROUP_NAME`` under the host's cgroup2 mount."""
+    from cgdev.adapters.cgroupfs import cgroup2_mount
+
+    return Path(cgroup2_mount()) / CGROUP_NAME

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from cgdev.errors import EnvError, InputError, NotFound
-from cgdev.lab.stack import Lab
+from cgdev.lab.instance import Lab
 
 Driver = Literal["systemd", "cgroupfs"]
 DRIVERS: Final[tuple[Driver, ...]] = ("systemd", "cgroupfs")
@@ -90,7 +90,7 @@ class Container:
 
     def to_json(self) -> str:
         return json.dumps(
-            {f: getattr(self, f) for f in self.__slots__},  # type: ignore[attr-defined]
+            {f: getattr(self, f) for f in self.__slots__},
             indent=1,
         )
 
@@ -160,7 +160,7 @@ def state_pid(lab: Lab, runtime: Runtime, driver: Driver, container_id: str) -> 
         raise EnvError(f"{runtime.name} state {container_id}: unexpected output ({exc})") from None
 
 
-def process_cgroup(lab: Lab, pid: int) -> str:
+def lab_process_cgroup(lab: Lab, pid: int) -> str:
     """The cgroup v2 path of a lab process, read from the lab's own /proc (the lab's naming)."""
     done = lab.exec(["cat", f"/proc/{pid}/cgroup"], check=False, timeout=10)
     for line in done.stdout.splitlines():
@@ -215,7 +215,7 @@ done
 """
 
 
-def probe(
+def open_in_container(
     lab: Lab, runtime: Runtime, driver: Driver, container_id: str, nodes: tuple[str, ...]
 ) -> dict[str, str]:
     """Open ``/dev/<node>`` from inside the container; ``{node: ok|EPERM|ENXIO|...}``."""
@@ -236,4 +236,4 @@ def probe(
 def check_driver(value: str) -> Driver:
     if value not in DRIVERS:
         raise InputError(f"--cgroup-driver: {value!r} is not one of {', '.join(DRIVERS)}")
-    return value  # type: ignore[return-value]
+    return value

@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from cgdev.lab import bundle, containers, hooksim, runtime, stack
-from cgdev.lab.layers import insn_count, layers
+from cgdev.lab import bundle, containers, hooksim, runtime
+from cgdev.lab.instance import Lab, system_version
 from cgdev.lab.presets import STEPS, Preset, expectation
+from cgdev.lab.program_path import insn_count, path_layers
 from cgdev.lab.runtime import Container, Runtime
-from cgdev.lab.stack import Lab
 from cgdev.lab.table import format_table
 from cgdev.ops.layers import Layer
 
@@ -137,15 +137,15 @@ def run_scenario(lab: Lab, preset: Preset, runtimes: dict[str, Runtime]) -> Scen
         return result
     rt = runtimes[preset.runtime]
     result.runtime_version = rt.version
-    timeline = expectation(preset, stack.system_version(lab, check=False))
+    timeline = expectation(preset, system_version(lab, check=False))
     container = start_preset(lab, preset, rt)
     result.container_cgroup = container.cgroup
     try:
         for step, expected in zip(STEPS, timeline, strict=True):
             if step != "start" and not apply_step(lab, step, container):
                 continue
-            verdicts = runtime.probe(lab, rt, preset.driver, container.id, bundle.PROBE_NODES)
-            observed = StepResult(step, verdicts, expected or "", layers(lab, container.cgroup))
+            verdicts = runtime.open_in_container(lab, rt, preset.driver, container.id, bundle.PROBE_NODES)
+            observed = StepResult(step, verdicts, expected or "", path_layers(lab, container.cgroup))
             result.steps.append(observed)
             if not observed.matches:
                 result.mismatches.append(

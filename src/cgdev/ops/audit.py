@@ -38,8 +38,8 @@ from cgdev.ops.layers import (
     LiftCache,
     ProgramRecord,
     UnitRecord,
+    devices_list_policy,
     effective_policy,
-    v1_policy,
 )
 from cgdev.ops.reload import predict_reload, predicted_policy, reload_trigger
 from cgdev.ops.targets import Target, cgroup_pids, classify, process_leaf
@@ -295,7 +295,7 @@ def _analyse_shape(
         target, anonymous, proc_devices, v1_devices=v1_devices, pins=dict(pins), systemd_version=version
     )
     views = [LayerView(layer, tuple(lifts.view(p) for p in layer.programs)) for layer in anonymous]
-    v1 = v1_policy(v1_devices)
+    v1 = devices_list_policy(v1_devices)
     effective = effective_policy(views, v1)
     predicted = predict_reload(views, inspection, lifts)
     after = predicted_policy(predicted, v1)

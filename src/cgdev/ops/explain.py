@@ -29,8 +29,8 @@ from cgdev.ops.layers import (
     UnitRecord,
     Verdict,
     analyse_layers,
+    devices_list_policy,
     effective_policy,
-    v1_policy,
 )
 from cgdev.ops.reload import PredictedLayer, predict_reload, reload_trigger
 
@@ -239,7 +239,7 @@ def explain(inspection: Inspection, request: Request, device: str = "", device_s
             cache: LiftCache | None = None) -> Explanation:  # fmt: skip
     lifts = cache if cache is not None else LiftCache()
     views = analyse_layers(inspection, lifts)
-    v1 = v1_policy(inspection.v1_devices)
+    v1 = devices_list_policy(inspection.v1_devices)
     v1_allowed = None if v1 is None else v1.allows(request)
     layer_answers = []
     layer_verdicts = []

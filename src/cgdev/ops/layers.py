@@ -283,7 +283,7 @@ def analyse_layers(inspection: Inspection, cache: LiftCache | None = None) -> li
     return [LayerView(layer, tuple(lifts.view(p) for p in layer.programs)) for layer in inspection.layers]
 
 
-def v1_policy(lines: tuple[str, ...] | None) -> Policy | None:
+def devices_list_policy(lines: tuple[str, ...] | None) -> Policy | None:
     """The v1 devices.list of the process as a policy (None: no v1 devices controller).
 
     The kernel lists a deny-all cgroup's exceptions, and a request passes only when one of them

@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Final
 
 from cgdev.core.model import Request, access_to_str
 from cgdev.core.policy import Policy
-from cgdev.ops.layers import Inspection, LayerView, LiftCache, ProgramView, UnitRecord, Verdict
+from cgdev.ops.layers import (
+    SYSTEMD_PROGRAM_NAME,
+    Inspection,
+    LayerView,
+    LiftCache,
+    ProgramView,
+    UnitRecord,
+    Verdict,
+)
 
 if TYPE_CHECKING:  # systemd's semantics are imported only when a unit manages devices
     from cgdev.core.semantics.systemd import SdProgram
@@ -54,7 +62,7 @@ class PredictedProgram:
     @property
     def name(self) -> str:
         if self.sd is not None or self.source == "unknown":
-            return "sd_devices"
+            return SYSTEMD_PROGRAM_NAME
         return "" if self.view is None else self.view.record.name
 
     @property

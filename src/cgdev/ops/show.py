@@ -14,7 +14,14 @@ from typing import Any
 from cgdev.core.policy import Policy
 from cgdev.core.render import to_rules
 from cgdev.ops.findings import Finding, structural_findings
-from cgdev.ops.layers import Inspection, LayerView, LiftCache, analyse_layers, effective_policy, v1_policy
+from cgdev.ops.layers import (
+    Inspection,
+    LayerView,
+    LiftCache,
+    analyse_layers,
+    devices_list_policy,
+    effective_policy,
+)
 from cgdev.ops.reload import PredictedLayer, predict_reload, predicted_policy, reload_trigger
 
 MAX_EXAMPLES = 20
@@ -125,7 +132,7 @@ def _predicted_json(layer: PredictedLayer) -> dict[str, Any]:
 def show(inspection: Inspection, cache: LiftCache | None = None) -> ShowResult:
     lifts = cache if cache is not None else LiftCache()
     views = analyse_layers(inspection, lifts)
-    v1 = v1_policy(inspection.v1_devices)
+    v1 = devices_list_policy(inspection.v1_devices)
     effective = effective_policy(views, v1)
     predicted = predict_reload(views, inspection, lifts)
     after = predicted_policy(predicted, v1)

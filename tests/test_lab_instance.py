@@ -1,4 +1,4 @@
-"""The lab's stack for real: systemd as PID 1, its D-Bus bus, exec into it, errors of each kind."""
+"""The running lab (instance, control) for real: systemd as PID 1, its D-Bus bus, exec into it, errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cgdev.errors import EnvError
-from cgdev.lab import control, stack
+from cgdev.lab import control, instance
 from fixtures_lab import LabHandle
 
 pytestmark = pytest.mark.lab
@@ -45,7 +45,7 @@ def test_system_bus_answers_from_the_host(lab: LabHandle) -> None:
     with open_dbus_connection(bus=lab.bus_address) as conn:
         reply = conn.send_and_get_reply(Properties(manager).get("Version"), timeout=10)
     version = reply.body[0][1]
-    assert version == stack.system_version(stack.require_lab())
+    assert version == instance.system_version(instance.require_lab())
     assert version.split(".")[0].isdigit()
 
 
@@ -92,8 +92,8 @@ def test_unreachable_bus_is_one_line_exit_3(lab: LabHandle) -> None:
         done = subprocess.run([*CGDEV, "run", "crun-sd"], capture_output=True, text=True, timeout=60)
     finally:
         lab.exec(["systemctl", "start", "dbus.socket", "dbus.service"])
-        stack.wait_ready(stack.require_lab(), 30)
+        control.wait_ready(instance.require_lab(), 30)
     assert done.returncode == 3, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert "system bus does not answer" in done.stderr
-    assert stack.system_version(stack.require_lab()) is not None
+    assert instance.system_version(instance.require_lab()) is not None

@@ -12,12 +12,12 @@ from __future__ import annotations
 from cgdev.adapters import bpf, cgroupfs
 from cgdev.adapters.cgroupfs import relative
 from cgdev.core.model import Request
-from cgdev.lab.stack import Lab
+from cgdev.lab.instance import Lab
 from cgdev.ops.collect import program_records
 from cgdev.ops.layers import Layer, ProgramRecord
 
 
-def layers(lab: Lab, cgroup: str) -> list[Layer]:
+def path_layers(lab: Lab, cgroup: str) -> list[Layer]:
     """Every level from the lab's root to ``cgroup`` (lab names), outermost first."""
     root = str(lab.cgroup_root)
     levels = cgroupfs.ancestors(str(lab.host_cgroup(cgroup)), mount=root)
@@ -33,8 +33,8 @@ def program_allows(program: ProgramRecord, request: Request) -> bool:
 
     The kernel, not a model of it, says which layer denies -- so the demo's claim is a measurement.
     """
-    from cgdev.adapters.probe import ScratchCgroup
+    from cgdev.adapters.scratch_cgroup import ScratchCgroup
 
     with ScratchCgroup() as scratch:
         scratch.attach(program.xlated, name="lab_layer")
-        return scratch.probe([request])[0]
+        return scratch.kernel_verdicts([request])[0]

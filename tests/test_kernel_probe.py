@@ -1,4 +1,5 @@
-"""The probe harness: real verdicts from the kernel, refusal of unsafe opens, no leftovers."""
+"""The kernel probe (kernel_probe, device_safety, probe_nodes, scratch_cgroup): real verdicts from the
+kernel, refusal of unsafe opens, no leftovers."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from cgdev.adapters import bpf, cgroupfs
-from cgdev.adapters import probe as probe_mod
-from cgdev.adapters.probe import ScratchCgroup, driverless_majors, is_safe_to_open
+from cgdev.adapters import bpf, cgroupfs, device_safety, probe_nodes
+from cgdev.adapters import scratch_cgroup as scratch_module
+from cgdev.adapters.device_safety import driverless_majors, is_safe_to_open
+from cgdev.adapters.kernel_probe import kernel_verdicts
+from cgdev.adapters.scratch_cgroup import ScratchCgroup
 from cgdev.core.model import ACC_M, ACC_R, ACC_W, MKNOD_MAJOR_MAX, MKNOD_MINOR_MAX, REQUEST_MASKS, Request
 from cgdev.errors import NotFound
 from fixtures_kernel import ALLOW_ALL, ALLOW_C_1_3_R, DENY_ALL, requires_root_bpf
@@ -59,7 +62,7 @@ def test_programs_on_the_path_are_anded(scratch_cgroup: ScratchCgroup) -> None:
     leaf = scratch_cgroup.child("leaf")
     with bpf.open_cgroup(leaf) as leaf_fd, bpf.prog_load(ALLOW_ALL) as allow_all:
         bpf.prog_attach(leaf_fd, allow_all)
-        verdicts = probe_mod.probe(leaf, [Request("c", 1, 3, ACC_R), Request("c", 1, 5, ACC_R)])
+        verdicts = kernel_verdicts(leaf, [Request("c", 1, 3, ACC_R), Request("c", 1, 5, ACC_R)])
     assert verdicts == [True, False]
 
 
@@ -67,9 +70,9 @@ def test_programs_on_the_path_are_anded(scratch_cgroup: ScratchCgroup) -> None:
 def test_replace_changes_the_verdict(scratch_cgroup: ScratchCgroup) -> None:
     request = [Request("c", 1, 3, RW)]
     old = scratch_cgroup.attach(DENY_ALL)
-    assert scratch_cgroup.probe(request) == [False]
+    assert scratch_cgroup.kernel_verdicts(request) == [False]
     scratch_cgroup.replace(old, ALLOW_ALL)
-    assert scratch_cgroup.probe(request) == [True]
+    assert scratch_cgroup.kernel_verdicts(request) == [True]
     assert len(scratch_cgroup.program_ids()) == 1
 
 
@@ -101,11 +104,11 @@ def test_refusals_happen_before_anything_runs(
 
     monkeypatch.setattr(os, "fork", no_fork)
     with pytest.raises(ValueError, match=why):
-        probe_mod.probe(scratch_cgroup.path, [Request("c", 1, 3, ACC_R), request_])
+        kernel_verdicts(scratch_cgroup.path, [Request("c", 1, 3, ACC_R), request_])
 
 
 def test_safe_to_open_follows_proc_devices() -> None:
-    registered = probe_mod.registered_majors()
+    registered = device_safety.registered_majors()
     assert 1 in registered["c"]  # mem is always there
     assert is_safe_to_open(Request("c", 1, 3, ACC_R))
     assert not is_safe_to_open(Request("c", 1, 1, ACC_R))
@@ -121,7 +124,7 @@ def test_safe_to_open_follows_proc_devices() -> None:
 
 def test_allowlist_is_tiny_and_harmless() -> None:
     harmless = {("c", 1, m) for m in (3, 5, 7, 8, 9)} | {("c", 5, 0)}
-    assert probe_mod.OPEN_ALLOWLIST.issubset(harmless)
+    assert device_safety.OPEN_ALLOWLIST.issubset(harmless)
 
 
 # --- cleanup ----------------------------------------------------------------------------------
@@ -137,14 +140,14 @@ def test_scratch_cgroup_leaves_nothing_even_after_a_failure() -> None:
         with bpf.open_cgroup(leaf) as leaf_fd, bpf.prog_load(ALLOW_ALL) as extra:
             bpf.prog_attach(leaf_fd, extra)
             ids.append(bpf.prog_info(extra).id)
-        scratch.probe([Request("c", 1, 3, ACC_M)])
+        scratch.kernel_verdicts([Request("c", 1, 3, ACC_M)])
         raise RuntimeError("boom")
     assert not os.path.exists(path)
     for prog_id in ids:
         with pytest.raises(NotFound):
             bpf.prog_fd_by_id(prog_id)
     mount = cgroupfs.cgroup2_mount()
-    mine = f"{probe_mod.SCRATCH_PREFIX}{os.getpid()}-"
+    mine = f"{scratch_module.SCRATCH_PREFIX}{os.getpid()}-"
     assert not [n for n in os.listdir(mount) if n.startswith(mine) and os.path.join(mount, n) == path]
 
 
@@ -155,13 +158,13 @@ def test_sweep_removes_scratch_of_dead_processes() -> None:
     if pid == 0:  # pragma: no cover - child
         os._exit(0)
     os.waitpid(pid, 0)  # a pid that is certainly dead now
-    stale = os.path.join(mount, f"{probe_mod.SCRATCH_PREFIX}{pid}-0")
+    stale = os.path.join(mount, f"{scratch_module.SCRATCH_PREFIX}{pid}-0")
     os.mkdir(stale)
     os.mkdir(os.path.join(stale, "inner"))
     try:
         with bpf.open_cgroup(stale) as fd, bpf.prog_load(DENY_ALL) as prog:
             bpf.prog_attach(fd, prog)
-        assert stale in probe_mod.sweep_stale_scratch()
+        assert stale in scratch_module.sweep_stale_scratch()
         assert not os.path.exists(stale)
     finally:  # the test's own cleanup, should the sweep under test regress
         for path in (os.path.join(stale, "inner"), stale):
@@ -188,7 +191,7 @@ def test_probe_in_batches(scratch_cgroup: ScratchCgroup, capsys: pytest.CaptureF
         batches.append(batch)
     start = time.perf_counter()
     for batch in batches:
-        assert scratch_cgroup.probe(batch) == [False] * len(batch)
+        assert scratch_cgroup.kernel_verdicts(batch) == [False] * len(batch)
     rate = 40 * 250 / (time.perf_counter() - start)
     with capsys.disabled():
         print(f"\nprobe: {rate:,.0f} requests/s (batches of 250)")
@@ -200,15 +203,15 @@ def test_sweep_unmounts_probe_tmpfs_of_dead_processes() -> None:
     if pid == 0:  # pragma: no cover - child: mount its own node dir, then die without cleanup
         code = 1
         try:
-            probe_mod._node_dir.ensure()
+            probe_nodes.node_dir.ensure()
             code = 0
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert status == 0
-    marker = f"{probe_mod.PROBE_MOUNT_PREFIX}{pid}-"
+    marker = f"{probe_nodes.PROBE_MOUNT_PREFIX}{pid}-"
     (left,) = [m.mountpoint for m in cgroupfs.mounts() if marker in m.mountpoint]
-    assert left in probe_mod.sweep_stale_scratch()
+    assert left in scratch_module.sweep_stale_scratch()
     assert not os.path.exists(left)
     assert left not in [m.mountpoint for m in cgroupfs.mounts()]
 
@@ -216,4 +219,4 @@ def test_sweep_unmounts_probe_tmpfs_of_dead_processes() -> None:
 @requires_root_bpf
 def test_probe_of_a_missing_cgroup_is_not_found() -> None:
     with pytest.raises(NotFound, match="cgroup /nonexistent-cgroup not found"):
-        probe_mod.probe("/nonexistent-cgroup", [Request("c", 1, 3, ACC_R)])
+        kernel_verdicts("/nonexistent-cgroup", [Request("c", 1, 3, ACC_R)])

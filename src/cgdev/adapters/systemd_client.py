@@ -1,9 +1,10 @@
-"""systemd over D-Bus (jeepney, blocking): the unit properties that decide a cgroup's device programs.
+"""systemd's Manager over D-Bus (jeepney, blocking): read and change the units that own cgroups.
 
 systemd re-generates its ``sd_devices`` program from ``DevicePolicy=``/``DeviceAllow=`` (and
 re-attaches ``BPFProgram=`` pins) on every reload and every property change, so a durable repair has
 to read and write those properties, not only the kernel's programs (DESIGN.md §1).  This module is
-the one place that talks to systemd's Manager: it is synchronous because the CLI and the OCI hook
+the one place that talks to systemd's Manager (the properties' types and checks are in
+``systemd_properties``): it is synchronous because the CLI and the OCI hook
 need one answer and exit, and it imports only jeepney (no asyncio: see ``systemd_watch`` for that).
 
 Every D-Bus failure becomes one typed ``CgdevError`` line carrying systemd's own message; an
@@ -25,8 +26,17 @@ from jeepney import DBusAddress, HeaderFields, MatchRule, Message, MessageFlag, 
 from jeepney.bus import get_connectable_addresses
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import DBusConnection, prep_socket
-from jeepney.low_level import parse_signature
 
+from cgdev.adapters.systemd_properties import (
+    CGROUP_UNIT_INTERFACES,
+    UnitDevices,
+    Variant,
+    cgroup_interface,
+    check_field,
+    checked_pids,
+    typed_properties,
+    unit_devices_from_properties,
+)
 from cgdev.errors import BusUnreachable, CgdevError, InputError, NotFound, SystemdError
 
 SYSTEMD_BUS_NAME: Final = "org.freedesktop.systemd1"
@@ -35,38 +45,12 @@ MANAGER_INTERFACE: Final = "org.freedesktop.systemd1.Manager"
 PROPERTIES_INTERFACE: Final = "org.freedesktop.DBus.Properties"
 DEFAULT_SYSTEM_BUS: Final = "/run/dbus/system_bus_socket"
 # D-Bus's own default method-call timeout; every wait in this module is bounded by a timeout.
-DEFAULT_TIMEOUT_S: Final = 25.0
+DBUS_CALL_TIMEOUT_S: Final = 25.0
 CONNECT_TIMEOUT_S: Final = 5.0
 
 MANAGER: Final = DBusAddress(MANAGER_PATH, SYSTEMD_BUS_NAME, MANAGER_INTERFACE)
 BUS_DRIVER: Final = DBusAddress(message_bus.object_path, message_bus.bus_name, message_bus.interface)
 
-# Unit types that own a cgroup, with the interface that carries their cgroup properties.
-CGROUP_UNIT_INTERFACES: Final[dict[str, str]] = {
-    ".scope": "org.freedesktop.systemd1.Scope",
-    ".service": "org.freedesktop.systemd1.Service",
-    ".slice": "org.freedesktop.systemd1.Slice",
-    ".socket": "org.freedesktop.systemd1.Socket",
-    ".mount": "org.freedesktop.systemd1.Mount",
-    ".swap": "org.freedesktop.systemd1.Swap",
-}
-
-# jeepney serialises a variant from an explicit signature; systemd rejects a wrong one (``PIDs`` as
-# ``ai`` instead of ``au`` is "Invalid argument"), so the signatures are written out here.
-PROPERTY_SIGNATURES: Final[dict[str, str]] = {
-    "PIDs": "au",
-    "Delegate": "b",
-    "DevicePolicy": "s",
-    "DeviceAllow": "a(ss)",
-    "BPFProgram": "a(ss)",
-    "Slice": "s",
-    "CPUWeight": "t",
-    "Description": "s",
-    "CollectMode": "s",
-    "Asserts": "a(sbbs)",
-    "Conditions": "a(sbbs)",
-}
-DEVICE_POLICIES: Final = ("auto", "closed", "strict")
 JOB_FAILURE_HINTS: Final[dict[str, str]] = {
     "canceled": "the job was canceled",
     "timeout": "the job timed out",
@@ -85,21 +69,6 @@ UNIT_NOT_FOUND_ERRORS: Final = (
     "org.freedesktop.systemd1.NoSuchUnit",
     "org.freedesktop.systemd1.NoUnitForPID",
 )
-
-Variant = tuple[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class UnitDevices:
-    """What systemd will enforce (and re-enforce on reload) on one unit's cgroup."""
-
-    unit: str
-    control_group: str
-    delegate: bool
-    device_policy: str
-    device_allow: list[tuple[str, str]]
-    bpf_program: list[tuple[str, str]]
-    need_daemon_reload: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,124 +104,6 @@ def error_from_reply(reply: Message, unit: str | None = None) -> CgdevError:
     if name in UNIT_NOT_FOUND_ERRORS:
         return NotFound(f"no systemd unit {unit}" if unit else f"systemd: {text}")
     return SystemdError(f"systemd: {name}: {text}".replace("\n", " ") if text else f"systemd: {name}")
-
-
-def _require(condition: bool, field: str, value: object, why: str) -> None:
-    if not condition:
-        raise InputError(f"{field}: {value!r} {why}")
-
-
-def _pids(value: object) -> list[int]:
-    pids = list(value) if isinstance(value, Iterable) and not isinstance(value, str) else [value]
-    for pid in pids:
-        _require(
-            isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**32,
-            "PIDs",
-            pid,
-            "is not a process id",
-        )
-    return pids
-
-
-def _string_pairs(field: str, value: object) -> list[tuple[str, str]]:
-    _require(
-        isinstance(value, Iterable) and not isinstance(value, str), field, value, "is not a list of pairs"
-    )
-    pairs = [tuple(p) if isinstance(p, list | tuple) else p for p in value]  # type: ignore[union-attr]
-    for pair in pairs:
-        _require(
-            isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(s, str) for s in pair),
-            field,
-            pair,
-            "is not a pair of strings",
-        )
-    return pairs  # type: ignore[return-value]
-
-
-def _device_allow(value: object) -> list[tuple[str, str]]:
-    """Check what systemd would reject only after a round trip, naming the entry."""
-    pairs = _string_pairs("DeviceAllow", value)
-    for path, access in pairs:
-        _require(
-            path.startswith(("/dev/", "char-", "block-")) and not any(c.isspace() for c in path),
-            "DeviceAllow",
-            path,
-            "is not a device node, char-GROUP or block-GROUP",
-        )
-        _require(set(access) <= set("rwm"), "DeviceAllow", f"{path} {access}", "has access outside rwm")
-    return pairs
-
-
-def _checked_variant(name: str, variant: Variant) -> Variant:
-    """Serialise a caller-typed variant once, so a value that does not fit its signature is an
-    InputError here rather than a jeepney traceback in the middle of a call."""
-    try:
-        rest = list(variant[0])
-        parse_signature(rest)  # consumes one complete type; a variant holds exactly one
-        if rest:
-            raise ValueError(f"trailing {''.join(rest)!r}")
-        new_method_call(MANAGER, "Check", "a(sv)", ([(name, variant)],)).serialise(serial=1)
-    except Exception as e:
-        raise InputError(f"{name}: {variant[1]!r} does not fit D-Bus signature {variant[0]!r}") from e
-    return variant
-
-
-def typed_property(name: str, value: object) -> tuple[str, Variant]:
-    """One ``(name, (signature, value))`` entry of an ``a(sv)`` array, checked before it is sent.
-
-    An unknown property may be given as an explicit ``(signature, value)`` pair.
-    """
-    if name == "PIDs":
-        return name, ("au", _pids(value))
-    if name == "Delegate":
-        _require(isinstance(value, bool), name, value, "is not a boolean")
-    elif name == "DevicePolicy":
-        _require(value in DEVICE_POLICIES, name, value, f"is not one of {', '.join(DEVICE_POLICIES)}")
-    elif name == "DeviceAllow":
-        return name, ("a(ss)", _device_allow(value))
-    elif name == "BPFProgram":
-        return name, ("a(ss)", _string_pairs(name, value))
-    elif name == "CPUWeight":
-        _require(
-            isinstance(value, int) and not isinstance(value, bool) and value >= 0, name, value, "is not >= 0"
-        )
-    elif name in PROPERTY_SIGNATURES:
-        if PROPERTY_SIGNATURES[name] == "s":
-            _require(isinstance(value, str), name, value, "is not a string")
-    elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
-        return name, _checked_variant(name, value)
-    else:
-        raise InputError(f"property: {name!r} is unknown to cgdev; give it as (signature, value)")
-    return name, (PROPERTY_SIGNATURES[name], value)
-
-
-def typed_properties(props: Mapping[str, object]) -> list[tuple[str, Variant]]:
-    return [typed_property(name, value) for name, value in props.items()]
-
-
-def cgroup_interface(unit: str) -> str:
-    """The interface holding ``unit``'s cgroup properties (ControlGroup, DeviceAllow, ...)."""
-    for suffix, interface in CGROUP_UNIT_INTERFACES.items():
-        if unit.endswith(suffix):
-            return interface
-    raise InputError(f"unit: {unit!r} has no cgroup (not a {', '.join(CGROUP_UNIT_INTERFACES)} unit)")
-
-
-def _unwrap(props: Mapping[str, Variant], name: str, default: Any) -> Any:
-    variant = props.get(name)
-    return default if variant is None else variant[1]
-
-
-def unit_devices_from_properties(unit: str, props: Mapping[str, Variant]) -> UnitDevices:
-    return UnitDevices(
-        unit=unit,
-        control_group=_unwrap(props, "ControlGroup", ""),
-        delegate=bool(_unwrap(props, "Delegate", False)),
-        device_policy=_unwrap(props, "DevicePolicy", "auto"),
-        device_allow=[tuple(p) for p in _unwrap(props, "DeviceAllow", [])],
-        bpf_program=[tuple(p) for p in _unwrap(props, "BPFProgram", [])],
-        need_daemon_reload=bool(_unwrap(props, "NeedDaemonReload", False)),
-    )
 
 
 def _connect(path: str) -> DBusConnection:
@@ -303,7 +154,7 @@ class SystemdClient:
     trips and waits at most ``timeout`` seconds.
     """
 
-    def __init__(self, address: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, address: str | None = None, *, timeout: float = DBUS_CALL_TIMEOUT_S) -> None:
         self.address = bus_socket_path(address)
         self.timeout = timeout
         self._conn = _connect(self.address)
@@ -361,7 +212,7 @@ class SystemdClient:
 
     def get_unit_by_pid(self, pid: int) -> str:
         """The object path of the unit owning ``pid`` (a pid in systemd's own PID namespace)."""
-        _pids([pid])
+        checked_pids([pid])
         return self._call(MANAGER, "GetUnitByPID", "u", (pid,), unit=f"for pid {pid}")[0]
 
     def unit_name(self, path: str) -> str:
@@ -382,7 +233,7 @@ class SystemdClient:
         loaded cgroup unit whose ControlGroup really is that prefix (a delegated subtree may reuse
         unit-like names).  A cgroup no unit claims belongs to the root slice, ``-.slice``.
         """
-        _require(cgroup_path.startswith("/"), "cgroup", cgroup_path, "is not an absolute cgroup path")
+        check_field(cgroup_path.startswith("/"), "cgroup", cgroup_path, "is not an absolute cgroup path")
         parts = [p for p in cgroup_path.split("/") if p]
         for depth in range(len(parts), 0, -1):
             name = parts[depth - 1]
@@ -431,7 +282,7 @@ class SystemdClient:
 
         Raises SystemdError with the job result when the job does not end in ``done``.
         """
-        _require(name.endswith(".scope"), "scope", name, "does not end in .scope")
+        check_field(name.endswith(".scope"), "scope", name, "does not end in .scope")
         props: dict[str, object] = {"PIDs": list(pids)}
         optional = {
             "Delegate": delegate,
@@ -442,7 +293,8 @@ class SystemdClient:
         }
         props.update({k: v for k, v in optional.items() if v is not None})
         props.update(extra or {})
-        body = (name, "fail", typed_properties(props), [])
+        aux: list[tuple[str, list[tuple[str, Variant]]]] = []  # no auxiliary units
+        body = (name, "fail", typed_properties(props), aux)
         return self._run_job("StartTransientUnit", "ssa(sv)a(sa(sv))", body, name, timeout)
 
     def stop_unit(self, name: str, *, timeout: float | None = None) -> JobRemoved:
@@ -527,16 +379,3 @@ class SystemdClient:
             removed = JobRemoved(*message.body)
             if removed.job == job:
                 return removed
-
-
-__all__ = [
-    "MANAGER",
-    "PROPERTY_SIGNATURES",
-    "JobRemoved",
-    "SystemdClient",
-    "UnitDevices",
-    "bus_socket_path",
-    "cgroup_interface",
-    "error_from_reply",
-    "typed_properties",
-]
