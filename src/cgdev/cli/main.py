@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "show": "cgdev.cli.show_cmd",
     "audit": "cgdev.cli.audit_cmd",
     "snapshot": "cgdev.cli.snapshot_cmd",
+    "cdi": "cgdev.cli.cdi_cmd",
+    "links": "cgdev.cli.links_cmd",
 }
 
 
