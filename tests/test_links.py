@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from capabilities import skip_unless_ci
 
+from capabilities import skip_unless_ci
 from cgdev.core.dev_char import CharNode, ExistingLink, LinkState, plan_links
 from cgdev.ops.dev_links import check_links, create_links
 
@@ -45,8 +45,9 @@ def _no_sys(tmp_path: Path) -> str:
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cgdev", "links", *argv], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "cgdev", "links", *argv], capture_output=True, text=True, timeout=60
+    )
 
 
 def _resolves(link: Path) -> tuple[int, int]:
@@ -117,11 +118,22 @@ def test_cdi_nodes_outside_dev_are_linked(dev: Path, tmp_path: Path) -> None:
     _mknod(other / "accel0", 511, 3)
     specs = tmp_path / "cdi"
     specs.mkdir()
-    (specs / "a.json").write_text(json.dumps({
-        "cdiVersion": "0.5.0", "kind": "cgdev.test/accel",
-        "devices": [{"name": "a0", "containerEdits": {"deviceNodes": [
-            {"path": "/dev/accel0", "hostPath": str(other / "accel0")}]}}],
-    }))  # fmt: skip
+    (specs / "a.json").write_text(
+        json.dumps(
+            {
+                "cdiVersion": "0.5.0",
+                "kind": "cgdev.test/accel",
+                "devices": [
+                    {
+                        "name": "a0",
+                        "containerEdits": {
+                            "deviceNodes": [{"path": "/dev/accel0", "hostPath": str(other / "accel0")}]
+                        },
+                    }
+                ],
+            }
+        )
+    )
     checks, errors = check_links(str(dev), spec_dirs=[str(specs)], sys_dir=_no_sys(tmp_path))
     assert errors == []
     (accel,) = [c for c in checks if c.link.endswith("/511:3")]

@@ -88,7 +88,7 @@ def decode_spec_file(path: str) -> object:
         try:
             return json.loads(text, object_pairs_hook=_json_pairs)
         except _DuplicateKey as err:
-            raise _file_error(path, "duplicate key in a JSON object", err.key) from None
+            raise _file_error(path, f"duplicate key {err.key!r} in a JSON object") from None
         except json.JSONDecodeError as json_err:
             # The reference reads .json with its YAML decoder, so YAML content there is accepted.
             try:
@@ -104,7 +104,8 @@ def decode_spec_file(path: str) -> object:
     try:
         document = _yaml_load(text)
     except _DuplicateKey as err:
-        raise _file_error(f"{path}: line {err.line}", "duplicate key in a YAML mapping", err.key) from None
+        why = f"duplicate key {err.key!r} in a YAML mapping"
+        raise _file_error(f"{path}: line {err.line}", why) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}: line {mark.line + 1} column {mark.column + 1}" if mark else path

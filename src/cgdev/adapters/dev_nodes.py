@@ -7,6 +7,7 @@ never a half-made link; a file that is not a symlink is never replaced.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -85,10 +86,8 @@ def install_link(char_dir: str, name: str, target: str) -> bool:
     temp = os.path.join(char_dir, f".{name}.cgdev-{os.getpid()}")
     try:
         os.makedirs(char_dir, mode=0o755, exist_ok=True)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-        except FileNotFoundError:
-            pass
         os.symlink(target, temp)
         try:
             if not stat.S_ISLNK(os.lstat(final).st_mode):

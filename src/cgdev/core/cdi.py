@@ -25,7 +25,7 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from cgdev.core.model import ACC_M, ACC_R, ACC_W, Rule
-from cgdev.errors import InputError, NotFound
+from cgdev.errors import EnvError, InputError, NotFound
 
 # ---------------------------------------------------------------------------------------------
 # Versions.  The reference knows 0.1.0 and 0.2.0 too but requires at least 0.3.0 of every spec;
@@ -377,7 +377,10 @@ def validate_spec(spec: CdiSpec, source: str) -> None:
 
 def encode_spec(spec: CdiSpec) -> bytes:
     """JSON of a spec as written (defaults omitted): what ``parse_spec`` reads back unchanged."""
-    return msgspec.json.encode(spec)
+    document = msgspec.to_builtins(spec)
+    if document.get("containerEdits") == {}:  # a struct default msgspec does not omit
+        del document["containerEdits"]
+    return msgspec.json.encode(document)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,8 +522,10 @@ def fill_node(node: CdiDeviceNode, lookup: HostLookup, source: str, at: str) -> 
     host = lookup(host_path)
     if host is None or host.type == "":
         if not minimal:
+            # The spec is fine; the node it names is not there (driver not loaded): environment.
             why = "no device node on the host to take type/major/minor from"
-            raise _fail(source, f"{at}.hostPath" if node.host_path else f"{at}.path", why, host_path)
+            field = f"{source}: {at}.hostPath" if node.host_path else f"{source}: {at}.path"
+            raise EnvError(why, field=field, value=host_path)
         return OciDevice(node.path, node.type, node.major, node.minor, node.file_mode, node.uid, node.gid)
     mode = node.file_mode if node.file_mode is not None else host.mode
     if minimal:

@@ -88,5 +88,6 @@ def plan_links(
             state, have = LinkState.OK, now.target
         else:
             state, have = LinkState.WRONG, now.target
-        checks.append(LinkCheck(posixpath.join(char_dir, name), target, node.path, state, have, node.udev_known))
+        link = posixpath.join(char_dir, name)
+        checks.append(LinkCheck(link, target, node.path, state, have, node.udev_known))
     return checks

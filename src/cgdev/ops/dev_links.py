@@ -17,7 +17,9 @@ from cgdev.core.dev_char import CharNode, LinkCheck, LinkState, plan_links
 from cgdev.errors import InputError
 
 
-def cdi_char_nodes(spec_dirs: Sequence[str], sys_dir: str = "/sys") -> tuple[list[CharNode], list[InputError]]:
+def cdi_char_nodes(
+    spec_dirs: Sequence[str], sys_dir: str = "/sys"
+) -> tuple[list[CharNode], list[InputError]]:
     """The host char nodes CDI specs name (hostPath, or path), and the specs' errors."""
     registry = load_registry(spec_dirs)
     nodes: list[CharNode] = []
