@@ -148,19 +148,17 @@ _DEVICE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.:-]*[A-Za-z0-9])?\Z")
 
 def name_problem(name: str, what: str) -> str | None:
     """Why ``name`` is not a valid CDI ``vendor``, ``class`` or ``device`` name, or None."""
-    pattern = _DEVICE if what == "device" else _VENDOR_CLASS
+    device = what == "device"
     if not name:
         return f"empty {what} name"
-    if pattern.match(name):
+    if (_DEVICE if device else _VENDOR_CLASS).match(name):
         return None
-    first = "a letter or digit" if what == "device" else "a letter"
-    if not (name[0].isascii() and (name[0].isalpha() or (what == "device" and name[0].isdigit()))):
-        return f"a {what} name must start with {first}"
-    if not (name[-1].isascii() and name[-1].isalnum()):
+    if not re.match("[A-Za-z0-9]" if device else "[A-Za-z]", name):
+        return f"a {what} name must start with {'a letter or digit' if device else 'a letter'}"
+    if not re.match("[A-Za-z0-9]", name[-1]):
         return f"a {what} name must end with a letter or digit"
-    allowed = "A-Za-z0-9_.:-" if what == "device" else "A-Za-z0-9_.-"
-    bad = next(c for c in name if not re.match(f"[{allowed}]", c))
-    return f"invalid character {bad!r} in {what} name"
+    bad = re.search("[^A-Za-z0-9_.:-]" if device else "[^A-Za-z0-9_.-]", name)
+    return f"invalid character {bad[0] if bad else '?'!r} in {what} name"
 
 
 def split_qualified(text: str) -> tuple[str, str, str]:
@@ -263,7 +261,7 @@ def _features(spec: CdiSpec) -> Iterator[tuple[str, str, object]]:
         yield "0.6.0", "kind", spec.kind
     scopes: list[tuple[str, CdiEdits]] = [("containerEdits", spec.container_edits)]
     for i, dev in enumerate(spec.devices):
-        if dev.name[:1].isdigit():
+        if dev.name[:1] in tuple("0123456789"):
             yield "0.5.0", f"devices[{i}].name", dev.name
         if dev.annotations:
             yield "0.6.0", f"devices[{i}].annotations", dev.annotations
