@@ -158,3 +158,24 @@ def test_cli_bad_dev_is_one_line_exit_2(tmp_path: Path) -> None:
     out = _cli("--dev", str(tmp_path / "nope"), "--no-cdi")
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "dev " in out.stderr and "Traceback" not in out.stderr
+
+
+def test_shipped_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    import shutil
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    root = Path(__file__).resolve().parent.parent / "deploy" / "systemd"
+    for unit in ("cgdev-links.service", "cgdev-links.path"):
+        text = (root / unit).read_text().replace("/usr/local/bin/cgdev", f"{sys.executable} -m cgdev")
+        text = "\n".join(line for line in text.splitlines() if not line.startswith("Documentation="))
+        (tmp_path / unit).write_text(text + "\n")
+    out = subprocess.run(
+        [analyze, "verify", *(str(tmp_path / u) for u in ("cgdev-links.service", "cgdev-links.path"))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
+
