@@ -178,4 +178,3 @@ def test_shipped_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         timeout=60,
     )
     assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
-
