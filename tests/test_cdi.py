@@ -535,3 +535,18 @@ def test_cli_show_and_list(tmp_path: Path) -> None:
 
 def test_spec_struct_is_the_one_parse_returns() -> None:
     assert isinstance(parse_spec(spec(), "s"), CdiSpec)
+
+
+def test_yaml_is_imported_only_for_yaml_files(tmp_path: Path) -> None:
+    """The OCI hook resolves names at every container start: JSON-only nodes must not pay for yaml."""
+    write(tmp_path, "a.json", spec())
+    code = (
+        "import sys; from cgdev.ops.cdi_names import resolve_cdi_names; "
+        f"resolve_cdi_names(['cgdev.test/null=null'], [{str(tmp_path)!r}]); "
+        "print('yaml' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+    write(tmp_path, "b.yaml", yaml.safe_dump(spec(kind="cgdev.test/y")))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "True", out.stderr
