@@ -548,7 +548,7 @@ def resolve(registry: CdiRegistry, names: Sequence[str], lookup: HostLookup) -> 
         if entry is None:
             why = "no such CDI device in " + ", ".join(registry.dirs)
             if registry.errors:
-                why += f" ({len(registry.errors)} spec file(s) could not be read: see `cgdev cdi list`)"
+                why += f" ({len(registry.errors)} spec file(s) in them could not be read)"
             raise NotFound(why, field="device", value=name)
         entries.append(entry)
     devices: dict[str, OciDevice] = {}
