@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "check": "cgdev.cli.check_cmd",
     "completion": "cgdev.cli.completion_cmd",
     "man": "cgdev.cli.man_cmd",
+    "cdi": "cgdev.cli.cdi_cmd",
+    "links": "cgdev.cli.links_cmd",
 }
 
 
