@@ -77,7 +77,7 @@ _TARGET = '"target": {"spec": "x", "kind": "cgroup", "cgroup": "/x"}, '
 
 def test_bad_snapshots_are_one_line_input_errors(tmp_path: object) -> None:
     base = str(tmp_path)
-    with pytest.raises(NotFound, match="--snapshot"):
+    with pytest.raises(NotFound, match=r"snapshot .*missing\.json.*: not found"):
         snapshot.read(os.path.join(base, "missing.json"))
     bad = os.path.join(base, "bad.json")
     cases = [

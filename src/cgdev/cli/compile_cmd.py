@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cgdev.cli.output import print_json
 from cgdev.errors import InputError
+from cgdev.present.json_out import print_json
 
 HELP = "compile device rules into a cgroup device program (cgdev's, or runc/crun/systemd's shape)"
 DESCRIPTION = """\

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from cgdev.cli._program_input import add_program_arguments, read_programs
-from cgdev.cli.output import print_json
+from cgdev.present.json_out import print_json
 
 HELP = "print device programs as 'bpftool prog dump xlated' would"
 DESCRIPTION = (

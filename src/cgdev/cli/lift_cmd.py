@@ -6,9 +6,9 @@ import argparse
 from typing import Any
 
 from cgdev.cli._program_input import ProgramSource, add_program_arguments, read_programs
-from cgdev.cli.output import print_json
 from cgdev.core.model import DEV_TYPES, Request
 from cgdev.errors import InputError, LifterDisagreement, ProgramError
+from cgdev.present.json_out import print_json
 
 HELP = "decompile device programs into the rules and the exact policy they enforce"
 DESCRIPTION = (

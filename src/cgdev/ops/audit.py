@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cgdev.adapters import cgroupfs
 from cgdev.adapters.runtime_state import list_containers
@@ -43,6 +43,9 @@ from cgdev.ops.layers import (
 )
 from cgdev.ops.reload import predict_reload, predicted_policy, reload_trigger
 from cgdev.ops.targets import Target, cgroup_pids, classify, process_leaf
+
+if TYPE_CHECKING:
+    from cgdev.ops.inspect import HostView
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,3 +306,18 @@ def _analyse_shape(
     programs = sum(len(v.programs) for v in views)
     opaque = sum(1 for v in views for p in v.programs if p.opaque is not None)
     return findings, programs, opaque
+
+
+def audit_host(host: HostView, root: str | None = None) -> AuditResult:
+    """Audit every container of ``host`` under ``root``, the bus opened and closed here."""
+    from cgdev.ops.inspect import systemd_session
+
+    with systemd_session(host) as (client, status):
+        return audit(
+            root=root,
+            runtime_roots=host.runtime_roots,
+            systemd=client,
+            systemd_status=status,
+            systemd_root=host.systemd_root,
+            systemd_fs_root=host.systemd_fs_root,
+        )

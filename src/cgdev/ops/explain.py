@@ -48,7 +48,7 @@ _U32: Final = 0xFFFF_FFFF
 def parse_access_request(text: str) -> int:
     mask = ACCESS_WORDS.get(text.strip())
     if mask is None:
-        raise InputError(f"--access: {text!r} is not one request (m for mknod; r, w or rw for open)")
+        raise InputError("is not one request (m for mknod; r, w or rw for open)", field="access", value=text)
     return mask
 
 
@@ -62,14 +62,14 @@ def _node(path: str, *, unreadable_is_absent: bool = False) -> tuple[str, int, i
     except PermissionError:
         if unreadable_is_absent:
             return None
-        raise InputError(f"--device: {path!r}: permission denied") from None
+        raise InputError("permission denied", field="device", value=path) from None
     except OSError as err:
-        raise InputError(f"--device: {path!r}: {err.strerror}") from None
+        raise InputError(str(err.strerror), field="device", value=path) from None
     if stat_mod.S_ISCHR(st.st_mode):
         return "c", os.major(st.st_rdev), os.minor(st.st_rdev)
     if stat_mod.S_ISBLK(st.st_mode):
         return "b", os.major(st.st_rdev), os.minor(st.st_rdev)
-    raise InputError(f"--device: {path!r} is not a character or block device")
+    raise InputError("is not a character or block device", field="device", value=path)
 
 
 def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool) -> tuple[Request, str]:
@@ -78,12 +78,11 @@ def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool
     if numeric:
         major, minor = int(numeric.group(2)), int(numeric.group(3))
         if major > _U32 or minor > _U32:
-            raise InputError(f"--device: {text!r}: major and minor must fit in 32 bits")
+            raise InputError("major and minor must fit in 32 bits", field="device", value=text)
         return Request(numeric.group(1), major, minor, access), "given"  # type: ignore[arg-type]
     if not text.startswith("/"):
-        raise InputError(
-            f"--device: {text!r} is neither an absolute path nor 'c MAJOR:MINOR' / 'b MAJOR:MINOR'"
-        )
+        why = "is neither an absolute path nor 'c MAJOR:MINOR' / 'b MAJOR:MINOR'"
+        raise InputError(why, field="device", value=text)
     recorded = inspection.devices.get(os.path.normpath(text))
     if recorded is not None:
         return Request(recorded[0], recorded[1], recorded[2], access), "container"  # type: ignore[arg-type]
@@ -102,7 +101,14 @@ def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool
         (rule,) = parse_device_allow(os.path.normpath(text), "", "--device")
         return Request(rule.type, rule.major, rule.minor, access), "given"  # type: ignore[arg-type]
     where = "in the container or on the host" if live else "in the snapshot's device list"
-    raise NotFound(f"--device: {text!r}: no such device node {where} (give it as 'c MAJOR:MINOR')")
+    raise NotFound(f"no such device node {where} (give it as 'c MAJOR:MINOR')", field="device", value=text)
+
+
+def explain_device(inspection: Inspection, device: str, access: int, *, live: bool,
+                   cache: LiftCache | None = None) -> Explanation:  # fmt: skip
+    """Explain ``device`` (as a user gives it: a path, ``c 195:255``...) for ``access``."""
+    request, source = resolve_device(device, inspection, access, live=live)
+    return explain(inspection, request, device, source, cache)
 
 
 # -- results ---------------------------------------------------------------------------------------

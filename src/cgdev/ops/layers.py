@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from cgdev.core.isa import decode
@@ -24,6 +25,14 @@ from cgdev.errors import CgdevError, InputError
 from cgdev.ops.targets import Target
 
 SYSTEMD_PROGRAM_NAME = "sd_devices"
+
+
+class SystemdStatus(StrEnum):
+    """Whether systemd was asked; an unreachable one is recorded as ``"unreachable: <why>"``."""
+
+    OK = "ok"
+    OFF = "off"
+    UNREACHABLE = "unreachable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +61,7 @@ class ProgramRecord:
         try:
             raw = base64.b64decode(data.get("xlated_b64", ""), validate=True)
         except ValueError:
-            raise InputError(f"snapshot: program {data.get('id')!r} xlated_b64 is not base64") from None
+            raise InputError(f"program {data.get('id')!r} xlated_b64 is not base64") from None
         return ProgramRecord(
             id=int(data["id"]),
             name=str(data.get("name", "")),
@@ -68,10 +77,10 @@ def device_from_json(value: Any, field: str) -> tuple[str, int, int]:
     numbers within 32 bits): a hand-edited file must not produce verdicts the kernel never could."""
     dev_type, major, minor = value
     if dev_type not in ("b", "c"):
-        raise InputError(f"snapshot: {field}: type {dev_type!r} is not b or c")
+        raise InputError(f"{field}: type {dev_type!r} is not b or c")
     for name, number in (("major", major), ("minor", minor)):
         if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= 0xFFFF_FFFF:
-            raise InputError(f"snapshot: {field}: {name} {number!r} is not a number from 0 to 2^32-1")
+            raise InputError(f"{field}: {name} {number!r} is not a number from 0 to 2^32-1")
     return dev_type, major, minor
 
 

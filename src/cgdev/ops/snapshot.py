@@ -16,7 +16,7 @@ import platform
 import time
 from typing import Any, Final
 
-from cgdev.errors import CgdevError, InputError, NotFound
+from cgdev.errors import InputError, NotFound
 from cgdev.ops.layers import Inspection, Layer, ProgramRecord, device_from_json
 from cgdev.ops.targets import Target
 
@@ -41,12 +41,13 @@ def to_json(inspection: Inspection) -> dict[str, Any]:
     }
 
 
-def from_json(data: Any, source: str = "snapshot") -> Inspection:
+def from_json(data: Any) -> Inspection:
     """Rebuild an Inspection; any structural problem is one InputError naming the field."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InputError(f'{source}: not a cgdev snapshot (missing "format": "{FORMAT}")')
+        raise InputError(f'not a cgdev snapshot (missing "format": "{FORMAT}")', field="snapshot")
     if data.get("version") != VERSION:
-        raise InputError(f"{source}: version {data.get('version')!r} is not supported (expected {VERSION})")
+        why = f"version {data.get('version')!r} is not supported (expected {VERSION})"
+        raise InputError(why, field="snapshot")
     try:
         v1 = data.get("v1_devices")
         return Inspection(
@@ -61,10 +62,15 @@ def from_json(data: Any, source: str = "snapshot") -> Inspection:
             systemd=str(data.get("systemd", "off")),
             systemd_version=str(data.get("systemd_version") or ""),
         )
-    except CgdevError:
-        raise
+    except InputError as err:
+        raise InputError(err.why, field="snapshot") from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
-        raise InputError(f"{source}: malformed snapshot ({type(err).__name__}: {err})") from None
+        raise InputError(f"malformed snapshot ({type(err).__name__}: {err})", field="snapshot") from None
+
+
+def dumps(inspection: Inspection) -> str:
+    """The snapshot file's text (keys sorted, so two snapshots diff line by line)."""
+    return json.dumps(to_json(inspection), indent=1, sort_keys=True) + "\n"
 
 
 def write(inspection: Inspection, path: str) -> None:
@@ -72,11 +78,10 @@ def write(inspection: Inspection, path: str) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "w") as fh:
-            json.dump(to_json(inspection), fh, indent=1, sort_keys=True)
-            fh.write("\n")
+            fh.write(dumps(inspection))
         os.replace(tmp, path)
     except OSError as err:
-        raise InputError(f"-o: cannot write {path!r}: {err.strerror}") from None
+        raise InputError(f"cannot write {path!r}: {err.strerror}", field="output") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -87,11 +92,14 @@ def read(path: str) -> Inspection:
         with open(path, "rb") as fh:
             raw = fh.read()
     except FileNotFoundError:
-        raise NotFound(f"--snapshot: {path!r} not found") from None
+        raise NotFound("not found", field="snapshot", value=path) from None
     except OSError as err:
-        raise InputError(f"--snapshot: cannot read {path!r}: {err.strerror}") from None
+        raise InputError(f"cannot read it: {err.strerror}", field="snapshot", value=path) from None
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"--snapshot: {path!r} is not JSON ({err})") from None
-    return from_json(data, f"--snapshot {path}")
+        raise InputError(f"not JSON ({err})", field="snapshot", value=path) from None
+    try:
+        return from_json(data)
+    except InputError as err:
+        raise InputError(err.why, field="snapshot", value=path) from None

@@ -108,6 +108,17 @@ def print_explanation(result: Explanation, console: Any = None) -> None:
     print_findings(console, result.findings)
 
 
+def explanation_text(result: Explanation, width: int) -> str:
+    """``print_explanation``'s text for a console ``width`` columns wide (the lab demo's), trailing
+    spaces removed: for a front end that prints through its own channel."""
+    from rich.console import Console
+
+    console = Console(highlight=False, width=width)
+    with console.capture() as captured:
+        print_explanation(result, console)
+    return "\n".join(line.rstrip() for line in captured.get().rstrip("\n").splitlines())
+
+
 def _changes(result: Explanation) -> bool:
     """Whether a reload changes any layer's programs (by identity and verdict)."""
 
