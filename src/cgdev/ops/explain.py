@@ -28,6 +28,7 @@ from cgdev.ops.layers import (
     LiftCache,
     UnitRecord,
     Verdict,
+    all_allow,
     analyse_layers,
     effective_policy,
     v1_policy,
@@ -144,7 +145,7 @@ class LayerAnswer:
 
     @property
     def allowed(self) -> bool | None:
-        return _all([p.verdict.allowed for p in self.programs])
+        return all_allow([p.verdict.allowed for p in self.programs])
 
     def to_json(self) -> dict[str, Any]:
         unit = self.unit
@@ -163,14 +164,6 @@ class LayerAnswer:
                 "NeedDaemonReload": unit.need_daemon_reload,
             },
         }
-
-
-def _all(values: list[bool | None]) -> bool | None:
-    if any(v is False for v in values):
-        return False
-    if any(v is None for v in values):
-        return None
-    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,10 +246,10 @@ def explain(inspection: Inspection, request: Request, device: str = "", device_s
         answer, verdicts = _answers(view, request)
         layer_answers.append(answer)
         layer_verdicts.append(LayerVerdicts(view, verdicts))
-    allowed = _all([la.allowed for la in layer_answers] + ([v1_allowed] if v1 is not None else []))
+    allowed = all_allow([la.allowed for la in layer_answers] + ([v1_allowed] if v1 is not None else []))
     predicted = predict_reload(views, inspection, lifts)
     after_answers = [_after_answers(layer, request) for layer in predicted]
-    after_allowed = _all([la.allowed for la in after_answers] + ([v1_allowed] if v1 is not None else []))
+    after_allowed = all_allow([la.allowed for la in after_answers] + ([v1_allowed] if v1 is not None else []))
     notes = tuple(n for layer in predicted for n in layer.notes)
     effective = effective_policy(views, v1)
     findings = request_findings(

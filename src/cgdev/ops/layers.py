@@ -13,6 +13,7 @@ lifted once per distinct instruction bytes (``LiftCache``), whatever their id or
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -183,6 +184,17 @@ class Inspection:
     devices: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     systemd: str = "off"
     systemd_version: str = ""
+
+
+def all_allow(verdicts: Iterable[bool | None]) -> bool | None:
+    """The AND of verdicts where None is unknown: any deny denies, else any unknown is unknown
+    (unknown never reads as allowed)."""
+    seen = list(verdicts)
+    if any(v is False for v in seen):
+        return False
+    if any(v is None for v in seen):
+        return None
+    return True
 
 
 # -- analysis ------------------------------------------------------------------------------------
