@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import msgspec
 import pytest
 
 from cgdev.adapters.probe import probe
@@ -41,7 +42,7 @@ PROC_DEVICES = "Character devices:\n  1 mem\n  5 /dev/tty\n136 pts\n195 nvidia\n
 
 def _unit(name: str, cgroup: str, **changes: object) -> UnitRecord:
     unit = UnitRecord(name, cgroup, True, "strict", _recorded_device_allow(), (), False)
-    return dataclasses.replace(unit, **changes)  # type: ignore[arg-type]
+    return msgspec.structs.replace(unit, **changes)
 
 
 def _with_unit(inspection: Inspection, index: int, unit: UnitRecord) -> Inspection:

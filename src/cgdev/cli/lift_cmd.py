@@ -37,7 +37,7 @@ def parse_request(text: str) -> Request:
             raise InputError(f"--check {text!r}: {field} {value} does not fit 32 bits")
     if access not in _ACCESS:
         raise InputError(f"--check {text!r}: access {access!r} is not one of m, r, w, rw")
-    return Request(dev_type, major, minor, _ACCESS[access])  # type: ignore[arg-type]
+    return Request(dev_type, major, minor, _ACCESS[access])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

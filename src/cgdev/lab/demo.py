@@ -53,9 +53,10 @@ def _width() -> int:
     return max(COLUMNS[0], min(COLUMNS[1], shutil.get_terminal_size((COLUMNS[1], 24)).columns))
 
 
-def _fill(text: str, **indents: str) -> str:
+def _fill(text: str, initial_indent: str = "", subsequent_indent: str = "") -> str:
     """Wrapped to the demo's width at spaces only: paths, ids and rules stay whole, to be copied."""
-    return textwrap.fill(text, _width(), break_on_hyphens=False, break_long_words=False, **indents)
+    return textwrap.fill(text, _width(), initial_indent=initial_indent, subsequent_indent=subsequent_indent,
+                         break_on_hyphens=False, break_long_words=False)  # fmt: skip
 
 
 def _para(out: Out, text: str) -> None:

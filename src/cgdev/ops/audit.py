@@ -42,7 +42,7 @@ from cgdev.ops.layers import (
     v1_policy,
 )
 from cgdev.ops.reload import predict_reload, predicted_policy, reload_trigger
-from cgdev.ops.targets import Target, cgroup_pids, classify, process_leaf
+from cgdev.ops.targets import Target, TargetKind, cgroup_pids, classify, process_leaf
 
 if TYPE_CHECKING:
     from cgdev.ops.inspect import HostView
@@ -208,14 +208,16 @@ def _container_targets(
     for path in cgroupfs.walk(walk_root):
         walked += 1
         kind = classify(os.path.basename(path))
-        if kind is None or kind[0] != "container":
+        if kind is None or kind[0] != TargetKind.CONTAINER:
             continue
         leaf = process_leaf(path)
         rel = cgroupfs.relative(leaf, mount)
         if rel not in found:
             pids = cgroup_pids(leaf)
             pid = pids[0] if pids else None
-            found[rel] = Target(rel, "container", rel, pid=pid, runtime=kind[1], container_id=kind[2])
+            found[rel] = Target(
+                rel, TargetKind.CONTAINER, rel, pid=pid, runtime=kind[1], container_id=kind[2]
+            )
     walk_rel = cgroupfs.relative(walk_root, mount)
     for state in list_containers(roots):
         if state.pid is None:
@@ -293,7 +295,7 @@ def _analyse_shape(
 ) -> tuple[tuple[Finding, ...], int, int]:
     """Findings for one shape, computed on placeholder layer names (re-labelled per container)."""
     anonymous = tuple(Layer(_placeholder(i), layer.programs, layer.unit) for i, layer in enumerate(layers))
-    target = Target("", "container", _placeholder(len(layers) - 1))
+    target = Target("", TargetKind.CONTAINER, _placeholder(len(layers) - 1))
     inspection = Inspection(
         target, anonymous, proc_devices, v1_devices=v1_devices, pins=dict(pins), systemd_version=version
     )

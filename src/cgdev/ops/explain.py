@@ -19,6 +19,8 @@ import stat as stat_mod
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
+
 from cgdev.core.model import ACC_M, ACC_R, ACC_W, Request
 from cgdev.errors import InputError, NotFound
 from cgdev.ops.findings import Finding, LayerVerdicts, request_findings
@@ -33,7 +35,7 @@ from cgdev.ops.layers import (
     effective_policy,
     v1_policy,
 )
-from cgdev.ops.reload import PredictedLayer, predict_reload, reload_trigger
+from cgdev.ops.reload import PredictedLayer, ProgramOrigin, predict_reload, reload_trigger
 
 _NUMERIC_DEVICE: Final = re.compile(r"^\s*([bc])\s+(\d+)\s*:\s*(\d+)\s*$")
 ACCESS_WORDS: Final[dict[str, int]] = {
@@ -86,7 +88,7 @@ def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool
         raise InputError(why, field="device", value=text)
     recorded = inspection.devices.get(os.path.normpath(text))
     if recorded is not None:
-        return Request(recorded[0], recorded[1], recorded[2], access), "container"  # type: ignore[arg-type]
+        return Request(recorded[0], recorded[1], recorded[2], access), "container"
     if live:
         pid = inspection.target.pid
         if pid is not None:
@@ -121,7 +123,7 @@ class ProgramAnswer:
     name: str
     tag: str
     generator: str
-    source: str  # attached | kept | systemd | pin
+    source: ProgramOrigin
     opaque: str | None
     verdict: Verdict
 
@@ -187,7 +189,7 @@ class Explanation:
     def to_json(self) -> dict[str, Any]:
         target = self.inspection.target
         return {
-            "target": target.to_json(),
+            "target": msgspec.to_builtins(target),
             "cgroup": target.cgroup,
             "device": self.device,
             "device_source": self.device_source,
@@ -210,7 +212,9 @@ class Explanation:
 def _answers(view: LayerView, request: Request) -> tuple[LayerAnswer, tuple[Verdict, ...]]:
     verdicts = tuple(p.verdict(request) for p in view.programs)
     programs = tuple(
-        ProgramAnswer(p.record.id, p.record.name, p.record.tag, p.generator, "attached", p.opaque, v)
+        ProgramAnswer(
+            p.record.id, p.record.name, p.record.tag, p.generator, ProgramOrigin.ATTACHED, p.opaque, v
+        )
         for p, v in zip(view.programs, verdicts, strict=True)
     )
     return LayerAnswer(view.cgroup, view.unit, programs), verdicts
@@ -222,7 +226,7 @@ def _after_answers(layer: PredictedLayer, request: Request) -> LayerAnswer:
         record = p.view.record if p.view is not None else None
         programs.append(
             ProgramAnswer(
-                None if record is None or p.source == "systemd" else record.id,
+                None if record is None or p.source == ProgramOrigin.SYSTEMD else record.id,
                 p.name,
                 "" if record is None else record.tag,
                 p.generator,

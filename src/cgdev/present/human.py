@@ -14,7 +14,7 @@ from cgdev.ops.audit import AuditResult
 from cgdev.ops.explain import Explanation, LayerAnswer
 from cgdev.ops.findings import Finding, Fix
 from cgdev.ops.lift_report import LiftReport
-from cgdev.ops.reload import reload_trigger
+from cgdev.ops.reload import ProgramOrigin, reload_trigger
 from cgdev.ops.show import ShowResult
 
 
@@ -66,7 +66,9 @@ def _layers_tree(title: str, layers: tuple[LayerAnswer, ...]) -> Any:
             where = (
                 f" insns {p.verdict.insn_range[0]}-{p.verdict.insn_range[1]}" if p.verdict.insn_range else ""
             )
-            source = "" if p.source in ("attached", "kept") else escape(f" [{p.source}]")
+            source = (
+                "" if p.source in (ProgramOrigin.ATTACHED, ProgramOrigin.KEPT) else escape(f" [{p.source}]")
+            )
             rule = escape(p.verdict.rule or p.opaque or "")
             label = f"{ident} {escape(p.name or 'unnamed')} ({p.generator}){source}"
             node.add(f"{_mark(p.verdict.allowed)} {label}: {rule}{where}")
