@@ -120,7 +120,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
-    print(json.dumps(data, indent=2) if getattr(args, "json", False) else human)
+    if getattr(args, "json", False):
+        from cgdev.present.json_out import print_json
+
+        print_json(data)
+    else:
+        print(human)
 
 
 def _progress(args: argparse.Namespace):
