@@ -22,11 +22,11 @@ from collections.abc import Callable
 from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.core.semantics.systemd import reload_reapplies_devices
 from cgdev.lab import bundle, containers, control, hooksim, presets, runtime, scenario
-from cgdev.lab.layers import insn_count, layers, program_allows
+from cgdev.lab.layers import insn_count, program_allows
 from cgdev.lab.runtime import Container, Runtime
 from cgdev.lab.stack import Lab
 from cgdev.ops.explain import Explanation, explain_device
-from cgdev.ops.inspect import HostView, inspect
+from cgdev.ops.inspect import HostView, inspect, systemd_layers
 from cgdev.ops.layers import Layer, LiftCache, ProgramRecord, analyse_layers
 from cgdev.ops.reload import PredictedLayer, predict_reload
 
@@ -70,14 +70,14 @@ def _step(out: Out, number: int, text: str) -> None:
     out(filled + "\n")
 
 
-def _show_layers(out: Out, lab: Lab, container: Container, lifts: LiftCache, seen: set[int]
+def _show_layers(out: Out, host: HostView, container: Container, lifts: LiftCache, seen: set[int]
                  ) -> list[tuple[Layer, ProgramRecord]]:  # fmt: skip
     """Print every level and return the programs that deny c 195:255 rw on their own.
 
     A program's rules are shown the first time it appears (``seen`` holds the ids shown).
     """
     deniers = []
-    for layer in layers(lab, container.cgroup):
+    for layer in systemd_layers(host, container.cgroup):
         mark = "  <- the container's own cgroup" if layer.cgroup == container.cgroup else ""
         out(f"  {layer.cgroup}{mark}")
         if not layer.programs:
@@ -98,17 +98,18 @@ def _show_layers(out: Out, lab: Lab, container: Container, lifts: LiftCache, see
     return deniers
 
 
-def _show_unit(out: Out, lab: Lab, container: Container) -> None:
+def _show_unit(out: Out, host: HostView, container: Container) -> None:
     """What systemd was told about the scope: the source of its program, and what it re-applies."""
     if container.scope is None:
         return
-    shown = lab.exec(["systemctl", "show", container.scope, "-p", "DevicePolicy", "-p", "DeviceAllow"])
-    props = [line.split("=", 1) for line in shown.stdout.splitlines() if "=" in line]
-    policy = next((v for k, v in props if k == "DevicePolicy"), "?")
-    allowed = [v for k, v in props if k == "DeviceAllow"]
-    mentions = any("195" in v for v in allowed)
-    out(f"  unit {container.scope}: DevicePolicy={policy}, {len(allowed)} DeviceAllow entries, "
-        f"{'one' if mentions else 'none'} for 195:255")  # fmt: skip
+    inspection = inspect(container.id, host, with_devices=False)
+    unit = next((la.unit for la in inspection.layers if la.unit and la.unit.unit == container.scope), None)
+    if unit is None:
+        out(f"  unit {container.scope}: systemd did not say ({inspection.systemd})")
+        return
+    mentions = any("195" in f"{path} {access}" for path, access in unit.device_allow)
+    out(f"  unit {container.scope}: DevicePolicy={unit.device_policy}, {len(unit.device_allow)} DeviceAllow "
+        f"entries, {'one' if mentions else 'none'} for 195:255")  # fmt: skip
 
 
 def _probe(out: Out, lab: Lab, rt: Runtime, container: Container) -> str:
@@ -239,14 +240,15 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
     try:
         lifts = LiftCache()
         seen: set[int] = set()
-        _show_layers(out, lab, container, lifts, seen)
-        _show_unit(out, lab, container)
+        host = HostView.for_ns_pid(lab.pid1)  # how the host looks into the lab, as `--lab` does
+        _show_layers(out, host, container, lifts, seen)
+        _show_unit(out, host, container)
         _probe(out, lab, rt, container)
 
         _step(out, 2, """hook-sim: do what libnvidia-container does on cgroup v2 -- rewrite the programs
               on the container's OWN cgroup, prepending 'allow c 195:255 rw'.""")  # fmt: skip
         hooksim.hook_cgroup(str(lab.host_cgroup(container.cgroup)), *bundle.NVIDIACTL)
-        deniers = _show_layers(out, lab, container, lifts, seen)
+        deniers = _show_layers(out, host, container, lifts, seen)
         verdict = _probe(out, lab, rt, container)
         if verdict == "EPERM":
             _para(
@@ -257,7 +259,6 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
             )
 
         command = explain_command(container)
-        host = HostView.for_ns_pid(lab.pid1)
         _step(out, 3, f"""Ask cgdev.  `cgdev explain` reads the same layers from the host (there the lab's
               cgroups are under {host.systemd_root}), lifts every program into rules and gives each one's
               verdict with the rule and instructions that decided, the final verdict, the verdict
@@ -273,7 +274,7 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
                   change of the scope: systemd {report.systemd_version} rebuilds no device program on
                   daemon-reload, a bug fixed in systemd 258).""")  # fmt: skip
             scenario.apply_step(lab, "set-property", container)
-        deniers = _show_layers(out, lab, container, lifts, seen)
+        deniers = _show_layers(out, host, container, lifts, seen)
         verdict = _probe(out, lab, rt, container)
         after, _ = explain_with_prediction(host, container, lifts)
         matched = _report_prediction(out, before, predicted, after, verdict, lifts)

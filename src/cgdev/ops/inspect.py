@@ -23,7 +23,7 @@ import msgspec
 from cgdev.adapters import cgroupfs
 from cgdev.adapters.runtime_state import DEFAULT_ROOTS
 from cgdev.errors import BusUnreachable, InputError, NotFound
-from cgdev.ops.layers import Inspection, SystemdStatus
+from cgdev.ops.layers import Inspection, Layer, SystemdStatus
 
 BUS_SOCKET: Final = "run/dbus/system_bus_socket"
 _PROC_ROOT: Final = re.compile(r"^/proc/(\d+)/root/?$")
@@ -164,3 +164,17 @@ def inspect(target_spec: str, host: HostView, *, with_devices: bool = True) -> I
             systemd_fs_root=host.systemd_fs_root,
             with_devices=with_devices,
         )
+
+
+def systemd_layers(host: HostView, cgroup: str) -> list[Layer]:
+    """The device programs on every level from systemd's cgroup root down to ``cgroup`` (named as
+    that systemd names it, e.g. a lab's own view), outermost first; no unit, no bus."""
+    from cgdev.ops.collect import program_records
+
+    mount = cgroupfs.cgroup2_mount()
+    root = cgroupfs.cgroup_path(host.systemd_root, mount=mount)
+    leaf = cgroupfs.cgroup_path(host.systemd_root.rstrip("/") + "/" + cgroup.strip("/"), mount=mount)
+    return [
+        Layer(cgroupfs.relative(path, root), program_records(path))
+        for path in cgroupfs.ancestors(leaf, mount=root)
+    ]
