@@ -247,7 +247,7 @@ def audit(
     base = mount if mount is not None else cgroupfs.cgroup2_mount()
     walk_root = cgroupfs.locate(root, mount=base)[0] if root else base
     if not os.path.isdir(walk_root):
-        raise NotFound(f"--root: cgroup {root} not found under {base}")
+        raise NotFound(f"no such cgroup under {base}", field="root", value=root)
     targets, walked = _container_targets(base, walk_root, runtime_roots)
     reader = _Reader(base, systemd, systemd_root, systemd_fs_root)
     proc_devices = read_or_empty("/proc/devices")

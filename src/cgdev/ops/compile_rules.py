@@ -27,7 +27,7 @@ def semantics_for(shape: str, semantics: str | None) -> str:
         return semantics or "ordered"
     if semantics not in (None, shape):
         raise InputError(
-            f"--shape {shape} always reads rules as {shape} does", field="semantics", value=semantics
+            f"shape {shape} always reads rules as {shape} does", field="semantics", value=semantics
         )
     return shape
 
