@@ -103,6 +103,7 @@ def test_the_printed_command_runs_and_the_container_is_left_for_it(
 ) -> None:
     command = printed_command(demo_run.stdout)
     assert command[:3] == ["cgdev", "explain", CONTAINER]
+    assert "--lab" in command and "--bus" not in command  # the one-flag form, not the four flags
     try:
         listed = json.loads(cgdev("lab", "status", "--json").stdout)["containers"]
         assert CONTAINER in [c["id"] for c in listed]
