@@ -83,7 +83,6 @@ def host_from_args(args: argparse.Namespace) -> HostView:
     """The host the arguments describe: the one-flag form (or this machine), then the overrides."""
     import msgspec
 
-    from cgdev.adapters.runtime_state import DEFAULT_ROOTS, runtime_roots
     from cgdev.ops.inspect import HostView
 
     if args.lab:
@@ -96,10 +95,8 @@ def host_from_args(args: argparse.Namespace) -> HostView:
         host = HostView.for_root(args.host_root)
     else:
         host = HostView.local()
-    extra = tuple(runtime_roots(args.runtime_root)[len(DEFAULT_ROOTS) :])  # checked: directories
     return msgspec.structs.replace(
-        host,
-        runtime_roots=host.runtime_roots + extra,
+        host.with_runtime_roots(args.runtime_root),
         bus=host.bus if args.bus is None else args.bus,
         require_bus=host.require_bus or args.bus is not None,
         systemd=host.systemd and not args.no_systemd,

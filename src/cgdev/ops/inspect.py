@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import msgspec
 
 from cgdev.adapters import cgroupfs
-from cgdev.adapters.runtime_state import DEFAULT_ROOTS
+from cgdev.adapters.runtime_state import DEFAULT_ROOTS, runtime_roots
 from cgdev.errors import BusUnreachable, InputError, NotFound
 from cgdev.ops.layers import Inspection, Layer, SystemdStatus
 
@@ -80,6 +80,12 @@ class HostView(msgspec.Struct, frozen=True, kw_only=True):
             systemd_root=systemd_root,
             systemd_fs_root=root,
         )
+
+    def with_runtime_roots(self, directories: Sequence[str]) -> HostView:
+        """This host with more runtime state roots, each checked to be a directory (named after
+        its last component, as the runtimes name theirs)."""
+        extra = runtime_roots(directories)[len(DEFAULT_ROOTS) :]
+        return msgspec.structs.replace(self, runtime_roots=self.runtime_roots + tuple(extra))
 
 
 def namespace_cgroup_root(pid: int) -> str:
