@@ -170,7 +170,9 @@ def _unprivileged_python(kind: str) -> list[str]:
             f"PYTHONPATH={src}",
             python,
         ]
-        probe = subprocess.run([*argv, "-c", "import cgdev.cli.main"], capture_output=True, timeout=60)
+        probe = subprocess.run(
+            [*argv, "-c", "import cgdev.cli.main, msgspec, jeepney"], capture_output=True, timeout=60
+        )
         if probe.returncode == 0:
             return argv
     pytest.skip("no Python that uid 65534 can run with cgdev importable")

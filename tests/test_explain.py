@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import msgspec
 import pytest
 
 from cgdev.adapters.kernel_probe import kernel_verdicts
@@ -41,7 +42,7 @@ PROC_DEVICES = "Character devices:\n  1 mem\n  5 /dev/tty\n136 pts\n195 nvidia\n
 
 def _unit(name: str, cgroup: str, **changes: object) -> UnitRecord:
     unit = UnitRecord(name, cgroup, True, "strict", _recorded_device_allow(), (), False)
-    return dataclasses.replace(unit, **changes)  # type: ignore[arg-type]
+    return msgspec.structs.replace(unit, **changes)
 
 
 def _with_unit(inspection: Inspection, index: int, unit: UnitRecord) -> Inspection:
@@ -164,15 +165,15 @@ def test_device_and_access_input_errors() -> None:
     # systemd's spelling, as the fixes print it, even where no /dev/char link exists
     assert resolve_device("/dev/char/195:255", inspection, 6, live=False)[0] == NVIDIACTL_RW
     assert resolve_device("/dev/block/8:0", inspection, 2, live=False)[0] == Request("b", 8, 0, 2)
-    with pytest.raises(NotFound, match="--device: '/dev/nope'"):
+    with pytest.raises(NotFound, match="device '/dev/nope': no such device node"):
         resolve_device("/dev/nope", inspection, 6, live=False)
-    with pytest.raises(InputError, match="--device: 'x 1:2'"):
+    with pytest.raises(InputError, match="device 'x 1:2': is neither"):
         resolve_device("x 1:2", inspection, 6, live=False)
     with pytest.raises(InputError, match="32 bits"):
         resolve_device("c 4294967296:0", inspection, 6, live=False)
     with pytest.raises(InputError, match="not a character or block device"):
         resolve_device("/etc/passwd", inspection, 6, live=True)
-    with pytest.raises(InputError, match="--access: 'rwm'"):
+    with pytest.raises(InputError, match="access 'rwm': is not one request"):
         parse_access_request("rwm")
 
 

@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from cgdev.lab import demo, presets, scenario
+from cgdev.ops.inspect import HostView
 from cgdev.ops.layers import LiftCache
 from fixtures_lab import LabHandle
 
@@ -102,6 +103,7 @@ def test_the_printed_command_runs_and_the_container_is_left_for_it(
 ) -> None:
     command = printed_command(demo_run.stdout)
     assert command[:3] == ["cgdev", "explain", CONTAINER]
+    assert "--lab" in command and "--bus" not in command  # the one-flag form, not the four flags
     try:
         listed = json.loads(cgdev("lab", "status", "--json").stdout)["containers"]
         assert CONTAINER in [c["id"] for c in listed]
@@ -126,19 +128,18 @@ def test_prediction_check_reports_a_kernel_that_differs(lab: LabHandle) -> None:
         pytest.skip(reason)
     container = lab.run(preset.name, name="lab-demo-mismatch")
     try:
-        rt = lab.runtimes[preset.runtime]
-        command = demo.explain_command(lab.running, rt, container)
+        host = HostView.for_ns_pid(lab.pid1)
         lifts = LiftCache()
-        before, predicted = demo.explain_with_prediction(command, lifts)
+        before, predicted = demo.explain_with_prediction(host, container, lifts)
         # nothing changed yet: systemd's program is what its properties give, so the check agrees
         assert demo.prediction_mismatches(predicted, before, lifts) == []
         scenario.apply_step(lab.running, "hook", container)
-        after, _ = demo.explain_with_prediction(command, lifts)
+        after, _ = demo.explain_with_prediction(host, container, lifts)
         wrong = demo.prediction_mismatches(predicted, after, lifts)
         assert len(wrong) == 1 and wrong[0].startswith(after.layers[-1].cgroup + ":"), wrong
         assert "lab_hooksim" in wrong[0]
         scenario.apply_step(lab.running, "daemon-reload", container)
-        reloaded, _ = demo.explain_with_prediction(command, lifts)
+        reloaded, _ = demo.explain_with_prediction(host, container, lifts)
         assert len(demo.prediction_mismatches(predicted, reloaded, lifts)) == 1  # the hook's stays
     finally:
         lab.delete(container.id)

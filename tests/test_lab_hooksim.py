@@ -8,7 +8,8 @@ from cgdev.adapters.scratch_cgroup import ScratchCgroup
 from cgdev.core import isa
 from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.lab import hooksim, instance
-from cgdev.lab.program_path import insn_count, path_layers
+from cgdev.lab.program_path import insn_count
+from cgdev.ops.inspect import HostView, systemd_layers
 from cgdev.ops.layers import LiftCache, ProgramRecord
 from fixtures_lab import LabHandle
 
@@ -17,7 +18,7 @@ PREFIX_BYTES = len(hooksim.allow_prefix(195, 255)) * 8
 
 
 def leaf_programs(cgroup: str) -> tuple[ProgramRecord, ...]:
-    return path_layers(instance.require_lab(), cgroup)[-1].programs
+    return _path(cgroup)[-1].programs
 
 
 def test_hook_prepends_to_the_leafs_program_and_keeps_it_whole(lab: LabHandle) -> None:
@@ -40,9 +41,9 @@ def test_hook_prepends_to_the_leafs_program_and_keeps_it_whole(lab: LabHandle) -
 def test_hook_leaves_ancestor_programs_alone(lab: LabHandle) -> None:
     container = lab.run("crun-sd", name="lab-test-ancestors")
     try:
-        before = path_layers(instance.require_lab(), container.cgroup)
+        before = _path(container.cgroup)
         hooksim.hook_cgroup(str(lab.cgroup_root / container.cgroup.lstrip("/")), 195, 255)
-        after = path_layers(instance.require_lab(), container.cgroup)
+        after = _path(container.cgroup)
         assert [p.id for p in before[-2].programs] == [p.id for p in after[-2].programs]  # the scope
         assert [p.name for p in before[-2].programs] == ["sd_devices"]
         scope = f"/system.slice/{container.scope}"
@@ -74,3 +75,8 @@ def test_the_lifter_recognises_the_hooks_shape(lab: LabHandle) -> None:
         assert str(view.lifted.rules[0]) == "allow c 195:255 rw"
     finally:
         lab.delete(container.id)
+
+
+def _path(cgroup: str) -> list:
+    """Every cgroup from the lab's root to ``cgroup``, as explain reads it."""
+    return systemd_layers(HostView.for_ns_pid(instance.require_lab().pid1), cgroup)

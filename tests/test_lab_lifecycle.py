@@ -10,7 +10,7 @@ from cgdev.adapters import bpf
 from cgdev.errors import NotFound
 from cgdev.lab import control, hooksim, instance
 from cgdev.lab.paths import STATE_DIR
-from cgdev.lab.program_path import path_layers
+from cgdev.ops.inspect import HostView, systemd_layers
 from fixtures_lab import LabHandle
 
 pytestmark = pytest.mark.lab
@@ -19,9 +19,7 @@ pytestmark = pytest.mark.lab
 def test_down_leaves_nothing_and_up_restarts(lab: LabHandle) -> None:
     container = lab.run("runc-sd", name="lab-test-down")
     hooksim.hook_cgroup(str(lab.cgroup_root / container.cgroup.lstrip("/")), 195, 255)
-    program_ids = [
-        p.id for layer in path_layers(instance.require_lab(), container.cgroup) for p in layer.programs
-    ]
+    program_ids = [p.id for layer in _path(container.cgroup) for p in layer.programs]
     assert program_ids
     old_pid1, cgroup_root = lab.pid1, lab.cgroup_root
     mountinfo = Path(f"/proc/{old_pid1}/mountinfo").read_text()
@@ -52,3 +50,8 @@ def test_down_twice_is_harmless_when_not_running(lab: LabHandle) -> None:
     assert first.was_running and not second.was_running and second.leftovers == []
     lab.report = control.up()
     assert lab.report.started
+
+
+def _path(cgroup: str) -> list:
+    """Every cgroup from the lab's root to ``cgroup``, as explain reads it."""
+    return systemd_layers(HostView.for_ns_pid(instance.require_lab().pid1), cgroup)

@@ -77,9 +77,12 @@ _TARGET = '"target": {"spec": "x", "kind": "cgroup", "cgroup": "/x"}, '
 
 def test_bad_snapshots_are_one_line_input_errors(tmp_path: object) -> None:
     base = str(tmp_path)
-    with pytest.raises(NotFound, match="--snapshot"):
+    with pytest.raises(NotFound, match=r"snapshot .*missing\.json.*: not found"):
         snapshot.read(os.path.join(base, "missing.json"))
     bad = os.path.join(base, "bad.json")
+    devices = _HEAD + _TARGET + '"layers": [], "devices": {"/dev/x": %s}}'
+    layer = _HEAD + _TARGET + '"layers": [{"cgroup": "/", %s}]}'
+    # msgspec names the path (a dict key as [...]) and, for a wrong value of a closed set, the value
     cases = [
         ("{", "not JSON"),
         ("[]", "not a cgdev snapshot"),
@@ -87,9 +90,22 @@ def test_bad_snapshots_are_one_line_input_errors(tmp_path: object) -> None:
         ('{"format": "cgdev-snapshot", "version": 1, "layers": []}', "malformed"),
         (_HEAD + '"target": "foo", "layers": []}', "malformed"),
         (_HEAD + _TARGET + '"layers": {"a": 1}}', "malformed"),
-        (_HEAD + _TARGET + '"layers": [], "devices": {"/dev/x": ["x", 1, 3]}}', r"devices\./dev/x: type 'x'"),
-        (_HEAD + _TARGET + '"layers": [], "devices": {"/dev/x": ["c", 1099511627776, 3]}}', "major"),
-        (_HEAD + _TARGET + '"layers": [], "devices": {"/dev/x": ["c", 1, -1]}}', "minor -1"),
+        (devices % '["x", 1, 3]', r"Invalid enum value 'x' - at `\$\.devices\[\.\.\.\]\[0\]`"),
+        (devices % '["c", 1099511627776, 3]', r"<= 4294967295 - at `\$\.devices\[\.\.\.\]\[1\]`"),
+        (devices % '["c", 1, -1]', r">= 0 - at `\$\.devices\[\.\.\.\]\[2\]`"),
+        # the same checks inside a unit's device nodes; programs that are not base64; target kinds
+        (
+            layer % '"unit": {"unit": "u.scope", "device_nodes": {"/dev/y": ["c", true, 0]}}',
+            r"Expected `int`, got `bool` - at `\$\.layers\[0\]\.unit\.device_nodes",
+        ),
+        (
+            layer % '"programs": [{"id": 1, "xlated_b64": "!"}]',
+            r"base64 .* at `\$\.layers\[0\]\.programs\[0\]\.xlated_b64`",
+        ),
+        (
+            _HEAD + '"target": {"cgroup": "/x", "kind": "vm"}, "layers": []}',
+            r"Invalid enum value 'vm' - at `\$\.target\.kind`",
+        ),
     ]
     for content, pattern in cases:
         with open(bad, "w") as fh:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cgdev.cli.output import print_json
+from cgdev.present.json_out import print_json
 
 HELP = "list the node's CDI devices, or show what injecting one adds (devices and cgroup rules)"
 DESCRIPTION = """\

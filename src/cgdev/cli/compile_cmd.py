@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cgdev.cli.output import print_json
 from cgdev.errors import InputError
+from cgdev.ops.compile_rules import SEMANTICS, SHAPES  # light: the compiler is imported on use
+from cgdev.present.json_out import print_json
 
 HELP = "compile device rules into a cgroup device program (cgdev's, or runc/crun/systemd's shape)"
 DESCRIPTION = """\
@@ -32,9 +33,6 @@ own semantics).
   bpftool prog load prog.o /sys/fs/bpf/myprog type cgroup/dev
   cgdev compile --rules rules.txt --json --verify
 """
-
-SEMANTICS = ("ordered", "runc", "crun", "crun-1.8", "systemd", "v1")
-SHAPES = ("cgdev", "runc", "crun", "crun-1.8", "systemd")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,97 +90,38 @@ def read_rules(args: argparse.Namespace) -> list[Any]:
     return out
 
 
-def _semantics(args: argparse.Namespace) -> str:
-    if args.shape == "cgdev":
-        return args.semantics or "ordered"
-    if args.semantics not in (None, args.shape):
-        raise InputError(
-            f'--semantics "{args.semantics}": --shape {args.shape} always reads rules as {args.shape} does'
-        )
-    return args.shape
-
-
-def _warnings(rule_list: list[Any], semantics: str, policy: Any) -> list[str]:
-    """What the chosen reading does that the rules do not say: systemd's lossy conversion, and a
-    runtime that allows *more* than the rules and its documented forced defaults (runc turns any
-    ``a`` rule into allow-all: a silent privilege widening, DESIGN.md §4)."""
-    from cgdev.core.policy import Policy
-    from cgdev.core.semantics import policy_of, systemd_properties_of
-    from cgdev.core.semantics.defaults import forced_defaults
-
-    out = list(systemd_properties_of(rule_list).warnings) if semantics == "systemd" else []
-    if semantics not in ("ordered", "v1"):
-        said = policy_of(rule_list, "ordered") | policy_of(list(forced_defaults(semantics)), "ordered")
-        wider = policy.minus(said)
-        if wider != Policy.deny_all():
-            examples = ", ".join(str(m.request) for m in Policy.deny_all().diff(wider, limit=3))
-            out.append(
-                f"{semantics} allows more than these rules (read in order) and its forced defaults: "
-                f"e.g. {examples}"
-            )
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
-    from cgdev.core.disasm import disassemble
-    from cgdev.core.isa import encode
-    from cgdev.core.semantics import policy_of
+    from cgdev.ops.compile_rules import compile_rules
 
     if args.format == "elf" and args.output is None:
-        raise InputError('--format "elf": an ELF object is binary, give -o FILE')
-    rule_list = read_rules(args)
-    semantics = _semantics(args)
-    policy = policy_of(rule_list, semantics)
-    if args.shape == "cgdev":
-        from cgdev.core.compile import compile_policy
-
-        program = compile_policy(policy)
-    else:
-        from cgdev.core.shapes import shape_program
-
-        program = shape_program(rule_list, args.shape)
-    raw = encode(program)
-    warnings = _warnings(rule_list, semantics, policy)
-    if not program:
-        warnings.append(f"{args.shape} attaches no program for these rules (every device is allowed)")
-    if args.verify and program:
-        from cgdev.adapters import bpf
-        from cgdev.core.progname import kernel_program_name
-
-        bpf.prog_load(raw, name=kernel_program_name(f"cgdev_{args.shape}")).close()
+        raise InputError("an ELF object is binary, give -o FILE", field="format", value="elf")
+    result = compile_rules(read_rules(args), args.shape, args.semantics, verify=args.verify)
     if args.output is not None:
-        data = raw
+        data = result.raw
         if args.format == "elf":
             from cgdev.core.elf import device_program_elf
 
-            if not program:
-                raise InputError(f'--format "elf": {args.shape} attaches no program for these rules')
-            data = device_program_elf(raw, name=f"cgdev_{args.shape}")
+            if not result.program:
+                raise InputError(
+                    f"{args.shape} attaches no program for these rules", field="format", value="elf"
+                )
+            data = device_program_elf(result.raw, name=f"cgdev_{args.shape}")
         try:
             args.output.write_bytes(data)
         except OSError as exc:
-            raise InputError(f'-o "{args.output}": cannot write ({exc.strerror})') from None
-    listing = disassemble(program) if program else ""
+            raise InputError(
+                f"cannot write ({exc.strerror})", field="output", value=str(args.output)
+            ) from None
     if args.json:
-        document = {
-            "shape": args.shape,
-            "semantics": semantics,
-            "instructions": len(program),
-            "program": raw.hex(),
-            "disassembly": listing.splitlines(),
-            "policy": policy.to_json(),
-            "warnings": warnings,
-            "verified": bool(args.verify and program),
-        }
-        print_json(document)
+        print_json(result.to_json())
         return 0
-    for warning in warnings:
+    for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.output is not None:
         what = "as an ELF object (section cgroup/dev) " if args.format == "elf" else ""
-        print(f"{len(program)} instructions ({args.shape}) written {what}to {args.output}")
-    elif listing:
-        print(listing.rstrip("\n"))
-    if args.verify and program:
+        print(f"{len(result.program)} instructions ({args.shape}) written {what}to {args.output}")
+    elif result.listing:
+        print(result.listing.rstrip("\n"))
+    if result.verified:
         print("the kernel's verifier accepts it", file=sys.stderr)
     return 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cgdev.cli._program_input import add_program_arguments, read_programs
-from cgdev.cli.output import print_json
+from cgdev.cli.program_args import add_program_arguments
+from cgdev.present.json_out import print_json
 
 HELP = "print device programs as 'bpftool prog dump xlated' would"
 DESCRIPTION = (
@@ -23,8 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cgdev.core.disasm import disassemble, format_insn
     from cgdev.core.isa import OPCODE_LD_IMM64
+    from cgdev.ops.program_input import read_programs
 
-    sources = read_programs(args)
+    sources = read_programs(
+        file=args.file, text=args.text, prog_id=args.id, pinned=args.pinned, cgroup=args.cgroup
+    )
     if args.json:
         programs = []
         for source in sources:

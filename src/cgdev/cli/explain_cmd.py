@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from cgdev.cli.inspect_args import add_target_arguments, inspection_from_args
-from cgdev.cli.output import print_json
-
-if TYPE_CHECKING:  # building the parser must not import the lifter
-    from cgdev.ops.explain import Explanation
-    from cgdev.ops.layers import LiftCache
+from cgdev.present.json_out import print_json
 
 HELP = "explain one device request across every layer, now and after the next reload"
 DESCRIPTION = (
@@ -33,22 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--access", default="rw", help="m (mknod), r, w or rw (open); default rw")
 
 
-def explanation_from_args(args: argparse.Namespace, cache: LiftCache | None = None) -> Explanation:
-    """The explanation this command's arguments ask for (the lab demo runs it on its own arguments)."""
-    from cgdev.ops.explain import explain, parse_access_request, resolve_device
+def run(args: argparse.Namespace) -> int:
+    from cgdev.ops.explain import explain_device, parse_access_request
 
     access = parse_access_request(args.access)
-    inspection, live = inspection_from_args(args, "explain")
-    request, source = resolve_device(args.device, inspection, access, live=live)
-    return explain(inspection, request, args.device, source, cache)
-
-
-def run(args: argparse.Namespace) -> int:
-    result = explanation_from_args(args)
+    inspection, live = inspection_from_args(args)
+    result = explain_device(inspection, args.device, access, live=live)
     if args.json:
         print_json(result.to_json())
     else:
-        from cgdev.cli.render_human import print_explanation
+        from cgdev.present.human import print_explanation
 
         print_explanation(result)
     return 0 if result.allowed else 1

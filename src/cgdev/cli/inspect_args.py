@@ -1,22 +1,25 @@
-"""Arguments shared by explain, show and snapshot: how to find the target and its layers.
+"""Arguments shared by explain, show, snapshot and audit: which host to look at, and how.
 
-The three commands compute on the same ``Inspection``: collected live (target + kernel + systemd)
-or read from ``--snapshot FILE`` (offline, any user).  Keeping the options and the collection in
-one place keeps their behaviour identical, which is what makes a snapshot answer like the node.
+The commands compute on the same ``Inspection``: collected live by ``ops.inspect`` on a
+``HostView`` built here from the arguments, or read from ``--snapshot FILE`` (offline, any user).
+Keeping the options in one place keeps their behaviour identical, which is what makes a snapshot
+answer like the node.
 
-systemd: by default the system bus is tried and, when nobody answers, cgdev goes on without it
-(one warning line; the after-reload prediction then only keeps what is attached).  An explicit
-``--bus`` that cannot be reached is an environment error (exit status 3); ``--no-systemd`` never
-asks.
+A nested systemd (the lab, a node container, a chroot with its own systemd) takes one flag:
+``--host-root DIR``, ``--ns-pid PID`` or ``--lab``; the four detailed flags remain for unusual
+layouts and override what the one flag derived.  systemd: the bus is tried and, when nobody
+answers, the command goes on without it (one warning line); an explicit ``--bus`` that cannot be
+reached is an environment error (exit status 3); ``--no-systemd`` never asks.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # building the parser must not import the lifter
+    from cgdev.ops.inspect import HostView
     from cgdev.ops.layers import Inspection
 
 
@@ -33,6 +36,21 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, offline: bool = Tru
 
 
 def add_system_arguments(parser: argparse.ArgumentParser) -> None:
+    nested = parser.add_mutually_exclusive_group()
+    nested.add_argument(
+        "--host-root",
+        metavar="DIR",
+        help="look at the host whose root directory is DIR (a chroot or node container with its own "
+        "systemd; /proc/PID/root for a process's namespaces): runtime state, bus, systemd derived",
+    )
+    nested.add_argument(
+        "--ns-pid",
+        metavar="PID",
+        type=int,
+        help="look at the host PID's namespaces show (a kind/minikube node's init): --host-root "
+        "/proc/PID/root with systemd's cgroup root from PID's cgroup namespace",
+    )
+    nested.add_argument("--lab", action="store_true", help="look into the running cgdev lab")
     parser.add_argument(
         "--runtime-root",
         metavar="DIR",
@@ -46,66 +64,77 @@ def add_system_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--systemd-root",
         metavar="CGROUP",
-        default="/",
         help="where systemd's cgroup root is in our cgroup2 tree (a lab's subtree; default /)",
     )
     parser.add_argument(
         "--systemd-fs-root",
         metavar="DIR",
-        default="/",
         help="systemd's root directory, for its pins and DeviceAllow paths (default /)",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def open_systemd(args: argparse.Namespace, command: str) -> tuple[Any, str]:
-    """A SystemdClient (or None) and the status string recorded in results."""
-    if args.no_systemd:
-        return None, "off"
-    from cgdev.adapters.systemd_client import SystemdClient
-    from cgdev.errors import BusUnreachable
-
-    try:
-        return SystemdClient(args.bus), "ok"
-    except BusUnreachable as err:
-        if args.bus:
-            raise
-        print(f"cgdev {command}: warning: systemd not asked: {err}", file=sys.stderr)
-        return None, f"unreachable: {err}"
+def nested(args: argparse.Namespace) -> bool:
+    """Whether one of the one-flag forms names another host than ours."""
+    return bool(args.lab or args.ns_pid is not None or args.host_root)
 
 
-def inspection_from_args(args: argparse.Namespace, command: str) -> tuple[Inspection, bool]:
+def host_from_args(args: argparse.Namespace) -> HostView:
+    """The host the arguments describe: the one-flag form (or this machine), then the overrides."""
+    import msgspec
+
+    from cgdev.ops.inspect import HostView
+
+    if args.lab:
+        from cgdev.lab.instance import require_lab
+
+        host = HostView.for_ns_pid(require_lab().pid1)
+    elif args.ns_pid is not None:
+        host = HostView.for_ns_pid(args.ns_pid)
+    elif args.host_root:
+        host = HostView.for_root(args.host_root)
+    else:
+        host = HostView.local()
+    return msgspec.structs.replace(
+        host.with_runtime_roots(args.runtime_root),
+        bus=host.bus if args.bus is None else args.bus,
+        require_bus=host.require_bus or args.bus is not None,
+        systemd=host.systemd and not args.no_systemd,
+        systemd_root=host.systemd_root if args.systemd_root is None else args.systemd_root,
+        systemd_fs_root=host.systemd_fs_root if args.systemd_fs_root is None else args.systemd_fs_root,
+    )
+
+
+def warn_systemd(args: argparse.Namespace, status: str) -> None:
+    """One warning line on stderr when systemd could not be asked."""
+    from cgdev.ops.inspect import systemd_warning
+
+    warning = systemd_warning(status)
+    if warning is not None:
+        print(f"cgdev {args.command}: warning: {warning}", file=sys.stderr)
+
+
+def inspect_from_args(args: argparse.Namespace, *, with_devices: bool = True) -> Inspection:
+    """The live Inspection the arguments ask for (a warning printed if systemd was not reached)."""
+    from cgdev.errors import InputError
+    from cgdev.ops.inspect import inspect
+
+    if not args.target:
+        missing = "missing (or give --snapshot FILE)" if hasattr(args, "snapshot") else "missing"
+        raise InputError(missing, field="target")
+    inspection = inspect(args.target, host_from_args(args), with_devices=with_devices)
+    warn_systemd(args, inspection.systemd)
+    return inspection
+
+
+def inspection_from_args(args: argparse.Namespace) -> tuple[Inspection, bool]:
     """The Inspection to compute on, and whether it is live (device paths may be looked up)."""
     from cgdev.errors import InputError
 
     if getattr(args, "snapshot", None):
         if args.target:
-            raise InputError(f"TARGET {args.target!r}: give a TARGET or --snapshot, not both")
+            raise InputError("give a TARGET or --snapshot, not both", field="target", value=args.target)
         from cgdev.ops import snapshot
 
         return snapshot.read(args.snapshot), False
-    if not args.target:
-        raise InputError("TARGET: missing (or give --snapshot FILE)")
-    return collect_live(args, command), True
-
-
-def collect_live(args: argparse.Namespace, command: str, *, with_devices: bool = True) -> Inspection:
-    from cgdev.adapters.runtime_state import runtime_roots
-    from cgdev.ops.collect import collect
-    from cgdev.ops.targets import resolve
-
-    roots = runtime_roots(args.runtime_root)
-    client, status = open_systemd(args, command)
-    try:
-        target = resolve(args.target, runtime_roots=roots, systemd=client, systemd_root=args.systemd_root)
-        return collect(
-            target,
-            systemd=client,
-            systemd_status=status,
-            systemd_root=args.systemd_root,
-            systemd_fs_root=args.systemd_fs_root,
-            with_devices=with_devices,
-        )
-    finally:
-        if client is not None:
-            client.close()
+    return inspect_from_args(args), True

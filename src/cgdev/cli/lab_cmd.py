@@ -47,6 +47,8 @@ reload systemd and check that explain's prediction held. The container is left r
 own `cgdev explain`. Exit 0 when the prediction held, 1 when it did not, 3 when the lab cannot
 run the demo here.
 """
+# how a host-side command looks into the lab: one flag (``HostView.for_ns_pid`` of its PID 1)
+ONE_FLAG = "cgdev explain --lab TARGET --device DEV  (show, snapshot and audit take --lab too)"
 EPILOG = "Needs root. Every wait is bounded by CGDEV_LAB_TIMEOUT (seconds, default 60)."
 
 
@@ -118,7 +120,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
-    print(json.dumps(data, indent=2) if getattr(args, "json", False) else human)
+    if getattr(args, "json", False):
+        from cgdev.present.json_out import print_json
+
+        print_json(data)
+    else:
+        print(human)
 
 
 def _progress(args: argparse.Namespace):
@@ -187,7 +194,7 @@ def _status(args: argparse.Namespace) -> int:
     if st.running:
         version = st.systemd_version or "? (its system bus does not answer)"
         lines += [f"  systemd {version}, host pid {st.pid1}", f"  cgroup  {st.cgroup_root}",
-                  f"  bus     {st.bus_address}"]  # fmt: skip
+                  f"  bus     {st.bus_address}", f"  explain with: {ONE_FLAG}"]  # fmt: skip
     lines += [f"  runtime {name:<11} {desc}" for name, desc in st.runtimes.items()]
     lines += [
         f"  container {c['id']} ({c['runtime']}, {c['driver']}) in {c['cgroup']}" for c in st.containers

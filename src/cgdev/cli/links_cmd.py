@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cgdev.cli.output import print_json
+from cgdev.present.json_out import print_json
 
 HELP = "check or create the /dev/char/MAJ:MIN links that keep spec devices across systemd reloads"
 DESCRIPTION = """\

@@ -32,6 +32,31 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# error field -> how the command line spells it (errors name fields, front ends name flags)
+FLAGS: dict[str, str] = {
+    "target": "TARGET",
+    "device": "--device",
+    "access": "--access",
+    "snapshot": "--snapshot",
+    "host_root": "--host-root",
+    "ns_pid": "--ns-pid",
+    "runtime_root": "--runtime-root",
+    "bus": "--bus",
+    "systemd_root": "--systemd-root",
+    "systemd_fs_root": "--systemd-fs-root",
+    "root": "--root",
+    "output": "-o",
+    "check": "--check",
+    "config": "--config",
+    "rules_file": "--rules",
+    "semantics": "--semantics",
+    "id": "--id",
+    "text": "--text",
+    "cgroup": "--cgroup",
+    "format": "--format",
+}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse exits with status 2 on usage errors already; keep its message to one line."""
 
@@ -66,7 +91,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cgdev.errors import CgdevError
+    from cgdev.errors import CgdevError, with_flags
 
     args_list = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in args_list if not a.startswith("-")), None)
@@ -79,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(args))
     except CgdevError as err:
-        print(f"cgdev {args.command}: {err}", file=sys.stderr)
+        print(f"cgdev {args.command}: {with_flags(err, FLAGS)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         return 130

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cgdev.cli.inspect_args import add_target_arguments, inspection_from_args
-from cgdev.cli.output import print_json
+from cgdev.present.json_out import print_json
 
 HELP = "show a target's effective device allowlist, per layer, and after the next reload"
 DESCRIPTION = (
@@ -23,12 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cgdev.ops.show import show
 
-    inspection, _live = inspection_from_args(args, "show")
+    inspection, _live = inspection_from_args(args)
     result = show(inspection)
     if args.json:
         print_json(result.to_json())
     else:
-        from cgdev.cli.render_human import print_show
+        from cgdev.present.human import print_show
 
         print_show(result)
     return 1 if result.findings else 0

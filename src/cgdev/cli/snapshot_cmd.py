@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cgdev.cli.inspect_args import add_target_arguments, collect_live
+from cgdev.cli.inspect_args import add_target_arguments, inspect_from_args
 
 HELP = "save a target's layers, programs, unit properties and devices for offline explain/show"
 DESCRIPTION = (
@@ -21,17 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cgdev.errors import InputError
     from cgdev.ops import snapshot
 
-    if not args.target:
-        raise InputError("TARGET: missing")
-    inspection = collect_live(args, "snapshot")
+    inspection = inspect_from_args(args)
     if args.output == "-":
-        import json
-
-        json.dump(snapshot.to_json(inspection), sys.stdout, indent=1, sort_keys=True)
-        sys.stdout.write("\n")
+        sys.stdout.write(snapshot.dumps(inspection))
     else:
         snapshot.write(inspection, args.output)
         if not args.json:

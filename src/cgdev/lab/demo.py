@@ -6,27 +6,27 @@ level), why /dev/nvidiactl stays denied and by whom, what ``cgdev explain`` says
 that ``systemctl daemon-reload`` does what explain predicted.  Every verdict printed is measured
 or checked against the kernel, none is assumed.
 
-The explain step runs the very command line the demo prints at the end (parsed by explain's own
-parser, rendered by its own renderer), so what the reader copies answers the same.
+The explain step calls the operation the command line printed at the end calls (``ops.inspect``
+on the lab's ``HostView``, then ``ops.explain``) and renders through the same ``present`` view, so
+what the reader copies answers the same.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import shlex
 import shutil
 import textwrap
 from collections.abc import Callable
 
-from cgdev.adapters import cgroupfs
 from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.core.semantics.systemd import reload_reapplies_devices
 from cgdev.lab import bundle, containers, control, hooksim, presets, runtime, scenario
 from cgdev.lab.instance import Lab
-from cgdev.lab.program_path import insn_count, path_layers, program_allows
+from cgdev.lab.program_path import insn_count, program_allows
 from cgdev.lab.runtime import Container, Runtime
-from cgdev.ops.explain import Explanation
+from cgdev.ops.explain import Explanation, explain_device
+from cgdev.ops.inspect import HostView, inspect, systemd_layers
 from cgdev.ops.layers import SYSTEMD_PROGRAM_NAME, Layer, LiftCache, ProgramRecord, analyse_layers
 from cgdev.ops.reload import PredictedLayer, predict_reload
 
@@ -53,9 +53,10 @@ def _width() -> int:
     return max(COLUMNS[0], min(COLUMNS[1], shutil.get_terminal_size((COLUMNS[1], 24)).columns))
 
 
-def _fill(text: str, **indents: str) -> str:
+def _fill(text: str, initial_indent: str = "", subsequent_indent: str = "") -> str:
     """Wrapped to the demo's width at spaces only: paths, ids and rules stay whole, to be copied."""
-    return textwrap.fill(text, _width(), break_on_hyphens=False, break_long_words=False, **indents)
+    return textwrap.fill(text, _width(), initial_indent=initial_indent, subsequent_indent=subsequent_indent,
+                         break_on_hyphens=False, break_long_words=False)  # fmt: skip
 
 
 def _para(out: Out, text: str) -> None:
@@ -69,14 +70,14 @@ def _step(out: Out, number: int, text: str) -> None:
     out(filled + "\n")
 
 
-def _show_layers(out: Out, lab: Lab, container: Container, lifts: LiftCache, seen: set[int]
+def _show_layers(out: Out, host: HostView, container: Container, lifts: LiftCache, seen: set[int]
                  ) -> list[tuple[Layer, ProgramRecord]]:  # fmt: skip
     """Print every level and return the programs that deny c 195:255 rw on their own.
 
     A program's rules are shown the first time it appears (``seen`` holds the ids shown).
     """
     deniers = []
-    for layer in path_layers(lab, container.cgroup):
+    for layer in systemd_layers(host, container.cgroup):
         mark = "  <- the container's own cgroup" if layer.cgroup == container.cgroup else ""
         out(f"  {layer.cgroup}{mark}")
         if not layer.programs:
@@ -97,17 +98,18 @@ def _show_layers(out: Out, lab: Lab, container: Container, lifts: LiftCache, see
     return deniers
 
 
-def _show_unit(out: Out, lab: Lab, container: Container) -> None:
+def _show_unit(out: Out, host: HostView, container: Container) -> None:
     """What systemd was told about the scope: the source of its program, and what it re-applies."""
     if container.scope is None:
         return
-    shown = lab.exec(["systemctl", "show", container.scope, "-p", "DevicePolicy", "-p", "DeviceAllow"])
-    props = [line.split("=", 1) for line in shown.stdout.splitlines() if "=" in line]
-    policy = next((v for k, v in props if k == "DevicePolicy"), "?")
-    allowed = [v for k, v in props if k == "DeviceAllow"]
-    mentions = any("195" in v for v in allowed)
-    out(f"  unit {container.scope}: DevicePolicy={policy}, {len(allowed)} DeviceAllow entries, "
-        f"{'one' if mentions else 'none'} for 195:255")  # fmt: skip
+    inspection = inspect(container.id, host, with_devices=False)
+    unit = next((la.unit for la in inspection.layers if la.unit and la.unit.unit == container.scope), None)
+    if unit is None:
+        out(f"  unit {container.scope}: systemd did not say ({inspection.systemd})")
+        return
+    mentions = any("195" in f"{path} {access}" for path, access in unit.device_allow)
+    out(f"  unit {container.scope}: DevicePolicy={unit.device_policy}, {len(unit.device_allow)} DeviceAllow "
+        f"entries, {'one' if mentions else 'none'} for 195:255")  # fmt: skip
 
 
 def _probe(out: Out, lab: Lab, rt: Runtime, container: Container) -> str:
@@ -125,45 +127,17 @@ def _who_denies(deniers: list[tuple[Layer, ProgramRecord]]) -> str:
 # -- cgdev explain, pointed at the lab from the host ---------------------------------------------
 
 
-def explain_command(lab: Lab, rt: Runtime, container: Container) -> list[list[str]]:
-    """``cgdev explain`` for the container, as a user on the host types it, in readable groups.
-
-    The host reaches the lab through its PID 1: the runtime's state and systemd's files under
-    ``/proc/<pid1>/root``, the bus socket there, and systemd's cgroup root as our subtree.
-    """
-    fs_root = f"/proc/{lab.pid1}/root"
-    systemd_root = cgroupfs.relative(str(lab.cgroup_root), cgroupfs.cgroup2_mount())
-    return [
-        ["cgdev", "explain", container.id, "--device", "/dev/nvidiactl", "--access", "rw"],
-        ["--runtime-root", f"{fs_root}/run/{rt.family}", "--systemd-root", systemd_root],
-        ["--bus", lab.bus_address],
-        ["--systemd-fs-root", fs_root],
-    ]
-
-
-def format_command(groups: list[list[str]]) -> str:
-    """One shell command over several lines (backslash continuations), to fit the terminal."""
-    return " \\\n      ".join(shlex.join(group) for group in groups)
-
-
-def _explain_args(groups: list[list[str]]) -> argparse.Namespace:
-    from cgdev.cli import explain_cmd
-
-    parser = argparse.ArgumentParser(prog="cgdev explain")
-    explain_cmd.add_arguments(parser)
-    return parser.parse_args([word for group in groups for word in group][2:])
+def explain_command(container: Container) -> list[str]:
+    """``cgdev explain`` for the container, as a user on the host types it: ``--lab`` stands for
+    the lab's runtime state, bus, systemd files and cgroup root (``HostView.for_ns_pid``)."""
+    return ["cgdev", "explain", container.id, "--lab", "--device", "/dev/nvidiactl", "--access", "rw"]
 
 
 def _print_explanation(out: Out, result: Explanation) -> None:
-    """explain's own renderer, on a console the width of the demo, its text handed to ``out``."""
-    from rich.console import Console
+    """explain's own human view, the width of the demo, its text handed to ``out``."""
+    from cgdev.present.human import explanation_text
 
-    from cgdev.cli.render_human import print_explanation
-
-    console = Console(highlight=False, width=_width())
-    with console.capture() as captured:
-        print_explanation(result, console)
-    out("\n".join(line.rstrip() for line in captured.get().rstrip("\n").splitlines()))
+    out(explanation_text(result, _width()))
     out("")
 
 
@@ -193,12 +167,12 @@ def prediction_mismatches(
 
 
 def explain_with_prediction(
-    groups: list[list[str]], lifts: LiftCache
+    host: HostView, container: Container, lifts: LiftCache
 ) -> tuple[Explanation, list[PredictedLayer]]:
-    """Run ``cgdev explain`` as ``groups`` says, with what it predicts for the next reload."""
-    from cgdev.cli.explain_cmd import explanation_from_args
-
-    result = explanation_from_args(_explain_args(groups), lifts)
+    """What ``explain_command`` answers (the same operation), with what it predicts for the next
+    reload."""
+    inspection = inspect(container.id, host)
+    result = explain_device(inspection, "/dev/nvidiactl", NVIDIACTL_RW.access, live=True, cache=lifts)
     views = analyse_layers(result.inspection, lifts)  # lifted once: the cache holds every program
     return result, predict_reload(views, result.inspection, lifts)
 
@@ -266,14 +240,15 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
     try:
         lifts = LiftCache()
         seen: set[int] = set()
-        _show_layers(out, lab, container, lifts, seen)
-        _show_unit(out, lab, container)
+        host = HostView.for_ns_pid(lab.pid1)  # how the host looks into the lab, as `--lab` does
+        _show_layers(out, host, container, lifts, seen)
+        _show_unit(out, host, container)
         _probe(out, lab, rt, container)
 
         _step(out, 2, """hook-sim: do what libnvidia-container does on cgroup v2 -- rewrite the programs
               on the container's OWN cgroup, prepending 'allow c 195:255 rw'.""")  # fmt: skip
         hooksim.hook_cgroup(str(lab.host_cgroup(container.cgroup)), *bundle.NVIDIACTL)
-        deniers = _show_layers(out, lab, container, lifts, seen)
+        deniers = _show_layers(out, host, container, lifts, seen)
         verdict = _probe(out, lab, rt, container)
         if verdict == "EPERM":
             _para(
@@ -283,12 +258,12 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
                 hook rewrote.  Two filters, and the hook fixed only one.""",
             )
 
-        command = explain_command(lab, rt, container)
+        command = explain_command(container)
         _step(out, 3, f"""Ask cgdev.  `cgdev explain` reads the same layers from the host (there the lab's
-              cgroups are under {command[1][-1]}), lifts every program into rules and gives each one's
+              cgroups are under {host.systemd_root}), lifts every program into rules and gives each one's
               verdict with the rule and instructions that decided, the final verdict, the verdict
               after the next reload (from systemd's unit properties), and the fixes.""")  # fmt: skip
-        before, predicted = explain_with_prediction(command, lifts)
+        before, predicted = explain_with_prediction(host, container, lifts)
         _print_explanation(out, before)
 
         if reload_reapplies_devices(report.systemd_version):
@@ -299,9 +274,9 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
                   change of the scope: systemd {report.systemd_version} rebuilds no device program on
                   daemon-reload, a bug fixed in systemd 258).""")  # fmt: skip
             scenario.apply_step(lab, "set-property", container)
-        deniers = _show_layers(out, lab, container, lifts, seen)
+        deniers = _show_layers(out, host, container, lifts, seen)
         verdict = _probe(out, lab, rt, container)
-        after, _ = explain_with_prediction(command, lifts)
+        after, _ = explain_with_prediction(host, container, lifts)
         matched = _report_prediction(out, before, predicted, after, verdict, lifts)
         _para(
             out,
@@ -311,7 +286,7 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
             must learn the device too (DeviceAllow=, or the device in the OCI spec as CDI does).""",
         )
         out(f"The container {container.id} is left running: ask cgdev yourself (add --json for the schema),")
-        out("  " + format_command(command))
+        out("  " + shlex.join(command))
         out(f"and delete it with `cgdev lab delete {container.id}` (`cgdev lab status` lists it).\n")
         out("See all eight cases, including the ones where the hook works until the next reload:")
         out("  cgdev lab scenario all")

@@ -1,27 +1,14 @@
-"""The device programs on every cgroup from the lab's root down to a container's cgroup.
+"""One program of a lab container's path, measured alone: its size and the kernel's verdict.
 
-Access is allowed only if every program on that path returns 1, so this list -- not the leaf's
-program alone -- is what decides what a container may open.  The walk and the reading are
-cgdev's own (``cgroupfs.ancestors``, ``ops.collect.program_records``), so the lab records exactly
-what ``explain`` reads; only the names differ: the lab names cgroups from its own root, as the
-systemd inside it does.
+The path itself (every cgroup from the lab's root down, with its programs) is what ``explain``
+reads: ``ops.inspect.systemd_layers`` on the lab's ``HostView``.
 """
 
 from __future__ import annotations
 
-from cgdev.adapters import bpf, cgroupfs
-from cgdev.adapters.cgroupfs import relative
+from cgdev.adapters import bpf
 from cgdev.core.model import Request
-from cgdev.lab.instance import Lab
-from cgdev.ops.collect import program_records
-from cgdev.ops.layers import Layer, ProgramRecord
-
-
-def path_layers(lab: Lab, cgroup: str) -> list[Layer]:
-    """Every level from the lab's root to ``cgroup`` (lab names), outermost first."""
-    root = str(lab.cgroup_root)
-    levels = cgroupfs.ancestors(str(lab.host_cgroup(cgroup)), mount=root)
-    return [Layer(relative(path, root), program_records(path)) for path in levels]
+from cgdev.ops.layers import ProgramRecord
 
 
 def insn_count(program: ProgramRecord) -> int:

@@ -18,9 +18,10 @@ from typing import Any, Final
 from cgdev.lab import bundle, containers, hooksim, runtime
 from cgdev.lab.instance import Lab, system_version
 from cgdev.lab.presets import STEPS, Preset, expectation
-from cgdev.lab.program_path import insn_count, path_layers
+from cgdev.lab.program_path import insn_count
 from cgdev.lab.runtime import Container, Runtime
 from cgdev.lab.table import format_table
+from cgdev.ops.inspect import HostView, systemd_layers
 from cgdev.ops.layers import Layer
 
 # The ids of scenario containers; `cgdev lab run --name` refuses them.
@@ -140,12 +141,13 @@ def run_scenario(lab: Lab, preset: Preset, runtimes: dict[str, Runtime]) -> Scen
     timeline = expectation(preset, system_version(lab, check=False))
     container = start_preset(lab, preset, rt)
     result.container_cgroup = container.cgroup
+    host = HostView.for_ns_pid(lab.pid1)
     try:
         for step, expected in zip(STEPS, timeline, strict=True):
             if step != "start" and not apply_step(lab, step, container):
                 continue
             verdicts = runtime.open_in_container(lab, rt, preset.driver, container.id, bundle.PROBE_NODES)
-            observed = StepResult(step, verdicts, expected or "", path_layers(lab, container.cgroup))
+            observed = StepResult(step, verdicts, expected or "", systemd_layers(host, container.cgroup))
             result.steps.append(observed)
             if not observed.matches:
                 result.mismatches.append(

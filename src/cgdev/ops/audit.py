@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cgdev.adapters import cgroupfs
 from cgdev.adapters.runtime_state import list_containers
@@ -42,7 +42,10 @@ from cgdev.ops.layers import (
     effective_policy,
 )
 from cgdev.ops.reload import predict_reload, predicted_policy, reload_trigger
-from cgdev.ops.targets import Target, cgroup_pids, classify, process_leaf
+from cgdev.ops.targets import Target, TargetKind, cgroup_pids, classify, process_leaf
+
+if TYPE_CHECKING:
+    from cgdev.ops.inspect import HostView
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,14 +208,16 @@ def _container_targets(
     for path in cgroupfs.walk(walk_root):
         walked += 1
         kind = classify(os.path.basename(path))
-        if kind is None or kind[0] != "container":
+        if kind is None or kind[0] != TargetKind.CONTAINER:
             continue
         leaf = process_leaf(path)
         rel = cgroupfs.relative(leaf, mount)
         if rel not in found:
             pids = cgroup_pids(leaf)
             pid = pids[0] if pids else None
-            found[rel] = Target(rel, "container", rel, pid=pid, runtime=kind[1], container_id=kind[2])
+            found[rel] = Target(
+                rel, TargetKind.CONTAINER, rel, pid=pid, runtime=kind[1], container_id=kind[2]
+            )
     walk_rel = cgroupfs.relative(walk_root, mount)
     for state in list_containers(roots):
         if state.pid is None:
@@ -242,7 +247,7 @@ def audit(
     base = mount if mount is not None else cgroupfs.cgroup2_mount()
     walk_root = cgroupfs.locate(root, mount=base)[0] if root else base
     if not os.path.isdir(walk_root):
-        raise NotFound(f"--root: cgroup {root} not found under {base}")
+        raise NotFound(f"no such cgroup under {base}", field="root", value=root)
     targets, walked = _container_targets(base, walk_root, runtime_roots)
     reader = _Reader(base, systemd, systemd_root, systemd_fs_root)
     proc_devices = read_or_empty("/proc/devices")
@@ -290,7 +295,7 @@ def _analyse_shape(
 ) -> tuple[tuple[Finding, ...], int, int]:
     """Findings for one shape, computed on placeholder layer names (re-labelled per container)."""
     anonymous = tuple(Layer(_placeholder(i), layer.programs, layer.unit) for i, layer in enumerate(layers))
-    target = Target("", "container", _placeholder(len(layers) - 1))
+    target = Target("", TargetKind.CONTAINER, _placeholder(len(layers) - 1))
     inspection = Inspection(
         target, anonymous, proc_devices, v1_devices=v1_devices, pins=dict(pins), systemd_version=version
     )
@@ -303,3 +308,18 @@ def _analyse_shape(
     programs = sum(len(v.programs) for v in views)
     opaque = sum(1 for v in views for p in v.programs if p.opaque is not None)
     return findings, programs, opaque
+
+
+def audit_host(host: HostView, root: str | None = None) -> AuditResult:
+    """Audit every container of ``host`` under ``root``, the bus opened and closed here."""
+    from cgdev.ops.inspect import systemd_session
+
+    with systemd_session(host) as (client, status):
+        return audit(
+            root=root,
+            runtime_roots=host.runtime_roots,
+            systemd=client,
+            systemd_status=status,
+            systemd_root=host.systemd_root,
+            systemd_fs_root=host.systemd_fs_root,
+        )

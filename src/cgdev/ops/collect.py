@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 import stat as stat_mod
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from cgdev.adapters import bpf, cgroupfs
 from cgdev.errors import CgdevError, NotFound
-from cgdev.ops.layers import Inspection, Layer, ProgramRecord, UnitRecord
+from cgdev.ops.layers import DeviceNode, Inspection, Layer, ProgramRecord, UnitRecord
 from cgdev.ops.targets import UNIT_SUFFIXES, Target
 
 MAX_DEVICE_NODES: Final = 4096
@@ -58,7 +58,7 @@ def pinned_record(path: str) -> ProgramRecord | None:
     return ProgramRecord(info.id, info.name, info.tag, 0, info.xlated, info.blinded)
 
 
-def node_of(path: str) -> tuple[str, int, int] | None:
+def node_of(path: str) -> DeviceNode | None:
     """``(type, major, minor)`` of a device node, None if it is missing or not a device."""
     try:
         st = os.stat(path)
@@ -71,9 +71,9 @@ def node_of(path: str) -> tuple[str, int, int] | None:
     return None
 
 
-def container_devices(root: str) -> dict[str, tuple[str, int, int]]:
+def container_devices(root: str) -> dict[str, DeviceNode]:
     """Device nodes under ``<root>/dev`` (two levels), keyed by the path the container sees."""
-    found: dict[str, tuple[str, int, int]] = {}
+    found: dict[str, DeviceNode] = {}
     stack = [("/dev", 0)]
     while stack and len(found) < MAX_DEVICE_NODES:
         inner, depth = stack.pop()
@@ -93,7 +93,7 @@ def container_devices(root: str) -> dict[str, tuple[str, int, int]]:
             except OSError:
                 continue
             if stat_mod.S_ISCHR(st.st_mode) or stat_mod.S_ISBLK(st.st_mode):
-                kind = "c" if stat_mod.S_ISCHR(st.st_mode) else "b"
+                kind: Literal["b", "c"] = "c" if stat_mod.S_ISCHR(st.st_mode) else "b"
                 found[path] = (kind, os.major(st.st_rdev), os.minor(st.st_rdev))
     return found
 
@@ -121,7 +121,7 @@ def unit_record(systemd: Any, sd_path: str, systemd_fs_root: str) -> UnitRecord 
         return None
     if (props.control_group or "/") != sd_path:
         return None
-    nodes = {}
+    nodes: dict[str, DeviceNode] = {}
     for path, _access in props.device_allow:
         if path.startswith("/dev/") and not path.startswith(_TEXTUAL_PREFIXES):
             node = node_of(os.path.join(systemd_fs_root, path.lstrip("/")))
@@ -177,7 +177,7 @@ def collect(
                         pins[pin] = record
         layers.append(Layer(rel, program_records(host_path), unit))
     v1 = None
-    devices: dict[str, tuple[str, int, int]] = {}
+    devices: dict[str, DeviceNode] = {}
     if target.pid is not None:
         try:
             lines = cgroupfs.v1_devices_list(target.pid)

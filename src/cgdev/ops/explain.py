@@ -19,6 +19,8 @@ import stat as stat_mod
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
+
 from cgdev.core.model import ACC_M, ACC_R, ACC_W, Request
 from cgdev.errors import InputError, NotFound
 from cgdev.ops.findings import Finding, LayerVerdicts, request_findings
@@ -28,11 +30,12 @@ from cgdev.ops.layers import (
     LiftCache,
     UnitRecord,
     Verdict,
+    all_allow,
     analyse_layers,
     devices_list_policy,
     effective_policy,
 )
-from cgdev.ops.reload import PredictedLayer, predict_reload, reload_trigger
+from cgdev.ops.reload import PredictedLayer, ProgramOrigin, predict_reload, reload_trigger
 
 _NUMERIC_DEVICE: Final = re.compile(r"^\s*([bc])\s+(\d+)\s*:\s*(\d+)\s*$")
 ACCESS_WORDS: Final[dict[str, int]] = {
@@ -48,7 +51,7 @@ _U32: Final = 0xFFFF_FFFF
 def parse_access_request(text: str) -> int:
     mask = ACCESS_WORDS.get(text.strip())
     if mask is None:
-        raise InputError(f"--access: {text!r} is not one request (m for mknod; r, w or rw for open)")
+        raise InputError("is not one request (m for mknod; r, w or rw for open)", field="access", value=text)
     return mask
 
 
@@ -62,14 +65,14 @@ def _node(path: str, *, unreadable_is_absent: bool = False) -> tuple[str, int, i
     except PermissionError:
         if unreadable_is_absent:
             return None
-        raise InputError(f"--device: {path!r}: permission denied") from None
+        raise InputError("permission denied", field="device", value=path) from None
     except OSError as err:
-        raise InputError(f"--device: {path!r}: {err.strerror}") from None
+        raise InputError(str(err.strerror), field="device", value=path) from None
     if stat_mod.S_ISCHR(st.st_mode):
         return "c", os.major(st.st_rdev), os.minor(st.st_rdev)
     if stat_mod.S_ISBLK(st.st_mode):
         return "b", os.major(st.st_rdev), os.minor(st.st_rdev)
-    raise InputError(f"--device: {path!r} is not a character or block device")
+    raise InputError("is not a character or block device", field="device", value=path)
 
 
 def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool) -> tuple[Request, str]:
@@ -78,15 +81,14 @@ def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool
     if numeric:
         major, minor = int(numeric.group(2)), int(numeric.group(3))
         if major > _U32 or minor > _U32:
-            raise InputError(f"--device: {text!r}: major and minor must fit in 32 bits")
+            raise InputError("major and minor must fit in 32 bits", field="device", value=text)
         return Request(numeric.group(1), major, minor, access), "given"  # type: ignore[arg-type]
     if not text.startswith("/"):
-        raise InputError(
-            f"--device: {text!r} is neither an absolute path nor 'c MAJOR:MINOR' / 'b MAJOR:MINOR'"
-        )
+        why = "is neither an absolute path nor 'c MAJOR:MINOR' / 'b MAJOR:MINOR'"
+        raise InputError(why, field="device", value=text)
     recorded = inspection.devices.get(os.path.normpath(text))
     if recorded is not None:
-        return Request(recorded[0], recorded[1], recorded[2], access), "container"  # type: ignore[arg-type]
+        return Request(recorded[0], recorded[1], recorded[2], access), "container"
     if live:
         pid = inspection.target.pid
         if pid is not None:
@@ -102,7 +104,14 @@ def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool
         (rule,) = parse_device_allow(os.path.normpath(text), "", "--device")
         return Request(rule.type, rule.major, rule.minor, access), "given"  # type: ignore[arg-type]
     where = "in the container or on the host" if live else "in the snapshot's device list"
-    raise NotFound(f"--device: {text!r}: no such device node {where} (give it as 'c MAJOR:MINOR')")
+    raise NotFound(f"no such device node {where} (give it as 'c MAJOR:MINOR')", field="device", value=text)
+
+
+def explain_device(inspection: Inspection, device: str, access: int, *, live: bool,
+                   cache: LiftCache | None = None) -> Explanation:  # fmt: skip
+    """Explain ``device`` (as a user gives it: a path, ``c 195:255``...) for ``access``."""
+    request, source = resolve_device(device, inspection, access, live=live)
+    return explain(inspection, request, device, source, cache)
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -114,7 +123,7 @@ class ProgramAnswer:
     name: str
     tag: str
     generator: str
-    source: str  # attached | kept | systemd | pin
+    source: ProgramOrigin
     opaque: str | None
     verdict: Verdict
 
@@ -138,7 +147,7 @@ class LayerAnswer:
 
     @property
     def allowed(self) -> bool | None:
-        return _all([p.verdict.allowed for p in self.programs])
+        return all_allow([p.verdict.allowed for p in self.programs])
 
     def to_json(self) -> dict[str, Any]:
         unit = self.unit
@@ -157,14 +166,6 @@ class LayerAnswer:
                 "NeedDaemonReload": unit.need_daemon_reload,
             },
         }
-
-
-def _all(values: list[bool | None]) -> bool | None:
-    if any(v is False for v in values):
-        return False
-    if any(v is None for v in values):
-        return None
-    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +189,7 @@ class Explanation:
     def to_json(self) -> dict[str, Any]:
         target = self.inspection.target
         return {
-            "target": target.to_json(),
+            "target": msgspec.to_builtins(target),
             "cgroup": target.cgroup,
             "device": self.device,
             "device_source": self.device_source,
@@ -211,7 +212,9 @@ class Explanation:
 def _answers(view: LayerView, request: Request) -> tuple[LayerAnswer, tuple[Verdict, ...]]:
     verdicts = tuple(p.verdict(request) for p in view.programs)
     programs = tuple(
-        ProgramAnswer(p.record.id, p.record.name, p.record.tag, p.generator, "attached", p.opaque, v)
+        ProgramAnswer(
+            p.record.id, p.record.name, p.record.tag, p.generator, ProgramOrigin.ATTACHED, p.opaque, v
+        )
         for p, v in zip(view.programs, verdicts, strict=True)
     )
     return LayerAnswer(view.cgroup, view.unit, programs), verdicts
@@ -223,7 +226,7 @@ def _after_answers(layer: PredictedLayer, request: Request) -> LayerAnswer:
         record = p.view.record if p.view is not None else None
         programs.append(
             ProgramAnswer(
-                None if record is None or p.source == "systemd" else record.id,
+                None if record is None or p.source == ProgramOrigin.SYSTEMD else record.id,
                 p.name,
                 "" if record is None else record.tag,
                 p.generator,
@@ -247,10 +250,10 @@ def explain(inspection: Inspection, request: Request, device: str = "", device_s
         answer, verdicts = _answers(view, request)
         layer_answers.append(answer)
         layer_verdicts.append(LayerVerdicts(view, verdicts))
-    allowed = _all([la.allowed for la in layer_answers] + ([v1_allowed] if v1 is not None else []))
+    allowed = all_allow([la.allowed for la in layer_answers] + ([v1_allowed] if v1 is not None else []))
     predicted = predict_reload(views, inspection, lifts)
     after_answers = [_after_answers(layer, request) for layer in predicted]
-    after_allowed = _all([la.allowed for la in after_answers] + ([v1_allowed] if v1 is not None else []))
+    after_allowed = all_allow([la.allowed for la in after_answers] + ([v1_allowed] if v1 is not None else []))
     notes = tuple(n for layer in predicted for n in layer.notes)
     effective = effective_policy(views, v1)
     findings = request_findings(

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
 
 from cgdev.core.model import Request, access_to_str
 from cgdev.core.policy import Policy
 from cgdev.ops.layers import LayerView, UnitRecord, Verdict
-from cgdev.ops.reload import PredictedLayer
+from cgdev.ops.reload import PredictedLayer, ProgramOrigin
 
 EXAMPLES: Final = 3
 
@@ -33,9 +34,20 @@ class Fix:
         return {"action": self.action, "tradeoff": self.tradeoff}
 
 
+class FindingCode(StrEnum):
+    """The known failure modes (docs/json-schema.md lists them for scripts)."""
+
+    OPAQUE_PROGRAM = "opaque-program"
+    NEED_DAEMON_RELOAD = "need-daemon-reload"
+    RELOAD_ADDS_FILTER = "reload-adds-filter"
+    ALLOW_ALL = "allow-all"
+    DOUBLE_FILTER = "double-filter"
+    RELOAD_DROPS_GRANT = "reload-drops-grant"
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
-    code: str
+    code: FindingCode
     message: str
     fix: tuple[Fix, ...]
     layer: str | None = None
@@ -110,7 +122,7 @@ def _unit_name(unit: UnitRecord | None) -> str | None:
 def _reloading_unit(predicted: Sequence[PredictedLayer]) -> str | None:
     """The unit whose regenerated program a reload adds (the one to grant the device in)."""
     for layer in predicted:
-        if any(p.source == "systemd" for p in layer.added) and layer.unit is not None:
+        if any(p.source == ProgramOrigin.SYSTEMD for p in layer.added) and layer.unit is not None:
             return layer.unit.unit
     return None
 
@@ -139,7 +151,7 @@ def _common_findings(
             if program.opaque is not None:
                 out.append(
                     Finding(
-                        "opaque-program",
+                        FindingCode.OPAQUE_PROGRAM,
                         f"program {program.record.id} ({program.record.name or 'unnamed'}) on {view.cgroup} "
                         f"cannot be lifted: {program.opaque}",
                         (INSPECT_OPAQUE,),
@@ -149,7 +161,7 @@ def _common_findings(
         if view.unit is not None and view.unit.need_daemon_reload:
             out.append(
                 Finding(
-                    "need-daemon-reload",
+                    FindingCode.NEED_DAEMON_RELOAD,
                     f"{view.unit.unit} has NeedDaemonReload=yes: its unit files changed on disk and the "
                     "next daemon-reload applies them (the after-reload prediction uses the loaded ones)",
                     (RELOAD_NOW,),
@@ -157,11 +169,11 @@ def _common_findings(
                 )
             )
     for layer in predicted:
-        fresh = [p for p in layer.added if p.source == "systemd"]
+        fresh = [p for p in layer.added if p.source == ProgramOrigin.SYSTEMD]
         if fresh and not layer.removed:
             out.append(
                 Finding(
-                    "reload-adds-filter",
+                    FindingCode.RELOAD_ADDS_FILTER,
                     f"the next {trigger} attaches systemd's filter (from "
                     f"{layer.unit.unit if layer.unit else '?'}'s DevicePolicy/DeviceAllow) on "
                     f"{layer.cgroup}, beside the runtime's program",
@@ -169,13 +181,13 @@ def _common_findings(
                     layer.cgroup,
                 )
             )
-        for program in layer.added:
-            if program.source == "pin":
+        for added in layer.added:
+            if added.source == ProgramOrigin.PIN:
                 out.append(
                     Finding(
-                        "reload-adds-filter",
+                        FindingCode.RELOAD_ADDS_FILTER,
                         f"the next {trigger} re-attaches the pinned BPFProgram "
-                        f"{program.view.record.id if program.view else '?'} on {layer.cgroup}, "
+                        f"{added.view.record.id if added.view else '?'} on {layer.cgroup}, "
                         "beside what is there",
                         (grant_durable(trigger, _unit_name(layer.unit)), SPEC_OR_CDI),
                         layer.cgroup,
@@ -197,7 +209,7 @@ def structural_findings(
     if effective is not None and effective == Policy.allow_all():
         out.append(
             Finding(
-                "allow-all",
+                FindingCode.ALLOW_ALL,
                 "the container may open every device (privileged, or no device filter on any layer)",
                 (RESTRICT,),
             )
@@ -212,7 +224,7 @@ def structural_findings(
             if gap != Policy.deny_all():
                 out.append(
                     Finding(
-                        "double-filter",
+                        FindingCode.DOUBLE_FILTER,
                         f"{inner.cgroup}'s program allows devices that systemd's filter on {outer.cgroup} "
                         f"denies (e.g. {_examples(gap)}): a grant made only on the inner layer has no effect",
                         (
@@ -229,7 +241,7 @@ def structural_findings(
         if dropped != Policy.deny_all():
             out.append(
                 Finding(
-                    "reload-drops-grant",
+                    FindingCode.RELOAD_DROPS_GRANT,
                     f"allowed now but denied after the next {trigger}: {_examples(dropped)}",
                     (grant_durable(trigger, _reloading_unit(predicted)), SPEC_OR_CDI),
                 )
@@ -257,7 +269,7 @@ def request_findings(
     """What explains this one request's verdict, now and after a reload."""
     out = _common_findings([lv.view for lv in layers], predicted, trigger)
     if effective is not None and effective == Policy.allow_all():
-        out.append(Finding("allow-all", "the container may open every device", (RESTRICT,)))
+        out.append(Finding(FindingCode.ALLOW_ALL, "the container may open every device", (RESTRICT,)))
     denying_sd = [
         lv.view
         for lv in layers
@@ -273,7 +285,7 @@ def request_findings(
     if denying_sd and inner_allows and not allowed:
         out.append(
             Finding(
-                "double-filter",
+                FindingCode.DOUBLE_FILTER,
                 f"{request} is allowed by the runtime's program on {inner_allows[-1]} but denied by "
                 f"systemd's filter on {denying_sd[0].cgroup} (crun >= 1.18 with the systemd driver): "
                 "every layer must allow it",
@@ -289,7 +301,7 @@ def request_findings(
     if allowed is True and allowed_after is False:
         out.append(
             Finding(
-                "reload-drops-grant",
+                FindingCode.RELOAD_DROPS_GRANT,
                 f"{request} is allowed now but the next {trigger} denies it: the grant "
                 "is not in the unit's DeviceAllow (a hook or a direct program edit made it)",
                 (grant_durable(trigger, _reloading_unit(predicted), request), SPEC_OR_CDI),

@@ -12,85 +12,76 @@ lifted once per distinct instruction bytes (``LiftCache``), whatever their id or
 
 from __future__ import annotations
 
-import base64
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
 
 from cgdev.core.isa import decode
 from cgdev.core.lift import Decision, LiftResult, lift
 from cgdev.core.model import Request
 from cgdev.core.policy import Policy
-from cgdev.errors import CgdevError, InputError
+from cgdev.errors import CgdevError
 from cgdev.ops.targets import Target
 
 SYSTEMD_PROGRAM_NAME = "sd_devices"
 
 
-@dataclass(frozen=True, slots=True)
-class ProgramRecord:
-    """One attached device program as the kernel reported it (``xlated`` empty if withheld)."""
+class SystemdStatus(StrEnum):
+    """Whether systemd was asked; an unreachable one is recorded as ``"unreachable: <why>"``."""
+
+    OK = "ok"
+    OFF = "off"
+    UNREACHABLE = "unreachable"
+
+
+class ProgramRecord(msgspec.Struct, frozen=True, rename={"xlated": "xlated_b64"}):
+    """One attached device program as the kernel reported it (``xlated`` empty if withheld).
+
+    In a snapshot ``xlated`` is ``xlated_b64``, base64 (msgspec's encoding of bytes).
+    """
 
     id: int
-    name: str
-    tag: str
-    attach_flags: int
-    xlated: bytes
+    name: str = ""
+    tag: str = ""
+    attach_flags: int = 0
+    xlated: bytes = b""
     blinded: bool = False
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "tag": self.tag,
-            "attach_flags": self.attach_flags,
-            "xlated_b64": base64.b64encode(self.xlated).decode(),
-            "blinded": self.blinded,
-        }
 
-    @staticmethod
-    def from_json(data: dict[str, Any]) -> ProgramRecord:
-        try:
-            raw = base64.b64decode(data.get("xlated_b64", ""), validate=True)
-        except ValueError:
-            raise InputError(f"snapshot: program {data.get('id')!r} xlated_b64 is not base64") from None
-        return ProgramRecord(
-            id=int(data["id"]),
-            name=str(data.get("name", "")),
-            tag=str(data.get("tag", "")),
-            attach_flags=int(data.get("attach_flags", 0)),
-            xlated=raw,
-            blinded=bool(data.get("blinded", False)),
-        )
+# A device node as a snapshot records it, held to what the live path accepts (b or c, numbers
+# within 32 bits): a hand-edited file must not produce verdicts the kernel never could.
+U32 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF_FFFF)]
+DeviceNode = tuple[Literal["b", "c"], U32, U32]
+
+_UNIT_FIELDS: Final = {
+    "control_group": "ControlGroup",
+    "delegate": "Delegate",
+    "device_policy": "DevicePolicy",
+    "device_allow": "DeviceAllow",
+    "bpf_program": "BPFProgram",
+    "need_daemon_reload": "NeedDaemonReload",
+}
 
 
-def device_from_json(value: Any, field: str) -> tuple[str, int, int]:
-    """``[type, major, minor]`` from a snapshot, held to what the live path accepts (b or c,
-    numbers within 32 bits): a hand-edited file must not produce verdicts the kernel never could."""
-    dev_type, major, minor = value
-    if dev_type not in ("b", "c"):
-        raise InputError(f"snapshot: {field}: type {dev_type!r} is not b or c")
-    for name, number in (("major", major), ("minor", minor)):
-        if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number <= 0xFFFF_FFFF:
-            raise InputError(f"snapshot: {field}: {name} {number!r} is not a number from 0 to 2^32-1")
-    return dev_type, major, minor
-
-
-@dataclass(frozen=True, slots=True)
-class UnitRecord:
+class UnitRecord(msgspec.Struct, frozen=True, rename=_UNIT_FIELDS):
     """The systemd unit whose own cgroup a layer is, with what systemd re-applies on reload.
 
     ``device_nodes`` are the stat() results of the DeviceAllow paths systemd would stat (plain
     ``/dev/...`` paths), taken when the snapshot was collected, so the prediction is offline.
+    Its JSON spells the properties as systemd does (``DevicePolicy``...).
     """
 
     unit: str
-    control_group: str
-    delegate: bool
-    device_policy: str
-    device_allow: tuple[tuple[str, str], ...]
-    bpf_program: tuple[tuple[str, str], ...]
-    need_daemon_reload: bool
-    device_nodes: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    control_group: str = ""
+    delegate: bool = False
+    device_policy: str = "auto"
+    device_allow: tuple[tuple[str, str], ...] = ()
+    bpf_program: tuple[tuple[str, str], ...] = ()
+    need_daemon_reload: bool = False
+    device_nodes: dict[str, DeviceNode] = {}
 
     @property
     def manages_devices(self) -> bool:
@@ -101,58 +92,13 @@ class UnitRecord:
             or any(kind == "device" for kind, _ in self.bpf_program)
         )
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "unit": self.unit,
-            "ControlGroup": self.control_group,
-            "Delegate": self.delegate,
-            "DevicePolicy": self.device_policy,
-            "DeviceAllow": [list(p) for p in self.device_allow],
-            "BPFProgram": [list(p) for p in self.bpf_program],
-            "NeedDaemonReload": self.need_daemon_reload,
-            "device_nodes": {k: list(v) for k, v in self.device_nodes.items()},
-        }
 
-    @staticmethod
-    def from_json(data: dict[str, Any]) -> UnitRecord:
-        return UnitRecord(
-            unit=str(data["unit"]),
-            control_group=str(data.get("ControlGroup", "")),
-            delegate=bool(data.get("Delegate", False)),
-            device_policy=str(data.get("DevicePolicy", "auto")),
-            device_allow=tuple((str(a), str(b)) for a, b in data.get("DeviceAllow", [])),
-            bpf_program=tuple((str(a), str(b)) for a, b in data.get("BPFProgram", [])),
-            need_daemon_reload=bool(data.get("NeedDaemonReload", False)),
-            device_nodes={
-                str(k): device_from_json(v, f"device_nodes.{k}")
-                for k, v in data.get("device_nodes", {}).items()
-            },
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Layer:
+class Layer(msgspec.Struct, frozen=True):
     """One cgroup on the path from the root to the target, outermost first."""
 
     cgroup: str
-    programs: tuple[ProgramRecord, ...]
+    programs: tuple[ProgramRecord, ...] = ()
     unit: UnitRecord | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "cgroup": self.cgroup,
-            "programs": [p.to_json() for p in self.programs],
-            "unit": None if self.unit is None else self.unit.to_json(),
-        }
-
-    @staticmethod
-    def from_json(data: dict[str, Any]) -> Layer:
-        unit = data.get("unit")
-        return Layer(
-            cgroup=str(data["cgroup"]),
-            programs=tuple(ProgramRecord.from_json(p) for p in data.get("programs", [])),
-            unit=None if unit is None else UnitRecord.from_json(unit),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +117,20 @@ class Inspection:
     proc_devices: str = ""
     v1_devices: tuple[str, ...] | None = None
     pins: dict[str, ProgramRecord] = field(default_factory=dict)
-    devices: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    devices: dict[str, DeviceNode] = field(default_factory=dict)
     systemd: str = "off"
     systemd_version: str = ""
+
+
+def all_allow(verdicts: Iterable[bool | None]) -> bool | None:
+    """The AND of verdicts where None is unknown: any deny denies, else any unknown is unknown
+    (unknown never reads as allowed)."""
+    seen = list(verdicts)
+    if any(v is False for v in seen):
+        return False
+    if any(v is None for v in seen):
+        return None
+    return True
 
 
 # -- analysis ------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from cgdev.core.policy import Policy
 from cgdev.core.render import to_rules
 from cgdev.ops.findings import Finding, structural_findings
@@ -71,7 +73,7 @@ class ShowResult:
         target = self.inspection.target
         gained, lost = self.gained, self.lost
         return {
-            "target": target.to_json(),
+            "target": msgspec.to_builtins(target),
             "cgroup": target.cgroup,
             "effective": rules_json(self.effective),
             "effective_policy": None if self.effective is None else self.effective.to_json(),
@@ -108,7 +110,7 @@ def _layer_json(view: LayerView) -> dict[str, Any]:
             }
             for p in view.programs
         ],
-        "systemd": None if unit is None else unit.to_json(),
+        "systemd": None if unit is None else msgspec.to_builtins(unit),
     }
 
 

@@ -16,55 +16,78 @@ import platform
 import time
 from typing import Any, Final
 
-from cgdev.errors import CgdevError, InputError, NotFound
-from cgdev.ops.layers import Inspection, Layer, ProgramRecord, device_from_json
+import msgspec
+
+from cgdev.errors import InputError, NotFound
+from cgdev.ops.layers import DeviceNode, Inspection, Layer, ProgramRecord, SystemdStatus
 from cgdev.ops.targets import Target
 
 FORMAT: Final = "cgdev-snapshot"
 VERSION: Final = 1
 
 
+class Snapshot(msgspec.Struct, kw_only=True):
+    """The file: an ``Inspection`` with a header.  Decoding it is the validation (types, b or c,
+    numbers within 32 bits, base64 programs); a field it does not know is ignored."""
+
+    format: str = FORMAT
+    version: int = VERSION
+    created: str = ""
+    host: dict[str, Any] = {}
+    target: Target
+    systemd: str = SystemdStatus.OFF
+    systemd_version: str | None = ""
+    layers: tuple[Layer, ...]
+    pins: dict[str, ProgramRecord] | None = None
+    proc_devices: str = ""
+    v1_devices: tuple[str, ...] | None = None
+    devices: dict[str, DeviceNode] | None = None
+
+
 def to_json(inspection: Inspection) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "host": {"kernel": platform.release(), "hostname": platform.node()},
-        "target": inspection.target.to_json(),
-        "systemd": inspection.systemd,
-        "systemd_version": inspection.systemd_version,
-        "layers": [layer.to_json() for layer in inspection.layers],
-        "pins": {path: record.to_json() for path, record in inspection.pins.items()},
-        "proc_devices": inspection.proc_devices,
-        "v1_devices": None if inspection.v1_devices is None else list(inspection.v1_devices),
-        "devices": {path: list(node) for path, node in inspection.devices.items()},
-    }
+    document = Snapshot(
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        host={"kernel": platform.release(), "hostname": platform.node()},
+        target=inspection.target,
+        systemd=inspection.systemd,
+        systemd_version=inspection.systemd_version,
+        layers=inspection.layers,
+        pins=inspection.pins,
+        proc_devices=inspection.proc_devices,
+        v1_devices=inspection.v1_devices,
+        devices=inspection.devices,
+    )
+    out: dict[str, Any] = msgspec.to_builtins(document)
+    return out
 
 
-def from_json(data: Any, source: str = "snapshot") -> Inspection:
+def from_json(data: Any) -> Inspection:
     """Rebuild an Inspection; any structural problem is one InputError naming the field."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InputError(f'{source}: not a cgdev snapshot (missing "format": "{FORMAT}")')
+        raise InputError(f'not a cgdev snapshot (missing "format": "{FORMAT}")', field="snapshot")
     if data.get("version") != VERSION:
-        raise InputError(f"{source}: version {data.get('version')!r} is not supported (expected {VERSION})")
+        why = f"version {data.get('version')!r} is not supported (expected {VERSION})"
+        raise InputError(why, field="snapshot")
     try:
-        v1 = data.get("v1_devices")
-        return Inspection(
-            target=Target.from_json(data["target"]),
-            layers=tuple(Layer.from_json(layer) for layer in data["layers"]),
-            proc_devices=str(data.get("proc_devices", "")),
-            v1_devices=None if v1 is None else tuple(str(line) for line in v1),
-            pins={str(k): ProgramRecord.from_json(v) for k, v in (data.get("pins") or {}).items()},
-            devices={
-                str(k): device_from_json(v, f"devices.{k}") for k, v in (data.get("devices") or {}).items()
-            },
-            systemd=str(data.get("systemd", "off")),
-            systemd_version=str(data.get("systemd_version") or ""),
-        )
-    except CgdevError:
-        raise
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
-        raise InputError(f"{source}: malformed snapshot ({type(err).__name__}: {err})") from None
+        target = {"spec": "", "kind": "cgroup", **data["target"]}  # what old snapshots may omit
+        snap = msgspec.convert({**data, "target": target}, Snapshot)
+    except (KeyError, TypeError, ValueError) as err:  # msgspec.ValidationError is a ValueError
+        raise InputError(f"malformed snapshot ({type(err).__name__}: {err})", field="snapshot") from None
+    return Inspection(
+        target=snap.target,
+        layers=snap.layers,
+        proc_devices=snap.proc_devices,
+        v1_devices=snap.v1_devices,
+        pins=snap.pins or {},
+        devices=snap.devices or {},
+        systemd=snap.systemd,
+        systemd_version=snap.systemd_version or "",
+    )
+
+
+def dumps(inspection: Inspection) -> str:
+    """The snapshot file's text (keys sorted, so two snapshots diff line by line)."""
+    return json.dumps(to_json(inspection), indent=1, sort_keys=True) + "\n"
 
 
 def write(inspection: Inspection, path: str) -> None:
@@ -72,11 +95,10 @@ def write(inspection: Inspection, path: str) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "w") as fh:
-            json.dump(to_json(inspection), fh, indent=1, sort_keys=True)
-            fh.write("\n")
+            fh.write(dumps(inspection))
         os.replace(tmp, path)
     except OSError as err:
-        raise InputError(f"-o: cannot write {path!r}: {err.strerror}") from None
+        raise InputError(f"cannot write {path!r}: {err.strerror}", field="output") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -87,11 +109,14 @@ def read(path: str) -> Inspection:
         with open(path, "rb") as fh:
             raw = fh.read()
     except FileNotFoundError:
-        raise NotFound(f"--snapshot: {path!r} not found") from None
+        raise NotFound("not found", field="snapshot", value=path) from None
     except OSError as err:
-        raise InputError(f"--snapshot: cannot read {path!r}: {err.strerror}") from None
+        raise InputError(f"cannot read it: {err.strerror}", field="snapshot", value=path) from None
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"--snapshot: {path!r} is not JSON ({err})") from None
-    return from_json(data, f"--snapshot {path}")
+        raise InputError(f"not JSON ({err})", field="snapshot", value=path) from None
+    try:
+        return from_json(data)
+    except InputError as err:
+        raise InputError(err.why, field="snapshot", value=path) from None

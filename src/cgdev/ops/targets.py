@@ -29,8 +29,11 @@ import os
 import re
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
+
+import msgspec
 
 from cgdev.adapters import cgroupfs
 from cgdev.adapters.runtime_state import ContainerState, list_containers
@@ -45,39 +48,36 @@ _HEX_ID: Final = re.compile(r"^[0-9a-f]{64}$")
 MAX_LISTED: Final = 8
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A resolved target: its cgroup (relative to the cgroup2 mount) and what is known about it."""
+class TargetKind(StrEnum):
+    PID = "pid"
+    CGROUP = "cgroup"
+    UNIT = "unit"
+    CONTAINER = "container"
+    POD = "pod"
+
+
+class Target(msgspec.Struct, frozen=True):
+    """A resolved target: its cgroup (relative to the cgroup2 mount) and what is known about it.
+
+    Its JSON (explain's and show's ``target``, a snapshot's) is the struct itself.
+    """
 
     spec: str
-    kind: str  # pid | cgroup | unit | container | pod
+    kind: TargetKind
     cgroup: str
     pid: int | None = None
     runtime: str | None = None
     container_id: str | None = None
     name: str | None = None
     unit: str | None = None
-    annotations: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "spec": self.spec,
-            "kind": self.kind,
-            "cgroup": self.cgroup,
-            "pid": self.pid,
-            "runtime": self.runtime,
-            "container_id": self.container_id,
-            "name": self.name,
-            "unit": self.unit,
-            "annotations": dict(self.annotations),
-        }
+    annotations: dict[str, str] = {}
 
     @staticmethod
     def of_container(spec: str, cgroup: str, state: ContainerState) -> Target:
         """A container found in a runtime's state: what the state file knows about it."""
         return Target(
             spec,
-            "container",
+            TargetKind.CONTAINER,
             cgroup,
             pid=state.pid,
             runtime=state.runtime,
@@ -86,44 +86,30 @@ class Target:
             annotations=dict(state.annotations),
         )
 
-    @staticmethod
-    def from_json(data: dict[str, Any]) -> Target:
-        return Target(
-            spec=str(data.get("spec", "")),
-            kind=str(data.get("kind", "cgroup")),
-            cgroup=str(data["cgroup"]),
-            pid=data.get("pid"),
-            runtime=data.get("runtime"),
-            container_id=data.get("container_id"),
-            name=data.get("name"),
-            unit=data.get("unit"),
-            annotations={str(k): str(v) for k, v in (data.get("annotations") or {}).items()},
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class NamedCgroup:
     """A cgroup whose name says what it is: an engine's container scope or a pod slice."""
 
-    kind: str  # container | pod
+    kind: TargetKind  # container | pod
     engine: str  # crio, docker, ..., cgroupfs, kubepods
     id: str
     cgroup: str  # relative to the mount
 
 
-def classify(name: str) -> tuple[str, str, str] | None:
+def classify(name: str) -> tuple[TargetKind, str, str] | None:
     """``(kind, engine, id)`` when a cgroup's own name identifies a container or a pod."""
     match = _ENGINE_SCOPE.match(name)
     if match:
-        return "container", match.group(1), match.group(2)
+        return TargetKind.CONTAINER, match.group(1), match.group(2)
     match = _POD_SLICE.match(name)
     if match:
-        return "pod", "kubepods", match.group(1).replace("_", "-")
+        return TargetKind.POD, "kubepods", match.group(1).replace("_", "-")
     match = _POD_DIR.match(name)
     if match:
-        return "pod", "kubepods", match.group(1).replace("_", "-")
+        return TargetKind.POD, "kubepods", match.group(1).replace("_", "-")
     if _HEX_ID.match(name):
-        return "container", "cgroupfs", name
+        return TargetKind.CONTAINER, "cgroupfs", name
     return None
 
 
@@ -157,8 +143,10 @@ def find_named(spec: str, mount: str) -> list[NamedCgroup]:
             if named is None:
                 queue.append(entry.path)
                 continue
-            (inside_containers if named[0] == "container" else queue).append(entry.path)
-            key = wanted if named[0] == "pod" else spec  # only pod UIDs are spelled with _ in cgroups
+            (inside_containers if named[0] == TargetKind.CONTAINER else queue).append(entry.path)
+            key = (
+                wanted if named[0] == TargetKind.POD else spec
+            )  # only pod UIDs are spelled with _ in cgroups
             if named[2].startswith(key):
                 cgroup = NamedCgroup(named[0], named[1], named[2], cgroupfs.relative(entry.path, mount))
                 if named[2] == key:
@@ -200,7 +188,7 @@ def _pid_target(spec: str, mount: str) -> Target:
         rel = cgroupfs.process_cgroup(pid)
     except NotFound:
         raise NotFound(f"target {spec}: no such process") from None
-    return Target(spec, "pid", rel, pid=pid)
+    return Target(spec, TargetKind.PID, rel, pid=pid)
 
 
 def _cgroup_target(spec: str, mount: str) -> Target:
@@ -208,7 +196,7 @@ def _cgroup_target(spec: str, mount: str) -> Target:
     if not os.path.isdir(host):
         raise NotFound(f"target {spec}: no such cgroup under {mount}")
     pids = cgroup_pids(host)
-    return Target(spec, "cgroup", rel, pid=pids[0] if pids else None)
+    return Target(spec, TargetKind.CGROUP, rel, pid=pids[0] if pids else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,11 +260,11 @@ def _state_candidates(spec: str, states: Sequence[ContainerState], mount: str) -
 def _named_candidates(spec: str, named: Sequence[NamedCgroup], mount: str) -> list[_Candidate]:
     out = []
     for entry in named:
-        wanted = spec.replace("_", "-") if entry.kind == "pod" else spec  # pod UIDs: _ for -
+        wanted = spec.replace("_", "-") if entry.kind == TargetKind.POD else spec  # pod UIDs: _ for -
         if not entry.id.startswith(wanted):
             continue
         host = cgroupfs.cgroup_path(entry.cgroup, mount=mount)
-        leaf = process_leaf(host) if entry.kind == "container" else host
+        leaf = process_leaf(host) if entry.kind == TargetKind.CONTAINER else host
         pids = cgroup_pids(leaf)
         target = Target(
             spec,
@@ -284,8 +272,8 @@ def _named_candidates(spec: str, named: Sequence[NamedCgroup], mount: str) -> li
             cgroupfs.relative(leaf, mount),
             pid=pids[0] if pids else None,
             runtime=entry.engine,
-            container_id=entry.id if entry.kind == "container" else None,
-            name=entry.id if entry.kind == "pod" else None,
+            container_id=entry.id if entry.kind == TargetKind.CONTAINER else None,
+            name=entry.id if entry.kind == TargetKind.POD else None,
             unit=os.path.basename(entry.cgroup) if entry.cgroup.endswith(UNIT_SUFFIXES) else None,
         )
         out.append(_Candidate(f"{entry.engine} {entry.cgroup}", target, entry.id == wanted))
@@ -303,7 +291,11 @@ def _unit_target(spec: str, mount: str, systemd: Any, systemd_root: str) -> Targ
             host = process_leaf(cgroupfs.cgroup_path(rel, mount=mount))
             pids = cgroup_pids(host)
             return Target(
-                spec, "unit", cgroupfs.relative(host, mount), pid=pids[0] if pids else None, unit=spec
+                spec,
+                TargetKind.UNIT,
+                cgroupfs.relative(host, mount),
+                pid=pids[0] if pids else None,
+                unit=spec,
             )
     matches = [p for p in cgroupfs.walk(mount) if os.path.basename(p) == spec]
     if len(matches) > 1:
@@ -313,7 +305,9 @@ def _unit_target(spec: str, mount: str, systemd: Any, systemd_root: str) -> Targ
         return None
     host = process_leaf(matches[0])
     pids = cgroup_pids(host)
-    return Target(spec, "unit", cgroupfs.relative(host, mount), pid=pids[0] if pids else None, unit=spec)
+    return Target(
+        spec, TargetKind.UNIT, cgroupfs.relative(host, mount), pid=pids[0] if pids else None, unit=spec
+    )
 
 
 def _pick(spec: str, candidates: list[_Candidate]) -> Target:

@@ -1,21 +1,19 @@
-"""Reading device programs for a command: a raw file, a bpftool text dump, a program id, a pin, or
-every program attached to a cgroup.
+"""Reading device programs: a raw file, a bpftool text dump, a program id, a pin, or every program
+attached to a cgroup.
 
-Shared by ``lift``, ``disasm`` and other commands so each input is named and refused the same
-way everywhere.  The file inputs are pure (no root needed); the kernel inputs import the bpf
-adapter only when used, so pure commands never pay for ctypes set-up.
+Shared by ``lift``, ``disasm`` and other operations so each input is named and refused the same
+way everywhere (errors name the input's field: ``file``, ``text``, ``id``, ``pinned``, ``cgroup``).
+The file inputs are pure (no root needed); the kernel inputs import the bpf adapter only when
+used, so pure commands never pay for ctypes set-up.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 
 from cgdev.core.isa import Insn, decode
 from cgdev.errors import InputError, NotFound
-
-BPF_PROG_TYPE_CGROUP_DEVICE = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,27 +31,16 @@ class ProgramSource:
         return {"source": self.label, "id": self.prog_id, "name": self.name, "cgroup": self.cgroup}
 
 
-def add_program_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument(
-        "file", nargs="?", metavar="FILE", help="raw instructions (bpftool ... dump xlated file F)"
-    )
-    group.add_argument("--text", metavar="FILE", help="a bpftool 'prog dump xlated' text listing")
-    group.add_argument("--id", type=int, metavar="N", help="a loaded program, by id (root)")
-    group.add_argument("--pinned", metavar="PATH", help="a program pinned in a bpffs (root)")
-    group.add_argument("--cgroup", metavar="PATH", help="every device program attached to a cgroup (root)")
-
-
 def _read_file(path: str, field: str) -> bytes:
     try:
         with open(path, "rb") as fh:
             return fh.read()
     except FileNotFoundError:
-        raise NotFound(f"{field} {path}: no such file") from None
+        raise NotFound("no such file", field=field, value=path) from None
     except IsADirectoryError:
-        raise InputError(f"{field} {path}: is a directory") from None
+        raise InputError("is a directory", field=field, value=path) from None
     except PermissionError:
-        raise InputError(f"{field} {path}: permission denied") from None
+        raise InputError("permission denied", field=field, value=path) from None
 
 
 def _decode_file(path: str) -> tuple[Insn, ...]:
@@ -61,24 +48,24 @@ def _decode_file(path: str) -> tuple[Insn, ...]:
     try:
         return decode(raw)
     except InputError as err:
-        raise InputError(f"file {path}: {err} — not a raw device program") from None
+        raise InputError(f"{err} — not a raw device program", field="file", value=path) from None
 
 
 def _text_file(path: str) -> tuple[Insn, ...]:
     from cgdev.core.disasm import parse_bpftool_text
 
-    raw = _read_file(path, "--text")
+    raw = _read_file(path, "text")
     try:
         return parse_bpftool_text(raw.decode("utf-8", errors="replace"))
     except InputError as err:
-        raise InputError(f"--text {path}: {err}") from None
+        raise InputError(str(err), field="text", value=path) from None
 
 
 def _from_fd(fd: object, label: str, cgroup: str | None = None) -> ProgramSource:
     from cgdev.adapters import bpf
 
     info = bpf.prog_info(fd)  # type: ignore[arg-type]
-    if info.type != BPF_PROG_TYPE_CGROUP_DEVICE:
+    if info.type != bpf.BPF_PROG_TYPE_CGROUP_DEVICE:
         raise InputError(f"{label}: program type {info.type} is not a cgroup device program")
     if not info.xlated_readable:
         return ProgramSource(
@@ -96,7 +83,7 @@ def _by_id(prog_id: int, cgroup: str | None = None) -> ProgramSource:
     from cgdev.adapters import bpf
 
     if prog_id <= 0:
-        raise InputError(f"--id {prog_id}: program ids are positive")
+        raise InputError("program ids are positive", field="id", value=prog_id)
     with bpf.prog_fd_by_id(prog_id) as fd:
         return _from_fd(fd, f"id {prog_id}", cgroup)
 
@@ -107,24 +94,33 @@ def _cgroup_dir(path: str) -> tuple[str, str]:
 
     host, rel = cgroupfs.locate(path)
     if not os.path.isdir(host):
-        raise NotFound(f"--cgroup {path}: no such cgroup")
+        raise NotFound("no such cgroup", field="cgroup", value=path)
     return host, rel
 
 
-def read_programs(args: argparse.Namespace) -> list[ProgramSource]:
-    """The programs named on the command line (``add_program_arguments``)."""
-    if args.file is not None:
-        return [ProgramSource(f"file {args.file}", _decode_file(args.file))]
-    if args.text is not None:
-        return [ProgramSource(f"text {args.text}", _text_file(args.text))]
-    if args.id is not None:
-        return [_by_id(args.id)]
+def read_programs(
+    *,
+    file: str | None = None,
+    text: str | None = None,
+    prog_id: int | None = None,
+    pinned: str | None = None,
+    cgroup: str | None = None,
+) -> list[ProgramSource]:
+    """The programs of the one input given (a file, a text dump, an id, a pin or a cgroup)."""
+    if file is not None:
+        return [ProgramSource(f"file {file}", _decode_file(file))]
+    if text is not None:
+        return [ProgramSource(f"text {text}", _text_file(text))]
+    if prog_id is not None:
+        return [_by_id(prog_id)]
     from cgdev.adapters import bpf
 
-    if args.pinned is not None:
-        with bpf.obj_get(args.pinned) as fd:
-            return [_from_fd(fd, f"pinned {args.pinned}")]
-    host, rel = _cgroup_dir(args.cgroup)
+    if pinned is not None:
+        with bpf.obj_get(pinned) as fd:
+            return [_from_fd(fd, f"pinned {pinned}")]
+    if cgroup is None:
+        raise InputError("give one program input", field="file")
+    host, rel = _cgroup_dir(cgroup)
     with bpf.open_cgroup(host) as cgroup_fd:
         ids = bpf.prog_query(cgroup_fd).ids
     return [_by_id(prog_id, rel) for prog_id in ids]

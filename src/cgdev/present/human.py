@@ -13,7 +13,8 @@ from typing import Any
 from cgdev.ops.audit import AuditResult
 from cgdev.ops.explain import Explanation, LayerAnswer
 from cgdev.ops.findings import Finding, Fix
-from cgdev.ops.reload import reload_trigger
+from cgdev.ops.lift_report import LiftReport
+from cgdev.ops.reload import ProgramOrigin, reload_trigger
 from cgdev.ops.show import ShowResult
 
 
@@ -65,7 +66,9 @@ def _layers_tree(title: str, layers: tuple[LayerAnswer, ...]) -> Any:
             where = (
                 f" insns {p.verdict.insn_range[0]}-{p.verdict.insn_range[1]}" if p.verdict.insn_range else ""
             )
-            source = "" if p.source in ("attached", "kept") else escape(f" [{p.source}]")
+            source = (
+                "" if p.source in (ProgramOrigin.ATTACHED, ProgramOrigin.KEPT) else escape(f" [{p.source}]")
+            )
             rule = escape(p.verdict.rule or p.opaque or "")
             label = f"{ident} {escape(p.name or 'unnamed')} ({p.generator}){source}"
             node.add(f"{_mark(p.verdict.allowed)} {label}: {rule}{where}")
@@ -106,6 +109,17 @@ def print_explanation(result: Explanation, console: Any = None) -> None:
     for note in result.after_notes:
         console.print(f"[dim]note: {note}[/]")
     print_findings(console, result.findings)
+
+
+def explanation_text(result: Explanation, width: int) -> str:
+    """``print_explanation``'s text for a console ``width`` columns wide (the lab demo's), trailing
+    spaces removed: for a front end that prints through its own channel."""
+    from rich.console import Console
+
+    console = Console(highlight=False, width=width)
+    with console.capture() as captured:
+        print_explanation(result, console)
+    return "\n".join(line.rstrip() for line in captured.get().rstrip("\n").splitlines())
 
 
 def _changes(result: Explanation) -> bool:
@@ -192,3 +206,33 @@ def print_audit(result: AuditResult) -> None:
     console.print(table)
     for error in result.errors:
         console.print(f"[yellow]skipped: {escape(error)}[/]")
+
+
+_WORD = {True: "allowed", False: "denied", None: "unknown"}
+
+
+def print_lift(report: LiftReport, cgroup: str | None = None) -> None:
+    """Each program's rules with their instruction ranges, its checks, then the overall verdicts
+    (plain lines: a listing to compare and grep, no tree)."""
+    programs = [p.to_json() for p in report.programs]
+    if not programs and cgroup is not None:
+        print(f"no device program is attached to {cgroup} (its parents' programs still apply)")
+    for prog in programs:
+        name = f" ({prog['name']})" if prog.get("name") else ""
+        print(f"{prog['source']}{name}: {prog['generator']}, {prog['instructions']} instructions")
+        if prog["opaque"]:
+            print(f"  opaque: {prog['opaque']}")
+        for rule in prog["rules"]:
+            lo, hi = rule["insn_range"]
+            print(f"  [{lo:>4}-{hi:<4}] {rule['text']}")
+        if "policy_rules" in prog:
+            print("  the same policy as rules (later rules override earlier ones):")
+            for text in prog["policy_rules"] or ["deny a *:* rwm"]:
+                print(f"    {text}")
+        for check in prog["checks"]:
+            where = f" by [{check['insn_range'][0]}-{check['insn_range'][1]}]" if check["insn_range"] else ""
+            rule = f" {check['rule']}" if check["rule"] else ""
+            print(f"  check {check['request']}: {_WORD[check['allowed']]}{where}{rule}")
+    if len(programs) > 1 or not programs:
+        for overall in report.overall:
+            print(f"overall {overall.request}: {_WORD[overall.allowed]} (every program must allow)")
