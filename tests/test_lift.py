@@ -338,9 +338,25 @@ OPAQUE = {
         assemble([MAJ, alu64("mul", 4, imm=3), jmp("jeq", 4, "x", imm=9), Label("x"), *ALLOW]),
         "mul",
     ),
-    "all zero": ((Insn(0),) * 12, "all instruction bytes are zero"),
-    "blinded": ((Insn(0xB7, 11, 0, 0, 5), Insn(0xAF, 11, 0, 0, 7), *ALLOW), "blinded"),
 }
+BLINDED = (Insn(0xB7, 11, 0, 0, 5), Insn(0xA7, 11, 0, 0, 7), *ALLOW)
+
+
+def test_blinded_only_when_the_kernel_said_so() -> None:
+    """Issue 12 item 4: "constants are blinded" only for a program the kernel gave blinded; the
+    same bytes from a file, all-zero bytes, or garbage are "not a device program"."""
+    result = lift(BLINDED, blinded=True)
+    assert result.policy is None and result.opaque is not None and "blinded" in result.opaque
+    assert result.decide(Request("c", 1, 3, ACC_R)).allowed  # still answered concretely
+    for insns in (BLINDED, (Insn(0),) * 12, (Insn(0xF0, 1, 2, 3, 4), *ALLOW)):
+        with pytest.raises(ProgramError, match="^not a device program: "):
+            lift(insns)
+
+
+def test_elf_and_odd_lengths_are_not_device_programs() -> None:
+    for raw in (b"\x7fELF\x02\x01\x01\x00" * 4, b"\x95" * 12):
+        with pytest.raises(ProgramError, match="not a device program"):
+            decode(raw)
 
 
 @pytest.mark.parametrize("name", sorted(OPAQUE))

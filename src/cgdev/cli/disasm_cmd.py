@@ -32,7 +32,13 @@ def run(args: argparse.Namespace) -> int:
             pc = 0
             while pc < len(source.insns):
                 insn = source.insns[pc]
-                lines.append({"pc": pc, "code": insn.code, "text": format_insn(source.insns, pc)})
+                lines.append(
+                    {
+                        "pc": pc,
+                        "code": insn.code,
+                        "text": format_insn(source.insns, pc, blinded=source.blinded),
+                    }
+                )
                 pc += 2 if insn.code == OPCODE_LD_IMM64 else 1
             programs.append({**source.to_json(), "unreadable": source.unreadable, "instructions": lines})
         print_json({"programs": programs})
@@ -46,5 +52,5 @@ def run(args: argparse.Namespace) -> int:
         if source.unreadable is not None:
             print(f"# unreadable: {source.unreadable}")
             continue
-        sys.stdout.write(disassemble(source.insns))
+        sys.stdout.write(disassemble(source.insns, blinded=source.blinded))
     return 0

@@ -61,9 +61,9 @@ def _lift_one(source: ProgramSource, requests: list[Request], with_policy: bool)
         result = LiftResult((), None, source.unreadable, "unknown")
     else:
         try:
-            result = lift(source.insns)
+            result = lift(source.insns, blinded=source.blinded)
         except ProgramError as err:
-            raise InputError(f"{source.label}: {err} (not a device program the kernel would load)") from None
+            raise InputError(f"{source.label}: {err}") from None
     out: dict[str, Any] = {**source.to_json(), **result.to_json()}
     if result.policy is not None and not result.reads_as_rules:
         # The blocks are a tree's leaves (cgdev's own programs) and do not read as a rule list:

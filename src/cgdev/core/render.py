@@ -130,7 +130,7 @@ def _describe(t: str, mlo: int, mhi: int, nlo: int, nhi: int) -> str:
     def span(lo: int, hi: int) -> str:
         if lo == hi:
             return str(lo)
-        return "*" if (lo, hi) == (0, 0xFFFF_FFFF) else f"{lo}-{hi}"
+        return "*" if (lo, hi) == (0, U32_MAX) else f"{lo}-{hi}"
 
     return f"{t} {span(mlo, mhi)}:{span(nlo, nhi)}"
 

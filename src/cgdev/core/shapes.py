@@ -50,7 +50,7 @@ PROLOGUE: Final[tuple[Insn, ...]] = (
 
 
 def _jne(reg: int, value: int, target: str | int) -> Jump:
-    return jmp("jne", reg, target, imm=_s32(value))
+    return jmp("jne", reg, target, imm=value)
 
 
 def _access_test(mask: int, target: str | int) -> list[Insn | Jump]:
@@ -171,9 +171,3 @@ def shape_program(spec_rules: Sequence[Rule], shape: str) -> tuple[Insn, ...]:
         props = systemd_properties_of(spec_rules)
         return systemd_program(props.device_policy, list(reversed(props.device_allow)))
     raise InputError(f'shape "{shape}": not one of {", ".join(SHAPES)}')
-
-
-def _s32(value: int) -> int:
-    """The imm the runtimes store: ``(int32_t) value`` (they never range-check it)."""
-    value &= 0xFFFF_FFFF
-    return value - (1 << 32) if value > 0x7FFF_FFFF else value
