@@ -349,7 +349,7 @@ def test_blinded_only_when_the_kernel_said_so() -> None:
     assert result.policy is None and result.opaque is not None and "blinded" in result.opaque
     assert result.decide(Request("c", 1, 3, ACC_R)).allowed  # still answered concretely
     for insns in (BLINDED, (Insn(0),) * 12, (Insn(0xF0, 1, 2, 3, 4), *ALLOW)):
-        with pytest.raises(ProgramError, match="^not a device program: "):
+        with pytest.raises(ProgramError, match=r"^not a device program: "):
             lift(insns)
 
 

@@ -364,7 +364,7 @@ def run(
             continue
         if cls is Cls.JMP or cls is Cls.JMP32:
             jop = insn.jmp_op
-            if jop is None or not jop.is_conditional and slot_problem(insn, max_reg) is not None:
+            if jop is None or (not jop.is_conditional and slot_problem(insn, max_reg) is not None):
                 raise RejectedProgram(pc, f"unknown jump opcode 0x{insn.code:02x}")
             if jop is JmpOp.EXIT:
                 value = read(0)
