@@ -485,3 +485,28 @@ def test_a_trees_leaf_says_exactly_what_it_decided() -> None:
     denied = result.decide(Request("c", 1, 3, ACC_R | ACC_W))
     assert not denied.allowed and denied.rule is not None and not str(denied.rule).startswith("allow")
     assert all(rule.rule() is None for rule in result.rules if rule.remainder)
+
+
+def test_instructions_no_rule_covers_are_named() -> None:
+    """Issue 12 item 13: crun's program lost its prologue and its dead rules from ``lift``."""
+    from cgdev.core.lift import GapKind
+    from cgdev.core.rules import parse_rule_text
+    from cgdev.core.shapes import shape_program
+
+    rules = parse_rule_text("deny a\nallow c 1:3 rwm\nallow c 136:* rw")
+    insns = shape_program(rules, "crun")
+    result = lift(insns)
+    kinds = {(gap.start, gap.end): gap.kind for gap in result.gaps}
+    assert kinds[(0, 5)] is GapKind.PROLOGUE  # the six context loads
+    assert GapKind.DEAD in kinds.values()  # crun's default empty-access entry matches nothing
+    covered = {pc for rule in result.rules for pc in range(rule.insn_range[0], rule.insn_range[1] + 1)}
+    gaps = {pc for gap in result.gaps for pc in range(gap.start, gap.end + 1)}
+    assert covered | gaps == set(range(len(insns))) and not covered & gaps
+    assert result.to_json()["gaps"][0] == {
+        "insn_range": [0, 5],
+        "kind": "prologue",
+        "why": "loads of the context before the first test",
+    }
+    # an unconditional verdict leaves what follows it unreachable
+    dead = assemble([alu64("mov", 0, imm=1), exit_(), alu64("mov", 0, imm=0), exit_()])
+    assert [(g.start, g.end, g.kind) for g in lift(dead).gaps] == [(2, 3, GapKind.DEAD)]

@@ -188,7 +188,7 @@ class Request:
         """``"c 195:255 rw"`` (any spelling ``Device.parse_numeric`` reads, then one request
         access: ``m``, ``r``, ``w`` or ``rw``)."""
         device_text, _, access_text = text.strip().rpartition(" ")
-        if not device_text.strip():
+        if not device_text.strip() or ":" in access_text:
             raise InputError(
                 "expected 'TYPE MAJOR:MINOR ACCESS', e.g. 'c 195:255 rw'", field=field, value=text
             )

@@ -2,9 +2,10 @@
 
 A rule's instruction range is the block that decided it (from the jump that led there to its
 ``exit`` or ``goto``).  The other instructions are the prologue (loads of the context before the
-first test), code no path from the entry reaches (dead code: runtimes leave it after an
-unconditional verdict), or tests on the way to several rules.  ``lift`` prints them so that no
-instruction silently disappears from its output (issue 12 item 13).
+first test) or dead code: blocks that decide no request (a rule shadowed by earlier ones, a rule
+whose test matches nothing such as crun's empty-access entries, code after an unconditional
+verdict).  ``lift`` prints them so that no instruction silently disappears from its output
+(issue 12 item 13).
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ from cgdev.core.isa import Insn, JmpOp, Opcode, jump_target
 class GapKind(StrEnum):
     PROLOGUE = "prologue"
     DEAD = "dead code"
-    SHARED = "shared tests"
 
 
 _WHY = {
     GapKind.PROLOGUE: "loads of the context before the first test",
-    GapKind.DEAD: "unreachable from the entry",
-    GapKind.SHARED: "tests on the way to several rules",
+    GapKind.DEAD: "decides no request (shadowed by earlier rules, matches nothing, or unreachable)",
 }
 
 
@@ -45,7 +44,7 @@ class Gap:
         return {"insn_range": [self.start, self.end], "kind": str(self.kind), "why": self.why}
 
 
-def reachable(insns: Sequence[Insn]) -> list[bool]:
+def _reachable(insns: Sequence[Insn]) -> list[bool]:
     """Instructions some path from the entry reaches (every branch taken as possible)."""
     n = len(insns)
     seen = [False] * n
@@ -78,7 +77,7 @@ def gaps(insns: Sequence[Insn], ranges: Sequence[tuple[int, int]]) -> list[Gap]:
     for start, end in ranges:
         for pc in range(max(start, 0), (n - 1 if end < 0 else min(end, n - 1)) + 1):
             covered[pc] = True
-    live = reachable(insns)
+    live = _reachable(insns)
     first_test = next(
         (pc for pc, insn in enumerate(insns) if live[pc] and insn.is_jump and insn.jmp_op is not JmpOp.JA), n
     )
@@ -86,7 +85,7 @@ def gaps(insns: Sequence[Insn], ranges: Sequence[tuple[int, int]]) -> list[Gap]:
     for pc in range(n):
         if covered[pc]:
             continue
-        kind = GapKind.DEAD if not live[pc] else GapKind.PROLOGUE if pc < first_test else GapKind.SHARED
+        kind = GapKind.PROLOGUE if live[pc] and pc < first_test else GapKind.DEAD
         if out and out[-1].end == pc - 1 and out[-1].kind == kind:
             out[-1] = Gap(out[-1].start, pc, kind)
         else:
