@@ -59,7 +59,7 @@ def _lift_one(source: ProgramSource, requests: list[Request], with_policy: bool)
         out["policy_rules"] = [str(rule) for rule in to_rules(result.policy).rules]
     if not with_policy:
         out.pop("policy")
-    checks = []
+    checks: list[dict[str, Any]] = []
     for request in requests:
         if source.unreadable is not None:
             checks.append({"request": str(request), "allowed": None, "rule": None, "insn_range": None})

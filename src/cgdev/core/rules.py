@@ -196,7 +196,7 @@ def parse_v1_line(line: str, field: str) -> Rule:
         raise InputError(f'{field} "{words[1]}": expected MAJOR:MINOR')
     major = parse_number(major_text, f"{field}: major")
     minor = parse_number(minor_text, f"{field}: minor")
-    access = ACC_ALL
+    access = int(ACC_ALL)
     if len(words) == 3:
         access = 0 if words[2] == "none" else parse_access(words[2], f"{field}: access")
     return Rule(allow, dev_type, major, minor, access)

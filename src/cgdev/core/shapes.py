@@ -24,11 +24,14 @@ do; so (like the originals) a rule with a major or minor >= 2^31 never matches.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from cgdev.core.isa import Insn, Item, Jump, Label, alu32, alu64, assemble, exit_, ja, jmp, ldx
 from cgdev.core.model import ACC_ALL, KERNEL_TYPE, Rule
 from cgdev.errors import InputError
+
+if TYPE_CHECKING:  # the systemd model is imported lazily, where a systemd shape is asked for
+    from cgdev.core.semantics.systemd import StatFn
 
 Shape = Literal["runc", "crun", "crun-1.8", "systemd"]
 SHAPES: Final[tuple[Shape, ...]] = ("runc", "crun", "crun-1.8", "systemd")
@@ -133,7 +136,7 @@ def systemd_program(
     device_policy: str,
     device_allow: Sequence[tuple[str, str]],
     proc_devices: str = "",
-    stat: object = None,
+    stat: StatFn | None = None,
 ) -> tuple[Insn, ...]:
     """What systemd 252 attaches for unit properties (DeviceAllow in ``systemctl show`` order).
 
@@ -141,7 +144,7 @@ def systemd_program(
     """
     from cgdev.core.semantics import systemd as sd
 
-    program = sd.systemd_program(device_policy, device_allow, proc_devices, stat)  # type: ignore[arg-type]
+    program = sd.systemd_program(device_policy, device_allow, proc_devices, stat)
     if not program.attached:
         return ()
     entries = [e.as_rule() for e in program.entries]

@@ -65,16 +65,16 @@ def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool
         return Request.of(numeric, access), "given"
     recorded = inspection.devices.get(os.path.normpath(text))
     if recorded is not None:
-        return Request(recorded[0], recorded[1], recorded[2], access), "container"  # type: ignore[arg-type]
+        return Request(recorded[0], recorded[1], recorded[2], access), "container"
     if live:
         pid = inspection.target.pid
         if pid is not None:
             node = _node(f"/proc/{pid}/root{os.path.normpath(text)}", unreadable_is_absent=True)
             if node is not None:
-                return Request(node[0], node[1], node[2], access), "container"  # type: ignore[arg-type]
+                return Request(node[0], node[1], node[2], access), "container"
         node = _node(text)
         if node is not None:
-            return Request(node[0], node[1], node[2], access), "host"  # type: ignore[arg-type]
+            return Request(node[0], node[1], node[2], access), "host"
     if numeric is not None:  # systemd's spelling (/dev/char/M:m), link or not
         return Request.of(numeric, access), "given"
     where = "in the container or on the host" if live else "in the snapshot's device list"

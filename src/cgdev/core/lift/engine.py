@@ -54,7 +54,8 @@ class Ptr:
     offset: int
 
 
-Value = int | tuple[int, ...] | Sym | Ptr | None
+Known = int | tuple[int, ...] | Sym | Ptr
+Value = Known | None  # None: not written yet
 Provenance = tuple[int, int, int]
 # (block start, block end or -1 while still inside it, contexts passing the block's own tests)
 
@@ -265,7 +266,7 @@ class Executor:
         regs[reg] = value
 
     @staticmethod
-    def _read(pc: int, regs: list[Value], reg: int) -> Value:
+    def _read(pc: int, regs: list[Value], reg: int) -> Known:
         value = regs[reg]
         if value is None:
             raise RejectedProgram(pc, f"r{reg} is read before it is written")
@@ -300,16 +301,18 @@ class Executor:
         bits = 64 if insn.cls is Cls.ALU64 else 32
         mask = (1 << bits) - 1
         if insn.uses_reg_source and name not in ("neg", "end"):
-            src: Value = self._read(pc, regs, insn.src)
+            src: Known = self._read(pc, regs, insn.src)
         else:
             src = insn.imm & mask
             if name in ("lsh", "rsh", "arsh") and not 0 <= insn.imm < bits:
                 raise RejectedProgram(pc, f"invalid shift by {insn.imm}")
-        if name == "mov" and insn.off == 0 and (bits == 64 or not isinstance(src, (Sym, Ptr))):
-            self._write(
-                pc, regs, insn.dst, src if bits == 64 else _per_ctx(tuple(v & mask for v in _spread(src)))
-            )  # type: ignore[arg-type]
-            return
+        if name == "mov" and insn.off == 0:
+            if bits == 64:
+                self._write(pc, regs, insn.dst, src)
+                return
+            if not isinstance(src, (Sym, Ptr)):
+                self._write(pc, regs, insn.dst, _per_ctx(tuple(v & mask for v in _spread(src))))
+                return
         dst: Value = 0 if name == "mov" else self._read(pc, regs, insn.dst)
         if isinstance(dst, Ptr) or isinstance(src, Ptr):
             if isinstance(dst, Ptr) and bits == 64 and name in ("add", "sub") and isinstance(src, int):
@@ -339,10 +342,13 @@ class Executor:
         key = (name, bits, insn.off, dst, src)
         result_ctx = self._alu_memo.get(key)
         if result_ctx is None:
-            values = tuple(
-                alu(name, a, b, bits, insn.off) for a, b in zip(_spread(dst), _spread(src), strict=True)
-            )
-            result_ctx = self._alu_memo[key] = _per_ctx(values)  # type: ignore[arg-type]
+            values = []
+            for a, b in zip(_spread(dst), _spread(src), strict=True):
+                value = alu(name, a, b, bits, insn.off)
+                if value is None:  # pragma: no cover - every operation but "end" (above) computes
+                    raise RejectedProgram(pc, f"unsupported ALU op {name}")
+                values.append(value)
+            result_ctx = self._alu_memo[key] = _per_ctx(tuple(values))
         self._write(pc, regs, insn.dst, result_ctx)
 
     @staticmethod
@@ -361,12 +367,18 @@ class Executor:
                     raise Inexact("byte swap of major/minor")
                 return extend(dst, "neg", 0, bits)
             if isinstance(dst, Sym):
-                const = _uniform(src, live)  # type: ignore[arg-type]
+                if src is None or isinstance(
+                    src, (Sym, Ptr)
+                ):  # pragma: no cover - the caller split these off
+                    raise Opaque(pc, f"{name} of major/minor with a non-constant")
+                const = _uniform(src, live)
                 if const is None:
                     raise Opaque(pc, f"{name} of major/minor with an access-dependent value")
                 return extend(dst, name, const, bits)
             assert isinstance(src, Sym)
-            const = _uniform(dst, live)  # type: ignore[arg-type]
+            if dst is None or isinstance(dst, Ptr):  # pragma: no cover - the caller split these off
+                raise Opaque(pc, f"{name} of major/minor with a non-constant")
+            const = _uniform(dst, live)
             if const is None:
                 raise Opaque(pc, f"{name} of major/minor with an access-dependent value")
             if name in ("add", "and", "or", "xor"):
@@ -399,20 +411,20 @@ class Executor:
         bits = 32 if insn.cls is Cls.JMP32 else 64
         regs = state.regs
         left = self._read(pc, regs, insn.dst)
-        right: Value = (
+        right: Known = (
             self._read(pc, regs, insn.src) if insn.uses_reg_source else insn.imm & ((1 << bits) - 1)
         )
         if isinstance(left, Ptr) or isinstance(right, Ptr):
             raise Opaque(pc, "comparison involving a pointer")
         taken_prov: Provenance = (target, -1, ALL_CONTEXTS)
         if not isinstance(left, Sym) and not isinstance(right, Sym):
-            return self._branch_concrete(pc, name, left, right, bits, state, target, taken_prov)  # type: ignore[arg-type]
+            return self._branch_concrete(pc, name, left, right, bits, state, target, taken_prov)
         if isinstance(left, Sym) and isinstance(right, Sym):
             raise Opaque(pc, "comparison of major/minor with a non-constant")
         if isinstance(right, Sym):
             left, right, name = right, left, _FLIPPED[name]
-        assert isinstance(left, Sym)
-        const = _uniform(right, state.live)  # type: ignore[arg-type]
+        assert isinstance(left, Sym) and not isinstance(right, Sym)
+        const = _uniform(right, state.live)
         if const is None:
             raise Opaque(pc, "comparison of major/minor with an access-dependent value")
         taken: Groups = {}

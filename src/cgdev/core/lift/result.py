@@ -87,7 +87,7 @@ class LiftedRule:
         minor = single_or_any(self.minors)
         if major is False or minor is False:
             return None
-        return Rule(self.allow, self.type, major, minor, access)  # type: ignore[arg-type]
+        return Rule(self.allow, self.type, major, minor, access)
 
     def __str__(self) -> str:
         access = self.access
