@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cgdev.core.disasm import disassemble, format_insn
-    from cgdev.core.isa import OPCODE_LD_IMM64
+    from cgdev.core.isa import Opcode
 
     sources = read_programs(args)
     if args.json:
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
                         "text": format_insn(source.insns, pc, blinded=source.blinded),
                     }
                 )
-                pc += 2 if insn.code == OPCODE_LD_IMM64 else 1
+                pc += 2 if insn.code == Opcode.LD_IMM64 else 1
             programs.append({**source.to_json(), "unreadable": source.unreadable, "instructions": lines})
         print_json({"programs": programs})
         return 0

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from cgdev.core.arith import alu, byteswap, compare, to_signed
 from cgdev.core.isa import (
     BPF_REG_AX,
     CTX_SIZE,
@@ -169,85 +170,6 @@ def context_access_ok(off: int, size: int) -> bool:
     return size == ACCESS_TYPE_SIZE
 
 
-# -- arithmetic shared with the lifter ---------------------------------------------------------
-
-
-def to_signed(value: int, bits: int) -> int:
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
-
-
-def alu(name: str, dst: int, src: int, bits: int, off: int = 0) -> int | None:
-    """``dst op src`` on ``bits``-wide unsigned values, the kernel's way; None if undefined."""
-    mask = (1 << bits) - 1
-    dst &= mask
-    src &= mask
-    if name == "mov":
-        if off in (8, 16, 32):
-            return to_signed(src, off) & mask
-        return src
-    if name == "add":
-        return (dst + src) & mask
-    if name == "sub":
-        return (dst - src) & mask
-    if name == "mul":
-        return (dst * src) & mask
-    if name == "or":
-        return dst | src
-    if name == "and":
-        return dst & src
-    if name == "xor":
-        return dst ^ src
-    if name == "lsh":
-        return (dst << (src & (bits - 1))) & mask
-    if name == "rsh":
-        return dst >> (src & (bits - 1))
-    if name == "arsh":
-        return (to_signed(dst, bits) >> (src & (bits - 1))) & mask
-    if name == "neg":
-        return -dst & mask
-    if name in ("div", "mod"):
-        if off == 1:  # signed division (cpu v4)
-            if src == 0:
-                return 0 if name == "div" else dst
-            a, b = to_signed(dst, bits), to_signed(src, bits)
-            q = abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1)
-            return (q if name == "div" else a - q * b) & mask
-        if src == 0:
-            return 0 if name == "div" else dst
-        return dst // src if name == "div" else dst % src
-    return None
-
-
-def byteswap(value: int, bits: int, to_big: bool) -> int:
-    value &= (1 << bits) - 1
-    if not to_big:  # little-endian host: to-le is truncation
-        return value
-    return int.from_bytes(value.to_bytes(bits // 8, "little"), "big")
-
-
-def compare(name: str, a: int, b: int, bits: int) -> bool:
-    mask = (1 << bits) - 1
-    a &= mask
-    b &= mask
-    if name == "jeq":
-        return a == b
-    if name == "jne":
-        return a != b
-    if name == "jgt":
-        return a > b
-    if name == "jge":
-        return a >= b
-    if name == "jlt":
-        return a < b
-    if name == "jle":
-        return a <= b
-    if name == "jset":
-        return bool(a & b)
-    sa, sb = to_signed(a, bits), to_signed(b, bits)
-    return {"jsgt": sa > sb, "jsge": sa >= sb, "jslt": sa < sb, "jsle": sa <= sb}[name]
-
-
 # -- the interpreter ---------------------------------------------------------------------------
 
 
@@ -288,6 +210,12 @@ def run(
     regs[1] = _CTX
     regs[10] = _FP
     stack: dict[int, int] = {}  # byte offset (negative) -> byte value
+    # enum members as locals: a class attribute look-up per step would double the run time
+    alu_cls, alu64_cls, jmp_cls, jmp32_cls, ld_cls, ldx_cls, st_cls = (
+        Cls.ALU, Cls.ALU64, Cls.JMP, Cls.JMP32, Cls.LD, Cls.LDX, Cls.ST,
+    )  # fmt: skip
+    mov, end, exit_op, call_op, ja_op = AluOp.MOV, AluOp.END, JmpOp.EXIT, JmpOp.CALL, JmpOp.JA
+    ld_imm64, mem = Opcode.LD_IMM64, Mode.MEM
     pc = 0
     steps = 0
     n = len(insns)
@@ -321,31 +249,25 @@ def run(
                 raise RejectedProgram(pc, "r10 (frame pointer) is read-only")
             regs[reg] = value
 
-        def goto(pc: int = pc) -> int:
-            target = jump_target(insns, pc)
-            if not 0 <= target < n:
-                raise RejectedProgram(pc, f"jump out of range to {target} (program has {n})")
-            return target
-
-        if insn.code == Opcode.LD_IMM64:
+        if insn.code == ld_imm64:
             if insn.src != 0:
                 raise RejectedProgram(pc, f"ld_imm64 with pseudo source {insn.src} (map reference)")
             write(insn.dst, imm64(insns, pc))
             pc += 2
             continue
-        if cls is Cls.ALU or cls is Cls.ALU64:
-            bits = 64 if cls is Cls.ALU64 else 32
+        if cls is alu_cls or cls is alu64_cls:
+            bits = 64 if cls is alu64_cls else 32
             op = insn.alu_op
             if op is None:
                 raise RejectedProgram(pc, f"unknown ALU opcode 0x{insn.code:02x}")
-            if op is AluOp.MOV and insn.uses_reg_source and insn.off == 0 and cls is Cls.ALU64:
+            if op is mov and insn.uses_reg_source and insn.off == 0 and cls is alu64_cls:
                 write(insn.dst, read(insn.src))  # a pointer may be copied
                 pc += 1
                 continue
-            if op is AluOp.END:
+            if op is end:
                 if insn.imm not in (16, 32, 64):
                     raise RejectedProgram(pc, f"invalid byte swap width {insn.imm}")
-                to_big = bool(insn.uses_reg_source) or cls is Cls.ALU64
+                to_big = bool(insn.uses_reg_source) or cls is alu64_cls
                 write(insn.dst, byteswap(scalar(insn.dst), insn.imm, to_big))
                 pc += 1
                 continue
@@ -355,52 +277,52 @@ def run(
                 src = insn.imm & U64 if bits == 64 else insn.imm & U32
                 if op in (AluOp.LSH, AluOp.RSH, AluOp.ARSH) and not 0 <= insn.imm < bits:
                     raise RejectedProgram(pc, f"invalid shift by {insn.imm}")
-            dst = 0 if op is AluOp.MOV else scalar(insn.dst)
+            dst = 0 if op is mov else scalar(insn.dst)
             result = alu(op.mnemonic, dst, src, bits, insn.off)
             if result is None:  # pragma: no cover - every AluOp but END (above) is computed
                 raise RejectedProgram(pc, f"unsupported ALU op {op.mnemonic}")
             write(insn.dst, result)
             pc += 1
             continue
-        if cls is Cls.JMP or cls is Cls.JMP32:
+        if cls is jmp_cls or cls is jmp32_cls:
             jop = insn.jmp_op
             if jop is None or (not jop.is_conditional and slot_problem(insn, max_reg) is not None):
                 raise RejectedProgram(pc, f"unknown jump opcode 0x{insn.code:02x}")
-            if jop is JmpOp.EXIT:
+            if jop is exit_op:
                 value = read(0)
                 if isinstance(value, _Pointer):
                     raise RejectedProgram(pc, "r0 holds a pointer at exit")
                 if value not in (0, 1):
                     raise RejectedProgram(pc, f"r0 = {value} at exit; a device program returns 0 or 1")
                 return Outcome(value, steps)
-            if jop is JmpOp.CALL:
+            if jop is call_op:
                 raise RejectedProgram(pc, f"call #{insn.imm}: helper calls are not modelled")
-            if jop is JmpOp.JA:
-                pc = goto()
+            if jop is ja_op:
+                pc = _target(insns, pc)
                 continue
-            bits = 32 if cls is Cls.JMP32 else 64
+            bits = 32 if cls is jmp32_cls else 64
             left = scalar(insn.dst)
             right = scalar(insn.src) if insn.uses_reg_source else insn.imm & U64
             if compare(jop.mnemonic, left, right, bits):
                 if path is not None:
                     path[-1] = (pc, True)
-                pc = goto()
+                pc = _target(insns, pc)
             else:
                 pc += 1
             continue
-        if cls is Cls.LD:
+        if cls is ld_cls:
             raise RejectedProgram(pc, f"opcode 0x{insn.code:02x} (legacy packet load) is not valid here")
         # memory: LDX, ST, STX
         size = insn.size.nbytes
-        if insn.mode != Mode.MEM and not (cls is Cls.LDX and insn.mode == Mode.MEMSX):
+        if insn.mode != mem and not (cls is ldx_cls and insn.mode == Mode.MEMSX):
             raise RejectedProgram(pc, f"unsupported memory opcode 0x{insn.code:02x}")
-        if cls is Cls.LDX:
+        if cls is ldx_cls:
             base = read(insn.src)
             if not isinstance(base, _Pointer):
                 raise RejectedProgram(pc, f"load through r{insn.src}, which is not a pointer")
             off = base.offset + insn.off
             if base.region == "ctx":
-                if insn.mode != Mode.MEM:
+                if insn.mode != mem:
                     raise RejectedProgram(pc, "sign-extending load from the context")
                 if base.offset:
                     raise RejectedProgram(pc, "load through a modified context pointer")
@@ -409,7 +331,7 @@ def run(
                 value = int.from_bytes(context[off : off + size], "little")
             else:
                 value = _stack_read(stack, off, size, pc)
-                if insn.mode != Mode.MEM:
+                if insn.mode != mem:
                     value = to_signed(value, 8 * size) & U64
             write(insn.dst, value)
             pc += 1
@@ -418,11 +340,19 @@ def run(
         base = read(insn.dst)
         if not isinstance(base, _Pointer) or base.region != "stack":
             raise RejectedProgram(pc, "store outside the stack (the context is read-only)")
-        value = insn.imm & U64 if cls is Cls.ST else read(insn.src)
+        value = insn.imm & U64 if cls is st_cls else read(insn.src)
         if isinstance(value, _Pointer):
             raise RejectedProgram(pc, "spilling a pointer to the stack is not modelled")
         _stack_write(stack, base.offset + insn.off, size, value, pc)
         pc += 1
+
+
+def _target(insns: Sequence[Insn], pc: int) -> int:
+    """Where the jump at ``pc`` goes, refused when outside the program (one past the end too)."""
+    target = jump_target(insns, pc)
+    if not 0 <= target < len(insns):
+        raise RejectedProgram(pc, f"jump out of range to {target} (program has {len(insns)})")
+    return target
 
 
 def _stack_bounds(off: int, size: int, pc: int) -> None:

@@ -11,6 +11,9 @@ length then costs time linear in its length, not quadratic.
 Each terminal state (an ``exit``) yields (contexts, verdict, region, the block that decided).
 Programs the kernel would refuse raise ``RejectedProgram``; constructs this method cannot follow
 exactly raise ``Opaque`` with the reason (never a guess).
+
+Over 400 lines because it is one class whose step functions share the executor's state (pending
+states, memo tables); split, they would pass that state around instead.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from cgdev.core.interp import RejectedProgram, alu, byteswap, compare, context_access_ok
+from cgdev.core.arith import alu, byteswap, compare
+from cgdev.core.interp import RejectedProgram, context_access_ok
 from cgdev.core.isa import U32, AluOp, Cls, Insn, JmpOp, Mode, Opcode, imm64, jump_target
 from cgdev.core.lift.intervals import Inexact
 from cgdev.core.lift.region import Region
@@ -33,6 +37,9 @@ CTX_MASKS: Final = tuple(m for _ in (1, 2) for m in REQUEST_MASKS)
 ALL_CONTEXTS: Final = 0xFF
 ACCESS_WORDS: Final = tuple(m << 16 | t for t, m in zip(CTX_TYPES, CTX_MASKS, strict=True))
 MAX_STATES: Final = 2_000_000
+# enum members as module names: the step loop would otherwise pay a class attribute look-up each
+_JMP, _JMP32, _ALU, _ALU64, _LDX = Cls.JMP, Cls.JMP32, Cls.ALU, Cls.ALU64, Cls.LDX
+_LD_IMM64: Final = Opcode.LD_IMM64
 _FLIPPED = {
     "jeq": "jeq", "jne": "jne", "jset": "jset", "jgt": "jlt", "jlt": "jgt", "jge": "jle", "jle": "jge",
     "jsgt": "jslt", "jslt": "jsgt", "jsge": "jsle", "jsle": "jsge",
@@ -232,21 +239,21 @@ class Executor:
         while True:
             insn = insns[pc]
             cls = insn.cls
-            if cls is Cls.JMP or cls is Cls.JMP32:
+            if cls is _JMP or cls is _JMP32:
                 after = self._jump(pc, insn, state)
                 if after is None:
                     return
                 state, regs, pc = after, after.regs, pc + 1
                 continue
-            if insn.code == Opcode.LD_IMM64:
+            if insn.code == _LD_IMM64:
                 if insn.src != 0:
                     raise Opaque(pc, f"ld_imm64 with pseudo source {insn.src} (a map reference)")
                 self._write(pc, regs, insn.dst, imm64(insns, pc))
                 nxt = pc + 2
-            elif cls is Cls.ALU or cls is Cls.ALU64:
+            elif cls is _ALU or cls is _ALU64:
                 self._alu(pc, insn, regs, state.live)
                 nxt = pc + 1
-            elif cls is Cls.LDX:
+            elif cls is _LDX:
                 self._load(pc, insn, regs)
                 nxt = pc + 1
             else:
