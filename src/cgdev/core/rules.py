@@ -52,10 +52,10 @@ def parse_access(text: object, field: str) -> int:
     """``"rwm"`` -> 7; empty -> 0 (the caller decides what empty means for its syntax)."""
     if not isinstance(text, str):
         raise InputError(f"{field}: expected a string of r, w, m, got {_show(text)}")
-    for ch in text:
-        if ch not in "rwm":
-            raise InputError(f'{field} "{text}": letter "{ch}" is not one of r, w, m')
-    return int(Access.parse(text, field))
+    try:
+        return int(Access.parse(text, field))
+    except InputError as err:
+        raise InputError(f'{field} "{text}": {err.why}') from None
 
 
 def parse_type(text: object, field: str) -> RuleType:
