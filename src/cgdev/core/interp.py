@@ -111,6 +111,14 @@ _JUMP_CODES = frozenset(
     cls | op | src for cls in (Cls.JMP, Cls.JMP32) for op in JmpOp if op.is_conditional for src in (0, 0x08)
 ) | {Opcode.JA, Opcode.GOTOL}
 _LAST_CODES = frozenset((Opcode.EXIT, Opcode.JA, Opcode.GOTOL))
+# ja, call and exit spelled with a source register, and call or exit in the JMP32 class
+_BAD_JUMP_CODES = frozenset(
+    code
+    for cls in (Cls.JMP, Cls.JMP32)
+    for op in (JmpOp.JA, JmpOp.CALL, JmpOp.EXIT)
+    for code in (cls | op, cls | op | 0x08)
+    if slot_problem(Insn(code)) is not None
+)
 
 
 def check(insns: Sequence[Insn], *, blinded: bool = False) -> None:
@@ -206,7 +214,9 @@ def run(
         check(insns, blinded=blinded)
     max_reg = BPF_REG_AX if blinded else MAX_REG
     context = context_bytes(context_of(ctx))
-    regs: list[int | _Pointer | None] = [None] * (max_reg + 1)
+    # 16 slots, one per encodable register: a register past ``max_reg`` then reads as unwritten
+    # and is named invalid where it is used, without a range check on every step
+    regs: list[int | _Pointer | None] = [None] * 16
     regs[1] = _CTX
     regs[10] = _FP
     stack: dict[int, int] = {}  # byte offset (negative) -> byte value
@@ -227,14 +237,14 @@ def run(
             raise RejectedProgram(pc, f"more than {max_steps} instructions executed (loop?)")
         insn = insns[pc]
         cls = insn.cls
-        if insn.dst > max_reg or insn.src > max_reg:
-            raise RejectedProgram(pc, f"invalid register (dst r{insn.dst}, src r{insn.src})")
         if path is not None:
             path.append((pc, False))
 
         def read(reg: int, pc: int = pc) -> int | _Pointer:
             value = regs[reg]
             if value is None:
+                if reg > max_reg:
+                    raise RejectedProgram(pc, f"invalid register r{reg}")
                 raise RejectedProgram(pc, f"r{reg} is read before it is written")
             return value
 
@@ -245,8 +255,11 @@ def run(
             return value
 
         def write(reg: int, value: int | _Pointer | None, pc: int = pc) -> None:
-            if reg == 10:
-                raise RejectedProgram(pc, "r10 (frame pointer) is read-only")
+            if reg >= 10:
+                if reg > max_reg:
+                    raise RejectedProgram(pc, f"invalid register r{reg}")
+                if reg == 10:
+                    raise RejectedProgram(pc, "r10 (frame pointer) is read-only")
             regs[reg] = value
 
         if insn.code == ld_imm64:
@@ -286,7 +299,7 @@ def run(
             continue
         if cls is jmp_cls or cls is jmp32_cls:
             jop = insn.jmp_op
-            if jop is None or (not jop.is_conditional and slot_problem(insn, max_reg) is not None):
+            if jop is None or insn.code in _BAD_JUMP_CODES:
                 raise RejectedProgram(pc, f"unknown jump opcode 0x{insn.code:02x}")
             if jop is exit_op:
                 value = read(0)

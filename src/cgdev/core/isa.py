@@ -139,6 +139,14 @@ class Opcode(IntEnum):
 
 
 _CLASSES: Final = tuple(Cls)
+# jumps that go somewhere: every JMP/JMP32 opcode but call and exit (a set: the lifter asks per slot)
+_JUMP_CODES: Final = frozenset(
+    cls | op | src
+    for cls in (Cls.JMP, Cls.JMP32)
+    for op in range(0, 0x100, 0x10)
+    for src in (0, 0x08)
+    if op not in (JmpOp.CALL, JmpOp.EXIT)
+)
 _SIZES: Final = {size.value: size for size in Size}
 _SIZE_NBYTES: Final = {Size.W: 4, Size.H: 2, Size.B: 1, Size.DW: 8}
 _ALU_OPS: Final = {op.value: op for op in AluOp}
@@ -208,7 +216,7 @@ class Insn:
 
     @property
     def is_jump(self) -> bool:
-        return self.cls in (Cls.JMP, Cls.JMP32) and self.op not in (JmpOp.CALL, JmpOp.EXIT)
+        return self.code in _JUMP_CODES
 
     def encode(self) -> bytes:
         return _SLOT.pack(self.code, (self.src & 0xF) << 4 | (self.dst & 0xF), self.off, self.imm)

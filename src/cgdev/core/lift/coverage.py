@@ -49,21 +49,22 @@ def _reachable(insns: Sequence[Insn]) -> list[bool]:
     n = len(insns)
     seen = [False] * n
     todo = [0]
+    ld_imm64, exit_, ja = Opcode.LD_IMM64, Opcode.EXIT, JmpOp.JA
     while todo:
         pc = todo.pop()
         if not 0 <= pc < n or seen[pc]:
             continue
         seen[pc] = True
         insn = insns[pc]
-        if insn.code == Opcode.LD_IMM64:
+        if insn.code == ld_imm64:
             if pc + 1 < n:
                 seen[pc + 1] = True
             todo.append(pc + 2)
-        elif insn.code == Opcode.EXIT:
+        elif insn.code == exit_:
             continue
         elif insn.is_jump:
             todo.append(jump_target(insns, pc))
-            if insn.jmp_op is not JmpOp.JA:
+            if insn.jmp_op is not ja:
                 todo.append(pc + 1)
         else:
             todo.append(pc + 1)

@@ -39,7 +39,7 @@ ACCESS_WORDS: Final = tuple(m << 16 | t for t, m in zip(CTX_TYPES, CTX_MASKS, st
 MAX_STATES: Final = 2_000_000
 # enum members as module names: the step loop would otherwise pay a class attribute look-up each
 _JMP, _JMP32, _ALU, _ALU64, _LDX = Cls.JMP, Cls.JMP32, Cls.ALU, Cls.ALU64, Cls.LDX
-_LD_IMM64: Final = Opcode.LD_IMM64
+_LD_IMM64, _EXIT, _JA_OP = Opcode.LD_IMM64, Opcode.EXIT, JmpOp.JA
 _FLIPPED = {
     "jeq": "jeq", "jne": "jne", "jset": "jset", "jgt": "jlt", "jlt": "jgt", "jge": "jle", "jle": "jge",
     "jsgt": "jslt", "jslt": "jsgt", "jsge": "jsle", "jsle": "jsge",
@@ -145,10 +145,10 @@ def analyse(insns: Sequence[Insn]) -> tuple[list[int], set[int]]:
             if target <= pc:
                 raise Opaque(pc, f"back-edge to {target} (a loop)")
             targets.add(target)
-            out = live[target] | (0 if insn.op == JmpOp.JA else live[pc + 1])
-        elif insn.code == Opcode.LD_IMM64:
+            out = live[target] | (0 if insn.op == _JA_OP else live[pc + 1])
+        elif insn.code == _LD_IMM64:
             out = live[pc + 2]
-        elif insn.code == Opcode.EXIT:
+        elif insn.code == _EXIT:
             out = 0
         else:
             out = live[pc + 1]
@@ -305,7 +305,7 @@ class Executor:
         if op is None:  # pragma: no cover - check() admitted only known operations
             raise RejectedProgram(pc, f"unknown ALU opcode 0x{insn.code:02x}")
         name = op.mnemonic
-        bits = 64 if insn.cls is Cls.ALU64 else 32
+        bits = 64 if insn.cls is _ALU64 else 32
         mask = (1 << bits) - 1
         if insn.uses_reg_source and name not in ("neg", "end"):
             src: Known = self._read(pc, regs, insn.src)
@@ -415,7 +415,7 @@ class Executor:
             state.prov = (start, pc if end < 0 else end, accepted)
             self._enqueue(target, state)
             return None
-        bits = 32 if insn.cls is Cls.JMP32 else 64
+        bits = 32 if insn.cls is _JMP32 else 64
         regs = state.regs
         left = self._read(pc, regs, insn.dst)
         right: Known = (

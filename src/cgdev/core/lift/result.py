@@ -1,8 +1,8 @@
 """What lifting answers: the rules a program reads as (``LiftedRule``), which block decided one
 request (``Decision``), and the whole answer for one program (``LiftResult``).
 
-Kept apart from the lifting itself so that callers that only read results (ops, present) do not
-need the symbolic executor's vocabulary.
+Kept apart from how the answer is computed (``lifter``, ``engine``, ``assembly``, ``widen``): this
+module is what callers read.
 """
 
 from __future__ import annotations
