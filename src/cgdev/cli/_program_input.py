@@ -62,7 +62,7 @@ def _decode_file(path: str) -> tuple[Insn, ...]:
     try:
         return decode(raw)
     except InputError as err:
-        raise InputError(f"file {path}: {err} — not a raw device program") from None
+        raise InputError(f"file {path}: {err}") from None
 
 
 def _text_file(path: str) -> tuple[Insn, ...]:

@@ -234,7 +234,7 @@ def decode(raw: bytes) -> tuple[Insn, ...]:
     a fuzzed byte string always decodes or fails with ``ProgramError``.
     """
     if not raw:
-        raise ProgramError("program: empty (0 bytes)")
+        raise ProgramError("not a device program: empty (0 bytes)")
     if raw.startswith(ELF_MAGIC):
         raise ProgramError(
             "not a device program: an ELF object, not raw instructions (bpftool prog dump xlated)"
