@@ -65,3 +65,33 @@ def test_malformed_json(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text('{"linux":')
     _assert_one_line(_compile("--config", str(config)), ["--config", str(config)])
+
+
+def test_rule_file_errors_say_file_and_line(tmp_path: Path) -> None:
+    """Issue 12 item 12: ``FILE:5: ...`` where it said "rule 5"."""
+    rules = tmp_path / "rules.txt"
+    rules.write_text("# devices\nc 1:3 rwm\n\nallow c 5:1 r\nc 1:3 rwx\n")
+    _assert_one_line(_compile("--rules", str(rules)), [f"{rules}:5: ", 'access "rwx"'])
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "words"),
+    [
+        ("config.json", '{"linux":{}}', ["no linux.resources", "no device rules"]),
+        ("empty.txt", "", ["no rules"]),
+        (
+            "config.json",
+            CONFIG.format(entry='{"allow": true, "tpye": "c", "major": 1, "access": "r"}'),
+            ['unknown key "tpye"', 'did you mean "type"'],
+        ),
+    ],
+)
+def test_silent_rule_lists_warn(tmp_path: Path, name: str, content: str, words: list[str]) -> None:
+    """Issue 12 item 11: these compiled silently (to deny-all, or to a type-``a`` rule)."""
+    path = tmp_path / name
+    path.write_text(content)
+    done = _compile("--config" if name.endswith(".json") else "--rules", str(path))
+    assert done.returncode == 0, done.stderr
+    warning = next(line for line in done.stderr.splitlines() if line.startswith("warning: "))
+    for word in words:
+        assert word in warning, (word, warning)

@@ -84,8 +84,6 @@ def test_bad_program_files_are_one_line_exit_2(tmp_path: Path, content: bytes, m
     path.write_bytes(content)
     for command in ("lift", "disasm"):
         done = cgdev(command, str(path))
-        if command == "disasm" and message == "not a device program":
-            continue  # disasm prints what it can of any well-framed bytes
         assert done.returncode == 2, (command, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
         assert "Traceback" not in done.stderr
@@ -212,3 +210,31 @@ def test_lift_pinned_without_privilege_needs_root_like_id_and_cgroup(
         assert as_root.returncode == 0 and "check c 1:3 r: allowed" in as_root.stdout, as_root.stderr
     finally:
         os.unlink(pin)
+
+
+def test_lift_names_the_instructions_no_rule_covers(tmp_path: Path) -> None:
+    """Issue 12 item 13, through the command: prologue and dead code get a line each."""
+    prog = tmp_path / "crun.bin"
+    assert cgdev("compile", "--shape", "crun", "deny a", "allow c 1:3 rwm", "-o", str(prog)).returncode == 0
+    done = cgdev("lift", str(prog))
+    assert done.returncode == 0, done.stderr
+    assert "[   0-5   ] (prologue: loads of the context before the first test)" in done.stdout
+    assert "(dead code: decides no request" in done.stdout
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_bytes_into_lift_check_are_one_line_exit_2(tmp_path: Path, seed: int) -> None:
+    """Issue 12 item 3: 800 random bytes into ``lift --check`` gave an IndexError/KeyError
+    traceback and exit 1 ("denied"); any input is one line and exit 0-3 with its meaning."""
+    import random
+
+    rng = random.Random(seed)
+    prog = tmp_path / "random.bin"
+    prog.write_bytes(bytes(rng.randrange(256) for _ in range(800)))
+    for extra in ([], ["--check", "c 1:3 r"]):
+        done = cgdev("lift", str(prog), *extra)
+        assert "Traceback" not in done.stderr
+        assert done.returncode == 2, done
+        assert len(done.stderr.strip().splitlines()) == 1 and "not a device program" in done.stderr
+    done = cgdev("disasm", str(prog))
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "BUG_" not in done.stdout

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from cgdev.core import interp
 from cgdev.core.compile import compile_policy, worst_path
 from cgdev.core.fingerprint import is_cgdev_program
-from cgdev.core.isa import CLASS_JMP, CLASS_JMP32, Insn
+from cgdev.core.isa import Cls, Insn
 from cgdev.core.model import MASKSET_ALL, REQUEST_MASKS, U32_MAX, Request, Rule
 from cgdev.core.policy import Policy, StepFn
 from cgdev.core.semantics import policy_of
@@ -80,7 +80,7 @@ def assert_exact(program: tuple[Insn, ...], policy: Policy) -> int:
 
 
 def forward_only(program: tuple[Insn, ...]) -> bool:
-    return all(i.off >= 0 for i in program if i.cls in (CLASS_JMP, CLASS_JMP32) and i.is_jump)
+    return all(i.off >= 0 for i in program if i.cls in (Cls.JMP, Cls.JMP32) and i.is_jump)
 
 
 # -- exactness ---------------------------------------------------------------------------------

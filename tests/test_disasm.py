@@ -104,8 +104,25 @@ def test_bad_text_is_one_clear_error(text: str, message: str) -> None:
         parse_bpftool_text(text)
 
 
-def test_odd_opcodes_still_print_one_line() -> None:
-    weird = [Insn(0xFF, 1, 2, 3, 4), Insn(0x20), Insn(0xD4, 1, 0, 0, 16), exit_()]
-    listing = disassemble(weird)
-    assert len(listing.splitlines()) == 4
-    assert "(d4) w1 = le16 w1" in listing
+def test_byte_swap_prints_as_bpftool_does() -> None:
+    assert "(d4) w1 = le16 w1" in disassemble([Insn(0xD4, 1, 0, 0, 16), exit_()])
+
+
+@pytest.mark.parametrize(
+    ("insn", "why"),
+    [
+        (Insn(0xFF, 1, 2, 3, 4), "unknown ALU opcode 0xff"),
+        (Insn(0x20), "legacy packet load"),
+        (Insn(0x00), "legacy packet load"),  # once printed as BUG_00
+        (Insn(0xB7, 12, 0, 0, 0), "invalid register"),  # once printed as r12
+        (Insn(0xB7, 11, 0, 0, 0), "invalid register"),  # AX only in a dump the kernel blinded
+    ],
+)
+def test_garbage_is_not_listed_as_a_program(insn: Insn, why: str) -> None:
+    """Issue 12 item 4: disasm printed ``BUG_00`` and ``r12`` for random bytes."""
+    with pytest.raises(ProgramError, match=f"not a device program: instruction 1: .*{why}"):
+        disassemble([exit_(), insn, exit_()])
+
+
+def test_blinded_dump_lists_the_aux_register() -> None:
+    assert "(b7) r11 = 5" in disassemble([Insn(0xB7, 11, 0, 0, 5), exit_()], blinded=True)

@@ -167,13 +167,17 @@ def test_device_and_access_input_errors() -> None:
     assert resolve_device("/dev/block/8:0", inspection, 2, live=False)[0] == Request("b", 8, 0, 2)
     with pytest.raises(NotFound, match="device '/dev/nope': no such device node"):
         resolve_device("/dev/nope", inspection, 6, live=False)
-    with pytest.raises(InputError, match="device 'x 1:2': is neither"):
+    with pytest.raises(InputError, match="device 'x 1:2': type 'x' is not b or c"):
         resolve_device("x 1:2", inspection, 6, live=False)
+    # systemd's /dev/char reading of a bare pair, the same reader as every command (issue 7)
+    assert resolve_device("195:255", inspection, 6, live=False)[0] == NVIDIACTL_RW
+    with pytest.raises(InputError, match="device 'c １:3'"):  # issue 12 item 9: ASCII digits only
+        resolve_device("c １:3", inspection, 6, live=False)
     with pytest.raises(InputError, match="32 bits"):
         resolve_device("c 4294967296:0", inspection, 6, live=False)
     with pytest.raises(InputError, match="not a character or block device"):
         resolve_device("/etc/passwd", inspection, 6, live=True)
-    with pytest.raises(InputError, match="access 'rwm': is not one request"):
+    with pytest.raises(InputError, match="access 'rwm'"):
         parse_access_request("rwm")
 
 

@@ -89,7 +89,7 @@ def test_far_jumps_are_relaxed_to_gotol_and_keep_their_targets() -> None:
         ]
     )
     far = len(prog) - 2
-    assert [i.code for i in prog[:4]] == [0x45, 0x05, isa.OPCODE_GOTOL, isa.OPCODE_GOTOL]
+    assert [i.code for i in prog[:4]] == [0x45, 0x05, isa.Opcode.GOTOL, isa.Opcode.GOTOL]
     assert isa.jump_target(prog, 0) == 2  # taken: on to the gotol
     assert isa.jump_target(prog, 1) == 3  # not taken: over it, to where the original fell through
     assert isa.jump_target(prog, 2) == far

@@ -79,6 +79,12 @@ def test_replace_changes_the_verdict(scratch_cgroup: ScratchCgroup) -> None:
 # --- safety -----------------------------------------------------------------------------------
 
 
+def test_a_request_of_no_device_type_cannot_be_made() -> None:
+    """The probe's type refusal, moved to where a Request is made (typed kinds, issue 7)."""
+    with pytest.raises(ValueError, match="'x' is not a valid DevType"):
+        Request("x", 1, 3, ACC_R)
+
+
 @pytest.mark.parametrize(
     ("request_", "why"),
     [
@@ -89,7 +95,6 @@ def test_replace_changes_the_verdict(scratch_cgroup: ScratchCgroup) -> None:
         (Request("c", 0, MKNOD_MINOR_MAX + 1, ACC_M), "minor"),
         (Request("c", -1, 0, ACC_M), "major"),
         (Request("c", 1, 3, ACC_M | ACC_R), "access"),
-        (Request("x", 1, 3, ACC_R), "type"),  # type: ignore[arg-type]
     ],
 )
 @requires_root_bpf

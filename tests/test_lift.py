@@ -338,9 +338,25 @@ OPAQUE = {
         assemble([MAJ, alu64("mul", 4, imm=3), jmp("jeq", 4, "x", imm=9), Label("x"), *ALLOW]),
         "mul",
     ),
-    "all zero": ((Insn(0),) * 12, "all instruction bytes are zero"),
-    "blinded": ((Insn(0xB7, 11, 0, 0, 5), Insn(0xAF, 11, 0, 0, 7), *ALLOW), "blinded"),
 }
+BLINDED = (Insn(0xB7, 11, 0, 0, 5), Insn(0xA7, 11, 0, 0, 7), *ALLOW)
+
+
+def test_blinded_only_when_the_kernel_said_so() -> None:
+    """Issue 12 item 4: "constants are blinded" only for a program the kernel gave blinded; the
+    same bytes from a file, all-zero bytes, or garbage are "not a device program"."""
+    result = lift(BLINDED, blinded=True)
+    assert result.policy is None and result.opaque is not None and "blinded" in result.opaque
+    assert result.decide(Request("c", 1, 3, ACC_R)).allowed  # still answered concretely
+    for insns in (BLINDED, (Insn(0),) * 12, (Insn(0xF0, 1, 2, 3, 4), *ALLOW)):
+        with pytest.raises(ProgramError, match=r"^not a device program: "):
+            lift(insns)
+
+
+def test_elf_and_odd_lengths_are_not_device_programs() -> None:
+    for raw in (b"\x7fELF\x02\x01\x01\x00" * 4, b"\x95" * 12):
+        with pytest.raises(ProgramError, match="not a device program"):
+            decode(raw)
 
 
 @pytest.mark.parametrize("name", sorted(OPAQUE))
@@ -469,3 +485,28 @@ def test_a_trees_leaf_says_exactly_what_it_decided() -> None:
     denied = result.decide(Request("c", 1, 3, ACC_R | ACC_W))
     assert not denied.allowed and denied.rule is not None and not str(denied.rule).startswith("allow")
     assert all(rule.rule() is None for rule in result.rules if rule.remainder)
+
+
+def test_instructions_no_rule_covers_are_named() -> None:
+    """Issue 12 item 13: crun's program lost its prologue and its dead rules from ``lift``."""
+    from cgdev.core.lift import GapKind
+    from cgdev.core.rules import parse_rule_text
+    from cgdev.core.shapes import shape_program
+
+    rules = parse_rule_text("deny a\nallow c 1:3 rwm\nallow c 136:* rw")
+    insns = shape_program(rules, "crun")
+    result = lift(insns)
+    kinds = {(gap.start, gap.end): gap.kind for gap in result.gaps}
+    assert kinds[(0, 5)] is GapKind.PROLOGUE  # the six context loads
+    assert GapKind.DEAD in kinds.values()  # crun's default empty-access entry matches nothing
+    covered = {pc for rule in result.rules for pc in range(rule.insn_range[0], rule.insn_range[1] + 1)}
+    gaps = {pc for gap in result.gaps for pc in range(gap.start, gap.end + 1)}
+    assert covered | gaps == set(range(len(insns))) and not covered & gaps
+    assert result.to_json()["gaps"][0] == {
+        "insn_range": [0, 5],
+        "kind": "prologue",
+        "why": "loads of the context before the first test",
+    }
+    # an unconditional verdict leaves what follows it unreachable
+    dead = assemble([alu64("mov", 0, imm=1), exit_(), alu64("mov", 0, imm=0), exit_()])
+    assert [(g.start, g.end, g.kind) for g in lift(dead).gaps] == [(2, 3, GapKind.DEAD)]

@@ -19,6 +19,8 @@ from cgdev.core.rules import (
     parse_oci_devices,
     parse_rule_text,
     parse_v1_line,
+    read_oci_config,
+    read_rule_text,
 )
 from cgdev.errors import InputError
 from strategies import rule_lists
@@ -92,18 +94,18 @@ def test_v1_lines() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("c 1:3 rwm\nx 1:3 rwm", 'rule 2: type "x" is not one of a, b, c'),
-        ("c 1:3 rwm\n\nc 1:3 rwx", 'rule 3: access "rwx": letter "x" is not one of r, w, m'),
-        ("c -1:3 rwm", 'rule 1: major "-1": not * or a number'),
-        ("c 1:4294967296 rwm", 'rule 1: minor "4294967296": not * or a number'),
-        ("c 1 rwm", 'rule 1 "1": expected MAJOR:MINOR'),
-        ("c", 'rule 1 "c": missing MAJOR:MINOR'),
-        ("deny", 'rule 1 "deny": missing the device type'),
-        ("c 1:3 rwm extra", 'rule 1 "c 1:3 rwm extra": expected TYPE MAJOR:MINOR ACCESS'),
-        ("hello world", 'rule 1 "hello world": not a rule'),
-        ("/dev/nvidia0 rw", 'rule 1 "/dev/nvidia0": resolving a device path needs a device lookup'),
-        ("char-nvidia rw", 'rule 1 "char-nvidia": resolving a driver name needs /proc/devices'),
-        ("/dev/char/1:* rw", 'rule 1 "/dev/char/1:*": a device path needs numbers'),
+        ("c 1:3 rwm\nx 1:3 rwm", 'rules:2: rule: type "x" is not one of a, b, c'),
+        ("c 1:3 rwm\n\nc 1:3 rwx", 'rules:3: rule: access "rwx": letter "x" is not one of r, w, m'),
+        ("c -1:3 rwm", 'rules:1: rule: major "-1": not * or a number'),
+        ("c 1:4294967296 rwm", 'rules:1: rule: minor "4294967296": not * or a number'),
+        ("c 1 rwm", 'rules:1: rule "1": expected MAJOR:MINOR'),
+        ("c", 'rules:1: rule "c": missing MAJOR:MINOR'),
+        ("deny", 'rules:1: rule "deny": missing the device type'),
+        ("c 1:3 rwm extra", 'rules:1: rule "c 1:3 rwm extra": expected TYPE MAJOR:MINOR ACCESS'),
+        ("hello world", 'rules:1: rule "hello world": not a rule'),
+        ("/dev/nvidia0 rw", 'rules:1: rule "/dev/nvidia0": resolving a device path needs a device lookup'),
+        ("char-nvidia rw", 'rules:1: rule "char-nvidia": resolving a driver name needs /proc/devices'),
+        ("/dev/char/1:* rw", 'rules:1: rule "/dev/char/1:*": a device path needs numbers'),
         ('[{"allow": "false"}]', 'devices[0].allow: expected a boolean, got "false"'),
         ('[{"allow": true,', "JSON: Expecting"),
         ('{"foo": 1}', "JSON: expected a list of device entries or a config.json"),
@@ -173,3 +175,55 @@ def test_printers() -> None:
 def test_round_trips(rule_list: list[Rule]) -> None:
     assert parse_rule_text("\n".join(format_v1(r) for r in rule_list)) == rule_list
     assert parse_oci_devices([format_oci(r) for r in rule_list]) == rule_list
+
+
+# -- issue 12: full-width digits, warnings, FILE:LINE ------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["c １:3 rwm", "c 1:３ r", "/dev/char/１:3 rw", "char-１ rw"])
+def test_numbers_are_ascii_digits_only(text: str) -> None:
+    """Issue 12 item 9: '１' (U+FF11) is a decimal digit to Python, not to any runtime."""
+    with pytest.raises(InputError, match="not \\* or a number"):
+        parse_rule_text(text)
+
+
+def test_rule_file_errors_name_the_file_and_line() -> None:
+    """Issue 12 item 12: ``rules.txt:5: ...``, not "rule 5"."""
+    text = "# header\nc 1:3 rwm\n\nallow c 5:1 r\nc 1:3 rwx\n"
+    with pytest.raises(InputError) as info:
+        read_rule_text(text, "rules.txt")
+    assert str(info.value).startswith("rules.txt:5: ")
+    assert 'access "rwx"' in str(info.value)
+
+
+def test_empty_and_absent_rules_warn() -> None:
+    """Issue 12 item 11: an empty file and ``{"linux":{}}`` compile to deny-all: say so."""
+    for text in ("", "# only a comment\n", "[]"):
+        read = read_rule_text(text, "empty.txt")
+        assert read.rules == [] and read.warnings and read.warnings[0].startswith("empty.txt: ")
+    for config in (
+        {"linux": {}},
+        {},
+        {"linux": {"resources": {}}},
+        {"linux": {"resources": {"devices": []}}},
+    ):
+        read = read_oci_config(config, "config.json")
+        assert read.rules == [] and len(read.warnings) == 1, config
+        assert "no device rules" in read.warnings[0]
+    assert read_rule_text("c 1:3 rwm", "ok.txt").warnings == []
+
+
+def test_unknown_keys_warn_with_the_closest_known_one() -> None:
+    """Issue 12 item 11: ``"tpye"`` was read as an absent type, i.e. ``a``, silently."""
+    read = read_oci_config(
+        {"linux": {"resources": {"devices": [{"allow": True, "tpye": "c", "major": 1, "access": "r"}]}}}
+    )
+    assert read.rules == [Rule(True, "a", 1, None, 2)]
+    (warning,) = read.warnings
+    assert 'devices[0]: unknown key "tpye"' in warning and 'did you mean "type"' in warning
+    assert (
+        read_oci_config(
+            {"linux": {"resources": {"devices": [{"allow": True, "type": "c", "access": "r"}]}}}
+        ).warnings
+        == []
+    )

@@ -483,3 +483,17 @@ def test_which_systemd_rebuilds_device_programs_on_daemon_reload() -> None:
     assert not reload_reapplies_devices("257.13-1~deb13u1")  # measured in the lab on Debian 13
     assert reload_reapplies_devices("252.39-1~deb12u1") and reload_reapplies_devices("258.1")
     assert reload_reapplies_devices("")  # unknown: the 252 model, as before
+
+
+def test_systemd_reads_ascii_digits_only() -> None:
+    """Issue 12 item 9, in the systemd model: systemd's safe_atou refuses '１' (full width), so a
+    ``/dev/char/１:3`` entry adds no block (the model read it as ``c 1:3``)."""
+    from cgdev.core.semantics.systemd import systemd_program
+
+    def no_stat(path: str) -> None:
+        return None
+
+    assert systemd_program("strict", [("/dev/char/１:3", "rw")], "", stat=no_stat).entries == ()
+    (entry,) = systemd_program("strict", [("/dev/char/1:3", "rw")], "", stat=no_stat).entries
+    assert (entry.type, entry.major, entry.minor) == ("c", 1, 3)
+    assert systemd_program("strict", [("char-１", "rw")], "", stat=no_stat).entries == ()

@@ -65,7 +65,8 @@ def _read(path: Path, what: str) -> str:
         raise InputError(f'{what} "{path}": cannot read ({exc})') from None
 
 
-def read_rules(args: argparse.Namespace) -> list[Any]:
+def read_rules(args: argparse.Namespace) -> Any:
+    """The rules and the reader's warnings (a ``RuleList``)."""
     from cgdev.core import rules
 
     given = [args.config is not None, args.rules_file is not None, bool(args.rules)]
@@ -81,13 +82,13 @@ def read_rules(args: argparse.Namespace) -> list[Any]:
             raise InputError(
                 f'--config "{args.config}": {exc.msg} at line {exc.lineno} column {exc.colno}'
             ) from None
-        return rules.parse_oci_config(document)
+        return rules.read_oci_config(document, str(args.config))
     if args.rules_file is not None:
-        return rules.parse_rule_text(_read(args.rules_file, "--rules"))
+        return rules.read_rule_text(_read(args.rules_file, "--rules"), str(args.rules_file))
     out = []
     for i, text in enumerate(args.rules):
         out.extend(rules.parse_rule_line(text, f"rule {i + 1}"))
-    return out
+    return rules.RuleList(out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cgdev.core.disasm import disassemble, format_insn
-    from cgdev.core.isa import OPCODE_LD_IMM64
+    from cgdev.core.isa import Opcode
     from cgdev.ops.program_input import read_programs
 
     sources = read_programs(
@@ -35,8 +35,14 @@ def run(args: argparse.Namespace) -> int:
             pc = 0
             while pc < len(source.insns):
                 insn = source.insns[pc]
-                lines.append({"pc": pc, "code": insn.code, "text": format_insn(source.insns, pc)})
-                pc += 2 if insn.code == OPCODE_LD_IMM64 else 1
+                lines.append(
+                    {
+                        "pc": pc,
+                        "code": insn.code,
+                        "text": format_insn(source.insns, pc, blinded=source.blinded),
+                    }
+                )
+                pc += 2 if insn.code == Opcode.LD_IMM64 else 1
             programs.append({**source.to_json(), "unreadable": source.unreadable, "instructions": lines})
         print_json({"programs": programs})
         return 0
@@ -49,5 +55,5 @@ def run(args: argparse.Namespace) -> int:
         if source.unreadable is not None:
             print(f"# unreadable: {source.unreadable}")
             continue
-        sys.stdout.write(disassemble(source.insns))
+        sys.stdout.write(disassemble(source.insns, blinded=source.blinded))
     return 0

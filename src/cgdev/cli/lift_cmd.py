@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cgdev.cli.program_args import add_program_arguments
-from cgdev.core.model import DEV_TYPES, Request
+from cgdev.core.model import Request
 from cgdev.errors import InputError
 from cgdev.present.json_out import print_json
 
@@ -17,27 +17,13 @@ DESCRIPTION = (
     " Exit 0, or 1 when a checked request is denied; 2 bad input; 3 environment."
 )
 
-_ACCESS = {"m": 1, "r": 2, "w": 4, "rw": 6, "wr": 6}
-
 
 def parse_request(text: str) -> Request:
-    """``'c 195:255 rw'`` -> Request; errors name the field and the value."""
-    parts = text.split()
-    if len(parts) != 3:
-        raise InputError(f"--check {text!r}: expected 'TYPE MAJOR:MINOR ACCESS', e.g. 'c 195:255 rw'")
-    dev_type, numbers, access = parts
-    if dev_type not in DEV_TYPES:
-        raise InputError(f"--check {text!r}: type {dev_type!r} is not b or c")
-    major_text, sep, minor_text = numbers.partition(":")
-    if not sep or not major_text.isdigit() or not minor_text.isdigit():
-        raise InputError(f"--check {text!r}: device {numbers!r} is not MAJOR:MINOR in numbers")
-    major, minor = int(major_text), int(minor_text)
-    for field, value in (("major", major), ("minor", minor)):
-        if value > 0xFFFF_FFFF:
-            raise InputError(f"--check {text!r}: {field} {value} does not fit 32 bits")
-    if access not in _ACCESS:
-        raise InputError(f"--check {text!r}: access {access!r} is not one of m, r, w, rw")
-    return Request(dev_type, major, minor, _ACCESS[access])
+    """``'c 195:255 rw'`` -> Request (``Request.parse``, named as the flag)."""
+    try:
+        return Request.parse(text)
+    except InputError as err:
+        raise InputError(err.why, field="check", value=text) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

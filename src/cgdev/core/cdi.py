@@ -493,10 +493,7 @@ class CdiResolution(msgspec.Struct, frozen=True, rename="camel"):
 
     def rules(self) -> list[Rule]:
         """The cgroup rules as cgdev's model (``none`` is an allow of no access)."""
-        return [
-            Rule(True, r.type, r.major, r.minor, access_bits(r.access))  # type: ignore[arg-type]
-            for r in self.device_rules
-        ]
+        return [Rule(True, r.type, r.major, r.minor, access_bits(r.access)) for r in self.device_rules]
 
 
 def access_bits(permissions: str) -> int:

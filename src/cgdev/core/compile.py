@@ -550,8 +550,9 @@ def _reachable(blocks: dict[str, Block], succs: dict[str, list[str]], entry: str
         if name not in seen:
             seen.add(name)
             stack.extend(succs[name])
-            if blocks[name].next is not None:
-                stack.append(blocks[name].next)
+            nxt = blocks[name].next
+            if nxt is not None:
+                stack.append(nxt)
     return seen
 
 
@@ -562,7 +563,7 @@ def _compile_with(policy: Policy, pretest: PreTest | None) -> list[tuple[Insn, .
     graph = _Graph()
     root = _build_graph(policy, pretest, graph)
     if isinstance(graph.nodes[root], Exit):
-        verdict = graph.nodes[root].verdict  # type: ignore[union-attr]
+        verdict = graph.nodes[root].verdict  # type: ignore[union-attr]  # isinstance above: an Exit
         return [(alu32("mov", 0, imm=verdict), exit_())]
     emitter = _Emitter(graph)
     emitter.emit_all(root)

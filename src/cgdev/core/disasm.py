@@ -12,58 +12,55 @@ import re
 from collections.abc import Sequence
 
 from cgdev.core.isa import (
-    ALU_NAMES,
-    CLASS_ALU,
-    CLASS_ALU64,
-    CLASS_JMP,
-    CLASS_JMP32,
-    CLASS_LDX,
-    CLASS_ST,
-    CLASS_STX,
-    JMP_NAMES,
-    JMP_OPS,
-    MODE_MEM,
-    OPCODE_LD_IMM64,
-    SIZE_BYTES,
+    BPF_REG_AX,
+    MAX_REG,
     SIZES,
+    U32,
+    AluOp,
+    Cls,
     Insn,
+    JmpOp,
+    Mode,
+    Opcode,
+    Size,
     imm64,
+    s32,
+    slot_problem,
 )
 from cgdev.errors import ProgramError
 
-_ALU_SYMBOL = {
-    "add": "+=", "sub": "-=", "mul": "*=", "div": "/=", "or": "|=", "and": "&=", "lsh": "<<=",
-    "rsh": ">>=", "mod": "%=", "xor": "^=", "mov": "=", "arsh": "s>>=",
+_ALU_SYMBOL: dict[AluOp | None, str] = {
+    AluOp.ADD: "+=", AluOp.SUB: "-=", AluOp.MUL: "*=", AluOp.DIV: "/=", AluOp.OR: "|=",
+    AluOp.AND: "&=", AluOp.LSH: "<<=", AluOp.RSH: ">>=", AluOp.MOD: "%=", AluOp.XOR: "^=",
+    AluOp.MOV: "=", AluOp.ARSH: "s>>=",
 }  # fmt: skip
-_JMP_SYMBOL = {
-    "jeq": "==", "jgt": ">", "jge": ">=", "jlt": "<", "jle": "<=", "jset": "&", "jne": "!=",
-    "jsgt": "s>", "jsge": "s>=", "jslt": "s<", "jsle": "s<=",
+_JMP_SYMBOL: dict[JmpOp | None, str] = {
+    JmpOp.JEQ: "==", JmpOp.JGT: ">", JmpOp.JGE: ">=", JmpOp.JLT: "<", JmpOp.JLE: "<=",
+    JmpOp.JSET: "&", JmpOp.JNE: "!=", JmpOp.JSGT: "s>", JmpOp.JSGE: "s>=", JmpOp.JSLT: "s<",
+    JmpOp.JSLE: "s<=",
 }  # fmt: skip
-_SIZE_NAME = {size: f"u{8 * nbytes}" for size, nbytes in SIZE_BYTES.items()}
-MODE_MEMSX = 0x80
+_SIZE_NAME = {size: f"u{8 * size.nbytes}" for size in Size}
 
 
 def _hex_u32(imm: int) -> str:
-    return f"0x{imm & 0xFFFF_FFFF:x}"
+    return f"0x{imm & U32:x}"
 
 
 def _alu(insn: Insn) -> str:
-    reg = "w" if insn.cls == CLASS_ALU else "r"
-    name = ALU_NAMES.get(insn.op, "")
-    if name == "neg":
+    reg = "w" if insn.cls is Cls.ALU else "r"
+    op = insn.alu_op
+    if op is AluOp.NEG:
         return f"{reg}{insn.dst} = -{reg}{insn.dst}"
-    if name == "end":
-        order = "be" if insn.uses_reg_source and insn.cls == CLASS_ALU else "le"
-        if insn.cls == CLASS_ALU64:
+    if op is AluOp.END:
+        order = "be" if insn.uses_reg_source and insn.cls is Cls.ALU else "le"
+        if insn.cls is Cls.ALU64:
             order = "bswap"
         return f"{reg}{insn.dst} = {order}{insn.imm} {reg}{insn.dst}"
-    if name not in _ALU_SYMBOL:
-        return f"BUG_alu_{insn.code:02x}"
-    symbol = _ALU_SYMBOL[name]
-    if name in ("div", "mod") and insn.off == 1:
+    symbol = _ALU_SYMBOL[op]  # check() admitted only known operations
+    if op in (AluOp.DIV, AluOp.MOD) and insn.off == 1:
         symbol = "s" + symbol
     if insn.uses_reg_source:
-        if name == "mov" and insn.off in (8, 16, 32):
+        if op is AluOp.MOV and insn.off in (8, 16, 32):
             return f"{reg}{insn.dst} = (s{insn.off}){reg}{insn.src}"
         return f"{reg}{insn.dst} {symbol} {reg}{insn.src}"
     return f"{reg}{insn.dst} {symbol} {insn.imm}"
@@ -71,42 +68,46 @@ def _alu(insn: Insn) -> str:
 
 def _jmp(insns: Sequence[Insn], pc: int) -> str:
     insn = insns[pc]
-    name = JMP_NAMES.get(insn.op, "")
-    if insn.code == CLASS_JMP | JMP_OPS["ja"]:
+    op = insn.jmp_op
+    if insn.code == Opcode.JA:
         return f"goto pc{insn.off:+d}"
-    if insn.code == CLASS_JMP32 | JMP_OPS["ja"]:
+    if insn.code == Opcode.GOTOL:
         return f"gotol pc{insn.imm:+d}"
-    if name == "exit" and insn.cls == CLASS_JMP:
+    if op is JmpOp.EXIT:
         return "exit"
-    if name == "call" and insn.cls == CLASS_JMP:
+    if op is JmpOp.CALL:
         if insn.src == 1:
             return f"call pc{insn.imm:+d}"
         return f"call #{insn.imm}"
-    if name not in _JMP_SYMBOL:
-        return f"BUG_jmp_{insn.code:02x}"
-    reg = "w" if insn.cls == CLASS_JMP32 else "r"
+    reg = "w" if insn.cls is Cls.JMP32 else "r"
     right = f"{reg}{insn.src}" if insn.uses_reg_source else _hex_u32(insn.imm)
-    return f"if {reg}{insn.dst} {_JMP_SYMBOL[name]} {right} goto pc{insn.off:+d}"
+    return f"if {reg}{insn.dst} {_JMP_SYMBOL[op]} {right} goto pc{insn.off:+d}"
 
 
 def _memory(insn: Insn) -> str:
     size = _SIZE_NAME[insn.size]
-    where = f"(r{insn.src if insn.cls == CLASS_LDX else insn.dst} {insn.off:+d})"
-    if insn.cls == CLASS_LDX and insn.mode in (MODE_MEM, MODE_MEMSX):
-        kind = size if insn.mode == MODE_MEM else "s" + size[1:]
+    where = f"(r{insn.src if insn.cls is Cls.LDX else insn.dst} {insn.off:+d})"
+    if insn.cls is Cls.LDX:
+        kind = size if insn.mode == Mode.MEM else "s" + size[1:]
         return f"r{insn.dst} = *({kind} *){where}"
-    if insn.cls == CLASS_ST and insn.mode == MODE_MEM:
+    if insn.cls is Cls.ST:
         return f"*({size} *){where} = {insn.imm}"
-    if insn.cls == CLASS_STX and insn.mode == MODE_MEM:
-        return f"*({size} *){where} = r{insn.src}"
-    return f"BUG_mem_{insn.code:02x}"
+    return f"*({size} *){where} = r{insn.src}"
 
 
-def format_insn(insns: Sequence[Insn], pc: int) -> str:
-    """One line without the ``N:`` prefix, e.g. ``(55) if r2 != 0x2 goto pc+4``."""
+def format_insn(insns: Sequence[Insn], pc: int, *, blinded: bool = False) -> str:
+    """One line without the ``N:`` prefix, e.g. ``(55) if r2 != 0x2 goto pc+4``.
+
+    A slot that is no instruction of a device program (an unknown opcode, a register past r10,
+    or r11 in a dump that was not blinded) is a ``ProgramError``: a listing of garbage would read
+    as a program.
+    """
     insn = insns[pc]
+    problem = slot_problem(insn, BPF_REG_AX if blinded else MAX_REG)
+    if problem is not None:
+        raise ProgramError(f"not a device program: instruction {pc}: {problem}")
     cls = insn.cls
-    if insn.code == OPCODE_LD_IMM64:
+    if insn.code == Opcode.LD_IMM64:
         if insn.src == 0 and pc + 1 < len(insns):
             body = f"r{insn.dst} = 0x{imm64(insns, pc):x}"
         elif insn.src in (1, 5):  # BPF_PSEUDO_MAP_FD / _IDX
@@ -115,24 +116,22 @@ def format_insn(insns: Sequence[Insn], pc: int) -> str:
             body = f"r{insn.dst} = map[id:{insn.imm}][0]+{insns[pc + 1].imm if pc + 1 < len(insns) else 0}"
         else:
             body = f"r{insn.dst} = pseudo{insn.src}[{insn.imm}]"
-    elif cls in (CLASS_ALU, CLASS_ALU64):
+    elif cls is Cls.ALU or cls is Cls.ALU64:
         body = _alu(insn)
-    elif cls in (CLASS_JMP, CLASS_JMP32):
+    elif cls is Cls.JMP or cls is Cls.JMP32:
         body = _jmp(insns, pc)
-    elif cls in (CLASS_LDX, CLASS_ST, CLASS_STX) and insn.size in _SIZE_NAME:
+    else:  # LDX, ST, STX: slot_problem admitted no other class
         body = _memory(insn)
-    else:
-        body = f"BUG_{insn.code:02x}"
     return f"({insn.code:02x}) {body}"
 
 
-def disassemble(insns: Sequence[Insn]) -> str:
+def disassemble(insns: Sequence[Insn], *, blinded: bool = False) -> str:
     """The whole listing; the second slot of an ``LD_IMM64`` is skipped, as bpftool does."""
     lines = []
     pc = 0
     while pc < len(insns):
-        lines.append(f"{pc:4d}: {format_insn(insns, pc)}")
-        pc += 2 if insns[pc].code == OPCODE_LD_IMM64 else 1
+        lines.append(f"{pc:4d}: {format_insn(insns, pc, blinded=blinded)}")
+        pc += 2 if insns[pc].code == Opcode.LD_IMM64 else 1
     return "\n".join(lines) + "\n"
 
 
@@ -154,8 +153,8 @@ _PSEUDO_RE = re.compile(r"^r(\d+) = pseudo(\d+)\[(-?\d+)\]$")
 
 
 def _s32(value: int) -> int:
-    value &= 0xFFFF_FFFF
-    return value - (1 << 32) if value & 0x8000_0000 else value
+    """A number read from text as the slot stores it (wrapping, as the printer masked it)."""
+    return s32(value & U32)
 
 
 def _parse_body(code: int, body: str, where: str) -> list[Insn]:
@@ -165,7 +164,7 @@ def _parse_body(code: int, body: str, where: str) -> list[Insn]:
     def bad() -> ProgramError:
         return ProgramError(f"{where}: cannot read instruction ({code:02x}) {body!r}")
 
-    if code == OPCODE_LD_IMM64:
+    if code == Opcode.LD_IMM64:
         if m := _IMM64_RE.match(body):
             value = int(m[2], 16)
             return [Insn(code, int(m[1]), 0, 0, _s32(value)), Insn(0, 0, 0, 0, _s32(value >> 32))]
@@ -176,13 +175,13 @@ def _parse_body(code: int, body: str, where: str) -> list[Insn]:
         if m := _PSEUDO_RE.match(body):
             return [Insn(code, int(m[1]), int(m[2]), 0, _s32(int(m[3]))), Insn(0)]
         raise bad()
-    if cls in (CLASS_ALU, CLASS_ALU64):
+    if cls in (Cls.ALU, Cls.ALU64):
         if m := _NEG_RE.match(body):
             return [Insn(code, int(m[1]))]
         if m := _END_RE.match(body):
             return [Insn(code, int(m[1]), 0, 0, int(m[2]))]
         m = _ALU_RE.match(body)
-        expected = _ALU_SYMBOL.get(ALU_NAMES.get(code & 0xF0, ""), "")
+        expected = _ALU_SYMBOL.get(Insn(code).alu_op, "")
         if m and m[2] in (expected, "s" + expected):
             if m[4] is not None:
                 off = int(m[3]) if m[3] else 0
@@ -192,32 +191,32 @@ def _parse_body(code: int, body: str, where: str) -> list[Insn]:
             off = 1 if m[2] in ("s/=", "s%=") else 0
             return [Insn(code, int(m[1]), 0, off, _s32(int(m[5])))]
         raise bad()
-    if cls == CLASS_LDX:
+    if cls == Cls.LDX:
         if m := _LOAD_RE.match(body):
             return [Insn(code, int(m[1]), int(m[3]), int(m[4]), 0)]
         raise bad()
-    if cls in (CLASS_ST, CLASS_STX):
+    if cls in (Cls.ST, Cls.STX):
         if m := _STORE_RE.match(body):
             if m[3] is not None:
                 return [Insn(code, int(m[1]), int(m[3]), int(m[2]), 0)]
             return [Insn(code, int(m[1]), 0, int(m[2]), _s32(int(m[4])))]
         raise bad()
-    if cls in (CLASS_JMP, CLASS_JMP32):
-        op = code & 0xF0
-        if op == JMP_OPS["exit"] and body == "exit":
+    if cls in (Cls.JMP, Cls.JMP32):
+        op = Insn(code).jmp_op
+        if op is JmpOp.EXIT and body == "exit":
             return [Insn(code)]
-        if op == JMP_OPS["ja"]:
+        if op is JmpOp.JA:
             if m := _GOTO_RE.match(body):
                 off = int(m[1])
-                return [Insn(code, 0, 0, 0, off) if cls == CLASS_JMP32 else Insn(code, 0, 0, off, 0)]
+                return [Insn(code, 0, 0, 0, off) if cls == Cls.JMP32 else Insn(code, 0, 0, off, 0)]
             raise bad()
-        if op == JMP_OPS["call"]:
+        if op is JmpOp.CALL:
             if m := _CALL_RE.match(body):
                 if m[1] is not None:
                     return [Insn(code, 0, 1, 0, int(m[1]))]
                 return [Insn(code, 0, 0, 0, int(m[2]) if m[2] is not None else 0)]
             raise bad()
-        if (m := _COND_RE.match(body)) and _JMP_SYMBOL.get(JMP_NAMES.get(op, "")) == m[0].split()[2]:
+        if (m := _COND_RE.match(body)) and _JMP_SYMBOL.get(op) == m[0].split()[2]:
             off = int(m[4])
             if m[2] is not None:
                 return [Insn(code, int(m[1]), int(m[2]), off, 0)]

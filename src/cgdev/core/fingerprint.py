@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from cgdev.core.isa import OPCODE_EXIT, Insn, alu32, ldx
+from cgdev.core.isa import Insn, Opcode, alu32, ldx
 
 # w6 = ctx->access_type: no known runtime loads a context field into r6 (they use r2..r5).
 FINGERPRINT_FIRST: Final = ldx("w", 6, 1, 0)
@@ -27,5 +27,5 @@ def is_cgdev_program(insns: Sequence[Insn]) -> bool:
         and insns[0].code == _MOV32_IMM
         and insns[0].dst == 0
         and insns[0].imm in (0, 1)
-        and insns[1].code == OPCODE_EXIT
+        and insns[1].code == Opcode.EXIT
     )

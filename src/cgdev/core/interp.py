@@ -15,26 +15,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from cgdev.core.arith import alu, byteswap, compare, to_signed
 from cgdev.core.isa import (
-    ALU_NAMES,
-    CLASS_ALU,
-    CLASS_ALU64,
-    CLASS_JMP,
-    CLASS_JMP32,
-    CLASS_LD,
-    CLASS_LDX,
-    CLASS_ST,
-    CLASS_STX,
+    BPF_REG_AX,
     CTX_SIZE,
-    JMP_NAMES,
-    JMP_OPS,
     MAX_REG,
-    MODE_MEM,
-    OPCODE_LD_IMM64,
-    SIZE_BYTES,
+    U32,
+    U64,
+    AluOp,
+    Cls,
     Insn,
+    JmpOp,
+    Mode,
+    Opcode,
     imm64,
     jump_target,
+    slot_problem,
 )
 from cgdev.core.model import KERNEL_TYPE, Request
 from cgdev.errors import ProgramError
@@ -42,16 +38,14 @@ from cgdev.errors import ProgramError
 MAX_INSNS: Final = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS: the most a privileged load may hold
 DEFAULT_MAX_STEPS: Final = 1_000_000
 STACK_SIZE: Final = 512
-U64: Final = (1 << 64) - 1
-U32: Final = (1 << 32) - 1
 ACCESS_TYPE_SIZE: Final = 4  # only access_type may be read narrower than 4 bytes
 
 
 class RejectedProgram(ProgramError):
     """The kernel's verifier would not load this program (or would not let this path run)."""
 
-    def __init__(self, pc: int, reason: str) -> None:
-        super().__init__(f"instruction {pc}: {reason}")
+    def __init__(self, pc: int, reason: str, *, prefix: str = "") -> None:
+        super().__init__(f"{prefix}: instruction {pc}: {reason}" if prefix else f"instruction {pc}: {reason}")
         self.pc = pc
         self.reason = reason
 
@@ -79,90 +73,91 @@ def context_bytes(ctx: Context) -> bytes:
 
 # -- static structure --------------------------------------------------------------------------
 
-_ALU_VALID = {op for name, op in ((n, o) for o, n in ALU_NAMES.items()) if name != "end"} | {0xD0}
-_COND_JUMPS = {op for op, name in JMP_NAMES.items() if name not in ("ja", "call", "exit")}
+NOT_A_PROGRAM: Final = "not a device program"
 
 
-def _check_slot(insns: Sequence[Insn], pc: int) -> None:
+def _check_slot(insns: Sequence[Insn], pc: int, max_reg: int) -> None:
     insn = insns[pc]
-    cls, code = insn.cls, insn.code
-    if insn.dst > MAX_REG or insn.src > MAX_REG:
-        raise RejectedProgram(pc, f"invalid register (dst r{insn.dst}, src r{insn.src})")
-    if code == OPCODE_LD_IMM64:
+    problem = slot_problem(insn, max_reg)
+    if problem is not None:
+        raise RejectedProgram(pc, problem)
+    if insn.code == Opcode.LD_IMM64:
         if pc + 1 >= len(insns):
             raise RejectedProgram(pc, "ld_imm64 without its second slot")
         nxt = insns[pc + 1]
         if nxt.code or nxt.dst or nxt.src or nxt.off:
             raise RejectedProgram(pc, "ld_imm64 second slot has reserved fields set")
         return
-    if cls == CLASS_LD:
-        raise RejectedProgram(pc, f"opcode 0x{code:02x} (legacy packet load) is not valid here")
-    if cls in (CLASS_ALU, CLASS_ALU64):
-        if insn.op not in _ALU_VALID:
-            raise RejectedProgram(pc, f"unknown ALU opcode 0x{code:02x}")
-        return
-    if cls in (CLASS_JMP, CLASS_JMP32):
-        name = JMP_NAMES.get(insn.op)
-        if name is None or (cls == CLASS_JMP32 and name in ("call", "exit")):
-            raise RejectedProgram(pc, f"unknown jump opcode 0x{code:02x}")
-        if name in ("call", "exit"):
-            return
+    if insn.is_jump:
         target = jump_target(insns, pc)
+        # the kernel refuses a jump to len(insns) too: nothing runs there
         if not 0 <= target < len(insns):
             raise RejectedProgram(pc, f"jump out of range to {target} (program has {len(insns)})")
-        return
-    if cls in (CLASS_LDX, CLASS_ST, CLASS_STX):
-        if insn.mode != MODE_MEM and not (cls == CLASS_LDX and insn.mode == 0x80):
-            raise RejectedProgram(pc, f"unsupported memory opcode 0x{code:02x}")
-        return
-    raise RejectedProgram(pc, f"unknown opcode 0x{code:02x}")  # pragma: no cover - all classes above
 
 
 def _plain_codes() -> frozenset[int]:
     """Opcodes that need no per-instruction check beyond their registers (the fast path)."""
-    codes = set()
-    for cls in (CLASS_ALU, CLASS_ALU64):
-        for op in _ALU_VALID:
+    codes: set[int] = set()
+    for cls in (Cls.ALU, Cls.ALU64):
+        for op in AluOp:
             codes.update((cls | op, cls | op | 0x08))
-    for size in SIZE_BYTES:
-        codes.update((CLASS_LDX | MODE_MEM | size, CLASS_ST | MODE_MEM | size, CLASS_STX | MODE_MEM | size))
+    for size in (0x00, 0x08, 0x10, 0x18):
+        codes.update((Cls.LDX | Mode.MEM | size, Cls.ST | Mode.MEM | size, Cls.STX | Mode.MEM | size))
     return frozenset(codes)
 
 
 _PLAIN_CODES = _plain_codes()
 _JUMP_CODES = frozenset(
-    cls | op | src for cls in (CLASS_JMP, CLASS_JMP32) for op in _COND_JUMPS for src in (0, 0x08)
-) | {CLASS_JMP | JMP_OPS["ja"], CLASS_JMP32 | JMP_OPS["ja"]}
+    cls | op | src for cls in (Cls.JMP, Cls.JMP32) for op in JmpOp if op.is_conditional for src in (0, 0x08)
+) | {Opcode.JA, Opcode.GOTOL}
+_LAST_CODES = frozenset((Opcode.EXIT, Opcode.JA, Opcode.GOTOL))
+# ja, call and exit spelled with a source register, and call or exit in the JMP32 class
+_BAD_JUMP_CODES = frozenset(
+    code
+    for cls in (Cls.JMP, Cls.JMP32)
+    for op in (JmpOp.JA, JmpOp.CALL, JmpOp.EXIT)
+    for code in (cls | op, cls | op | 0x08)
+    if slot_problem(Insn(code)) is not None
+)
 
 
-def check(insns: Sequence[Insn]) -> None:
+def check(insns: Sequence[Insn], *, blinded: bool = False) -> None:
     """Validate the structure once: sizes, opcodes, registers, jump targets, the last instruction.
 
-    Shared by the interpreter and the lifter so both refuse the same programs with the same words.
+    Shared by the interpreter, the lifter and the disassembler so all refuse the same programs with
+    the same words ("not a device program: instruction N: why").  ``blinded`` admits the
+    verifier's AX register, which only a dump the kernel gave with constants blinded holds.
     """
+    try:
+        _check(insns, BPF_REG_AX if blinded else MAX_REG)
+    except RejectedProgram as err:
+        raise RejectedProgram(err.pc, err.reason, prefix=NOT_A_PROGRAM) from None
+
+
+def _check(insns: Sequence[Insn], max_reg: int) -> None:
     if not insns:
-        raise ProgramError("program: empty")
+        raise ProgramError(f"{NOT_A_PROGRAM}: empty")
     n = len(insns)
     if n > MAX_INSNS:
-        raise ProgramError(f"program: {n} instructions, more than the kernel's {MAX_INSNS}")
+        raise ProgramError(f"{NOT_A_PROGRAM}: {n} instructions, more than the kernel's {MAX_INSNS}")
     seconds: set[int] = set()
     jumps: list[tuple[int, int]] = []
     pc = 0
     while pc < n:
         insn = insns[pc]
         code = insn.code
-        if code in _PLAIN_CODES and insn.dst <= MAX_REG and insn.src <= MAX_REG:
+        if code in _PLAIN_CODES and insn.dst <= max_reg and insn.src <= max_reg:
             pc += 1
             continue
-        if code in _JUMP_CODES and insn.dst <= MAX_REG and insn.src <= MAX_REG:
+        if code in _JUMP_CODES and insn.dst <= max_reg and insn.src <= max_reg:
             target = jump_target(insns, pc)
             if not 0 <= target < n:
                 raise RejectedProgram(pc, f"jump out of range to {target} (program has {n})")
             jumps.append((pc, target))
             pc += 1
             continue
-        _check_slot(insns, pc)
-        if code == OPCODE_LD_IMM64:
+        _check_slot(insns, pc, max_reg)
+        if code == Opcode.LD_IMM64:
             seconds.add(pc + 1)
             pc += 2
         else:
@@ -170,11 +165,7 @@ def check(insns: Sequence[Insn]) -> None:
     for pc, target in jumps:
         if target in seconds:
             raise RejectedProgram(pc, f"jump into the middle of ld_imm64 at {target - 1}")
-    last = insns[-1]
-    if last.code != CLASS_JMP | JMP_OPS["exit"] and last.code not in (
-        CLASS_JMP | JMP_OPS["ja"],
-        CLASS_JMP32 | JMP_OPS["ja"],
-    ):
+    if insns[-1].code not in _LAST_CODES:
         raise RejectedProgram(n - 1, "last instruction is not an exit or jump")
 
 
@@ -185,85 +176,6 @@ def context_access_ok(off: int, size: int) -> bool:
     if off < ACCESS_TYPE_SIZE:
         return size <= ACCESS_TYPE_SIZE
     return size == ACCESS_TYPE_SIZE
-
-
-# -- arithmetic shared with the lifter ---------------------------------------------------------
-
-
-def to_signed(value: int, bits: int) -> int:
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
-
-
-def alu(name: str, dst: int, src: int, bits: int, off: int = 0) -> int | None:
-    """``dst op src`` on ``bits``-wide unsigned values, the kernel's way; None if undefined."""
-    mask = (1 << bits) - 1
-    dst &= mask
-    src &= mask
-    if name == "mov":
-        if off in (8, 16, 32):
-            return to_signed(src, off) & mask
-        return src
-    if name == "add":
-        return (dst + src) & mask
-    if name == "sub":
-        return (dst - src) & mask
-    if name == "mul":
-        return (dst * src) & mask
-    if name == "or":
-        return dst | src
-    if name == "and":
-        return dst & src
-    if name == "xor":
-        return dst ^ src
-    if name == "lsh":
-        return (dst << (src & (bits - 1))) & mask
-    if name == "rsh":
-        return dst >> (src & (bits - 1))
-    if name == "arsh":
-        return (to_signed(dst, bits) >> (src & (bits - 1))) & mask
-    if name == "neg":
-        return -dst & mask
-    if name in ("div", "mod"):
-        if off == 1:  # signed division (cpu v4)
-            if src == 0:
-                return 0 if name == "div" else dst
-            a, b = to_signed(dst, bits), to_signed(src, bits)
-            q = abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1)
-            return (q if name == "div" else a - q * b) & mask
-        if src == 0:
-            return 0 if name == "div" else dst
-        return dst // src if name == "div" else dst % src
-    return None
-
-
-def byteswap(value: int, bits: int, to_big: bool) -> int:
-    value &= (1 << bits) - 1
-    if not to_big:  # little-endian host: to-le is truncation
-        return value
-    return int.from_bytes(value.to_bytes(bits // 8, "little"), "big")
-
-
-def compare(name: str, a: int, b: int, bits: int) -> bool:
-    mask = (1 << bits) - 1
-    a &= mask
-    b &= mask
-    if name == "jeq":
-        return a == b
-    if name == "jne":
-        return a != b
-    if name == "jgt":
-        return a > b
-    if name == "jge":
-        return a >= b
-    if name == "jlt":
-        return a < b
-    if name == "jle":
-        return a <= b
-    if name == "jset":
-        return bool(a & b)
-    sa, sb = to_signed(a, bits), to_signed(b, bits)
-    return {"jsgt": sa > sb, "jsge": sa >= sb, "jslt": sa < sb, "jsle": sa <= sb}[name]
 
 
 # -- the interpreter ---------------------------------------------------------------------------
@@ -287,20 +199,33 @@ def run(
     max_steps: int = DEFAULT_MAX_STEPS,
     *,
     checked: bool = False,
+    blinded: bool = False,
     path: list[tuple[int, bool]] | None = None,
 ) -> Outcome:
     """Run the program on one context; ``checked`` skips ``check`` when the caller did it.
 
+    Even unchecked bytes end in an ``Outcome`` or a ``ProgramError`` (``RejectedProgram``), never
+    another exception: every opcode, register and jump is looked at when it runs.  ``blinded``
+    admits the verifier's AX register (a dump the kernel gave with constants blinded).
     ``path``, when given, receives ``(pc, jumped)`` for every executed instruction (``jumped`` is
     True for a conditional jump that was taken): the lifter uses it to say which rule decided.
     """
     if not checked:
-        check(insns)
+        check(insns, blinded=blinded)
+    max_reg = BPF_REG_AX if blinded else MAX_REG
     context = context_bytes(context_of(ctx))
-    regs: list[int | _Pointer | None] = [None] * (MAX_REG + 1)
+    # 16 slots, one per encodable register: a register past ``max_reg`` then reads as unwritten
+    # and is named invalid where it is used, without a range check on every step
+    regs: list[int | _Pointer | None] = [None] * 16
     regs[1] = _CTX
     regs[10] = _FP
     stack: dict[int, int] = {}  # byte offset (negative) -> byte value
+    # enum members as locals: a class attribute look-up per step would double the run time
+    alu_cls, alu64_cls, jmp_cls, jmp32_cls, ld_cls, ldx_cls, st_cls = (
+        Cls.ALU, Cls.ALU64, Cls.JMP, Cls.JMP32, Cls.LD, Cls.LDX, Cls.ST,
+    )  # fmt: skip
+    mov, end, exit_op, call_op, ja_op = AluOp.MOV, AluOp.END, JmpOp.EXIT, JmpOp.CALL, JmpOp.JA
+    ld_imm64, mem = Opcode.LD_IMM64, Mode.MEM
     pc = 0
     steps = 0
     n = len(insns)
@@ -318,6 +243,8 @@ def run(
         def read(reg: int, pc: int = pc) -> int | _Pointer:
             value = regs[reg]
             if value is None:
+                if reg > max_reg:
+                    raise RejectedProgram(pc, f"invalid register r{reg}")
                 raise RejectedProgram(pc, f"r{reg} is read before it is written")
             return value
 
@@ -328,27 +255,32 @@ def run(
             return value
 
         def write(reg: int, value: int | _Pointer | None, pc: int = pc) -> None:
-            if reg == 10:
-                raise RejectedProgram(pc, "r10 (frame pointer) is read-only")
+            if reg >= 10:
+                if reg > max_reg:
+                    raise RejectedProgram(pc, f"invalid register r{reg}")
+                if reg == 10:
+                    raise RejectedProgram(pc, "r10 (frame pointer) is read-only")
             regs[reg] = value
 
-        if insn.code == OPCODE_LD_IMM64:
+        if insn.code == ld_imm64:
             if insn.src != 0:
                 raise RejectedProgram(pc, f"ld_imm64 with pseudo source {insn.src} (map reference)")
             write(insn.dst, imm64(insns, pc))
             pc += 2
             continue
-        if cls in (CLASS_ALU, CLASS_ALU64):
-            bits = 64 if cls == CLASS_ALU64 else 32
-            name = ALU_NAMES[insn.op]
-            if name == "mov" and insn.uses_reg_source and insn.off == 0 and cls == CLASS_ALU64:
+        if cls is alu_cls or cls is alu64_cls:
+            bits = 64 if cls is alu64_cls else 32
+            op = insn.alu_op
+            if op is None:
+                raise RejectedProgram(pc, f"unknown ALU opcode 0x{insn.code:02x}")
+            if op is mov and insn.uses_reg_source and insn.off == 0 and cls is alu64_cls:
                 write(insn.dst, read(insn.src))  # a pointer may be copied
                 pc += 1
                 continue
-            if name == "end":
+            if op is end:
                 if insn.imm not in (16, 32, 64):
                     raise RejectedProgram(pc, f"invalid byte swap width {insn.imm}")
-                to_big = bool(insn.uses_reg_source) or cls == CLASS_ALU64
+                to_big = bool(insn.uses_reg_source) or cls is alu64_cls
                 write(insn.dst, byteswap(scalar(insn.dst), insn.imm, to_big))
                 pc += 1
                 continue
@@ -356,48 +288,54 @@ def run(
                 src = scalar(insn.src)
             else:
                 src = insn.imm & U64 if bits == 64 else insn.imm & U32
-                if name in ("lsh", "rsh", "arsh") and not 0 <= insn.imm < bits:
+                if op in (AluOp.LSH, AluOp.RSH, AluOp.ARSH) and not 0 <= insn.imm < bits:
                     raise RejectedProgram(pc, f"invalid shift by {insn.imm}")
-            dst = 0 if name == "mov" else scalar(insn.dst)
-            result = alu(name, dst, src, bits, insn.off)
-            if result is None:  # pragma: no cover - check() filters opcodes
-                raise RejectedProgram(pc, f"unsupported ALU op {name}")
+            dst = 0 if op is mov else scalar(insn.dst)
+            result = alu(op.mnemonic, dst, src, bits, insn.off)
+            if result is None:  # pragma: no cover - every AluOp but END (above) is computed
+                raise RejectedProgram(pc, f"unsupported ALU op {op.mnemonic}")
             write(insn.dst, result)
             pc += 1
             continue
-        if cls in (CLASS_JMP, CLASS_JMP32):
-            name = JMP_NAMES[insn.op]
-            if name == "exit":
+        if cls is jmp_cls or cls is jmp32_cls:
+            jop = insn.jmp_op
+            if jop is None or insn.code in _BAD_JUMP_CODES:
+                raise RejectedProgram(pc, f"unknown jump opcode 0x{insn.code:02x}")
+            if jop is exit_op:
                 value = read(0)
                 if isinstance(value, _Pointer):
                     raise RejectedProgram(pc, "r0 holds a pointer at exit")
                 if value not in (0, 1):
                     raise RejectedProgram(pc, f"r0 = {value} at exit; a device program returns 0 or 1")
                 return Outcome(value, steps)
-            if name == "call":
+            if jop is call_op:
                 raise RejectedProgram(pc, f"call #{insn.imm}: helper calls are not modelled")
-            if name == "ja":
-                pc = jump_target(insns, pc)
+            if jop is ja_op:
+                pc = _target(insns, pc)
                 continue
-            bits = 32 if cls == CLASS_JMP32 else 64
+            bits = 32 if cls is jmp32_cls else 64
             left = scalar(insn.dst)
             right = scalar(insn.src) if insn.uses_reg_source else insn.imm & U64
-            if compare(name, left, right, bits):
+            if compare(jop.mnemonic, left, right, bits):
                 if path is not None:
                     path[-1] = (pc, True)
-                pc = jump_target(insns, pc)
+                pc = _target(insns, pc)
             else:
                 pc += 1
             continue
-        # memory
-        size = SIZE_BYTES[insn.size]
-        if cls == CLASS_LDX:
+        if cls is ld_cls:
+            raise RejectedProgram(pc, f"opcode 0x{insn.code:02x} (legacy packet load) is not valid here")
+        # memory: LDX, ST, STX
+        size = insn.size.nbytes
+        if insn.mode != mem and not (cls is ldx_cls and insn.mode == Mode.MEMSX):
+            raise RejectedProgram(pc, f"unsupported memory opcode 0x{insn.code:02x}")
+        if cls is ldx_cls:
             base = read(insn.src)
             if not isinstance(base, _Pointer):
                 raise RejectedProgram(pc, f"load through r{insn.src}, which is not a pointer")
             off = base.offset + insn.off
             if base.region == "ctx":
-                if insn.mode != MODE_MEM:
+                if insn.mode != mem:
                     raise RejectedProgram(pc, "sign-extending load from the context")
                 if base.offset:
                     raise RejectedProgram(pc, "load through a modified context pointer")
@@ -406,7 +344,7 @@ def run(
                 value = int.from_bytes(context[off : off + size], "little")
             else:
                 value = _stack_read(stack, off, size, pc)
-                if insn.mode != MODE_MEM:
+                if insn.mode != mem:
                     value = to_signed(value, 8 * size) & U64
             write(insn.dst, value)
             pc += 1
@@ -415,11 +353,19 @@ def run(
         base = read(insn.dst)
         if not isinstance(base, _Pointer) or base.region != "stack":
             raise RejectedProgram(pc, "store outside the stack (the context is read-only)")
-        value = insn.imm & U64 if cls == CLASS_ST else read(insn.src)
+        value = insn.imm & U64 if cls is st_cls else read(insn.src)
         if isinstance(value, _Pointer):
             raise RejectedProgram(pc, "spilling a pointer to the stack is not modelled")
         _stack_write(stack, base.offset + insn.off, size, value, pc)
         pc += 1
+
+
+def _target(insns: Sequence[Insn], pc: int) -> int:
+    """Where the jump at ``pc`` goes, refused when outside the program (one past the end too)."""
+    target = jump_target(insns, pc)
+    if not 0 <= target < len(insns):
+        raise RejectedProgram(pc, f"jump out of range to {target} (program has {len(insns)})")
+    return target
 
 
 def _stack_bounds(off: int, size: int, pc: int) -> None:

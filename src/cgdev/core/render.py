@@ -30,6 +30,7 @@ from cgdev.core.model import (
     REQUEST_MASKS,
     U32_MAX,
     Rule,
+    access_to_str,
     maskset_for_bits,
 )
 from cgdev.core.policy import MinorMap, Policy, StepFn
@@ -55,7 +56,7 @@ class Rendered:
 def bits_within(maskset: int) -> int:
     """The largest access bits whose requests all lie in ``maskset`` (``r`` wins over ``w`` when
     ``r`` and ``w`` are allowed separately but ``rw`` is not)."""
-    bits = sum(b for b in (ACC_M, ACC_R, ACC_W) if maskset >> b & 1)
+    bits = sum(int(b) for b in (ACC_M, ACC_R, ACC_W) if maskset >> b & 1)
     if bits & (ACC_R | ACC_W) == ACC_R | ACC_W and not maskset >> (ACC_R | ACC_W) & 1:
         bits &= ~ACC_W
     return bits
@@ -111,17 +112,17 @@ def _meet_bits(a: int, b: int) -> int:
 
 def _merge_types(per_type: dict[str, list[tuple[tuple[int, ...], Rule]]]) -> list[Rule]:
     """Order rules by (layer, major, minor, deny first) and fold identical b/c rules into ``a``."""
-    keyed: dict[tuple[Any, ...], set[str]] = {}
+    keyed: dict[tuple[tuple[int, ...], bool, int | None, int | None, int], set[str]] = {}
     for t, items in per_type.items():
         for layer_key, rule in items:
-            key = (*layer_key, rule.allow, rule.major, rule.minor, rule.access)
+            key = (layer_key, rule.allow, rule.major, rule.minor, rule.access)
             keyed.setdefault(key, set()).add(t)
     out: list[tuple[tuple[Any, ...], Rule]] = []
     for key, types in keyed.items():
-        *layer_key, allow, major, minor, access = key
+        layer, allow, major, minor, access = key
         for t in ("a",) if types == {"b", "c"} else sorted(types):
-            sort_key = (*layer_key, allow, t)
-            out.append((sort_key, Rule(allow, t, major, minor, access)))  # type: ignore[arg-type]
+            sort_key = (*layer, allow, t)
+            out.append((sort_key, Rule(allow, t, major, minor, access)))
     out.sort(key=lambda item: item[0])
     return [rule for _, rule in out]
 
@@ -130,7 +131,7 @@ def _describe(t: str, mlo: int, mhi: int, nlo: int, nhi: int) -> str:
     def span(lo: int, hi: int) -> str:
         if lo == hi:
             return str(lo)
-        return "*" if (lo, hi) == (0, 0xFFFF_FFFF) else f"{lo}-{hi}"
+        return "*" if (lo, hi) == (0, U32_MAX) else f"{lo}-{hi}"
 
     return f"{t} {span(mlo, mhi)}:{span(nlo, nhi)}"
 
@@ -154,7 +155,7 @@ def _loss_warnings(policy: Policy, rendered: Policy, syntax: str) -> list[str]:
 
 
 def _mask_name(q: int) -> str:
-    return {ACC_M: "m", ACC_R: "r", ACC_W: "w", ACC_R | ACC_W: "rw"}[q]
+    return access_to_str(q)  # a request mask: m, r, w or rw
 
 
 # -- ordered (OCI) ----------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ def _ordered_type(policy: Policy, t: str) -> list[tuple[tuple[int, ...], Rule]]:
         for n in sorted(m_points.keys() | level1.keys()):
             state = _step(_step(generic, level1.get(n)), level2)
             out += _emit((3,), major, n, _correction(state, bits_within(minors.at(n))))
-    return [(layer, Rule(r.allow, t, r.major, r.minor, r.access)) for layer, r in out]  # type: ignore[arg-type]
+    return [(layer, Rule(r.allow, t, r.major, r.minor, r.access)) for layer, r in out]
 
 
 def to_rules(policy: Policy) -> Rendered:
@@ -304,7 +305,7 @@ def _exceptions(policy: Policy, syntax: _Monotone, invert: bool, allow: bool) ->
     out: list[Rule] = []
     for t in DEV_TYPES:
         for r in _monotone_type(_target_map(policy, t, invert), syntax):
-            out.append(Rule(allow, t, r.major, r.minor, r.access))  # type: ignore[arg-type]
+            out.append(Rule(allow, t, r.major, r.minor, r.access))
     return out
 
 
@@ -353,7 +354,6 @@ class SystemdRendering:
 
 def to_systemd(policy: Policy) -> SystemdRendering:
     """DevicePolicy= and DeviceAllow= for ``policy``: allow-only, no ``*:N``, majors < 4096."""
-    from cgdev.core.model import access_to_str
 
     if policy == Policy.allow_all():
         return SystemdRendering("auto", (), ())

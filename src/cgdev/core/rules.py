@@ -11,17 +11,29 @@ rules decide what a container may open: a silently misread ``"allow": "false"`` 
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from cgdev.core.model import ACC_ALL, ACC_M, ACC_R, ACC_W, U32_MAX, DevType, Rule, RuleType, access_to_str
+from cgdev.core.model import ACC_ALL, U32_MAX, Access, DevType, Rule, RuleType, access_to_str, parse_u32
 from cgdev.errors import InputError
 
 LookupFn = Callable[[str], "tuple[str, int, int] | None"]
 
-_LETTERS: Final = {"r": ACC_R, "w": ACC_W, "m": ACC_M}
 _RULE_TYPES: Final = ("a", "b", "c")
+OCI_DEVICE_KEYS: Final = ("allow", "type", "major", "minor", "access")
+
+
+@dataclass(slots=True)
+class RuleList:
+    """Rules read from a file or document, and what the reader noticed that is legal but likely a
+    mistake (an unknown key, no rules at all): the front end shows the warnings, the core only
+    returns them."""
+
+    rules: list[Rule]
+    warnings: list[str] = field(default_factory=list)
 
 
 def _show(value: object) -> str:
@@ -40,27 +52,26 @@ def parse_access(text: object, field: str) -> int:
     """``"rwm"`` -> 7; empty -> 0 (the caller decides what empty means for its syntax)."""
     if not isinstance(text, str):
         raise InputError(f"{field}: expected a string of r, w, m, got {_show(text)}")
-    mask = 0
-    for ch in text:
-        if ch not in _LETTERS:
-            raise InputError(f'{field} "{text}": letter "{ch}" is not one of r, w, m')
-        mask |= _LETTERS[ch]
-    return mask
+    try:
+        return int(Access.parse(text, field))
+    except InputError as err:
+        raise InputError(f'{field} "{text}": {err.why}') from None
 
 
 def parse_type(text: object, field: str) -> RuleType:
     if not isinstance(text, str) or text not in _RULE_TYPES:
         raise InputError(f"{field}: type {_show(text)} is not one of a, b, c")
-    return text  # type: ignore[return-value]
+    return RuleType(text)
 
 
 def parse_number(text: str, field: str) -> int | None:
     """A v1/systemd major or minor: ``*`` or a decimal u32."""
     if text == "*":
         return None
-    if not text.isascii() or not text.isdecimal() or int(text) > U32_MAX:
-        raise InputError(f'{field} "{text}": not * or a number 0..{U32_MAX}')
-    return int(text)
+    try:
+        return parse_u32(text, field)
+    except InputError:
+        raise InputError(f'{field} "{text}": not * or a number 0..{U32_MAX}') from None
 
 
 def _json_number(value: object, field: str) -> int | None:
@@ -99,26 +110,55 @@ def parse_oci_device(entry: object, field: str) -> Rule:
 
 
 def parse_oci_devices(entries: object, field: str = "devices") -> list[Rule]:
+    return read_oci_devices(entries, field).rules
+
+
+def unknown_key_warnings(entry: Mapping[Any, Any], known: Sequence[str], field: str) -> list[str]:
+    """One warning per key nobody reads (``"tpye"``), naming the closest known key: a runtime
+    ignores it, so the rule silently means something else (a missing type is ``a``)."""
+    out = []
+    for key in entry:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f' (did you mean "{close[0]}"?)' if close else f" (known: {', '.join(known)})"
+        out.append(f'{field}: unknown key "{key}" is ignored{hint}')
+    return out
+
+
+def read_oci_devices(entries: object, field: str = "devices") -> RuleList:
+    """``linux.resources.devices`` entries, with a warning per unknown key."""
     if not isinstance(entries, list):
         raise InputError(f"{field}: expected a list of device entries, got {_show(entries)}")
-    return [parse_oci_device(entry, f"{field}[{i}]") for i, entry in enumerate(entries)]
+    out = RuleList([])
+    for i, entry in enumerate(entries):
+        out.rules.append(parse_oci_device(entry, f"{field}[{i}]"))
+        assert isinstance(entry, Mapping)  # parse_oci_device refused anything else
+        out.warnings.extend(unknown_key_warnings(entry, OCI_DEVICE_KEYS, f"{field}[{i}]"))
+    return out
 
 
 def parse_oci_config(config: object) -> list[Rule]:
     """``linux.resources.devices`` of a config.json document (absent -> no rules)."""
+    return read_oci_config(config).rules
+
+
+def read_oci_config(config: object, source: str = "config") -> RuleList:
+    """``linux.resources.devices`` of a config.json document; absent is no rules, with a warning
+    (every device is then denied but for what the runtime adds by default)."""
     node: object = config
     path = "config"
-    for key in ("linux", "resources"):
+    for key in ("linux", "resources", "devices"):
         if not isinstance(node, Mapping):
             raise InputError(f"{path}: expected an object, got {_show(node)}")
         node = node.get(key)
         path = key if path == "config" else f"{path}.{key}"
         if node is None:
-            return []
-    if not isinstance(node, Mapping):
-        raise InputError(f"{path}: expected an object, got {_show(node)}")
-    devices = node.get("devices")
-    return [] if devices is None else parse_oci_devices(devices, f"{path}.devices")
+            return RuleList([], [f"{source}: no {path} (no device rules: only the runtime's defaults allow)"])
+    out = read_oci_devices(node, path)
+    if not out.rules:
+        out.warnings.append(f"{source}: {path} is empty (no device rules: only the runtime's defaults allow)")
+    return out
 
 
 def format_oci(rule: Rule) -> dict[str, Any]:
@@ -156,7 +196,7 @@ def parse_v1_line(line: str, field: str) -> Rule:
         raise InputError(f'{field} "{words[1]}": expected MAJOR:MINOR')
     major = parse_number(major_text, f"{field}: major")
     minor = parse_number(minor_text, f"{field}: minor")
-    access = ACC_ALL
+    access = int(ACC_ALL)
     if len(words) == 3:
         access = 0 if words[2] == "none" else parse_access(words[2], f"{field}: access")
     return Rule(allow, dev_type, major, minor, access)
@@ -224,20 +264,20 @@ def parse_device_allow(
             minor = parse_number(minor_text, f"{field}: minor")
             if major is None or minor is None:
                 raise InputError(f'{field} "{path}": a device path needs numbers, not *')
-            return [Rule(True, dev_type, major, minor, access)]  # type: ignore[arg-type]
+            return [Rule(True, dev_type, major, minor, access)]
     for prefix, dev_type in (("char-", "c"), ("block-", "b")):
         if path.startswith(prefix):
             name = path[len(prefix) :]
             if not name:
                 raise InputError(f'{field} "{path}": missing the major, * or driver name')
             if name == "*" or name.isdecimal():
-                return [Rule(True, dev_type, parse_number(name, f"{field}: major"), None, access)]  # type: ignore[arg-type]
+                return [Rule(True, dev_type, parse_number(name, f"{field}: major"), None, access)]
             if proc_devices is None:
                 raise InputError(f'{field} "{path}": resolving a driver name needs /proc/devices')
             majors = _proc_majors(proc_devices, dev_type, name)
             if not majors:
                 raise InputError(f'{field} "{path}": no driver in /proc/devices matches "{name}"')
-            return [Rule(True, dev_type, m, None, access) for m in majors]  # type: ignore[arg-type]
+            return [Rule(True, dev_type, m, None, access) for m in majors]
     if path.startswith("/"):
         if lookup is None:
             raise InputError(f'{field} "{path}": resolving a device path needs a device lookup')
@@ -245,7 +285,7 @@ def parse_device_allow(
         if found is None or found[0] not in ("b", "c"):
             raise InputError(f'{field} "{path}": not a character or block device')
         t, major, minor = found
-        return [Rule(True, t, major, minor, access)]  # type: ignore[arg-type]
+        return [Rule(True, t, major, minor, access)]
     raise InputError(f'{field} "{path}": not a device path, char-NAME or block-NAME')
 
 
@@ -266,18 +306,20 @@ def format_systemd_entry(rule: Rule) -> list[tuple[str, str]]:
 # -- any syntax -----------------------------------------------------------------------------------
 
 
-def _parse_json_text(text: str) -> list[Rule]:
+def _read_json_text(text: str, source: str) -> RuleList:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise InputError(
+            f"{source}:{exc.lineno}: JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     if isinstance(data, list):
-        return parse_oci_devices(data)
+        return read_oci_devices(data)
     if isinstance(data, dict) and "linux" in data:
-        return parse_oci_config(data)
+        return read_oci_config(data, source)
     if isinstance(data, dict) and "devices" in data:
-        return parse_oci_devices(data["devices"])
-    raise InputError(f"JSON: expected a list of device entries or a config.json, got {_show(data)}")
+        return read_oci_devices(data["devices"])
+    raise InputError(f"{source}: JSON: expected a list of device entries or a config.json, got {_show(data)}")
 
 
 def parse_rule_line(
@@ -303,17 +345,32 @@ def parse_rule_line(
 
 
 def parse_rule_text(text: str, lookup: LookupFn | None = None, proc_devices: str | None = None) -> list[Rule]:
+    """The rules of ``read_rule_text`` (its warnings dropped: for callers that wrote the text)."""
+    return read_rule_text(text, "rules", lookup, proc_devices).rules
+
+
+def read_rule_text(
+    text: str, source: str, lookup: LookupFn | None = None, proc_devices: str | None = None
+) -> RuleList:
     """Rules from text in any syntax: a JSON array / config.json, or one rule per line (v1 or
-    systemd; blank lines and ``#`` comments skipped).  Errors name the rule by its line number."""
+    systemd; blank lines and ``#`` comments skipped).  ``source`` names the text (a file name):
+    errors read ``SOURCE:LINE: ...``, as compilers write them."""
     stripped = text.strip()
     if stripped.startswith(("[", "{")):
-        return _parse_json_text(stripped)
+        out = _read_json_text(text, source)
+        if not out.rules and not out.warnings:
+            out.warnings.append(f"{source}: no rules (an empty list denies every device)")
+        return out
     rules: list[Rule] = []
     for number, line in enumerate(text.splitlines(), start=1):
         content = line.split("#", 1)[0].strip()
         if content:
-            rules.extend(parse_rule_line(content, f"rule {number}", lookup, proc_devices))
-    return rules
+            try:
+                rules.extend(parse_rule_line(content, "rule", lookup, proc_devices))
+            except InputError as err:
+                raise type(err)(f"{source}:{number}: {err}") from None
+    warnings = [] if rules else [f"{source}: no rules (an empty list denies every device)"]
+    return RuleList(rules, warnings)
 
 
 def format_rules_v1(rules: Sequence[Rule]) -> str:
@@ -322,6 +379,7 @@ def format_rules_v1(rules: Sequence[Rule]) -> str:
 
 __all__ = [
     "DevType",
+    "RuleList",
     "format_oci",
     "format_rules_v1",
     "format_systemd_entry",
@@ -334,4 +392,8 @@ __all__ = [
     "parse_rule_line",
     "parse_rule_text",
     "parse_v1_line",
+    "read_oci_config",
+    "read_oci_devices",
+    "read_rule_text",
+    "unknown_key_warnings",
 ]

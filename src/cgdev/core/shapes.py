@@ -24,11 +24,14 @@ do; so (like the originals) a rule with a major or minor >= 2^31 never matches.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from cgdev.core.isa import Insn, Item, Jump, Label, alu32, alu64, assemble, exit_, ja, jmp, ldx
 from cgdev.core.model import ACC_ALL, KERNEL_TYPE, Rule
 from cgdev.errors import InputError
+
+if TYPE_CHECKING:  # the systemd model is imported lazily, where a systemd shape is asked for
+    from cgdev.core.semantics.systemd import StatFn
 
 Shape = Literal["runc", "crun", "crun-1.8", "systemd"]
 SHAPES: Final[tuple[Shape, ...]] = ("runc", "crun", "crun-1.8", "systemd")
@@ -50,7 +53,7 @@ PROLOGUE: Final[tuple[Insn, ...]] = (
 
 
 def _jne(reg: int, value: int, target: str | int) -> Jump:
-    return jmp("jne", reg, target, imm=_s32(value))
+    return jmp("jne", reg, target, imm=value)
 
 
 def _access_test(mask: int, target: str | int) -> list[Insn | Jump]:
@@ -133,7 +136,7 @@ def systemd_properties_program(
     device_policy: str,
     device_allow: Sequence[tuple[str, str]],
     proc_devices: str = "",
-    stat: object = None,
+    stat: StatFn | None = None,
 ) -> tuple[Insn, ...]:
     """What systemd 252 attaches for unit properties (DeviceAllow in ``systemctl show`` order).
 
@@ -141,7 +144,7 @@ def systemd_properties_program(
     """
     from cgdev.core.semantics import systemd as sd
 
-    program = sd.systemd_program(device_policy, device_allow, proc_devices, stat)  # type: ignore[arg-type]
+    program = sd.systemd_program(device_policy, device_allow, proc_devices, stat)
     if not program.attached:
         return ()
     entries = [e.as_rule() for e in program.entries]
@@ -171,9 +174,3 @@ def shape_program(spec_rules: Sequence[Rule], shape: str) -> tuple[Insn, ...]:
         props = systemd_properties_of(spec_rules)
         return systemd_properties_program(props.device_policy, list(reversed(props.device_allow)))
     raise InputError(f'shape "{shape}": not one of {", ".join(SHAPES)}')
-
-
-def _s32(value: int) -> int:
-    """The imm the runtimes store: ``(int32_t) value`` (they never range-check it)."""
-    value &= 0xFFFF_FFFF
-    return value - (1 << 32) if value > 0x7FFF_FFFF else value

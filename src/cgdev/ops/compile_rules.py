@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from cgdev.core.isa import Insn
     from cgdev.core.model import Rule
     from cgdev.core.policy import Policy
+    from cgdev.core.rules import RuleList
 
 SEMANTICS: Final = ("ordered", "runc", "crun", "crun-1.8", "systemd", "v1")
 SHAPES: Final = ("cgdev", "runc", "crun", "crun-1.8", "systemd")
@@ -82,12 +83,14 @@ class Compiled:
         }
 
 
-def compile_rules(rule_list: list[Rule], shape: str, semantics: str | None = None, *,
+def compile_rules(read: RuleList, shape: str, semantics: str | None = None, *,
                   verify: bool = False) -> Compiled:  # fmt: skip
-    """The program ``shape`` attaches for ``rule_list``; ``verify`` loads it into the kernel (root)."""
+    """The program ``shape`` attaches for the rules read; ``verify`` loads it into the kernel (root).
+    The warnings are the reader's (unknown keys, no rules at all) and then the reading's."""
     from cgdev.core.isa import encode
     from cgdev.core.semantics import policy_of
 
+    rule_list = list(read.rules)
     reading = semantics_for(shape, semantics)
     policy = policy_of(rule_list, reading)
     if shape == "cgdev":
@@ -99,7 +102,7 @@ def compile_rules(rule_list: list[Rule], shape: str, semantics: str | None = Non
 
         program = shape_program(rule_list, shape)
     raw = encode(program)
-    warnings = semantics_warnings(rule_list, reading, policy)
+    warnings = [*read.warnings, *semantics_warnings(rule_list, reading, policy)]
     if not program:
         warnings.append(f"{shape} attaches no program for these rules (every device is allowed)")
     if verify and program:

@@ -14,14 +14,13 @@ snapshot recorded.
 from __future__ import annotations
 
 import os
-import re
 import stat as stat_mod
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 
-from cgdev.core.model import ACC_M, ACC_R, ACC_W, Request
+from cgdev.core.model import Device, Request, parse_request_access
 from cgdev.errors import InputError, NotFound
 from cgdev.ops.findings import Finding, LayerVerdicts, request_findings
 from cgdev.ops.layers import (
@@ -37,22 +36,9 @@ from cgdev.ops.layers import (
 )
 from cgdev.ops.reload import PredictedLayer, ProgramOrigin, predict_reload, reload_trigger
 
-_NUMERIC_DEVICE: Final = re.compile(r"^\s*([bc])\s+(\d+)\s*:\s*(\d+)\s*$")
-ACCESS_WORDS: Final[dict[str, int]] = {
-    "m": ACC_M,
-    "r": ACC_R,
-    "w": ACC_W,
-    "rw": ACC_R | ACC_W,
-    "wr": ACC_R | ACC_W,
-}
-_U32: Final = 0xFFFF_FFFF
-
 
 def parse_access_request(text: str) -> int:
-    mask = ACCESS_WORDS.get(text.strip())
-    if mask is None:
-        raise InputError("is not one request (m for mknod; r, w or rw for open)", field="access", value=text)
-    return mask
+    return parse_request_access(text, "access")
 
 
 def _node(path: str, *, unreadable_is_absent: bool = False) -> tuple[str, int, int] | None:
@@ -77,15 +63,9 @@ def _node(path: str, *, unreadable_is_absent: bool = False) -> tuple[str, int, i
 
 def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool) -> tuple[Request, str]:
     """The request for ``--device`` and a note saying where the device was found."""
-    numeric = _NUMERIC_DEVICE.match(text)
-    if numeric:
-        major, minor = int(numeric.group(2)), int(numeric.group(3))
-        if major > _U32 or minor > _U32:
-            raise InputError("major and minor must fit in 32 bits", field="device", value=text)
-        return Request(numeric.group(1), major, minor, access), "given"  # type: ignore[arg-type]
-    if not text.startswith("/"):
-        why = "is neither an absolute path nor 'c MAJOR:MINOR' / 'b MAJOR:MINOR'"
-        raise InputError(why, field="device", value=text)
+    numeric = Device.parse_numeric(text, "device")  # one reader of device spellings (core)
+    if numeric is not None and not text.strip().startswith("/"):
+        return Request.of(numeric, access), "given"
     recorded = inspection.devices.get(os.path.normpath(text))
     if recorded is not None:
         return Request(recorded[0], recorded[1], recorded[2], access), "container"
@@ -94,15 +74,12 @@ def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool
         if pid is not None:
             node = _node(f"/proc/{pid}/root{os.path.normpath(text)}", unreadable_is_absent=True)
             if node is not None:
-                return Request(node[0], node[1], node[2], access), "container"  # type: ignore[arg-type]
+                return Request(node[0], node[1], node[2], access), "container"
         node = _node(text)
         if node is not None:
-            return Request(node[0], node[1], node[2], access), "host"  # type: ignore[arg-type]
-    if text.startswith(("/dev/char/", "/dev/block/")):  # systemd's spelling, link or not
-        from cgdev.core.rules import parse_device_allow
-
-        (rule,) = parse_device_allow(os.path.normpath(text), "", "--device")
-        return Request(rule.type, rule.major, rule.minor, access), "given"  # type: ignore[arg-type]
+            return Request(node[0], node[1], node[2], access), "host"
+    if numeric is not None:  # systemd's spelling (/dev/char/M:m), link or not
+        return Request.of(numeric, access), "given"
     where = "in the container or on the host" if live else "in the snapshot's device list"
     raise NotFound(f"no such device node {where} (give it as 'c MAJOR:MINOR')", field="device", value=text)
 

@@ -209,14 +209,14 @@ class LiftCache:
             return ProgramView(record, None, reason)
         hit = self._results.get(record.xlated)
         if hit is None:
-            hit = self._lift(record.xlated)
+            hit = self._lift(record.xlated, record.blinded)
             self._results[record.xlated] = hit
         return ProgramView(record, hit[0], hit[1])
 
-    def _lift(self, raw: bytes) -> tuple[LiftResult | None, str | None]:
+    def _lift(self, raw: bytes, blinded: bool) -> tuple[LiftResult | None, str | None]:
         self.lifted += 1
         try:
-            return lift(decode(raw)), None
+            return lift(decode(raw), blinded=blinded), None
         except CgdevError as err:
             return None, f"not a loadable device program: {err}"
 

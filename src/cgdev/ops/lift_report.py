@@ -80,9 +80,9 @@ def _lift_one(source: ProgramSource, requests: Sequence[Request]) -> ProgramLift
         unreadable = LiftResult((), None, source.unreadable, "unknown")
         return ProgramLift(source, unreadable, None, tuple(Check(r, None) for r in requests))
     try:
-        result = lift(source.insns)
+        result = lift(source.insns, blinded=source.blinded)
     except ProgramError as err:
-        raise InputError(f"{source.label}: {err} (not a device program the kernel would load)") from None
+        raise InputError(f"{source.label}: {err}") from None
     policy_rules = None
     if result.policy is not None and not result.reads_as_rules:
         # The blocks are a tree's leaves (cgdev's own programs) and do not read as a rule list:

@@ -26,6 +26,7 @@ class ProgramSource:
     prog_id: int | None = None
     cgroup: str | None = None
     unreadable: str | None = None
+    blinded: bool = False  # the kernel gave the instructions with constants blinded
 
     def to_json(self) -> dict[str, object]:
         return {"source": self.label, "id": self.prog_id, "name": self.name, "cgroup": self.cgroup}
@@ -48,7 +49,7 @@ def _decode_file(path: str) -> tuple[Insn, ...]:
     try:
         return decode(raw)
     except InputError as err:
-        raise InputError(f"{err} — not a raw device program", field="file", value=path) from None
+        raise InputError(str(err), field="file", value=path) from None
 
 
 def _text_file(path: str) -> tuple[Insn, ...]:
@@ -76,7 +77,7 @@ def _from_fd(fd: object, label: str, cgroup: str | None = None) -> ProgramSource
             cgroup,
             "the kernel withheld the instructions (blinded or restricted: bpf_jit_harden / kptr_restrict)",
         )
-    return ProgramSource(label, decode(info.xlated), info.name, info.id, cgroup)
+    return ProgramSource(label, decode(info.xlated), info.name, info.id, cgroup, blinded=info.blinded)
 
 
 def _by_id(prog_id: int, cgroup: str | None = None) -> ProgramSource:

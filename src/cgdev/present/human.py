@@ -225,6 +225,9 @@ def print_lift(report: LiftReport, cgroup: str | None = None) -> None:
         for rule in prog["rules"]:
             lo, hi = rule["insn_range"]
             print(f"  [{lo:>4}-{hi:<4}] {rule['text']}")
+        for gap in prog.get("gaps", ()):  # instructions no rule above accounts for
+            lo, hi = gap["insn_range"]
+            print(f"  [{lo:>4}-{hi:<4}] ({gap['kind']}: {gap['why']})")
         if "policy_rules" in prog:
             print("  the same policy as rules (later rules override earlier ones):")
             for text in prog["policy_rules"] or ["deny a *:* rwm"]:

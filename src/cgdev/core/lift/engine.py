@@ -11,6 +11,9 @@ length then costs time linear in its length, not quadratic.
 Each terminal state (an ``exit``) yields (contexts, verdict, region, the block that decided).
 Programs the kernel would refuse raise ``RejectedProgram``; constructs this method cannot follow
 exactly raise ``Opaque`` with the reason (never a guess).
+
+Over 400 lines because it is one class whose step functions share the executor's state (pending
+states, memo tables); split, they would pass that state around instead.
 """
 
 from __future__ import annotations
@@ -20,24 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from cgdev.core.interp import RejectedProgram, alu, byteswap, compare, context_access_ok
-from cgdev.core.isa import (
-    ALU_NAMES,
-    CLASS_ALU,
-    CLASS_ALU64,
-    CLASS_JMP,
-    CLASS_JMP32,
-    CLASS_LDX,
-    CLASS_ST,
-    CLASS_STX,
-    JMP_NAMES,
-    MODE_MEM,
-    OPCODE_LD_IMM64,
-    SIZE_BYTES,
-    Insn,
-    imm64,
-    jump_target,
-)
+from cgdev.core.arith import alu, byteswap, compare
+from cgdev.core.interp import RejectedProgram, context_access_ok
+from cgdev.core.isa import U32, AluOp, Cls, Insn, JmpOp, Mode, Opcode, imm64, jump_target
 from cgdev.core.lift.intervals import Inexact
 from cgdev.core.lift.region import Region
 from cgdev.core.lift.symbolic import MAJOR, MINOR, VAR_NAMES, Sym, branch_set, extend, rebase
@@ -49,8 +37,9 @@ CTX_MASKS: Final = tuple(m for _ in (1, 2) for m in REQUEST_MASKS)
 ALL_CONTEXTS: Final = 0xFF
 ACCESS_WORDS: Final = tuple(m << 16 | t for t, m in zip(CTX_TYPES, CTX_MASKS, strict=True))
 MAX_STATES: Final = 2_000_000
-U64: Final = (1 << 64) - 1
-U32: Final = (1 << 32) - 1
+# enum members as module names: the step loop would otherwise pay a class attribute look-up each
+_JMP, _JMP32, _ALU, _ALU64, _LDX = Cls.JMP, Cls.JMP32, Cls.ALU, Cls.ALU64, Cls.LDX
+_LD_IMM64, _EXIT, _JA_OP = Opcode.LD_IMM64, Opcode.EXIT, JmpOp.JA
 _FLIPPED = {
     "jeq": "jeq", "jne": "jne", "jset": "jset", "jgt": "jlt", "jlt": "jgt", "jge": "jle", "jle": "jge",
     "jsgt": "jslt", "jslt": "jsgt", "jsge": "jsle", "jsle": "jsge",
@@ -72,7 +61,8 @@ class Ptr:
     offset: int
 
 
-Value = int | tuple[int, ...] | Sym | Ptr | None
+Known = int | tuple[int, ...] | Sym | Ptr
+Value = Known | None  # None: not written yet
 Provenance = tuple[int, int, int]
 # (block start, block end or -1 while still inside it, contexts passing the block's own tests)
 
@@ -111,28 +101,28 @@ def _uniform(value: int | tuple[int, ...], live: int) -> int | None:
 def _uses_defs(insn: Insn) -> tuple[int, int]:
     """Registers read and written, as bitmasks (for liveness)."""
     cls = insn.cls
-    if insn.code == OPCODE_LD_IMM64:
+    if insn.code == Opcode.LD_IMM64:
         return 0, 1 << insn.dst
-    if cls in (CLASS_ALU, CLASS_ALU64):
-        name = ALU_NAMES.get(insn.op)
-        uses = 0 if name == "mov" else 1 << insn.dst
-        if insn.uses_reg_source and name not in ("neg", "end"):
+    if cls is Cls.ALU or cls is Cls.ALU64:
+        op = insn.alu_op
+        uses = 0 if op is AluOp.MOV else 1 << insn.dst
+        if insn.uses_reg_source and op not in (AluOp.NEG, AluOp.END):
             uses |= 1 << insn.src
         return uses, 1 << insn.dst
-    if cls in (CLASS_JMP, CLASS_JMP32):
-        name = JMP_NAMES.get(insn.op)
-        if name == "exit":
+    if cls is Cls.JMP or cls is Cls.JMP32:
+        jop = insn.jmp_op
+        if jop is JmpOp.EXIT:
             return 1, 0
-        if name == "call":
+        if jop is JmpOp.CALL:
             return 0b111110, 0b111111
-        if name == "ja":
+        if jop is JmpOp.JA:
             return 0, 0
         return (1 << insn.dst) | ((1 << insn.src) if insn.uses_reg_source else 0), 0
-    if cls == CLASS_LDX:
+    if cls is Cls.LDX:
         return 1 << insn.src, 1 << insn.dst
-    if cls == CLASS_ST:
+    if cls is Cls.ST:
         return 1 << insn.dst, 0
-    if cls == CLASS_STX:
+    if cls is Cls.STX:
         return (1 << insn.dst) | (1 << insn.src), 0
     return 0, 0
 
@@ -155,10 +145,10 @@ def analyse(insns: Sequence[Insn]) -> tuple[list[int], set[int]]:
             if target <= pc:
                 raise Opaque(pc, f"back-edge to {target} (a loop)")
             targets.add(target)
-            out = live[target] | (0 if insn.op == 0x00 else live[pc + 1])
-        elif insn.code == OPCODE_LD_IMM64:
+            out = live[target] | (0 if insn.op == _JA_OP else live[pc + 1])
+        elif insn.code == _LD_IMM64:
             out = live[pc + 2]
-        elif insn.cls == CLASS_JMP and insn.op == 0x90:  # exit
+        elif insn.code == _EXIT:
             out = 0
         else:
             out = live[pc + 1]
@@ -249,21 +239,21 @@ class Executor:
         while True:
             insn = insns[pc]
             cls = insn.cls
-            if cls in (CLASS_JMP, CLASS_JMP32):
+            if cls is _JMP or cls is _JMP32:
                 after = self._jump(pc, insn, state)
                 if after is None:
                     return
                 state, regs, pc = after, after.regs, pc + 1
                 continue
-            if insn.code == OPCODE_LD_IMM64:
+            if insn.code == _LD_IMM64:
                 if insn.src != 0:
                     raise Opaque(pc, f"ld_imm64 with pseudo source {insn.src} (a map reference)")
                 self._write(pc, regs, insn.dst, imm64(insns, pc))
                 nxt = pc + 2
-            elif cls in (CLASS_ALU, CLASS_ALU64):
+            elif cls is _ALU or cls is _ALU64:
                 self._alu(pc, insn, regs, state.live)
                 nxt = pc + 1
-            elif cls == CLASS_LDX:
+            elif cls is _LDX:
                 self._load(pc, insn, regs)
                 nxt = pc + 1
             else:
@@ -283,7 +273,7 @@ class Executor:
         regs[reg] = value
 
     @staticmethod
-    def _read(pc: int, regs: list[Value], reg: int) -> Value:
+    def _read(pc: int, regs: list[Value], reg: int) -> Known:
         value = regs[reg]
         if value is None:
             raise RejectedProgram(pc, f"r{reg} is read before it is written")
@@ -291,12 +281,12 @@ class Executor:
 
     def _load(self, pc: int, insn: Insn, regs: list[Value]) -> None:
         base = self._read(pc, regs, insn.src)
-        size = SIZE_BYTES[insn.size]
+        size = insn.size.nbytes
         if not isinstance(base, Ptr):
             raise RejectedProgram(pc, f"load through r{insn.src}, which is not a pointer")
         if base.region == "stack":
             raise Opaque(pc, "stack traffic (stores and reloads) is not followed")
-        if insn.mode != MODE_MEM:
+        if insn.mode != Mode.MEM:
             raise RejectedProgram(pc, "sign-extending load from the context")
         if base.offset:
             raise RejectedProgram(pc, "load through a modified context pointer")
@@ -311,20 +301,25 @@ class Executor:
         self._write(pc, regs, insn.dst, value)
 
     def _alu(self, pc: int, insn: Insn, regs: list[Value], live: int) -> None:
-        name = ALU_NAMES[insn.op]
-        bits = 64 if insn.cls == CLASS_ALU64 else 32
+        op = insn.alu_op
+        if op is None:  # pragma: no cover - check() admitted only known operations
+            raise RejectedProgram(pc, f"unknown ALU opcode 0x{insn.code:02x}")
+        name = op.mnemonic
+        bits = 64 if insn.cls is _ALU64 else 32
         mask = (1 << bits) - 1
         if insn.uses_reg_source and name not in ("neg", "end"):
-            src: Value = self._read(pc, regs, insn.src)
+            src: Known = self._read(pc, regs, insn.src)
         else:
             src = insn.imm & mask
             if name in ("lsh", "rsh", "arsh") and not 0 <= insn.imm < bits:
                 raise RejectedProgram(pc, f"invalid shift by {insn.imm}")
-        if name == "mov" and insn.off == 0 and (bits == 64 or not isinstance(src, (Sym, Ptr))):
-            self._write(
-                pc, regs, insn.dst, src if bits == 64 else _per_ctx(tuple(v & mask for v in _spread(src)))
-            )  # type: ignore[arg-type]
-            return
+        if name == "mov" and insn.off == 0:
+            if bits == 64:
+                self._write(pc, regs, insn.dst, src)
+                return
+            if not isinstance(src, (Sym, Ptr)):
+                self._write(pc, regs, insn.dst, _per_ctx(tuple(v & mask for v in _spread(src))))
+                return
         dst: Value = 0 if name == "mov" else self._read(pc, regs, insn.dst)
         if isinstance(dst, Ptr) or isinstance(src, Ptr):
             if isinstance(dst, Ptr) and bits == 64 and name in ("add", "sub") and isinstance(src, int):
@@ -354,10 +349,13 @@ class Executor:
         key = (name, bits, insn.off, dst, src)
         result_ctx = self._alu_memo.get(key)
         if result_ctx is None:
-            values = tuple(
-                alu(name, a, b, bits, insn.off) for a, b in zip(_spread(dst), _spread(src), strict=True)
-            )
-            result_ctx = self._alu_memo[key] = _per_ctx(values)  # type: ignore[arg-type]
+            values = []
+            for a, b in zip(_spread(dst), _spread(src), strict=True):
+                value = alu(name, a, b, bits, insn.off)
+                if value is None:  # pragma: no cover - every operation but "end" (above) computes
+                    raise RejectedProgram(pc, f"unsupported ALU op {name}")
+                values.append(value)
+            result_ctx = self._alu_memo[key] = _per_ctx(tuple(values))
         self._write(pc, regs, insn.dst, result_ctx)
 
     @staticmethod
@@ -376,12 +374,18 @@ class Executor:
                     raise Inexact("byte swap of major/minor")
                 return extend(dst, "neg", 0, bits)
             if isinstance(dst, Sym):
-                const = _uniform(src, live)  # type: ignore[arg-type]
+                if src is None or isinstance(
+                    src, (Sym, Ptr)
+                ):  # pragma: no cover - the caller split these off
+                    raise Opaque(pc, f"{name} of major/minor with a non-constant")
+                const = _uniform(src, live)
                 if const is None:
                     raise Opaque(pc, f"{name} of major/minor with an access-dependent value")
                 return extend(dst, name, const, bits)
             assert isinstance(src, Sym)
-            const = _uniform(dst, live)  # type: ignore[arg-type]
+            if dst is None or isinstance(dst, Ptr):  # pragma: no cover - the caller split these off
+                raise Opaque(pc, f"{name} of major/minor with a non-constant")
+            const = _uniform(dst, live)
             if const is None:
                 raise Opaque(pc, f"{name} of major/minor with an access-dependent value")
             if name in ("add", "and", "or", "xor"):
@@ -396,7 +400,10 @@ class Executor:
 
     def _jump(self, pc: int, insn: Insn, state: _State) -> _State | None:
         """Follow a jump; returns the fall-through state when it can run on inline."""
-        name = JMP_NAMES[insn.op]
+        jop = insn.jmp_op
+        if jop is None:  # pragma: no cover - check() admitted only known operations
+            raise RejectedProgram(pc, f"unknown jump opcode 0x{insn.code:02x}")
+        name = jop.mnemonic
         start, end, accepted = state.prov
         if name == "exit":
             self._exit(pc, state, (start, pc if end < 0 else end, accepted))
@@ -408,23 +415,23 @@ class Executor:
             state.prov = (start, pc if end < 0 else end, accepted)
             self._enqueue(target, state)
             return None
-        bits = 32 if insn.cls == CLASS_JMP32 else 64
+        bits = 32 if insn.cls is _JMP32 else 64
         regs = state.regs
         left = self._read(pc, regs, insn.dst)
-        right: Value = (
+        right: Known = (
             self._read(pc, regs, insn.src) if insn.uses_reg_source else insn.imm & ((1 << bits) - 1)
         )
         if isinstance(left, Ptr) or isinstance(right, Ptr):
             raise Opaque(pc, "comparison involving a pointer")
         taken_prov: Provenance = (target, -1, ALL_CONTEXTS)
         if not isinstance(left, Sym) and not isinstance(right, Sym):
-            return self._branch_concrete(pc, name, left, right, bits, state, target, taken_prov)  # type: ignore[arg-type]
+            return self._branch_concrete(pc, name, left, right, bits, state, target, taken_prov)
         if isinstance(left, Sym) and isinstance(right, Sym):
             raise Opaque(pc, "comparison of major/minor with a non-constant")
         if isinstance(right, Sym):
             left, right, name = right, left, _FLIPPED[name]
-        assert isinstance(left, Sym)
-        const = _uniform(right, state.live)  # type: ignore[arg-type]
+        assert isinstance(left, Sym) and not isinstance(right, Sym)
+        const = _uniform(right, state.live)
         if const is None:
             raise Opaque(pc, "comparison of major/minor with an access-dependent value")
         taken: Groups = {}

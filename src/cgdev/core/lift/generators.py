@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cgdev.core.isa import CLASS_JMP, JMP_OPS, OPCODE_EXIT, Insn, alu32, alu64, exit_, ldx
+from cgdev.core.isa import U32, Cls, Insn, JmpOp, Opcode, alu32, alu64, exit_, ldx
 
 _EXIT = exit_()
 _PROLOGUE_W = (
@@ -33,8 +33,8 @@ _MOV64_ONE = alu64("mov", 0, imm=1)
 _MOV64_ZERO = alu64("mov", 0, imm=0)
 _MOV32_ONE = alu32("mov", 0, imm=1)
 _MOV32_ZERO = alu32("mov", 0, imm=0)
-_JNE_IMM = CLASS_JMP | JMP_OPS["jne"]
-_SYSTEMD_TAIL = (_MOV64_ZERO, Insn(CLASS_JMP | JMP_OPS["ja"], 0, 0, 1, 0), _MOV64_ONE, _EXIT)
+_JNE_IMM = Cls.JMP | JmpOp.JNE
+_SYSTEMD_TAIL = (_MOV64_ZERO, Insn(int(Opcode.JA), 0, 0, 1, 0), _MOV64_ONE, _EXIT)
 
 
 def _starts_with(insns: Sequence[Insn], prefix: Sequence[Insn], at: int = 0) -> bool:
@@ -56,7 +56,7 @@ def _exits_are(insns: Sequence[Insn], moves: tuple[Insn, ...]) -> bool:
     """Every ``exit`` is preceded by one of ``moves`` (a chain of one-exit-per-rule blocks)."""
     found = False
     for pc, insn in enumerate(insns):
-        if insn.code == OPCODE_EXIT:
+        if insn.code == Opcode.EXIT:
             if pc == 0 or insns[pc - 1] not in moves:
                 return False
             found = True
@@ -84,14 +84,14 @@ def _classic(insns: Sequence[Insn]) -> str:
 def _runc_sorted(body: Sequence[Insn]) -> bool:
     """runc's emulator emits rules of one action sorted by (major, minor, type), wildcards first;
     youki keeps the spec's (reversed) order and may mix actions."""
-    exits = [pc for pc, insn in enumerate(body) if insn.code == OPCODE_EXIT]
+    exits = [pc for pc, insn in enumerate(body) if insn.code == Opcode.EXIT]
     verdicts: set[int] = set()
     keys: list[tuple[int, int, int]] = []
     block: dict[int, int] = {}
     for pc, insn in enumerate(body):
         if insn.code == _JNE_IMM and insn.dst in (2, 4, 5):
-            block[insn.dst] = insn.imm & 0xFFFF_FFFF
-        if insn.code == OPCODE_EXIT:
+            block[insn.dst] = insn.imm & U32
+        if insn.code == Opcode.EXIT:
             if pc != exits[-1]:
                 verdicts.add(body[pc - 1].imm)
                 keys.append((block.get(4, -1), block.get(5, -1), block.get(2, 0)))

@@ -14,10 +14,11 @@ import bisect
 from collections.abc import Iterable
 from typing import Final
 
+from cgdev.core.isa import U32
+
 IntervalSet = tuple[tuple[int, int], ...]  # sorted, disjoint, non-adjacent, inclusive bounds
 
 MAX_PIECES: Final = 1 << 14
-U32: Final = (1 << 32) - 1
 EMPTY: IntervalSet = ()
 ALL_U32: IntervalSet = ((0, U32),)
 

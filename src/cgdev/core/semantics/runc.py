@@ -75,7 +75,7 @@ class RuncEmulator:
             return (-1 if major is None else major, -1 if minor is None else minor, t)
 
         return [
-            Rule(not self.default_allow, t, major, minor, access)  # type: ignore[arg-type]
+            Rule(not self.default_allow, t, major, minor, access)
             for (t, major, minor), access in sorted(self.exceptions.items(), key=key)
         ]
 

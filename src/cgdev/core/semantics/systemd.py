@@ -59,8 +59,8 @@ STANDARD_NODES: dict[str, tuple[str, int, int]] = {
 }
 _STATIC_NODES = (*STANDARD_NODES, "/run/systemd/inaccessible/chr", "/run/systemd/inaccessible/blk")
 _INACCESSIBLE: dict[str, tuple[DevType, int, int]] = {
-    "/run/systemd/inaccessible/chr": ("c", 0, 0),
-    "/run/systemd/inaccessible/blk": ("b", 0, 0),
+    "/run/systemd/inaccessible/chr": (DevType.CHAR, 0, 0),
+    "/run/systemd/inaccessible/blk": (DevType.BLOCK, 0, 0),
 }
 
 
@@ -123,18 +123,23 @@ def _device_node(path: str, stat: StatFn) -> tuple[DevType, int, int] | None:
     """``device_path_parse_major_minor`` then ``stat()``: the node a path names, or None (dropped)."""
     if path in _INACCESSIBLE:
         return _INACCESSIBLE[path]
-    for prefix, dev_type in (("/dev/char/", "c"), ("/dev/block/", "b")):
+    for prefix, dev_type in (("/dev/char/", DevType.CHAR), ("/dev/block/", DevType.BLOCK)):
         if path.startswith(prefix):
             major, sep, minor = path[len(prefix) :].partition(":")
-            if not (sep and major.isdecimal() and minor.isdecimal()):
+            # systemd's safe_atou reads ASCII digits only: '１' (full width) is no number to it
+            if not (sep and _ascii_digits(major) and _ascii_digits(minor)):
                 return None
             if int(major) >= SD_MAJOR_LIMIT or int(minor) >= SD_MINOR_LIMIT:
                 return None
-            return dev_type, int(major), int(minor)  # type: ignore[return-value]
+            return dev_type, int(major), int(minor)
     found = stat(path)
     if found is None or found[0] not in ("b", "c"):
         return None
-    return found  # type: ignore[return-value]
+    return DevType(found[0]), found[1], found[2]
+
+
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def _major_entries(
@@ -142,7 +147,7 @@ def _major_entries(
 ) -> list[SdEntry]:
     if name == "*":
         return [SdEntry(dev_type, None, None, access, source)]
-    if name.isdecimal() and int(name) < SD_MAJOR_LIMIT:
+    if _ascii_digits(name) and int(name) < SD_MAJOR_LIMIT:
         return [SdEntry(dev_type, int(name), None, access, source)]
     return [
         SdEntry(dev_type, major, None, access, source)
@@ -156,9 +161,9 @@ def _resolve(path: str, access: int, proc_devices: str, stat: StatFn) -> list[Sd
     if path.startswith("/dev/"):
         node = _device_node(path, stat)
         return [] if node is None else [SdEntry(node[0], node[1], node[2], access, path)]
-    for prefix, dev_type in (("block-", "b"), ("char-", "c")):
+    for prefix, dev_type in (("block-", DevType.BLOCK), ("char-", DevType.CHAR)):
         if path.startswith(prefix):
-            return _major_entries(path[len(prefix) :], dev_type, access, proc_devices, path)  # type: ignore[arg-type]
+            return _major_entries(path[len(prefix) :], dev_type, access, proc_devices, path)
     return None
 
 
@@ -187,7 +192,7 @@ def systemd_program(
             node = _device_node(path, stat_fn)
             if node is not None:
                 entries.append(SdEntry(node[0], node[1], node[2], ACC_ALL, path))
-        entries.extend(_major_entries("pts", "c", ACC_R | ACC_W, proc_devices, "char-pts"))
+        entries.extend(_major_entries("pts", DevType.CHAR, ACC_R | ACC_W, proc_devices, "char-pts"))
     matched = static
     for i, (path, access_text) in enumerate(device_allow):
         access = parse_sd_access(access_text, f"DeviceAllow[{i}] ({path}) access")

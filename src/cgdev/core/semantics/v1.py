@@ -47,8 +47,7 @@ def v1_state(rules: Sequence[Rule]) -> tuple[bool, list[Rule]]:
             else:
                 del exceptions[meta]
     return default_allow, [
-        Rule(not default_allow, t, major, minor, access)  # type: ignore[arg-type]
-        for (t, major, minor), access in exceptions.items()
+        Rule(not default_allow, t, major, minor, access) for (t, major, minor), access in exceptions.items()
     ]
 
 

@@ -1,0 +1,53 @@
+"""``lift``: a device program -> its exact policy, its rules and its generator (DESIGN.md §5).
+
+The symbolic executor (``engine``) gives the terminal states; ``assembly`` turns them into the
+canonical ``Policy`` and ``widen`` into one ``LiftedRule`` per block.  A program the method cannot
+follow exactly is opaque, with the reason, and is then answered concretely (``LiftResult.decide``).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Sequence
+
+from cgdev.core import interp
+from cgdev.core.fingerprint import is_cgdev_program
+from cgdev.core.isa import Insn
+from cgdev.core.lift.assembly import Pieces, policy_of_terminals
+from cgdev.core.lift.coverage import gaps
+from cgdev.core.lift.engine import Opaque, execute
+from cgdev.core.lift.generators import recognise
+from cgdev.core.lift.result import LiftResult
+from cgdev.core.lift.widen import lifted_rules
+
+
+def lift(insns: Sequence[Insn], *, blinded: bool = False) -> LiftResult:
+    """Lift a program; raises ``ProgramError`` for programs the kernel would refuse to load.
+
+    ``blinded`` says the kernel gave the program with its constants blinded (``bpf_jit_harden``:
+    the adapter sees the verifier's AX register in the dump); such a program is opaque, its
+    verdicts still available through ``decide``.  Without it the core does not guess: bytes that
+    use AX, or that are all zero, are no device program (``ProgramError``).
+    """
+    program = tuple(insns)
+    interp.check(program, blinded=blinded)
+    if blinded:
+        reason = "constants are blinded (JIT hardening rewrote them through AX)"
+        return LiftResult(program, None, reason, "unknown", blinded=True)
+    generator = recognise(program, cgdev=is_cgdev_program(program))
+    # The executor allocates many small, acyclic objects; the cyclic collector only slows it down.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        executor_terminals = execute(program)
+        pieces_of = Pieces()
+        policy = policy_of_terminals(executor_terminals, pieces_of)
+        rules = lifted_rules(executor_terminals, pieces_of, chain=generator != "cgdev")
+    except Opaque as err:
+        return LiftResult(program, None, err.reason, generator)
+    finally:
+        if collecting:
+            gc.enable()
+    return LiftResult(
+        program, policy, None, generator, rules, gaps=gaps(program, [r.insn_range for r in rules])
+    )
