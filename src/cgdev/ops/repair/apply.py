@@ -199,8 +199,11 @@ def verify(
                 f"{cgroup}: policy changed by more than the request: {diff.request} is now "
                 f"{'allowed' if diff.right else 'denied'}"
             )
-    checks.append(f"every layer's policy differs by exactly {', '.join(map(str, plan.devices))}")
-    requests = [r for d in plan.devices for r in d.requests()]
+    if plan.actions:
+        checks.append(f"every layer's policy differs by exactly {', '.join(map(str, plan.devices))}")
+    else:
+        checks.append("no layer changed: every layer already had the wanted verdict")
+    requests = [r for d in plan.devices for r in d.requests(plan.change)]
     if probe:
         checks.append(_probe_check(after, requests, wanted))
     from cgdev.ops.reload import predict_reload, predicted_policy

@@ -37,7 +37,6 @@ from cgdev.core.model import (
     DevType,
     Request,
     access_to_str,
-    maskset_for_bits,
 )
 from cgdev.core.policy import Policy, StepFn
 from cgdev.errors import CgdevError, InputError, NotFound
@@ -112,14 +111,22 @@ class DeviceAccess:
         """systemd's textual spelling (parsed by systemd >= 240 without a node on disk)."""
         return f"/dev/{'char' if self.type == 'c' else 'block'}/{self.major}:{self.minor}"
 
-    def requests(self) -> list[Request]:
-        """Every request mask the access covers (``rw`` covers ``r``, ``w`` and ``rw``)."""
-        return [Request(self.type, self.major, self.minor, m) for m in REQUEST_MASKS if m & self.access == m]
+    def masks(self, change: Change) -> list[int]:
+        """The request masks a change touches: a grant allows every mask within the access
+        (``rw`` gives ``r``, ``w`` and ``rw``); a revoke denies every mask that asks for a revoked
+        bit (revoking ``w`` denies ``w`` and ``rw``, keeps ``r``)."""
+        if change is Change.GRANT:
+            return [m for m in REQUEST_MASKS if m & self.access == m]
+        return [m for m in REQUEST_MASKS if m & self.access]
 
-    def box(self) -> Policy:
-        """The policy allowing exactly these requests and nothing else."""
+    def requests(self, change: Change) -> list[Request]:
+        return [Request(self.type, self.major, self.minor, m) for m in self.masks(change)]
+
+    def box(self, change: Change) -> Policy:
+        """The policy allowing exactly the requests the change touches, and nothing else."""
         none = StepFn.const(StepFn.const(0))
-        minors = StepFn.from_points(0, {self.minor: maskset_for_bits(self.access)})
+        maskset = sum(1 << m for m in self.masks(change))
+        minors = StepFn.from_points(0, {self.minor: maskset})
         majors = StepFn.from_points(StepFn.const(0), {self.major: minors})
         return Policy(majors, none) if self.type == "b" else Policy(none, majors)
 
@@ -282,7 +289,7 @@ class Plan:
     def box(self) -> Policy:
         result = Policy.deny_all()
         for device in self.devices:
-            result = result | device.box()
+            result = result | device.box(self.change)
         return result
 
     def to_json(self) -> dict[str, Any]:
@@ -323,7 +330,7 @@ def plan(
         raise InputError("missing (give at least one device)", field="device")
     box = Policy.deny_all()
     for device in devices:
-        box = box | device.box()
+        box = box | device.box(change)
     views = analyse_layers(inspection, cache)
     for view in views:
         for program in view.programs:
