@@ -49,7 +49,7 @@ def _run_change(args: argparse.Namespace, change: Change) -> int:
             if not args.dry_run:
                 raise InputError("works only with --dry-run (a snapshot cannot be changed)", field="snapshot",
                                  value=args.snapshot)  # fmt: skip
-            if args.target and not args.target.startswith("/dev/") and args.devices:
+            if args.target:  # a snapshot is the target: every positional is a device
                 args.devices = [args.target, *args.devices]
             return _offline(args, change)
         if not args.target:
