@@ -62,10 +62,15 @@ class Outcome:
     message: str
     applied: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
+    cause_exit_code: int = 1  # of the error that made a change roll back (1: verification)
 
     @property
     def exit_code(self) -> int:
-        return {Status.DONE: 0, Status.NOTHING_TO_DO: 0, Status.ROLLED_BACK: 1}.get(self.status, 3)
+        """0 done; a rolled-back change keeps its cause's status (1 verification failed, 2 input,
+        3 environment); a rollback that failed is 3, whatever the cause."""
+        if self.status in (Status.DONE, Status.NOTHING_TO_DO):
+            return 0
+        return self.cause_exit_code if self.status is Status.ROLLED_BACK else 3
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -347,7 +352,8 @@ def apply_plan(
                 return Outcome(
                     Status.ROLLBACK_FAILED, f"{what} failed ({err}); rollback failed: {failed}", applied
                 )
-            return Outcome(Status.ROLLED_BACK, f"{what} failed and was rolled back: {err}", applied)
+            code = err.exit_code if isinstance(err, CgdevError) else 3
+            return Outcome(Status.ROLLED_BACK, f"{what} failed and was rolled back: {err}", applied, [], code)
         if record:
             _mark_done(plan)
         status = Status.DONE if plan.actions else Status.NOTHING_TO_DO
