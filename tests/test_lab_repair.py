@@ -382,3 +382,38 @@ def test_grant_revoke_cycles_never_give_a_wrong_verdict(lab: LabHandle, lab_view
         loops, null_denied, wrong_granted, wrong_revoked = run_cycles(lab_view, container, 15)
         assert loops > 100
         assert (null_denied, wrong_granted, wrong_revoked) == (0, 0, 0)
+
+
+def test_a_pinned_program_is_rewritten_so_a_reload_keeps_the_grant(lab: LabHandle, lab_view: Lab) -> None:
+    """crun >= 1.23's layout (BPFProgram=device:PIN, the pinned program attached by systemd),
+    reproduced with a unit of the lab's systemd: the pin must hold the repaired program, else the
+    next reload attaches the old one beside it and the grant is lost."""
+    from cgdev.core import shapes
+    from cgdev.core.isa import encode
+    from cgdev.core.model import Rule
+
+    rules = [Rule(False, "a"), Rule(True, "c", None, None, ACC_M), Rule(True, "c", 1, 3, 7)]
+    pin = "/sys/fs/bpf/rep-pin-test"
+    host_pin = f"/proc/{lab.pid1}/root{pin}"
+    unit = "rep-pin-test.service"
+    with bpf.prog_load(encode(shapes.shape_program(rules, "crun")), name="crun_pinned") as prog:
+        bpf.obj_pin(prog, host_pin)
+    try:
+        lab.exec(["systemd-run", "--unit", unit, "-p", f"BPFProgram=device:{pin}", "sleep", "600"])
+        cgroup = f"{lab.cgroup_root}/system.slice/{unit}"
+        with bpf.open_cgroup(cgroup) as fd:
+            (attached,) = bpf.prog_query(fd).ids
+        with bpf.obj_get(host_pin) as fd:
+            assert bpf.prog_info(fd).id == attached  # systemd attached what the pin holds
+        done = lab_view.cgdev("grant", unit, "c 195:255")
+        assert done.returncode == 0, done.stderr
+        with bpf.obj_get(host_pin) as fd:
+            repinned = bpf.prog_info(fd).id
+        with bpf.open_cgroup(cgroup) as fd:
+            assert bpf.prog_query(fd).ids == [repinned] != [attached]
+        lab.exec(["systemctl", "daemon-reload"])
+        assert probe(cgroup, [NVIDIACTL, NEIGHBOURS[0], NEIGHBOURS[2]]) == [True, True, False]
+    finally:
+        lab.exec(["systemctl", "stop", unit], check=False)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(host_pin)

@@ -108,7 +108,15 @@ def _live(args: argparse.Namespace, change: Change) -> int:
             return 0
         from cgdev.ops.repair.apply import apply_plan
 
-        outcome = apply_plan(result, inspection, recollect, systemd=client, why=args.why, cache=cache)
+        outcome = apply_plan(
+            result,
+            inspection,
+            recollect,
+            systemd=client,
+            systemd_fs_root=args.systemd_fs_root,
+            why=args.why,
+            cache=cache,
+        )
     finally:
         if client is not None:
             client.close()

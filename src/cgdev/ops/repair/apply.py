@@ -112,13 +112,44 @@ def _swap(cg: bpf.Fd, old: bpf.Fd, old_id: int, new: bpf.Fd) -> None:
         bpf.prog_detach(cg, old)
 
 
-def _replace_program(action: ReplaceProgram, held: _Held, mount: str) -> Undo:
+def _repin(path: str, prog: bpf.Fd) -> None:
+    """Point the pin at ``path`` to ``prog`` in one step: pin beside, then rename over (bpffs
+    renames atomically), so systemd never finds the pin missing."""
+    fresh = f"{path}_cgdev_{os.getpid()}"  # no dot: bpffs refuses (EPERM) any name with one
+    if os.path.lexists(fresh):
+        os.unlink(fresh)
+    bpf.obj_pin(prog, fresh)
+    try:
+        os.rename(fresh, path)
+    except OSError:
+        os.unlink(fresh)
+        raise
+
+
+def _replace_program(action: ReplaceProgram, held: _Held, mount: str, fs_root: str) -> Undo:
     cg = held.keep(bpf.open_cgroup(cgroupfs.cgroup_path(action.cgroup, mount=mount)))
     old = held.keep(bpf.prog_fd_by_id(action.old_id))
     new = held.keep(bpf.prog_load(action.insns, name=action.name))
     new_id = bpf.prog_info(new).id
     _swap(cg, old, action.old_id, new)
-    return lambda: _swap(cg, new, new_id, old)
+    pins = [os.path.join(fs_root, pin.lstrip("/")) for pin in action.pins]
+    repinned: list[str] = []
+    try:
+        for path in pins:
+            _repin(path, new)
+            repinned.append(path)
+    except (CgdevError, OSError):
+        for path in repinned:
+            _repin(path, old)
+        _swap(cg, new, new_id, old)
+        raise
+
+    def undo() -> None:
+        for path in pins:
+            _repin(path, old)
+        _swap(cg, new, new_id, old)
+
+    return undo
 
 
 def _set_unit(action: SetUnitDeviceAllow, systemd: Any) -> Undo:
@@ -155,9 +186,9 @@ def _v1_write(action: V1DevicesWrite) -> Undo:
     return lambda: write(other)
 
 
-def _do(action: Action, held: _Held, systemd: Any, mount: str) -> Undo:
+def _do(action: Action, held: _Held, systemd: Any, mount: str, fs_root: str) -> Undo:
     if isinstance(action, ReplaceProgram):
-        return _replace_program(action, held, mount)
+        return _replace_program(action, held, mount, fs_root)
     if isinstance(action, SetUnitDeviceAllow):
         return _set_unit(action, systemd)
     return _v1_write(action)
@@ -320,14 +351,16 @@ def apply_plan(
     *,
     systemd: Any = None,
     mount: str | None = None,
+    systemd_fs_root: str = "/",
     why: str = "",
     record: bool = True,
     probe: bool = True,
     cache: LiftCache | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> Outcome:
-    """Apply, verify, and on failure roll back.  ``on_step(i)`` runs before action ``i`` (tests
-    inject a crash there)."""
+    """Apply, verify, and on failure roll back.  ``systemd_fs_root`` is where systemd's files (its
+    BPFProgram pins) are seen from here.  ``on_step(i)`` runs before action ``i`` (tests inject a
+    crash there)."""
     lifts = cache if cache is not None else LiftCache()
     base = mount if mount is not None else cgroupfs.cgroup2_mount()
     what = f"{plan.change} {', '.join(map(str, plan.devices))} on {plan.target.spec}"
@@ -340,7 +373,7 @@ def apply_plan(
             for index, action in enumerate(plan.actions):
                 if on_step is not None:
                     on_step(index)
-                undos.append((action.describe(), _do(action, held, systemd, base)))
+                undos.append((action.describe(), _do(action, held, systemd, base, systemd_fs_root)))
             checks = verify(plan, before, recollect(), lifts, probe=probe)
         except (CgdevError, OSError) as err:
             failed = _rollback(undos)

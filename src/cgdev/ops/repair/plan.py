@@ -16,6 +16,8 @@ it, and ``apply`` is the only place that changes anything.  What a plan does, an
 - a unit that manages devices with no ``sd_devices`` on its cgroup today (runc, crun with
   ``run.oci.systemd.subgroup=""``) gets the same ``DeviceAllow`` update, since a reload would
   attach one;
+- a ``BPFProgram=device:`` pin holding a replaced program (crun >= 1.23 hands its program to
+  systemd that way) is re-pinned to the new one, since a reload re-attaches what the pin holds;
 - v1 (hybrid hosts): a ``devices.allow`` line when the v1 devices cgroup denies a grant;
 - an opaque program on the path is refused: its policy is unknown, so "exactly plus the request"
   cannot be built (exit 2, nothing changed).
@@ -194,13 +196,16 @@ class ReplaceProgram:
     mode: SwapMode
     before: Policy
     after: Policy
+    pins: tuple[str, ...] = ()  # BPFProgram=device: pins (systemd's paths) holding the old program
     kind: ActionKind = ActionKind.REPLACE_PROGRAM
 
     def describe(self) -> str:
         how = "BPF_F_REPLACE" if self.mode is SwapMode.REPLACE else "attach the new, then detach the old"
+        pinned = f"; re-pin {', '.join(self.pins)}" if self.pins else ""
         return (
             f"replace program #{self.old_id} {self.old_name or '(no name)'} ({self.old_generator}) on "
-            f"{self.cgroup} with a {self.shape}-shaped program of {len(self.insns) // 8} instructions ({how})"
+            f"{self.cgroup} with a {self.shape}-shaped program of {len(self.insns) // 8} instructions "
+            f"({how}){pinned}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -214,6 +219,7 @@ class ReplaceProgram:
             "shape": self.shape,
             "instructions": len(self.insns) // 8,
             "mode": str(self.mode),
+            "pins": list(self.pins),
         }
 
 
@@ -357,14 +363,10 @@ def plan(
                 continue
             if unit_action is not None and program.owned_by_systemd:
                 continue  # systemd swaps its own program when the unit changes
-            actions.append(_replace(view, program, changed_policy(policy, box, change), shape))
+            pins = _pins_holding(view, inspection, program.record.id)
+            actions.append(_replace(view, program, changed_policy(policy, box, change), shape, pins))
         if unit_action is not None:
             actions.append(unit_action)
-        if view.unit is not None and any(kind == "device" for kind, _ in view.unit.bpf_program):
-            notes.append(
-                f"{view.unit.unit} carries BPFProgram=device pins: a reload re-attaches what they hold "
-                "(pins are not rewritten yet)"
-            )
     if not systemd_ok:
         notes.append(
             f"systemd not asked ({inspection.systemd}): unit properties are not updated, not durable"
@@ -381,7 +383,21 @@ def plan(
     return Plan(change, inspection.target, devices, tuple(actions), tuple(notes))
 
 
-def _replace(view: LayerView, program: ProgramView, wanted: Policy, shape: str) -> ReplaceProgram:
+def _pins_holding(view: LayerView, inspection: Inspection, prog_id: int) -> tuple[str, ...]:
+    """The unit's ``BPFProgram=device:`` pins that hold this very program: a reload re-attaches
+    what a pin holds (crun >= 1.23 hands its program to systemd this way), so they are rewritten."""
+    if view.unit is None:
+        return ()
+    return tuple(
+        pin
+        for kind, pin in view.unit.bpf_program
+        if kind == "device" and pin in inspection.pins and inspection.pins[pin].id == prog_id
+    )
+
+
+def _replace(
+    view: LayerView, program: ProgramView, wanted: Policy, shape: str, pins: tuple[str, ...] = ()
+) -> ReplaceProgram:
     assert program.policy is not None and program.lifted is not None
     insns, shape_used = shaped_program(wanted, program, shape)
     old_name = program.record.name
@@ -398,6 +414,7 @@ def _replace(view: LayerView, program: ProgramView, wanted: Policy, shape: str) 
         mode=mode,
         before=program.policy,
         after=wanted,
+        pins=pins,
     )
 
 
