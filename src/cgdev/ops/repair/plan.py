@@ -364,7 +364,7 @@ def plan(
             if unit_action is not None and program.owned_by_systemd:
                 continue  # systemd swaps its own program when the unit changes
             pins = _pins_holding(view, inspection, program.record.id)
-            actions.append(_replace(view, program, changed_policy(policy, box, change), shape, pins))
+            actions.append(_replace(view, program, box, change, shape, pins))
         if unit_action is not None:
             actions.append(unit_action)
     if not systemd_ok:
@@ -396,10 +396,16 @@ def _pins_holding(view: LayerView, inspection: Inspection, prog_id: int) -> tupl
 
 
 def _replace(
-    view: LayerView, program: ProgramView, wanted: Policy, shape: str, pins: tuple[str, ...] = ()
+    view: LayerView,
+    program: ProgramView,
+    box: Policy,
+    change: Change,
+    shape: str,
+    pins: tuple[str, ...] = (),
 ) -> ReplaceProgram:
     assert program.policy is not None and program.lifted is not None
-    insns, shape_used = shaped_program(wanted, program, shape)
+    wanted = changed_policy(program.policy, box, change)
+    insns, shape_used = shaped_program(wanted, program, shape, box, change)
     old_name = program.record.name
     name = CGDEV_PROGRAM_NAME if program.owned_by_systemd or not old_name else old_name[:BPF_NAME_MAX]
     mode = SwapMode.REPLACE if len(view.programs) == 1 else SwapMode.ATTACH_DETACH
@@ -418,13 +424,16 @@ def _replace(
     )
 
 
-def shaped_program(wanted: Policy, old: ProgramView, shape: str) -> tuple[tuple[Insn, ...], str]:
+def shaped_program(
+    wanted: Policy, old: ProgramView, shape: str, box: Policy, change: Change
+) -> tuple[tuple[Insn, ...], str]:
     """A program meaning exactly ``wanted``: the old program's generator shape when it can say it
     exactly (checked by lifting the candidate), else cgdev's compiler."""
     from cgdev.core.lift import lift
 
     if shape == "auto":
-        for candidate in _generator_candidates(wanted, old):
+        old_insns = decode(old.record.xlated)
+        for candidate in _candidates(wanted, old.generator, old_insns, box, change):
             if lift(candidate).policy == wanted:
                 return candidate, old.generator
     from cgdev.core.compile import compile_policy
@@ -432,27 +441,60 @@ def shaped_program(wanted: Policy, old: ProgramView, shape: str) -> tuple[tuple[
     return compile_policy(wanted), "cgdev"
 
 
-def _generator_candidates(wanted: Policy, old: ProgramView) -> list[tuple[Insn, ...]]:
+_HOOK: Final = "libnvidia-container + "
+
+
+def _candidates(
+    wanted: Policy, generator: str, old_insns: tuple[Insn, ...], box: Policy, change: Change
+) -> list[tuple[Insn, ...]]:
+    """Programs in ``generator``'s shape that should mean ``wanted`` (the caller checks).
+
+    Behind libnvidia-container's prefix, the prefix is kept as it is and only the old program
+    behind it is rebuilt (in its own generator's shape), when that gives ``wanted`` exactly: the
+    prefix only ever allows, so this works for every grant and for a revoke the prefix does not
+    itself allow."""
+    if not generator.startswith(_HOOK):
+        return _generator_candidates(wanted, generator, old_insns)
+    from cgdev.core.isa import alu64, exit_
+    from cgdev.core.lift import lift
+    from cgdev.core.lift.generators import hook_prefix_length
+
+    split = hook_prefix_length(old_insns)
+    if split is None:
+        return []
+    prefix, inner = old_insns[:split], old_insns[split:]
+    prefix_policy = lift((*prefix, alu64("mov", 0, imm=0), exit_())).policy
+    inner_policy = lift(inner).policy
+    if prefix_policy is None or inner_policy is None:
+        return []
+    inner_wanted = changed_policy(inner_policy, box, change)
+    if prefix_policy | inner_wanted != wanted:
+        return []
+    return [(*prefix, *c) for c in _generator_candidates(inner_wanted, generator[len(_HOOK) :], inner)]
+
+
+def _generator_candidates(
+    wanted: Policy, generator: str, old_insns: tuple[Insn, ...]
+) -> list[tuple[Insn, ...]]:
     from cgdev.core import shapes
     from cgdev.core.render import to_rules, to_systemd, to_v1_lines
 
     out: list[tuple[Insn, ...]] = []
     try:
-        if old.generator == "crun":
+        if generator == "crun":
             from cgdev.core.semantics.crun import crun_emits_terminal
             from cgdev.core.semantics.defaults import CRUN_SENTINEL
 
             rules = list(reversed(to_rules(wanted).rules))
             sentinel = shapes.crun_program([CRUN_SENTINEL], False)
-            old_insns = decode(old.record.xlated)
             chain = [CRUN_SENTINEL, *rules] if old_insns[: len(sentinel)] == sentinel else rules
             out.append(shapes.crun_program(chain, crun_emits_terminal(chain)))
-        elif old.generator == "runc":
+        elif generator == "runc":
             from cgdev.core.semantics.runc import runc_program_rules
 
-            default_allow, rules = runc_program_rules(list(to_v1_lines(wanted).rules))
-            out.append(shapes.runc_program(default_allow, rules))
-        elif old.generator == "systemd":
+            default_allow, runc_rules = runc_program_rules(list(to_v1_lines(wanted).rules))
+            out.append(shapes.runc_program(default_allow, runc_rules))
+        elif generator == "systemd":
             rendered = to_systemd(wanted)
             program = shapes.systemd_program(rendered.device_policy, list(rendered.device_allow))
             if program:
