@@ -31,7 +31,10 @@ def _add_change_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", default="auto", choices=("auto", "cgdev"),
                         help="program shape: the replaced program's generator where it can say the "
                         "policy exactly (auto), or cgdev's own")  # fmt: skip
-    persistent_help = "write systemd's DeviceAllow as a persistent drop-in (default: runtime)"
+    persistent_help = (
+        "write systemd's DeviceAllow as a persistent drop-in (default: runtime; a transient unit, as "
+        "every container scope is, keeps its drop-ins under /run either way)"
+    )
     parser.add_argument("--persistent", action="store_true", help=persistent_help)
     parser.add_argument("--why", default="", help="a note kept with the entitlement")
     add_system_arguments(parser)
@@ -198,12 +201,12 @@ def _run_named(args: argparse.Namespace, change_name: str) -> int:
 
 def _make(change_name: str) -> SimpleNamespace:
     """The command's face; the planner (and the lifter behind it) is imported only when it runs."""
-    verb = "add" if change_name == "grant" else "remove"
+    verb, done = ("add", "added") if change_name == "grant" else ("remove", "removed")
     return SimpleNamespace(
         HELP=f"{change_name} a device on a running container, on every layer (verified, rolled back)",
         DESCRIPTION=(
             f"{verb.capitalize()} DEVICE for TARGET on every device program on its path (each replaced by "
-            f"one whose policy is exactly the old one with the request {verb}ed), and in the systemd "
+            f"one whose policy is exactly the old one with the request {done}), and in the systemd "
             "unit's DeviceAllow so the next daemon-reload or set-property keeps it; verified by the "
             "kernel, rolled back on failure. Recorded in cgdev's entitlements (`cgdev grants`)."
         ),
