@@ -227,3 +227,31 @@ def test_unknown_keys_warn_with_the_closest_known_one() -> None:
         ).warnings
         == []
     )
+
+
+def test_rules_without_access_are_named_in_a_warning() -> None:
+    """Issue 8 item 6: a rule with no access means three different things; say so, naming it."""
+    from cgdev.core.rules import missing_access_warnings, parse_oci_devices
+
+    rules = parse_oci_devices(
+        [{"allow": True, "type": "c", "major": 1, "minor": 3}, {"allow": True, "type": "c", "access": "rw"},
+         {"allow": False, "access": ""}]
+    )  # fmt: skip
+    warnings = missing_access_warnings(rules)
+    assert [w.split(":")[0] for w in warnings] == ["rule 1 (allow c 1", "rule 3 (deny a *"]
+    assert all("systemd reads it as rwm" in w and "runc" in w for w in warnings)
+    assert missing_access_warnings(parse_oci_devices([{"allow": True, "access": "m"}])) == []
+
+
+def test_compile_warns_about_a_rule_without_access(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps([{"allow": True, "type": "c", "major": 1, "minor": 3}]))
+    done = subprocess.run([sys.executable, "-m", "cgdev", "compile", "--rules", str(path), "--json"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (warning,) = json.loads(done.stdout)["warnings"]
+    assert warning.startswith("rule 1 (allow c 1:3): no access")

@@ -170,25 +170,33 @@ def ancestors(path: str, *, mount: str | None = None) -> list[str]:
     return result
 
 
-def v1_devices_list(pid: int, mount: str | None = None) -> list[str] | None:
-    """The lines of the v1 ``devices.list`` governing ``pid``; None without a v1 devices hierarchy.
-
-    ``mount`` (the v1 devices mount point, from ``v1_mount``) spares a mountinfo read per call
-    when many processes are asked (audit)."""
+def v1_devices_dir(pid: int, mount: str | None = None) -> str | None:
+    """The v1 devices cgroup directory governing ``pid``; None without a v1 devices hierarchy."""
     mount = mount if mount is not None else v1_mount("devices")
     if mount is None:
         return None
     for _hierarchy, controllers, path in _read_proc_cgroup(pid):
         if "devices" in controllers.split(","):
-            target = os.path.join(mount, path.lstrip("/"), "devices.list")
-            try:
-                with open(target) as fh:
-                    return [line for line in fh.read().splitlines() if line]
-            except FileNotFoundError:
-                raise NotFound(f"v1 devices cgroup {target} not found") from None
-            except PermissionError:
-                raise NeedsRoot(f"reading {target} needs root") from None
+            return os.path.join(mount, path.lstrip("/"))
     return None
+
+
+def v1_devices_list(pid: int, mount: str | None = None) -> list[str] | None:
+    """The lines of the v1 ``devices.list`` governing ``pid``; None without a v1 devices hierarchy.
+
+    ``mount`` (the v1 devices mount point, from ``v1_mount``) spares a mountinfo read per call
+    when many processes are asked (audit)."""
+    directory = v1_devices_dir(pid, mount)
+    if directory is None:
+        return None
+    target = os.path.join(directory, "devices.list")
+    try:
+        with open(target) as fh:
+            return [line for line in fh.read().splitlines() if line]
+    except FileNotFoundError:
+        raise NotFound(f"v1 devices cgroup {target} not found") from None
+    except PermissionError:
+        raise NeedsRoot(f"reading {target} needs root") from None
 
 
 def walk(root: str) -> Iterator[str]:

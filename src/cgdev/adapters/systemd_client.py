@@ -18,7 +18,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -35,6 +35,7 @@ from cgdev.adapters.systemd_properties import (
     check_field,
     checked_pids,
     typed_properties,
+    typed_property,
     unit_devices_from_properties,
 )
 from cgdev.errors import BusUnreachable, CgdevError, InputError, NotFound, SystemdError
@@ -306,6 +307,18 @@ class SystemdClient:
         systemd re-generates the unit's device program on any property change (DESIGN.md §1).
         """
         typed = typed_properties(props)
+        self._call(MANAGER, "SetUnitProperties", "sba(sv)", (name, runtime, typed), unit=name)
+
+    def set_unit_property_list(
+        self, name: str, props: Sequence[tuple[str, object]], *, runtime: bool = True
+    ) -> None:
+        """SetUnitProperties with properties in this order, a name possibly repeated.
+
+        ``DeviceAllow=[]`` then ``DeviceAllow=[...]`` replaces the list in one call, so systemd
+        rebuilds its device program once, from the final list (two calls would attach a program
+        from the empty list in between: deny-all for a strict unit).
+        """
+        typed = [typed_property(key, value) for key, value in props]
         self._call(MANAGER, "SetUnitProperties", "sba(sv)", (name, runtime, typed), unit=name)
 
     def reload(self, *, wait: bool = True, timeout: float | None = None) -> None:

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-# name -> module; the order is the order of ``cgdev --help``.
+# name -> module (or ``module:ATTR`` for one of several commands a module defines); the order is
+# the order of ``cgdev --help``.
 COMMANDS: dict[str, str] = {
     "compile": "cgdev.cli.compile_cmd",
     "lift": "cgdev.cli.lift_cmd",
@@ -24,6 +25,9 @@ COMMANDS: dict[str, str] = {
     "show": "cgdev.cli.show_cmd",
     "audit": "cgdev.cli.audit_cmd",
     "snapshot": "cgdev.cli.snapshot_cmd",
+    "grant": "cgdev.cli.grant_cmd:GRANT",
+    "revoke": "cgdev.cli.grant_cmd:REVOKE",
+    "grants": "cgdev.cli.grant_cmd:GRANTS",
     "check": "cgdev.cli.check_cmd",
     "completion": "cgdev.cli.completion_cmd",
     "man": "cgdev.cli.man_cmd",
@@ -65,7 +69,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _load(name: str) -> ModuleType:
-    return importlib.import_module(COMMANDS[name])
+    module_name, _, attr = COMMANDS[name].partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr) if attr else module
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

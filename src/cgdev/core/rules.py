@@ -373,6 +373,19 @@ def read_rule_text(
     return RuleList(rules, warnings)
 
 
+def missing_access_warnings(rules: Sequence[Rule]) -> list[str]:
+    """One warning per rule with no access (issue 8 item 6): an OCI rule without ``access`` (or
+    with ``""``) decides nothing for cgdev and crun, but runc and the kernel's v1 parser refuse it
+    and systemd reads it as ``rwm`` — the same list means three things, so it must not pass
+    silently."""
+    return [
+        f"rule {i} ({str(rule).rstrip()}): no access: cgdev and crun read it as deciding nothing, runc and "
+        f"the kernel's v1 parser refuse it, systemd reads it as rwm"
+        for i, rule in enumerate(rules, start=1)
+        if rule.access == 0
+    ]
+
+
 def format_rules_v1(rules: Sequence[Rule]) -> str:
     return "".join(format_v1(r) + "\n" for r in rules)
 

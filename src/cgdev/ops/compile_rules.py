@@ -34,14 +34,17 @@ def semantics_for(shape: str, semantics: str | None) -> str:
 
 
 def semantics_warnings(rule_list: list[Rule], semantics: str, policy: Policy) -> list[str]:
-    """What the chosen reading does that the rules do not say: systemd's lossy conversion, and a
-    runtime that allows *more* than the rules and its documented forced defaults (runc turns any
-    ``a`` rule into allow-all: a silent privilege widening, DESIGN.md §4)."""
+    """What the chosen reading does that the rules do not say: a rule with no access (decides
+    nothing here, refused by runc and the kernel, ``rwm`` to systemd), systemd's lossy conversion,
+    and a runtime that allows *more* than the rules and its documented forced defaults (runc turns
+    any ``a`` rule into allow-all: a silent privilege widening, DESIGN.md §4)."""
     from cgdev.core.policy import Policy
+    from cgdev.core.rules import missing_access_warnings
     from cgdev.core.semantics import policy_of, systemd_properties_of
     from cgdev.core.semantics.defaults import forced_defaults
 
-    out = list(systemd_properties_of(rule_list).warnings) if semantics == "systemd" else []
+    out = missing_access_warnings(rule_list)
+    out += list(systemd_properties_of(rule_list).warnings) if semantics == "systemd" else []
     if semantics not in ("ordered", "v1"):
         said = policy_of(rule_list, "ordered") | policy_of(list(forced_defaults(semantics)), "ordered")
         wider = policy.minus(said)

@@ -106,6 +106,15 @@ def _find_second_prologue(insns: Sequence[Insn]) -> int | None:
     return None
 
 
+def hook_prefix_length(insns: Sequence[Insn]) -> int | None:
+    """Where the complete old program starts behind libnvidia-container's prefix (None: no such
+    prefix, or no old program behind it).  The prefix's "no match" jumps all land there, so
+    whatever program is put at that index runs in the old one's place."""
+    if not _starts_with(insns, _PROLOGUE_H):
+        return None
+    return _find_second_prologue(insns)
+
+
 def recognise(insns: Sequence[Insn], cgdev: bool = False) -> str:
     """The generator's name, ``"unknown"`` when no fingerprint matches."""
     if cgdev:
@@ -123,4 +132,4 @@ def recognise(insns: Sequence[Insn], cgdev: bool = False) -> str:
     return "unknown"
 
 
-__all__ = ["recognise"]
+__all__ = ["hook_prefix_length", "recognise"]

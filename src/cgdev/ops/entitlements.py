@@ -1,0 +1,168 @@
+"""Entitlements: what cgdev granted or revoked on which container, kept across runs.
+
+One small JSON file (``/var/lib/cgdev/entitlements.json``; ``CGDEV_STATE_DIR`` moves it, for tests
+and for hosts with another state root).  Why it exists: a grant is an intent that outlives the
+command — the watcher (issue 8) restores it when something re-applies an older policy, and a grant
+killed mid-way is finished by a rerun.  So the intent is written *before* anything is applied
+(``status: pending``) and marked ``done`` after verification; a rolled-back change restores the
+previous entry.
+
+Written atomically (a temporary file in the same directory, fsync, rename, fsync of the
+directory) under an exclusive ``flock`` so concurrent grants never lose each other's entries.
+Entries whose cgroup no longer exists (the container is gone) are dropped on every read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Final
+
+import msgspec
+
+from cgdev.errors import EnvError, InputError
+
+DEFAULT_STATE_DIR: Final = "/var/lib/cgdev"
+STATE_FILE: Final = "entitlements.json"
+SCHEMA_VERSION: Final = 1
+
+
+class Entitlement(msgspec.Struct, frozen=True, kw_only=True):
+    """The current entitlement of one container on one device.
+
+    ``granted`` is the access cgdev has granted on top of the runtime's policy ("" after a revoke
+    of all of it); ``revoked`` what cgdev has taken away; ``change`` the last operation.
+    """
+
+    cgroup: str
+    container_id: str | None
+    target: str
+    type: str
+    major: int
+    minor: int
+    granted: str
+    revoked: str
+    change: str
+    status: str  # pending | done
+    when: str
+    why: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (self.cgroup, self.type, self.major, self.minor)
+
+
+class StateFile(msgspec.Struct, frozen=True):
+    version: int = SCHEMA_VERSION
+    entries: list[Entitlement] = msgspec.field(default_factory=list)
+
+
+def state_dir() -> str:
+    return os.environ.get("CGDEV_STATE_DIR", DEFAULT_STATE_DIR)
+
+
+def state_path() -> str:
+    return os.path.join(state_dir(), STATE_FILE)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _decode(raw: bytes, path: str) -> StateFile:
+    try:
+        state = msgspec.json.decode(raw, type=StateFile)
+    except msgspec.DecodeError as err:
+        raise InputError(f"is not a cgdev entitlements file: {err}", field="state", value=path) from None
+    if state.version != SCHEMA_VERSION:
+        raise InputError(
+            f"has schema version {state.version}, expected {SCHEMA_VERSION}", field="state", value=path
+        )
+    return state
+
+
+def read(alive: Callable[[str], bool] | None = None) -> list[Entitlement]:
+    """Every entry, without those whose cgroup ``alive`` says is gone."""
+    path = state_path()
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        return []
+    except PermissionError:
+        raise EnvError(f"reading {path} needs root") from None
+    entries = _decode(raw, path).entries
+    return [e for e in entries if alive is None or alive(e.cgroup)]
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    directory = state_dir()
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd = os.open(
+            os.path.join(directory, ".entitlements.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+    except PermissionError:
+        raise EnvError(f"writing cgdev's state under {directory} needs root") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write(entries: list[Entitlement]) -> None:
+    path = state_path()
+    tmp = f"{path}.tmp-{os.getpid()}"
+    data = msgspec.json.format(msgspec.json.encode(StateFile(SCHEMA_VERSION, entries)), indent=2)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def update(
+    change: Callable[[dict[tuple[str, str, int, int], Entitlement]], None],
+    alive: Callable[[str], bool] | None = None,
+) -> None:
+    """Read, let ``change`` edit the entries (keyed by cgroup and device), write back atomically."""
+    with _locked():
+        entries = {e.key: e for e in read(alive)}
+        change(entries)
+        _write(list(entries.values()))
+
+
+def to_json(entries: list[Entitlement]) -> list[dict[str, object]]:
+    return [msgspec.to_builtins(e) for e in entries]
+
+
+def current(target: str | None = None) -> list[Entitlement]:
+    """The entitlements of containers that still exist (gone ones are dropped as they are read),
+    only those of ``target`` (a container id or unique prefix, a target as given, or a cgroup)."""
+    import os
+
+    from cgdev.adapters import cgroupfs
+
+    def alive(cgroup: str) -> bool:
+        return os.path.isdir(cgroupfs.cgroup_path(cgroup))
+
+    entries = read(alive)
+    if target:
+        entries = [
+            e
+            for e in entries
+            if target in (e.container_id, e.target, e.cgroup) or (e.container_id or "").startswith(target)
+        ]
+    return entries

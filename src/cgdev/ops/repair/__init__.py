@@ -1,0 +1,105 @@
+"""Repair: grant or revoke a device on a running target, on every layer (issue 8).
+
+``plan`` is pure (an ``Inspection`` and a request in, typed actions out), ``apply`` is the one
+module that changes the system (each action with its undo, verified, rolled back on failure).
+``change_devices`` is what every front end calls (the CLI now, the hook and the watcher next): it
+owns the systemd connection for the whole transaction, because the plan, the unit update and the
+re-inspection that verifies it must all talk to the same systemd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cgdev.ops.inspect import HostView
+    from cgdev.ops.repair.apply import Outcome
+    from cgdev.ops.repair.plan import Change, Plan
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChange:
+    """A planned change and, unless it was a dry run, how applying it went."""
+
+    plan: Plan
+    outcome: Outcome | None
+    systemd_status: str
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.outcome is None else self.outcome.exit_code
+
+    def to_json(self) -> dict[str, Any]:
+        if self.outcome is None:
+            return self.plan.to_json()
+        return {"plan": self.plan.to_json(), "outcome": self.outcome.to_json()}
+
+
+def change_devices(
+    target_spec: str,
+    host: HostView,
+    change: Change,
+    devices: Sequence[str],
+    access: str,
+    *,
+    shape: str = "auto",
+    persistent: bool = False,
+    dry_run: bool = False,
+    why: str = "",
+) -> DeviceChange:
+    """Plan (and unless ``dry_run``, apply and verify) ``change`` of ``devices`` on a live target."""
+    from cgdev.ops.collect import collect
+    from cgdev.ops.inspect import systemd_session
+    from cgdev.ops.layers import LiftCache
+    from cgdev.ops.repair.plan import parse_access_bits, parse_device, plan
+    from cgdev.ops.targets import resolve
+
+    bits = parse_access_bits(access)
+    with systemd_session(host) as (client, status):
+        target = resolve(
+            target_spec, runtime_roots=host.runtime_roots, systemd=client, systemd_root=host.systemd_root
+        )
+
+        def recollect() -> Any:
+            return collect(target, systemd=client, systemd_status=status, systemd_root=host.systemd_root,
+                           systemd_fs_root=host.systemd_fs_root)  # fmt: skip
+
+        inspection = recollect()
+        cache = LiftCache()
+        wanted = tuple(parse_device(d, bits, inspection=inspection, live=True) for d in devices)
+        planned = plan(inspection, change, wanted, shape=shape, persistent=persistent, cache=cache)
+        if dry_run:
+            return DeviceChange(planned, None, status)
+        from cgdev.ops.repair.apply import apply_plan
+
+        outcome = apply_plan(
+            planned,
+            inspection,
+            recollect,
+            systemd=client,
+            systemd_fs_root=host.systemd_fs_root,
+            why=why,
+            cache=cache,
+        )
+        return DeviceChange(planned, outcome, status)
+
+
+def plan_offline(
+    snapshot_path: str,
+    change: Change,
+    devices: Sequence[str],
+    access: str,
+    *,
+    shape: str = "auto",
+    persistent: bool = False,
+) -> DeviceChange:
+    """The plan for a snapshot (a dry run by nature: a file cannot be changed)."""
+    from cgdev.ops import snapshot
+    from cgdev.ops.repair.plan import parse_access_bits, parse_device, plan
+
+    inspection = snapshot.read(snapshot_path)
+    bits = parse_access_bits(access)
+    wanted = tuple(parse_device(d, bits, inspection=inspection, live=False) for d in devices)
+    return DeviceChange(plan(inspection, change, wanted, shape=shape, persistent=persistent), None, "off")
