@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from fixtures_kernel import requires_root_bpf
-from test_explain_helpers import ScratchNode, node  # noqa: F401
+from scratch_node import ScratchNode, node  # noqa: F401
 
 REQUEST = {"type": str, "major": int, "minor": int, "access": str}
 PROGRAM = {"id": int, "name": str, "tag": str, "generator": str, "allowed": bool, "rule": (str, type(None))}

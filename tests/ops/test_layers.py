@@ -16,7 +16,7 @@ from cgdev.ops.layers import (
 )
 from cgdev.ops.targets import resolve
 from fixtures_kernel import ALLOW_ALL, requires_root_bpf
-from test_explain_helpers import ScratchNode, node, program_bytes, sample_requests  # noqa: F401
+from scratch_node import ScratchNode, node, program_bytes, sample_requests  # noqa: F401
 
 
 @requires_root_bpf

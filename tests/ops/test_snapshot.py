@@ -17,7 +17,7 @@ from cgdev.ops import snapshot
 from cgdev.ops.collect import collect
 from cgdev.ops.targets import resolve
 from fixtures_kernel import requires_root_bpf
-from test_explain_helpers import ScratchNode, node  # noqa: F401
+from scratch_node import ScratchNode, node  # noqa: F401
 
 NOBODY = 65534
 

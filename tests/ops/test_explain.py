@@ -20,7 +20,7 @@ from cgdev.ops.layers import Inspection, Layer, UnitRecord
 from cgdev.ops.targets import Target, cgroup_pids, resolve
 from evidence import EVIDENCE
 from fixtures_kernel import in_child, requires_root_bpf
-from test_explain_helpers import NULL_RW, NVIDIACTL_RW, ScratchNode, node, v1_devices_group  # noqa: F401
+from scratch_node import NULL_RW, NVIDIACTL_RW, ScratchNode, node, v1_devices_group  # noqa: F401
 
 
 def _recorded_device_allow() -> tuple[tuple[str, str], ...]:
@@ -121,7 +121,7 @@ def test_on_systemd_257_findings_and_notes_say_set_property_not_reload(node: Scr
 
 def test_reload_keeps_foreign_and_replaces_systemd_program() -> None:
     from cgdev.ops.layers import ProgramRecord
-    from test_explain_helpers import program_bytes
+    from scratch_node import program_bytes
 
     sd = ProgramRecord(1, "sd_devices", "a", 2, program_bytes("sd"))
     crun = ProgramRecord(2, "", "b", 2, program_bytes("crun"))

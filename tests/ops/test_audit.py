@@ -10,7 +10,7 @@ import sys
 from cgdev.ops.audit import audit
 from cgdev.ops.targets import cgroup_pids
 from fixtures_kernel import requires_root_bpf
-from test_explain_helpers import ScratchNode, node, v1_devices_group  # noqa: F401
+from scratch_node import ScratchNode, node, v1_devices_group  # noqa: F401
 
 
 @requires_root_bpf

@@ -20,7 +20,7 @@ from cgdev.adapters.runtime_state import (
 from cgdev.errors import InputError, NotFound
 from cgdev.ops.targets import classify, resolve
 from fixtures_kernel import requires_root_bpf
-from test_explain_helpers import ScratchNode, node  # noqa: F401
+from scratch_node import ScratchNode, node  # noqa: F401
 
 # -- runtime state files (formats as crun 1.x, runc 1.1.5 and youki write them) ----------------
 

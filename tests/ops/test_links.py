@@ -166,7 +166,7 @@ def test_shipped_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
-    root = Path(__file__).resolve().parent.parent / "deploy" / "systemd"
+    root = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
     for unit in ("cgdev-links.service", "cgdev-links.path"):
         text = (root / unit).read_text().replace("/usr/local/bin/cgdev", f"{sys.executable} -m cgdev")
         text = "\n".join(line for line in text.splitlines() if not line.startswith("Documentation="))
