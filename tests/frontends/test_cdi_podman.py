@@ -38,7 +38,9 @@ exit 0
 def _podman_or_skip() -> str:
     podman = shutil.which("podman")
     if podman is None:
-        pytest.skip("podman is not installed (the lab wires a podman run later)")
+        from capabilities import skip_unless_ci
+
+        skip_unless_ci("podman is not installed (scripts/bootstrap installs it)")
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare(1) for a private /run")
     return podman
