@@ -482,4 +482,5 @@ def test_which_systemd_rebuilds_device_programs_on_daemon_reload() -> None:
     assert systemd_major("") is None and systemd_major(None) is None
     assert not reload_reapplies_devices("257.13-1~deb13u1")  # measured in the lab on Debian 13
     assert reload_reapplies_devices("252.39-1~deb12u1") and reload_reapplies_devices("258.1")
+    assert reload_reapplies_devices("262.1-1")  # measured in the sid lab (tests/test_lab_stacks.py)
     assert reload_reapplies_devices("")  # unknown: the 252 model, as before

@@ -1,0 +1,171 @@
+"""The lab on another Debian suite's stack (``cgdev lab up --stack sid``): real systemd, crun, runc of sid.
+
+These run when the suite's root is cached under /var/lib/cgdev/lab/roots/ or when
+``CGDEV_LAB_STACKS`` names the suite (``.ci/run`` sets it, and the first ``up`` then builds the
+root with debootstrap).  The stack's lab runs beside the host's and is brought down at the end if
+this session started it.  Every fact asserted is read from the running stack: its versions come
+from the binaries, and the expectations from those versions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cgdev.core.model import ACC_R, ACC_W, Request
+from cgdev.core.semantics.systemd import reload_reapplies_devices
+
+pytestmark = [pytest.mark.lab, pytest.mark.stack]
+
+STACK = "sid"
+NULL = Request("c", 1, 3, ACC_R | ACC_W)
+NVIDIACTL = Request("c", 195, 255, ACC_R | ACC_W)
+
+
+def _stack_skip_reason(stack: str) -> str | None:
+    from cgdev.lab.paths import Stack
+    from cgdev.lab.roots import read_stamp
+    from fixtures_lab import lab_impossible_reason
+
+    reason = lab_impossible_reason()
+    if reason:
+        return reason
+    root = Stack(stack).root_dir
+    assert root is not None
+    wanted = stack in os.environ.get("CGDEV_LAB_STACKS", "").replace(",", " ").split()
+    if read_stamp(root) is None and not wanted:
+        return f"no cached {stack} root: set CGDEV_LAB_STACKS={stack} (or run `cgdev lab up --stack {stack}`)"
+    return None
+
+
+class StackLab:
+    """The stack's lab; every call runs with that stack selected (``using_stack``)."""
+
+    def __init__(self, stack: str) -> None:
+        from cgdev.lab import control
+        from cgdev.lab.paths import using_stack
+
+        self.stack = stack
+        self._using = using_stack
+        with using_stack(stack):
+            self.report = control.up(timeout=120)
+        self.runtimes = self.report.runtimes
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._using(self.stack):
+            return fn(*args, **kwargs)
+
+    @property
+    def lab(self) -> Any:
+        from cgdev.lab.instance import require_lab
+
+        return self.call(require_lab)
+
+    def start(self, runtime: str, container_id: str) -> Any:
+        from cgdev.lab import containers, presets, scenario
+
+        # The base config, no grant; inside the stack: its rootfs path is the stack's var dir.
+        config = self.call(scenario.preset_config, presets.get("runc-sd"))
+        rt = self.runtimes[runtime]
+        return self.call(containers.start_container, self.lab, container_id, rt, "systemd", config).container
+
+    def delete(self, container_id: str) -> None:
+        from cgdev.lab import containers
+
+        self.call(containers.delete_container, self.lab, container_id)
+
+    def probe(self, container: Any) -> dict[str, str]:
+        from cgdev.lab import bundle, runtime
+
+        rt = self.runtimes[container.runtime]
+        return runtime.open_in_container(self.lab, rt, "systemd", container.id, bundle.PROBE_NODES)
+
+    def layers(self, cgroup: str) -> list[Any]:
+        from cgdev.lab.program_path import path_layers
+
+        return path_layers(self.lab, cgroup)
+
+
+@pytest.fixture(scope="module")
+def stack_lab() -> Iterator[StackLab]:
+    reason = _stack_skip_reason(STACK)
+    if reason:
+        pytest.skip(reason)
+    handle = StackLab(STACK)
+    yield handle
+    if handle.report.started:
+        from cgdev.lab import control
+
+        report = handle.call(control.down)
+        assert report.leftovers == [], f"cgdev lab down --stack {STACK} left: {report.leftovers}"
+
+
+def test_the_stack_runs_its_own_systemd_and_runtimes_beside_the_host_lab(stack_lab: StackLab) -> None:
+    from cgdev.lab import control, instance
+
+    status = stack_lab.call(control.status)
+    assert status.running and status.stack == STACK and status.root is not None
+    packages = status.root["packages"]
+    # The bus answers with the root's systemd, and the binaries in the lab report the root's versions.
+    assert stack_lab.report.systemd_version == packages["systemd"]
+    for name in ("crun", "runc"):
+        assert packages[name].startswith(stack_lab.runtimes[name].version)
+    assert stack_lab.lab.cgroup_root.name == f"cgdev-lab-{STACK}"
+    host = instance.find_lab()  # outside using_stack: the host stack's lab, if one runs
+    assert host is None or host.pid1 != stack_lab.lab.pid1
+
+
+@pytest.mark.parametrize("runtime", ["crun", "runc"])
+def test_a_container_denies_nvidiactl_and_allows_null_on_the_stack(stack_lab: StackLab, runtime: str) -> None:
+    from cgdev.lab.program_path import program_allows
+
+    container = stack_lab.start(runtime, f"stk-{runtime}")
+    try:
+        assert stack_lab.probe(container) == {"null": "ok", "nvidiactl": "EPERM"}
+        programs = [p for layer in stack_lab.layers(container.cgroup) for p in layer.programs]
+        assert programs, "a systemd-driver container on cgroup v2 has at least one device program"
+        # The kernel, asked program by program, agrees: every program allows null; one denies 195:255.
+        assert all(program_allows(p, NULL) for p in programs)
+        assert not all(program_allows(p, NVIDIACTL) for p in programs)
+    finally:
+        stack_lab.delete(container.id)
+
+
+def test_crun_hands_its_program_to_systemd_as_bpfprogram(stack_lab: StackLab) -> None:
+    """crun >= 1.23: BPFProgram=device:<pin>, no DeviceAllow, no program on the container's cgroup."""
+    crun = stack_lab.runtimes["crun"]
+    if crun.version_tuple < (1, 23):
+        pytest.skip(f"crun {crun.version} predates BPFProgram mode (1.23)")
+    container = stack_lab.start("crun", "stk-bpfprog")
+    try:
+        scope = container.scope
+        shown = stack_lab.lab.exec(
+            ["systemctl", "show", scope, "-p", "BPFProgram", "-p", "DeviceAllow", "-p", "DevicePolicy"]
+        ).stdout
+        pin = f"/sys/fs/bpf/crun/{scope.replace('.', '_')}"
+        assert f"BPFProgram=device:{pin}" in shown.splitlines()
+        assert "DeviceAllow=" not in shown and "DevicePolicy=auto" in shown.splitlines()
+        layers = stack_lab.layers(container.cgroup)
+        assert container.cgroup.endswith("/container") and not layers[-1].programs
+        scope_programs = layers[-2].programs
+        assert [p.name for p in scope_programs] != ["sd_devices"] and len(scope_programs) == 1
+    finally:
+        stack_lab.delete(container.id)
+
+
+def test_daemon_reload_reattaches_sd_devices_as_the_version_rule_says(stack_lab: StackLab) -> None:
+    """runc replaces systemd's program on its scope; a reload that re-applies brings sd_devices back."""
+    container = stack_lab.start("runc", "stk-reload")
+    try:
+        before = [p.name for p in stack_lab.layers(container.cgroup)[-1].programs]
+        assert "sd_devices" not in before
+        stack_lab.lab.exec(["systemctl", "daemon-reload"], timeout=30)
+        after = [p.name for p in stack_lab.layers(container.cgroup)[-1].programs]
+        assert ("sd_devices" in after) == reload_reapplies_devices(stack_lab.report.systemd_version)
+        stack_lab.lab.exec(["systemctl", "set-property", "--runtime", container.scope, "CPUWeight=50"])
+        assert "sd_devices" in [p.name for p in stack_lab.layers(container.cgroup)[-1].programs]
+    finally:
+        stack_lab.delete(container.id)
