@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -163,9 +164,70 @@ def test_daemon_reload_reattaches_sd_devices_as_the_version_rule_says(stack_lab:
         before = [p.name for p in stack_lab.layers(container.cgroup)[-1].programs]
         assert "sd_devices" not in before
         stack_lab.lab.exec(["systemctl", "daemon-reload"], timeout=30)
-        after = [p.name for p in stack_lab.layers(container.cgroup)[-1].programs]
-        assert ("sd_devices" in after) == reload_reapplies_devices(stack_lab.report.systemd_version)
+        after = stack_lab.layers(container.cgroup)[-1].programs
+        reapplied = [p for p in after if p.name == "sd_devices"]
+        assert bool(reapplied) == reload_reapplies_devices(stack_lab.report.systemd_version)
+        if reapplied:  # and it is, byte for byte, cgdev's systemd shape for the scope's properties
+            from cgdev.core import isa
+            from cgdev.core.shapes import systemd_properties_program
+
+            shown = stack_lab.lab.exec(["systemctl", "show", container.scope, "-p", "DeviceAllow"])
+            allow = [
+                tuple(line.removeprefix("DeviceAllow=").rsplit(" ", 1)) for line in shown.stdout.splitlines()
+            ]
+            proc_devices = Path("/proc/devices").read_text()
+            expected = systemd_properties_program("strict", allow, proc_devices)  # type: ignore[arg-type]
+            assert reapplied[0].xlated == isa.encode(expected)
         stack_lab.lab.exec(["systemctl", "set-property", "--runtime", container.scope, "CPUWeight=50"])
         assert "sd_devices" in [p.name for p in stack_lab.layers(container.cgroup)[-1].programs]
     finally:
         stack_lab.delete(container.id)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "driver"),
+    [("crun", "systemd"), ("crun", "cgroupfs"), ("runc", "systemd"), ("runc", "cgroupfs")],
+)
+def test_the_stacks_runtime_programs_equal_cgdev_shapes_on_random_lists(
+    stack_lab: StackLab, runtime: str, driver: str
+) -> None:
+    """crun 1.28 (its pinned BPFProgram under systemd) and runc 1.3.6 attach cgdev's crun/runc shapes."""
+    import random
+
+    from cgdev.core import isa
+    from cgdev.core.rules import parse_oci_config
+    from cgdev.core.shapes import shape_program
+    from cgdev.errors import CgdevError, InputError
+    from cgdev.lab import bundle, containers
+    from test_lab_shapes import LISTS_PER_RUNTIME, _random_devices
+
+    rt = stack_lab.runtimes[runtime]
+    rng = random.Random(f"stack-shapes-{runtime}-{driver}")
+    started = 0
+    for i in range(LISTS_PER_RUNTIME):
+        devices = _random_devices(rng)
+        config = bundle.base_config(stack_lab.call(bundle.ensure_rootfs))
+        config["linux"]["resources"]["devices"] = devices
+        try:
+            expected = shape_program(parse_oci_config(config), runtime)
+        except InputError:
+            expected = None  # cgdev says this runtime refuses the list
+        name = f"stk-shape-{runtime}-{driver}-{i}"
+        try:
+            container = stack_lab.call(containers.start_container, stack_lab.lab, name, rt, driver, config)
+        except CgdevError as err:
+            assert expected is None, f"{runtime} {rt.version} refused {devices}: {err}"
+            continue
+        try:
+            assert expected is not None, f"{runtime} accepted {devices}; cgdev said it refuses"
+            attached = [
+                p.xlated
+                for layer in stack_lab.layers(container.container.cgroup)
+                for p in layer.programs
+                if p.name != "sd_devices"
+            ]
+            assert attached == ([isa.encode(expected)] if expected else []), devices
+            started += 1
+        finally:
+            stack_lab.delete(name)
+    assert started >= LISTS_PER_RUNTIME // 2, started
