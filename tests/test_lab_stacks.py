@@ -1,6 +1,6 @@
 """The lab on another Debian suite's stack (``cgdev lab up --stack sid``): real systemd, crun, runc of sid.
 
-These run when the suite's root is cached under /var/lib/cgdev/lab/roots/ or when
+These run, for each of ``STACKS``, when the suite's root is cached under /var/lib/cgdev/lab/roots/ or when
 ``CGDEV_LAB_STACKS`` names the suite (``.ci/run`` sets it, and the first ``up`` then builds the
 root with debootstrap).  The stack's lab runs beside the host's and is brought down at the end if
 this session started it.  Every fact asserted is read from the running stack: its versions come
@@ -21,7 +21,8 @@ from cgdev.core.semantics.systemd import reload_reapplies_devices
 
 pytestmark = [pytest.mark.lab, pytest.mark.stack]
 
-STACK = "sid"
+# The suites whose labs these tests run on (each only where its root is cached or asked for).
+STACKS = ("sid", "trixie")
 NULL = Request("c", 1, 3, ACC_R | ACC_W)
 NVIDIACTL = Request("c", 195, 255, ACC_R | ACC_W)
 
@@ -90,31 +91,32 @@ class StackLab:
         return path_layers(self.lab, cgroup)
 
 
-@pytest.fixture(scope="module")
-def stack_lab() -> Iterator[StackLab]:
-    reason = _stack_skip_reason(STACK)
+@pytest.fixture(scope="module", params=STACKS)
+def stack_lab(request: pytest.FixtureRequest) -> Iterator[StackLab]:
+    stack = request.param
+    reason = _stack_skip_reason(stack)
     if reason:
         pytest.skip(reason)
-    handle = StackLab(STACK)
+    handle = StackLab(stack)
     yield handle
     if handle.report.started:
         from cgdev.lab import control
 
         report = handle.call(control.down)
-        assert report.leftovers == [], f"cgdev lab down --stack {STACK} left: {report.leftovers}"
+        assert report.leftovers == [], f"cgdev lab down --stack {stack} left: {report.leftovers}"
 
 
 def test_the_stack_runs_its_own_systemd_and_runtimes_beside_the_host_lab(stack_lab: StackLab) -> None:
     from cgdev.lab import control, instance
 
     status = stack_lab.call(control.status)
-    assert status.running and status.stack == STACK and status.root is not None
+    assert status.running and status.stack == stack_lab.stack and status.root is not None
     packages = status.root["packages"]
     # The bus answers with the root's systemd, and the binaries in the lab report the root's versions.
     assert stack_lab.report.systemd_version == packages["systemd"]
     for name in ("crun", "runc"):
         assert packages[name].startswith(stack_lab.runtimes[name].version)
-    assert stack_lab.lab.cgroup_root.name == f"cgdev-lab-{STACK}"
+    assert stack_lab.lab.cgroup_root.name == f"cgdev-lab-{stack_lab.stack}"
     host = instance.find_lab()  # outside using_stack: the host stack's lab, if one runs
     assert host is None or host.pid1 != stack_lab.lab.pid1
 
@@ -212,11 +214,22 @@ def test_the_stacks_runtime_programs_equal_cgdev_shapes_on_random_lists(
             expected = shape_program(parse_oci_config(config), runtime)
         except InputError:
             expected = None  # cgdev says this runtime refuses the list
+        # crun 1.18-1.22 under systemd turns the list into DeviceAllow and refuses a deny rule after
+        # the leading deny-all unless it is redundant ("systemd does not support deny rules for
+        # devices"; not modelled by cgdev's semantics yet); crun >= 1.23 hands systemd its own
+        # program (BPFProgram) and takes such lists (measured on trixie and sid).
+        may_refuse_deny = (
+            runtime == "crun"
+            and driver == "systemd"
+            and (1, 18) <= rt.version_tuple < (1, 23)
+            and any(not entry["allow"] for entry in devices[1:])
+        )
         name = f"stk-shape-{runtime}-{driver}-{i}"
         try:
             container = stack_lab.call(containers.start_container, stack_lab.lab, name, rt, driver, config)
         except CgdevError as err:
-            assert expected is None, f"{runtime} {rt.version} refused {devices}: {err}"
+            known = may_refuse_deny and "systemd does not support deny rules" in str(err)
+            assert expected is None or known, f"{runtime} {rt.version} refused {devices}: {err}"
             continue
         try:
             assert expected is not None, f"{runtime} accepted {devices}; cgdev said it refuses"
