@@ -155,6 +155,15 @@ def test_crun_hands_its_program_to_systemd_as_bpfprogram(stack_lab: StackLab) ->
         assert container.cgroup.endswith("/container") and not layers[-1].programs
         scope_programs = layers[-2].programs
         assert [p.name for p in scope_programs] != ["sd_devices"] and len(scope_programs) == 1
+        # The legacy NVIDIA hook has no program on the container's cgroup to prepend to: the one
+        # it builds is refused by the kernel, so the hook fails and nothing changes.
+        from cgdev.errors import EnvError
+        from cgdev.lab import hooksim
+
+        with pytest.raises(EnvError, match="no device program to prepend to"):
+            hooksim.hook_cgroup(str(stack_lab.lab.host_cgroup(container.cgroup)), 195, 255)
+        assert not stack_lab.layers(container.cgroup)[-1].programs
+        assert stack_lab.probe(container) == {"null": "ok", "nvidiactl": "EPERM"}
     finally:
         stack_lab.delete(container.id)
 
