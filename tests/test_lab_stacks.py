@@ -253,3 +253,21 @@ def test_the_stacks_runtime_programs_equal_cgdev_shapes_on_random_lists(
         finally:
             stack_lab.delete(name)
     assert started >= LISTS_PER_RUNTIME // 2, started
+
+
+def test_every_scenario_matches_its_version_derived_timeline_on_the_stack(stack_lab: StackLab) -> None:
+    """The presets whose runtime versions the stack has run, and each matches its timeline.
+
+    crun >= 1.23 runs the ``crun-pin-*`` cases (BPFProgram mode, the hook fails); 1.18-1.22 the
+    double-filter ones; the reload column follows the running systemd (``expectation``).
+    """
+    from cgdev.lab import presets, scenario
+
+    results = [
+        stack_lab.call(scenario.run_scenario, stack_lab.lab, preset, stack_lab.runtimes)
+        for preset in presets.PRESETS.values()
+    ]
+    ran = [r for r in results if r.skipped is None]
+    assert {r.preset.runtime for r in ran} == {"crun", "runc"}
+    assert len(ran) >= 6, scenario.render(results)
+    assert all(r.passed for r in ran), scenario.render(results)

@@ -55,6 +55,10 @@ def allow_prefix(major: int, minor: int) -> tuple[isa.Insn, ...]:
 NO_OLD_PROGRAM: Final = (isa.exit_(),)
 
 
+class HookRefused(EnvError):
+    """The hook's program for a cgroup without a program is refused by the kernel: the hook fails."""
+
+
 @dataclass(frozen=True, slots=True)
 class HookResult:
     cgroup: str
@@ -98,7 +102,7 @@ def hook_cgroup(cgroup_dir: str, major: int, minor: int) -> HookResult:
             except VerifierError as exc:
                 if olds:
                     raise
-                raise EnvError(
+                raise HookRefused(
                     f"hook-sim: {cgroup_dir} has no device program to prepend to, and the kernel "
                     f"refuses the hook's allow block followed by a bare exit ({exc}): the hook fails here"
                 ) from None
