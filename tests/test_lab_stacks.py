@@ -83,7 +83,12 @@ class StackLab:
         from cgdev.lab import bundle, runtime
 
         rt = self.runtimes[container.runtime]
-        return runtime.open_in_container(self.lab, rt, "systemd", container.id, bundle.PROBE_NODES)
+        return runtime.open_in_container(self.lab, rt, container.driver, container.id, bundle.PROBE_NODES)
+
+    def run_preset(self, preset: Any) -> Any:
+        from cgdev.lab import scenario
+
+        return self.call(scenario.start_preset, self.lab, preset, self.runtimes[preset.runtime])
 
     def layers(self, cgroup: str) -> list[Any]:
         from cgdev.lab.program_path import path_layers
@@ -271,3 +276,50 @@ def test_every_scenario_matches_its_version_derived_timeline_on_the_stack(stack_
     assert {r.preset.runtime for r in ran} == {"crun", "runc"}
     assert len(ran) >= 6, scenario.render(results)
     assert all(r.passed for r in ran), scenario.render(results)
+
+
+def test_explain_follows_the_kernel_through_every_timeline_on_the_stack(stack_lab: StackLab) -> None:
+    """Issue 11's acceptance on a stack: at every step of every case the stack runs, explain's
+    verdicts (final and per program) equal the kernel's, and its after-reload prediction comes true
+    (for systemd 257 only set-property's: its daemon-reload re-applies nothing)."""
+    from cgdev.adapters import cgroupfs
+    from cgdev.lab import hooksim, presets, scenario
+    from cgdev.ops.layers import LiftCache
+    from test_explain_lab import LabView, check_against_kernel, explain_all
+
+    lab = stack_lab.lab
+    systemd_root = "/" + os.path.relpath(str(lab.cgroup_root), cgroupfs.cgroup2_mount())
+    view = LabView(lab.pid1, systemd_root, lab.bus_address)
+    version = stack_lab.report.systemd_version
+    lifts = LiftCache()
+    ran = 0
+    for preset in presets.PRESETS.values():
+        if scenario.skip_reason(preset, stack_lab.runtimes):
+            continue
+        container = stack_lab.run_preset(preset)
+        try:
+            target = view.resolve(container.id)
+            predicted: dict[str, bool | None] | None = None
+            timeline = presets.expectation(preset, version)
+            for step, expected in zip(presets.STEPS, timeline, strict=True):
+                try:
+                    if step != "start" and not scenario.apply_step(lab, step, container):
+                        continue
+                except hooksim.HookRefused:
+                    assert preset.hook_fails, (preset.name, step)
+                observed = {node: v in ("ok", "ENXIO") for node, v in stack_lab.probe(container).items()}
+                assert observed == {"null": True, "nvidiactl": expected == presets.ALLOWED}, (
+                    preset.name,
+                    step,
+                )
+                if step == "set-property" or (step == "daemon-reload" and reload_reapplies_devices(version)):
+                    assert predicted == observed, (
+                        f"{preset.name} {step}: predicted {predicted}, kernel {observed}"
+                    )
+                answers = explain_all(view.inspect(target), lifts)
+                check_against_kernel(answers, observed, f"{preset.name} {step}")
+                predicted = {node: answer.after_allowed for node, answer in answers.items()}
+            ran += 1
+        finally:
+            stack_lab.call(scenario.containers.delete_container, lab, container.id)
+    assert ran >= 6
