@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -323,3 +324,28 @@ def test_explain_follows_the_kernel_through_every_timeline_on_the_stack(stack_la
         finally:
             stack_lab.call(scenario.containers.delete_container, lab, container.id)
     assert ran >= 6
+
+
+def test_runc_passes_a_spec_device_without_a_dev_char_link_as_the_version_rule_says(
+    stack_lab: StackLab,
+) -> None:
+    """195:255 in the spec, no /dev/char/195:255 on the host: kept in DeviceAllow, and so after a reload."""
+    from cgdev.core.semantics.runc_dev_char import dev_char_check, runc_passes_device
+    from cgdev.lab import presets
+
+    if Path("/dev/char/195:255").exists():
+        pytest.skip("this host has a /dev/char/195:255 link: the case needs it missing")
+    runc = stack_lab.runtimes["runc"]
+    check = dev_char_check(runc.version, stack_lab.report.systemd_version)
+    passes = runc_passes_device(check, False, Path("/sys/dev/char/195:255").exists())
+    assert passes is not None
+    preset = presets.get("crun-sd-allow")  # the spec grants c 195:255 rw
+    container = stack_lab.run_preset(replace(preset, runtime="runc"))
+    try:
+        shown = stack_lab.lab.exec(["systemctl", "show", container.scope, "-p", "DeviceAllow"]).stdout
+        assert ("DeviceAllow=/dev/char/195:255 rw" in shown.splitlines()) is passes
+        stack_lab.lab.exec(["systemctl", "daemon-reload"], timeout=30)
+        stack_lab.lab.exec(["systemctl", "set-property", "--runtime", container.scope, "CPUWeight=50"])
+        assert stack_lab.probe(container)["nvidiactl"] == ("ENXIO" if passes else "EPERM")
+    finally:
+        stack_lab.delete(container.id)
