@@ -113,11 +113,13 @@ def memlock_shim(var: Path) -> Path:
 # -- the set of runtimes ------------------------------------------------------------------------
 
 
-def stack_runtimes(root: Path) -> dict[str, Runtime]:
+def stack_runtimes(root: Path, var: Path) -> dict[str, Runtime]:
     """A stack root's crun and runc (paths as the lab sees them), versions from the root's dpkg.
 
     crun cannot run outside its lab (it re-executes itself through /proc), so before the lab is
-    up the package database is what can be read; ``lab_runtime_versions`` reads the binaries.
+    up the package database is what can be read; ``control.lab_runtimes`` reads the binaries.
+    A crun older than 1.18 (bookworm's 1.8.1) gets the host stack's name for it, ``crun-1.8.1``,
+    and the memlock shim from the stack's var dir (which the lab sees at the same path).
     """
     from cgdev.lab.roots import ROOT_PACKAGES, package_versions
 
@@ -125,8 +127,15 @@ def stack_runtimes(root: Path) -> dict[str, Runtime]:
     found: dict[str, Runtime] = {}
     for name in ("crun", "runc"):
         upstream = re.match(r"\d+(?:\.\d+)+", versions.get(name, ""))
-        if upstream:
-            found[name] = Runtime(name, "/" + ROOT_PACKAGES[name], upstream.group(0))
+        if not upstream:
+            continue
+        path, version = "/" + ROOT_PACKAGES[name], upstream.group(0)
+        if name == "crun" and parse_version(version) < MIN_DOUBLE_FILTER_CRUN:
+            shim = var / "memlock-shim.so"
+            if version == "1.8.1" and shim.exists():
+                found["crun-1.8.1"] = Runtime("crun-1.8.1", path, version, (("LD_PRELOAD", str(shim)),))
+            continue
+        found[name] = Runtime(name, path, version)
     return found
 
 
@@ -137,7 +146,7 @@ def installed_runtimes(var: Path | None = None) -> dict[str, Runtime]:
     """
     stack = current_stack()
     if stack.root_dir is not None:
-        return stack_runtimes(stack.root_dir)
+        return stack_runtimes(stack.root_dir, stack.var_dir)
     var = var or stack.var_dir
     found: dict[str, Runtime] = {}
     runc = binary_version("/usr/sbin/runc")
@@ -172,6 +181,11 @@ def prepare(timeout: float, progress: Progress, var: Path | None = None) -> dict
 
         ensure_packages(["busybox-static", "util-linux"], timeout * 5, progress)
         ensure_root(stack.name, timeout * 10, progress, stack.root_dir.parent)
+        from cgdev.lab.roots import package_versions
+
+        if package_versions(stack.root_dir, ["crun"]).get("crun", "").startswith("1.8.1"):
+            ensure_packages(["gcc", "libc6-dev"], timeout * 5, progress)
+            memlock_shim(stack.var_dir)  # bookworm's crun 1.8.1 needs it, as on a Debian 12 host
         return installed_runtimes()
     var = var or stack.var_dir
     release = debian_major()
