@@ -482,6 +482,7 @@ def test_which_systemd_rebuilds_device_programs_on_daemon_reload() -> None:
     assert systemd_major("") is None and systemd_major(None) is None
     assert not reload_reapplies_devices("257.13-1~deb13u1")  # measured in the lab on Debian 13
     assert reload_reapplies_devices("252.39-1~deb12u1") and reload_reapplies_devices("258.1")
+    assert reload_reapplies_devices("262.1-1")  # measured in the sid lab (tests/test_lab_stacks.py)
     assert reload_reapplies_devices("")  # unknown: the 252 model, as before
 
 
@@ -497,3 +498,23 @@ def test_systemd_reads_ascii_digits_only() -> None:
     (entry,) = systemd_program("strict", [("/dev/char/1:3", "rw")], "", stat=no_stat).entries
     assert (entry.type, entry.major, entry.minor) == ("c", 1, 3)
     assert systemd_program("strict", [("char-１", "rw")], "", stat=no_stat).entries == ()
+
+
+def test_which_runc_drops_a_device_without_a_dev_char_link_for_systemd() -> None:
+    from cgdev.core.semantics.runc_dev_char import DevCharCheck, dev_char_check, runc_passes_device
+
+    assert dev_char_check("1.1.2", "252") is DevCharCheck.NONE
+    assert dev_char_check("1.1.4", None) is DevCharCheck.DEV_CHAR
+    assert (
+        dev_char_check("1.1.5", "252.39-1~deb12u1") is DevCharCheck.DEV_CHAR_OR_SYS
+    )  # reproduced, Debian 12
+    assert dev_char_check("1.1.15+ds1", "257.13-1~deb13u1") is DevCharCheck.NONE  # measured, trixie lab
+    assert dev_char_check("1.3.6+ds1", "262.1-1") is DevCharCheck.NONE  # measured, sid lab
+    assert dev_char_check("1.1.7", "239") is DevCharCheck.DEV_CHAR_OR_SYS
+    assert dev_char_check("1.3.6", None) is None and dev_char_check(None, "262") is None  # unknown
+    # an NVIDIA node: neither /dev/char/195:255 nor /sys/dev/char/195:255
+    assert runc_passes_device(dev_char_check("1.1.5", "252"), False, False) is False
+    assert runc_passes_device(dev_char_check("1.1.5", "252"), False, True) is True
+    assert runc_passes_device(dev_char_check("1.1.4", "252"), False, True) is False
+    assert runc_passes_device(dev_char_check("1.3.6", "262"), False, False) is True
+    assert runc_passes_device(None, True, True) is None

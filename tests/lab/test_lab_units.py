@@ -20,7 +20,9 @@ from cgdev.lab.table import format_table
 def test_presets_cover_the_eight_reference_cases() -> None:
     crun_181 = {"crun181-fs", "crun181-sd"}
     crun = {"crun-fs", "crun-sd", "crun-sd-nosub", "crun-sd-allow"}
-    assert set(presets.PRESETS) == crun_181 | crun | {"runc-fs", "runc-sd"}
+    crun_pin = {"crun-pin-sd", "crun-pin-sd-allow"}  # crun >= 1.23 under systemd (BPFProgram)
+    assert set(presets.PRESETS) == crun_181 | crun | crun_pin | {"runc-fs", "runc-sd"}
+    assert {p.name for p in presets.PRESETS.values() if p.hook_fails} == crun_pin
     for preset in presets.PRESETS.values():
         assert len(preset.nvidiactl) == len(presets.STEPS)
         # set-property needs a scope: it is "not run" exactly for the cgroupfs driver

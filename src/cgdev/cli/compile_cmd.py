@@ -24,8 +24,8 @@ syntax (--rules: OCI JSON, v1 lines "c 1:3 rwm" / "allow c 1:3 rw", systemd "cha
 the command line ('allow c 1:3 rw' ...). --semantics says how the list is read (default: ordered,
 the last matching rule decides each access bit). --shape cgdev (default) emits cgdev's optimised
 decision tree; runc, crun, crun-1.8 and systemd emit, instruction for instruction, what runc
-1.1.5, crun 1.21, crun 1.8.1 (Debian 12) or systemd 252 attach for the same list (and imply their
-own semantics).
+1.1.5-1.3.6, crun 1.21-1.28, crun 1.8.1 (Debian 12) or systemd 252-262 attach for the same list
+(and imply their own semantics).
 
   cgdev compile 'deny a' 'allow c 1:3 rwm' 'allow c 136:* rw'
   cgdev compile --config config.json --shape crun -o prog.bin

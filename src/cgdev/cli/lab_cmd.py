@@ -27,6 +27,12 @@ crun 1.8.1 to start containers against it. Nothing of it is visible to the host'
   cgdev lab hook-sim ID 195:255     what libnvidia-container's hook does to the container
   cgdev lab exec -- systemctl list-units --type=scope
   cgdev lab down
+  cgdev lab up --stack sid          the same lab on Debian unstable's systemd, crun and runc
+
+Every action takes --stack host|bookworm|trixie|sid (default host: this machine's packages). A
+suite's lab runs from a debootstrap root of that suite, built once from the machine's own apt
+mirror and cached under /var/lib/cgdev/lab/roots/; labs of different stacks run side by side
+(cgroup cgdev-lab-<stack>, state /run/cgdev-lab-<stack>, files /var/lib/cgdev/lab/stacks/<stack>).
 """
 RUN_DESCRIPTION = """\
 Start a container in the lab from a preset (see `cgdev lab scenario --list`) or from an OCI
@@ -69,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
         if with_json:
             sub.add_argument("--json", action="store_true", help="machine-readable output")
+        _stack_option(sub)
         return sub
 
     action("up", "start the lab (idempotent; installs packages and builds crun on first use)")
@@ -81,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Run CMD inside the lab (its mount, pid, cgroup, uts, ipc and network namespaces), "
         "e.g. `cgdev lab exec -- systemctl status`. The exit status is CMD's.",
     )
+    _stack_option(ex)
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG ...]")
 
     from_names = "crun, runc or crun-1.8.1 (alias crun-1.8)"
@@ -119,6 +127,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action("demo", "show the double-filter problem step by step", DEMO_DESCRIPTION, with_json=False)
 
 
+def _stack_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stack",
+        default="host",
+        metavar="STACK",
+        help="host (this machine's packages), bookworm, trixie or sid (a cached debootstrap root)",
+    )
+
+
 def _emit(args: argparse.Namespace, data: dict[str, Any], human: str) -> None:
     if getattr(args, "json", False):
         from cgdev.present.json_out import print_json
@@ -143,6 +160,7 @@ def _up(args: argparse.Namespace) -> int:
     lab = report.lab
     runtimes = {name: f"{rt.version} {rt.path}" for name, rt in report.runtimes.items()}
     data = {
+        "stack": report.stack,
         "started": report.started,
         "seconds": round(report.seconds, 3),
         "pid1": lab.pid1,
@@ -153,7 +171,7 @@ def _up(args: argparse.Namespace) -> int:
     }
     human = "\n".join(
         [
-            f"lab is {'up' if report.started else 'already up'} ({report.seconds:.1f}s): "
+            f"lab ({report.stack}) is {'up' if report.started else 'already up'} ({report.seconds:.1f}s): "
             f"systemd {report.systemd_version}, host pid {lab.pid1}",
             f"  cgroup   {lab.cgroup_root}",
             f"  bus      {lab.bus_address}",
@@ -190,7 +208,13 @@ def _status(args: argparse.Namespace) -> int:
     from cgdev.lab import control
 
     st = control.status()
-    lines = [f"lab: {'running' if st.running else 'not running'}"]
+    lines = [f"lab ({st.stack}): {'running' if st.running else 'not running'}"]
+    if st.root:
+        packages = ", ".join(f"{k} {v}" for k, v in st.root["packages"].items())
+        built = f"{st.root['suite']}, built {st.root['built']}"
+        lines.append(f"  root    {st.root['path']} ({built}): {packages}")
+    elif st.stack != "host":
+        lines.append("  root    not built yet (`cgdev lab up --stack " + st.stack + "` builds it)")
     if st.running:
         version = st.systemd_version or "? (its system bus does not answer)"
         lines += [f"  systemd {version}, host pid {st.pid1}", f"  cgroup  {st.cgroup_root}",
@@ -338,10 +362,14 @@ _ACTIONS = {
 
 
 def run(args: argparse.Namespace) -> int:
+    from cgdev.lab.paths import check_stack, using_stack
+
+    stack = check_stack(args.stack)
     if args.action == "run":
         _check_name(args.name)  # bad input is exit 2 whoever runs it
     if args.action not in ("scenario",) or not getattr(args, "list", False):
         from cgdev.lab.control import require_root
 
         require_root()
-    return _ACTIONS[args.action](args)
+    with using_stack(stack):
+        return _ACTIONS[args.action](args)

@@ -19,6 +19,10 @@ generator's C/Go code does:
 
 All of them compare with 64-bit ``JNE`` against a sign-extended 32-bit immediate, as the originals
 do; so (like the originals) a rule with a major or minor >= 2^31 never matches.
+
+The layouts have not changed since: crun 1.28 (its pinned ``BPFProgram`` as well as its
+cgroupfs program), runc 1.3.6 and systemd 262 attach byte for byte what these build, measured on
+Debian unstable in the lab (``cgdev lab up --stack sid``; tests/test_lab_stacks.py, docs/stacks.md).
 """
 
 from __future__ import annotations

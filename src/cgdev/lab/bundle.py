@@ -16,7 +16,7 @@ from typing import Any, Final
 import msgspec
 
 from cgdev.errors import EnvError, InputError
-from cgdev.lab.paths import VAR_DIR
+from cgdev.lab.paths import current_stack
 
 NVIDIACTL: Final = (195, 255)
 PROBE_NODES: Final = ("null", "nvidiactl")  # what every scenario opens inside the container
@@ -24,12 +24,12 @@ SLEEP_FOREVER: Final = ["sleep", "1000000000"]
 BUSYBOX: Final = "/bin/busybox"
 
 
-def ensure_rootfs(var: Path = VAR_DIR, busybox: str = BUSYBOX, timeout: float = 30) -> Path:
+def ensure_rootfs(var: Path | None = None, busybox: str = BUSYBOX, timeout: float = 30) -> Path:
     """A static busybox with its applets as symlinks: enough for ``sleep`` and the probe script.
 
     A busybox that cannot be copied, fails or hangs is a one-line ``EnvError`` (within ``timeout``).
     """
-    rootfs = var / "rootfs"
+    rootfs = (var or current_stack().var_dir) / "rootfs"
     if (rootfs / "bin" / "sleep").is_symlink():
         return rootfs
     try:
@@ -170,12 +170,12 @@ def load_config(path: Path, rootfs: Path) -> dict[str, Any]:
     return config
 
 
-def write_bundle(container_id: str, config: dict[str, Any], var: Path = VAR_DIR) -> Path:
-    bundle = var / "bundles" / container_id
+def write_bundle(container_id: str, config: dict[str, Any], var: Path | None = None) -> Path:
+    bundle = (var or current_stack().var_dir) / "bundles" / container_id
     bundle.mkdir(parents=True, exist_ok=True)
     (bundle / "config.json").write_text(json.dumps(config, indent=1))
     return bundle
 
 
-def remove_bundle(container_id: str, var: Path = VAR_DIR) -> None:
-    shutil.rmtree(var / "bundles" / container_id, ignore_errors=True)
+def remove_bundle(container_id: str, var: Path | None = None) -> None:
+    shutil.rmtree((var or current_stack().var_dir) / "bundles" / container_id, ignore_errors=True)

@@ -25,7 +25,7 @@ from cgdev.errors import EnvError, NeedsRoot
 from cgdev.lab import bundle, containers, install, leftovers
 from cgdev.lab.instance import Lab, console_tail, find_lab, system_version
 from cgdev.lab.lock import lab_lock
-from cgdev.lab.paths import STATE_DIR, VAR_DIR, StateFiles, lab_cgroup, lab_timeout
+from cgdev.lab.paths import StateFiles, current_stack, lab_cgroup, lab_timeout
 from cgdev.lab.processes import (
     alive,
     children,
@@ -54,6 +54,7 @@ class UpReport:
     started: bool  # False: it was already running
     seconds: float
     systemd_version: str
+    stack: str = "host"
 
 
 def preflight() -> None:
@@ -74,13 +75,31 @@ def up(progress: Progress = _quiet, *, timeout: float | None = None) -> UpReport
         lab = find_lab()
         started = lab is None
         if lab is None:
-            if STATE_DIR.exists() or lab_cgroup().exists():
+            if current_stack().state_dir.exists() or lab_cgroup().exists():
                 progress("cleaning up a previous lab that did not stop cleanly")
                 _stop(limit)
             progress("starting systemd in private namespaces")
             lab = start_systemd(limit)
         version = system_version(lab) or "?"
-    return UpReport(lab, runtimes, started, time.monotonic() - started_at, version)
+        if current_stack().root_dir is not None:
+            runtimes = lab_runtimes(lab, runtimes)
+    return UpReport(lab, runtimes, started, time.monotonic() - started_at, version, current_stack().name)
+
+
+def lab_runtimes(lab: Lab, runtimes: dict[str, Runtime]) -> dict[str, Runtime]:
+    """The versions the runtime binaries report inside the running lab (a stack's, not the host's)."""
+    from dataclasses import replace
+
+    from cgdev.lab.runtime import version_of
+
+    found = {}
+    for name, rt in runtimes.items():
+        done = lab.exec([rt.path, "--version"], check=False, timeout=10)
+        version = version_of(done.stdout) if done.returncode == 0 else None
+        if version is None:
+            raise EnvError(f"{rt.path} --version failed inside the lab: {done.stderr.strip()[-200:]}")
+        found[name] = replace(rt, version=version)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +121,7 @@ def _stop(limit: float, errors: list[str] | None = None) -> list[str]:
     lab = find_lab()
     deleted = [] if lab is None else containers.delete_all(lab, errors)
     stop_systemd(limit)
-    for leftover in (VAR_DIR / "bundles").glob("*"):
+    for leftover in (current_stack().var_dir / "bundles").glob("*"):
         bundle.remove_bundle(leftover.name)
     return deleted
 
@@ -124,6 +143,8 @@ def down(progress: Progress = _quiet, *, timeout: float | None = None) -> DownRe
 @dataclass(frozen=True, slots=True)
 class Status:
     running: bool
+    stack: str = "host"
+    root: dict[str, Any] | None = None  # a stack root's stamp: suite, mirror, build date, packages
     pid1: int | None = None
     cgroup_root: str | None = None
     bus_address: str | None = None
@@ -133,12 +154,25 @@ class Status:
 
 
 def status() -> Status:
-    runtimes = {name: f"{rt.version} ({rt.path})" for name, rt in install.installed_runtimes().items()}
+    stack = current_stack()
+    root = None
+    if stack.root_dir is not None:
+        from cgdev.lab.roots import read_stamp, stamp_json
+
+        stamp = read_stamp(stack.root_dir)
+        root = None if stamp is None else {"path": str(stack.root_dir), **stamp_json(stamp)}
+    found = install.installed_runtimes() if stack.root_dir is None or root else {}
     lab = find_lab()
+    if lab is not None and stack.root_dir is not None:
+        with contextlib.suppress(EnvError):
+            found = lab_runtimes(lab, found)
+    runtimes = {name: f"{rt.version} ({rt.path})" for name, rt in found.items()}
     if lab is None:
-        return Status(running=False, runtimes=runtimes)
+        return Status(running=False, stack=stack.name, root=root, runtimes=runtimes)
     return Status(
         running=True,
+        stack=stack.name,
+        root=root,
         pid1=lab.pid1,
         cgroup_root=str(lab.cgroup_root),
         bus_address=lab.bus_address,
@@ -154,7 +188,7 @@ def status() -> Status:
 # --- starting and stopping systemd in its namespaces ------------------------------------------
 
 READY_STATES: Final = frozenset({"running", "degraded"})
-LAST_CONSOLE_LOG: Final = VAR_DIR / "console.last.log"
+LAST_CONSOLE_LOG: Final = "console.last.log"  # in the stack's var dir
 
 
 def require_root() -> None:
@@ -163,8 +197,21 @@ def require_root() -> None:
 
 
 def unit_dir() -> str:
-    """The lab's unit files are package data; systemd reads them straight from the package."""
-    return str(resources.files("cgdev.lab") / "units")
+    """The lab's unit files are package data; systemd reads them straight from the package.
+
+    A stack's lab sees only its root and its var dir: the units are copied there afresh.
+    """
+    package_units = resources.files("cgdev.lab") / "units"
+    stack = current_stack()
+    if stack.root_dir is None:
+        return str(package_units)
+    copy = stack.var_dir / "units"
+    shutil.rmtree(copy, ignore_errors=True)
+    copy.mkdir(parents=True)
+    for unit in package_units.iterdir():
+        if unit.is_file():
+            (copy / unit.name).write_text(unit.read_text())
+    return str(copy)
 
 
 def start_systemd(timeout: float) -> Lab:
@@ -193,13 +240,16 @@ def start_systemd(timeout: float) -> Lab:
 
 def _start(timeout: float) -> Lab:
     state = StateFiles()
+    stack = current_stack()
     root = lab_cgroup()
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    stack.state_dir.mkdir(parents=True, exist_ok=True)
     state.containers.mkdir(exist_ok=True)
     root.mkdir(exist_ok=True)
     state.cgroup_root.write_text(f"{root}\n")
+    in_root = [] if stack.root_dir is None else [str(stack.root_dir), str(stack.var_dir)]
+    stack.var_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [sys.executable, "-m", "cgdev.lab.launcher", str(root), unit_dir(), str(STATE_DIR)],
+        [sys.executable, "-m", "cgdev.lab.launcher", str(root), unit_dir(), str(stack.state_dir), *in_root],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -314,11 +364,12 @@ def stop_systemd(timeout: float) -> None:
     root = _recorded_root(state)
     if root is not None:
         remove_tree_when_empty(root, grace)
+    var = current_stack().var_dir
     if state.console_log.exists():
         with contextlib.suppress(OSError):
-            VAR_DIR.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(state.console_log, LAST_CONSOLE_LOG)
-    shutil.rmtree(STATE_DIR, ignore_errors=True)
+            var.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(state.console_log, var / LAST_CONSOLE_LOG)
+    shutil.rmtree(state.root, ignore_errors=True)
 
 
 def _recorded_root(state: StateFiles) -> Path | None:

@@ -5,6 +5,11 @@ container's *own* cgroup only, prepends one "allow c MAJOR:MINOR rw" block with 
 to each, loads the result, detaches the old program and attaches the new one.  Programs on
 ancestor cgroups (systemd's on the scope) are not touched: that is the whole bug the lab shows.
 This reproduces exactly that, instruction for instruction, so cgdev can be tested against it.
+
+A cgroup with no program (crun >= 1.23 under systemd hands its program to systemd, which attaches
+it to the scope, and leaves ``…/container`` empty) gets what the hook builds then: the allow block
+followed by a bare ``exit`` (``asm.Return()``).  On its fall-through path r0 was never set, so the
+kernel's verifier refuses it ("R0 !read_ok"), and so does ``hook_cgroup``: the hook fails.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Final
 from cgdev.adapters import bpf
 from cgdev.core import isa
 from cgdev.core.model import ACC_R, ACC_W, CHAR
-from cgdev.errors import EnvError, InputError
+from cgdev.errors import EnvError, InputError, VerifierError
 
 PROGRAM_NAME: Final = "lab_hooksim"
 _NEXT: Final = "old_program"
@@ -46,7 +51,12 @@ def allow_prefix(major: int, minor: int) -> tuple[isa.Insn, ...]:
     )
 
 
-DENY_ALL: Final = (isa.alu32("mov", 0, imm=0), isa.exit_())
+# What the hook prepends to when the cgroup has no program: libnvidia-container's asm.Return().
+NO_OLD_PROGRAM: Final = (isa.exit_(),)
+
+
+class HookRefused(EnvError):
+    """The hook's program for a cgroup without a program is refused by the kernel: the hook fails."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +96,16 @@ def hook_cgroup(cgroup_dir: str, major: int, minor: int) -> HookResult:
         before = bpf.prog_query(cgroup).ids
         olds = [bpf.prog_fd_by_id(prog_id) for prog_id in before]
         try:
-            bodies = [_instructions(fd) for fd in olds] or [isa.encode(DENY_ALL)]
-            news = [bpf.prog_load(prefix + body, name=PROGRAM_NAME) for body in bodies]
+            bodies = [_instructions(fd) for fd in olds] or [isa.encode(NO_OLD_PROGRAM)]
+            try:
+                news = [bpf.prog_load(prefix + body, name=PROGRAM_NAME) for body in bodies]
+            except VerifierError as exc:
+                if olds:
+                    raise
+                raise HookRefused(
+                    f"hook-sim: {cgroup_dir} has no device program to prepend to, and the kernel "
+                    f"refuses the hook's allow block followed by a bare exit ({exc}): the hook fails here"
+                ) from None
             for old in olds:
                 bpf.prog_detach(cgroup, old)
             for new in news:

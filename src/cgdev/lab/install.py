@@ -3,7 +3,8 @@
 Debian 13 ships crun >= 1.18 (the first crun that hands DevicePolicy/DeviceAllow to systemd, the
 cause of the double filter); on Debian 12 ``prepare`` installs the build packages and has
 ``crun_build`` build it, and compiles the memlock shim Debian 12's crun 1.8.1 needs.
-``installed_runtimes`` says which runtimes are there now.
+``installed_runtimes`` says which runtimes are there now.  A non-host stack installs nothing on
+the host: its root (``roots``) brings that suite's systemd, dbus, crun and runc.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Final
 from cgdev.errors import EnvError
 from cgdev.lab.apt import run_apt
 from cgdev.lab.crun_build import build_crun
-from cgdev.lab.paths import VAR_DIR
+from cgdev.lab.paths import current_stack
 from cgdev.lab.runtime import Runtime, binary_version, parse_version
 
 Progress = Callable[[str], None]
@@ -112,8 +113,41 @@ def memlock_shim(var: Path) -> Path:
 # -- the set of runtimes ------------------------------------------------------------------------
 
 
-def installed_runtimes(var: Path = VAR_DIR) -> dict[str, Runtime]:
-    """The runtimes present now: ``crun`` (>= 1.18), ``runc`` and, on Debian 12, ``crun-1.8.1``."""
+def stack_runtimes(root: Path, var: Path) -> dict[str, Runtime]:
+    """A stack root's crun and runc (paths as the lab sees them), versions from the root's dpkg.
+
+    crun cannot run outside its lab (it re-executes itself through /proc), so before the lab is
+    up the package database is what can be read; ``control.lab_runtimes`` reads the binaries.
+    A crun older than 1.18 (bookworm's 1.8.1) gets the host stack's name for it, ``crun-1.8.1``,
+    and the memlock shim from the stack's var dir (which the lab sees at the same path).
+    """
+    from cgdev.lab.roots import ROOT_PACKAGES, package_versions
+
+    versions = package_versions(root, ["crun", "runc"])
+    found: dict[str, Runtime] = {}
+    for name in ("crun", "runc"):
+        upstream = re.match(r"\d+(?:\.\d+)+", versions.get(name, ""))
+        if not upstream:
+            continue
+        path, version = "/" + ROOT_PACKAGES[name], upstream.group(0)
+        if name == "crun" and parse_version(version) < MIN_DOUBLE_FILTER_CRUN:
+            shim = var / "memlock-shim.so"
+            if version == "1.8.1" and shim.exists():
+                found["crun-1.8.1"] = Runtime("crun-1.8.1", path, version, (("LD_PRELOAD", str(shim)),))
+            continue
+        found[name] = Runtime(name, path, version)
+    return found
+
+
+def installed_runtimes(var: Path | None = None) -> dict[str, Runtime]:
+    """The runtimes present now: ``crun`` (>= 1.18), ``runc`` and, on Debian 12, ``crun-1.8.1``.
+
+    For a non-host stack: its root's crun and runc, whatever their versions.
+    """
+    stack = current_stack()
+    if stack.root_dir is not None:
+        return stack_runtimes(stack.root_dir, stack.var_dir)
+    var = var or stack.var_dir
     found: dict[str, Runtime] = {}
     runc = binary_version("/usr/sbin/runc")
     if runc:
@@ -136,8 +170,24 @@ def installed_runtimes(var: Path = VAR_DIR) -> dict[str, Runtime]:
     return found
 
 
-def prepare(timeout: float, progress: Progress, var: Path = VAR_DIR) -> dict[str, Runtime]:
-    """Packages, crun >= 1.18, the crun 1.8.1 shim: idempotent, a no-op when all is there."""
+def prepare(timeout: float, progress: Progress, var: Path | None = None) -> dict[str, Runtime]:
+    """Packages, crun >= 1.18, the crun 1.8.1 shim: idempotent, a no-op when all is there.
+
+    For a non-host stack: its cached root (built on first use) and busybox for the containers.
+    """
+    stack = current_stack()
+    if stack.root_dir is not None:
+        from cgdev.lab.roots import ensure_root
+
+        ensure_packages(["busybox-static", "util-linux"], timeout * 5, progress)
+        ensure_root(stack.name, timeout * 10, progress, stack.root_dir.parent)
+        from cgdev.lab.roots import package_versions
+
+        if package_versions(stack.root_dir, ["crun"]).get("crun", "").startswith("1.8.1"):
+            ensure_packages(["gcc", "libc6-dev"], timeout * 5, progress)
+            memlock_shim(stack.var_dir)  # bookworm's crun 1.8.1 needs it, as on a Debian 12 host
+        return installed_runtimes()
+    var = var or stack.var_dir
     release = debian_major()
     ensure_packages(list(BASE_PACKAGES), timeout * 5, progress)
     system_crun = binary_version("/usr/bin/crun")

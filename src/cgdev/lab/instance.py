@@ -176,9 +176,13 @@ def find_lab(state: StateFiles | None = None) -> Lab | None:
 
 
 def require_lab() -> Lab:
+    from cgdev.lab.paths import current_stack
+
     lab = find_lab()
     if lab is None:
-        raise EnvError("the lab is not running: start it with `cgdev lab up`")
+        stack = current_stack()
+        option = "" if stack.is_host else f" --stack {stack.name}"
+        raise EnvError(f"the lab is not running: start it with `cgdev lab up{option}`")
     return lab
 
 

@@ -6,7 +6,8 @@ of the lab has closed the slave, which is when the lab is gone.  It double-forks
 never a child of the ``up`` caller: a long-lived caller (pytest) would otherwise keep it as a
 zombie after ``down``, and a zombie is a process left behind.
 
-Usage (only by ``cgdev.lab.control``): ``python -m cgdev.lab.launcher CGROUP_DIR UNIT_DIR STATE_DIR``
+Usage (only by ``cgdev.lab.control``):
+``python -m cgdev.lab.launcher CGROUP_DIR UNIT_DIR STATE_DIR [ROOT VAR_DIR]`` (ROOT: a stack's root).
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ UNSHARE_ARGV = (
 )
 
 
-def _start_namespaces(cgroup_dir: Path, unit_dir: str) -> None:
+def _start_namespaces(cgroup_dir: Path, nsinit_args: list[str]) -> None:
     """In the pty child: join the lab's cgroup first, so the new cgroup namespace is rooted there."""
     (cgroup_dir / "cgroup.procs").write_text("0")
-    os.execvp(UNSHARE_ARGV[0], [*UNSHARE_ARGV, sys.executable, "-m", "cgdev.lab.nsinit", unit_dir])
+    os.execvp(UNSHARE_ARGV[0], [*UNSHARE_ARGV, sys.executable, "-m", "cgdev.lab.nsinit", *nsinit_args])
 
 
 def _copy_console(master: int, log: Path) -> None:
@@ -53,7 +54,8 @@ def _copy_console(master: int, log: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    cgroup_dir, unit_dir, state = Path(argv[1]), argv[2], StateFiles(Path(argv[3]))
+    cgroup_dir, state = Path(argv[1]), StateFiles(Path(argv[3]))
+    nsinit_args = [argv[2], argv[3], *argv[4:6]]
     if os.fork():
         os._exit(0)
     os.setsid()
@@ -61,7 +63,7 @@ def main(argv: list[str]) -> None:
     child, master = pty.fork()
     if child == 0:
         try:
-            _start_namespaces(cgroup_dir, unit_dir)
+            _start_namespaces(cgroup_dir, nsinit_args)
         finally:
             os._exit(127)
     state.unshare_pid.write_text(str(child))

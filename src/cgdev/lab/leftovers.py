@@ -9,27 +9,38 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from cgdev.lab.paths import CGROUP_NAME, STATE_DIR, lab_cgroup
+from cgdev.lab.paths import STATE_DIR, current_stack, lab_cgroup
 from cgdev.lab.processes import alive, wait_until
 
 
 def leftovers(timeout: float = 5.0) -> list[str]:
     """Anything of the lab still on the machine: processes, cgroups, mounts, state, hook programs."""
+    stack = current_stack()
     root = lab_cgroup()
     found: list[str] = []
     if root.exists():
         found.append(f"cgroup {root}")
-    if STATE_DIR.exists():
-        found.append(f"state dir {STATE_DIR}")
+    if stack.state_dir.exists():
+        found.append(f"state dir {stack.state_dir}")
     found += [f"process {pid} ({name})" for pid, name in _lab_processes()]
     mountinfo = Path("/proc/self/mountinfo").read_text()
-    found += [f"mount {line.split()[4]}" for line in mountinfo.splitlines() if "cgdev-lab" in line]
-    found += _hook_programs_left(timeout)
+    mounts = [line.split()[4] for line in mountinfo.splitlines()]
+    found += [f"mount {m}" for m in mounts if f"/{stack.cgroup_name}" in m or str(stack.state_dir) in m]
+    if stack.is_host:
+        # hook-sim programs carry one name whatever lab made them: while the host lab is down no
+        # other lab's can be told apart from a leftover, so only the host stack counts them.
+        found += _hook_programs_left(timeout)
     return found
 
 
 def _lab_processes() -> list[tuple[int, str]]:
-    """Host processes in the lab's cgroup, or started by it (launcher, nsinit, unshare)."""
+    """Host processes in the lab's cgroup, or started by it (launcher, nsinit, unshare).
+
+    The launcher and nsinit carry the stack's state dir on their command line, so another
+    stack's lab running beside this one is never counted.
+    """
+    stack = current_stack()
+    name = stack.cgroup_name
     out = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -37,8 +48,11 @@ def _lab_processes() -> list[tuple[int, str]]:
         with contextlib.suppress(OSError):
             cgroup = (proc / "cgroup").read_text()
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            started_by_us = "cgdev.lab.launcher" in cmdline or "cgdev.lab.nsinit" in cmdline
-            in_lab = f"::/{CGROUP_NAME}/" in cgroup or f"::/{CGROUP_NAME}\n" in cgroup
+            ours = f" {stack.state_dir} " in f"{cmdline} " or (
+                stack.is_host and f"{STATE_DIR}-" not in cmdline
+            )
+            started_by_us = ("cgdev.lab.launcher" in cmdline or "cgdev.lab.nsinit" in cmdline) and ours
+            in_lab = f"::/{name}/" in cgroup or f"::/{name}\n" in cgroup
             if (in_lab or started_by_us) and alive(int(proc.name)):
                 out.append((int(proc.name), cmdline.strip()[:60]))
     return out

@@ -7,7 +7,7 @@ import fcntl
 from collections.abc import Iterator
 
 from cgdev.errors import EnvError
-from cgdev.lab.paths import LOCK_FILE, lab_timeout
+from cgdev.lab.paths import current_stack, lab_timeout
 from cgdev.lab.processes import wait_until
 
 _lock_depth = 0  # how many lab_lock blocks of this process are open (the lock is re-entrant)
@@ -15,7 +15,7 @@ _lock_depth = 0  # how many lab_lock blocks of this process are open (the lock i
 
 @contextlib.contextmanager
 def lab_lock(timeout: float | None = None) -> Iterator[None]:
-    """One lab per machine: ``up``, ``down`` and container changes take this lock in turn.
+    """One lab per stack: ``up``, ``down`` and container changes take this lock in turn.
 
     Re-entrant within a process (``down`` deletes containers under the lock it holds): flock
     conflicts between two opens of the file even in one process, so a nested take would wait
@@ -30,7 +30,8 @@ def lab_lock(timeout: float | None = None) -> Iterator[None]:
             _lock_depth -= 1
         return
     limit = lab_timeout() if timeout is None else timeout
-    with open(LOCK_FILE, "a+") as handle:
+    lock_file = current_stack().lock_file
+    with open(lock_file, "a+") as handle:
 
         def take() -> bool:
             try:
@@ -40,7 +41,7 @@ def lab_lock(timeout: float | None = None) -> Iterator[None]:
             return True
 
         if not wait_until(take, limit, 0.1):
-            raise EnvError(f"another cgdev lab command holds {LOCK_FILE} (waited {limit:g}s)")
+            raise EnvError(f"another cgdev lab command holds {lock_file} (waited {limit:g}s)")
         _lock_depth = 1
         try:
             yield

@@ -6,13 +6,20 @@ It builds the private view systemd needs and then execs systemd in its own place
 PID 1 of the namespace.  Everything mounted here lives in the private mount namespace: the host
 never sees it, and it disappears with the last process of the lab.
 
-Usage (only by the launcher): ``python -m cgdev.lab.nsinit UNIT_DIR``
+For a non-host stack it first pivots into that stack's root (``ROOT``): fresh proc, sysfs,
+cgroup2 and bpffs inside it, the host's /dev, and the stack's var dir (bundles, unit files) bound
+at the same path, so the paths the host writes are the paths the lab reads.  After the pivot
+the namespace's root is the stack's root, so ``nsenter -m`` lands there too.
+
+Usage (only by the launcher): ``python -m cgdev.lab.nsinit UNIT_DIR STATE_DIR [ROOT VAR_DIR]``
+(STATE_DIR only marks the process as this stack's, for ``leftovers``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import stat
 import sys
 from typing import Final
@@ -23,6 +30,7 @@ MS_NOSUID: Final = 0x2
 MS_NODEV: Final = 0x4
 MS_NOEXEC: Final = 0x8
 MS_BIND: Final = 0x1000
+MS_REC: Final = 0x4000
 MNT_DETACH: Final = 0x2
 
 # name -> (major, minor): the nodes a probe opens from the lab's own view (outside containers).
@@ -33,6 +41,8 @@ PROBE_NODE_NUMBERS: Final[dict[str, tuple[int, int]]] = {
 }
 
 _EMPTY_DIR: Final = "/run/cgdev-empty"
+# glibc has no pivot_root wrapper: the syscall's number per architecture.
+_SYS_PIVOT_ROOT: Final = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217, "riscv64": 41}
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -69,6 +79,29 @@ def _private_bpffs() -> None:
     """crun >= 1.23 pins programs under /sys/fs/bpf: a private bpffs makes them die with the lab."""
     if os.path.isdir("/sys/fs/bpf"):
         _mount("bpf", "/sys/fs/bpf", "bpf")
+
+
+def _enter_root(root: str, var_dir: str) -> None:
+    """Make ``root`` the namespace's root, with the kernel filesystems systemd and crun need.
+
+    pivot_root (not chroot) so the mount namespace's root *is* the stack's root: ``nsenter -m``
+    (every ``lab exec``) then lands in it, and the host's tree is unmounted from the lab's view.
+    """
+    _mount(root, root, None, MS_BIND | MS_REC)
+    _mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mount("sysfs", f"{root}/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mount("cgroup2", f"{root}/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mount("bpf", f"{root}/sys/fs/bpf", "bpf")  # crun >= 1.23 pins its program here
+    _mount("/dev", f"{root}/dev", None, MS_BIND | MS_REC)
+    os.makedirs(f"{root}{var_dir}", exist_ok=True)
+    _mount(var_dir, f"{root}{var_dir}", None, MS_BIND)
+    os.chdir(root)
+    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(f"pivot_root: unknown syscall number on {platform.machine()}")
+    _check(_LIBC.syscall(number, b".", b"."), f"pivot_root {root}")
+    _check(_LIBC.umount2(b".", MNT_DETACH), "umount the old root")
+    os.chdir("/")
 
 
 def _console_on_pty() -> None:
@@ -121,8 +154,11 @@ SYSTEMD_ARGV: Final = (
 
 def main(argv: list[str]) -> None:
     unit_dir = argv[1]
-    _pure_cgroup2_view()
-    _private_bpffs()
+    if len(argv) > 4:
+        _enter_root(argv[3], argv[4])
+    else:
+        _pure_cgroup2_view()
+        _private_bpffs()
     _console_on_pty()
     _private_run()
     _probe_nodes()

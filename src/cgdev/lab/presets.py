@@ -4,7 +4,9 @@ A preset says how to start a container (runtime, cgroup driver, annotations, dev
 statically) and what a process inside it must observe when it opens /dev/nvidiactl at each step
 of the timeline.  /dev/null must stay openable at every step of every case.  The expectations are
 the measurements of the bash prototype on systemd 252, and hold for the runtime versions given;
-``expectation`` adapts them to a systemd whose daemon-reload re-applies nothing (257).
+``expectation`` adapts them to a systemd whose daemon-reload re-applies nothing (257).  The
+``crun-pin-*`` cases are crun >= 1.23 under systemd (BPFProgram mode), measured on Debian
+unstable's crun 1.28 + systemd 262 (``cgdev lab scenario --stack sid``, docs/stacks.md).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Preset:
     annotations: dict[str, str] = field(default_factory=dict)
     static_devices: tuple[tuple[int, int], ...] = ()
     versions: tuple[tuple[int, ...], tuple[int, ...]] = ((0,), (999,))  # [min, max) of the runtime
+    # The hook has no program on the container's cgroup to prepend to and fails (nothing changes).
+    hook_fails: bool = False
 
     @property
     def container_id(self) -> str:
@@ -43,6 +47,10 @@ class Preset:
 
 _CRUN_SYSTEMD_PROPERTIES: Final = ((1, 18), (1, 23))  # DevicePolicy/DeviceAllow + own leaf program
 _CRUN_181: Final = ((1, 8), (1, 9))
+# crun pins its program and systemd attaches it (BPFProgram mode): no DeviceAllow, no leaf program.
+_CRUN_BPFPROGRAM: Final = ((1, 23), (999,))
+# The same timeline in both modes (measured on 1.21 and 1.28).
+_CRUN_NEW: Final = ((1, 18), (999,))
 _E, _A, _X = DENIED, ALLOWED, NOT_RUN
 
 PRESETS: Final[dict[str, Preset]] = {
@@ -53,18 +61,25 @@ PRESETS: Final[dict[str, Preset]] = {
         Preset("crun181-sd", "crun-1.8.1", "systemd",
                "crun 1.8.1 + systemd: no device properties on the scope, the hook works and survives reloads",
                (_E, _A, _A, _A), 1, versions=_CRUN_181),
-        Preset("crun-fs", "crun", "cgroupfs", "crun 1.21, cgroupfs: one filter, the hook works",
-               (_E, _A, _A, _X), 1, versions=_CRUN_SYSTEMD_PROPERTIES),
+        Preset("crun-fs", "crun", "cgroupfs", "crun >= 1.18, cgroupfs: one filter, the hook works",
+               (_E, _A, _A, _X), 1, versions=_CRUN_NEW),
         Preset("crun-sd", "crun", "systemd",
                "crun 1.21 + systemd: the double filter; the scope's sd_devices still denies after the hook",
                (_E, _E, _E, _E), 2, versions=_CRUN_SYSTEMD_PROPERTIES),
         Preset("crun-sd-nosub", "crun", "systemd",
-               "crun 1.21 + systemd, no sub-cgroup: the hook works until systemd re-applies sd_devices",
-               (_E, _A, _E, _E), 1, annotations={"run.oci.systemd.subgroup": ""},
-               versions=_CRUN_SYSTEMD_PROPERTIES),
+               "crun >= 1.18 + systemd, no sub-cgroup: the hook works until systemd re-applies the scope's "
+               "program (sd_devices; crun's pinned BPFProgram from 1.23)",
+               (_E, _A, _E, _E), 1, annotations={"run.oci.systemd.subgroup": ""}, versions=_CRUN_NEW),
         Preset("crun-sd-allow", "crun", "systemd",
                "crun 1.21 + systemd with 195:255 in resources.devices (CDI-like): allowed throughout",
                (_A, _A, _A, _A), 2, static_devices=((195, 255),), versions=_CRUN_SYSTEMD_PROPERTIES),
+        Preset("crun-pin-sd", "crun", "systemd",
+               "crun >= 1.23 + systemd: crun's pinned program on the scope is the only filter; "
+               "the hook has no program to prepend to and fails",
+               (_E, _E, _E, _E), 1, versions=_CRUN_BPFPROGRAM, hook_fails=True),
+        Preset("crun-pin-sd-allow", "crun", "systemd",
+               "crun >= 1.23 + systemd with 195:255 in resources.devices: allowed throughout, the hook fails",
+               (_A, _A, _A, _A), 1, static_devices=((195, 255),), versions=_CRUN_BPFPROGRAM, hook_fails=True),
         Preset("runc-fs", "runc", "cgroupfs", "runc 1.1, cgroupfs: one filter, the hook works",
                (_E, _A, _A, _X), 1),
         Preset("runc-sd", "runc", "systemd",

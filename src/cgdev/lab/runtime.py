@@ -65,6 +65,12 @@ def parse_version(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
+def version_of(output: str) -> str | None:
+    """``crun version 1.28`` / ``runc version 1.3.6+ds1`` (a ``--version`` output) -> ``1.28`` / ``1.3.6``."""
+    match = _VERSION.search(output)
+    return match.group(1) if match else None
+
+
 def binary_version(path: str) -> str | None:
     """``crun version 1.21`` / ``runc version 1.1.5+ds1`` -> ``1.21`` / ``1.1.5``; None if it won't run."""
     try:

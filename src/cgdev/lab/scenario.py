@@ -53,6 +53,7 @@ class ScenarioResult:
     mismatches: list[str] = field(default_factory=list)
     skipped: str | None = None
     seconds: float = 0.0
+    hook_error: str | None = None  # the hook failed, as the preset expects (``hook_fails``)
 
     @property
     def passed(self) -> bool:
@@ -68,6 +69,7 @@ class ScenarioResult:
             "passed": self.passed,
             "skipped": self.skipped,
             "mismatches": self.mismatches,
+            "hook_error": self.hook_error,
             "seconds": round(self.seconds, 3),
             "steps": [
                 {
@@ -130,6 +132,21 @@ def apply_step(lab: Lab, step: str, container: Container) -> bool:
     return True
 
 
+def _apply_checked(lab: Lab, step: str, container: Container, result: ScenarioResult) -> bool:
+    """``apply_step``, where a hook that fails is what the preset says (``hook_fails``) or a mismatch."""
+    expect_failure = step == "hook" and result.preset.hook_fails
+    try:
+        applied = apply_step(lab, step, container)
+    except hooksim.HookRefused as exc:
+        if not expect_failure:
+            raise
+        result.hook_error = str(exc)
+        return True
+    if expect_failure:
+        result.mismatches.append("hook: the hook succeeded; expected it to fail (no program to prepend to)")
+    return applied
+
+
 def run_scenario(lab: Lab, preset: Preset, runtimes: dict[str, Runtime]) -> ScenarioResult:
     result = ScenarioResult(preset)
     started = time.monotonic()
@@ -144,7 +161,7 @@ def run_scenario(lab: Lab, preset: Preset, runtimes: dict[str, Runtime]) -> Scen
     host = HostView.for_ns_pid(lab.pid1)
     try:
         for step, expected in zip(STEPS, timeline, strict=True):
-            if step != "start" and not apply_step(lab, step, container):
+            if step != "start" and not _apply_checked(lab, step, container, result):
                 continue
             verdicts = runtime.open_in_container(lab, rt, preset.driver, container.id, bundle.PROBE_NODES)
             observed = StepResult(step, verdicts, expected or "", systemd_layers(host, container.cgroup))
@@ -169,6 +186,8 @@ def _cell(result: ScenarioResult, step: str) -> str:
     for observed in result.steps:
         if observed.step == step:
             verdict = observed.verdicts.get("nvidiactl", "?")
+            if step == "hook" and result.hook_error:
+                verdict += " (hook failed)"
             if observed.verdicts.get("null") != "ok":
                 verdict += f" (null {observed.verdicts.get('null')})"
             return verdict if observed.matches else f"{verdict} (want {observed.expected_nvidiactl})"

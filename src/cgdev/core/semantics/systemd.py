@@ -272,7 +272,9 @@ def systemd_rules_policy(rules: Iterable[Rule]) -> Policy:
 # invalidated, so ``unit_invalidate_cgroup()`` returns before queueing the unit for realization.  A
 # property change (``set-property``) or a restart of the unit still re-applies everything.  Measured
 # in the lab on Debian 13's 257.13 (252 re-applies on every reload); fixed upstream in 258 (systemd
-# pull request #38194).  Releases between 252 and 257 are not measured and keep the 252 model.
+# pull request #38194), and measured fixed on Debian unstable's 262.1 (`cgdev lab up --stack sid`:
+# a reload re-attaches sd_devices on a runc scope, docs/stacks.md).  Releases between 252 and 257
+# are not measured and keep the 252 model.
 RELOAD_KEEPS_PROGRAMS: frozenset[int] = frozenset({257})
 
 
