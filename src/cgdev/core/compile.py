@@ -64,7 +64,7 @@ from cgdev.core.isa import (
     ldx,
 )
 from cgdev.core.model import MASKSET_ALL, REQUEST_MASKS, U32_MAX
-from cgdev.core.policy import MinorMap, Policy, StepFn
+from cgdev.core.policy import MajorMap, MinorMap, Policy, StepFn
 
 # -- register and context conventions ----------------------------------------------------------
 
@@ -224,17 +224,87 @@ def _build_graph(policy: Policy, pretest: PreTest | None, graph: _Graph) -> Node
             return fn.values[0]
         return graph.intern(Search(reg, offset, fn.starts, fn.values))
 
-    def minor_node(minors: MinorMap) -> NodeId:
+    def plain(minors: MinorMap) -> NodeId:
         if minors not in minor_ids:
             minor_ids[minors] = search(minors.map(leaf), REG_MINOR, OFF_MINOR)
         return minor_ids[minors]
 
-    block = search(policy.block.map(minor_node), REG_MAJOR, OFF_MAJOR)
-    char = search(policy.char.map(minor_node), REG_MAJOR, OFF_MAJOR)
+    def against(minors: MinorMap, base: MinorMap | None) -> NodeId:
+        """``minors`` as a search of its own, or as its differences from ``base``'s search."""
+        if minors in minor_ids:
+            return minor_ids[minors]
+        if base is None or base == minors:
+            return plain(minors)
+        base_node = against(base, None) if base not in minor_ids else minor_ids[base]
+        own = minors.map(leaf)
+        delta = _delta(own, base.map(leaf), base_node)
+        if len(delta.starts) >= len(own.starts):
+            return plain(minors)
+        minor_ids[minors] = search(delta, REG_MINOR, OFF_MINOR)
+        return minor_ids[minors]
+
+    def major_search(majors: MajorMap) -> NodeId:
+        background = _background(majors)
+        rep = _widest_start(background)
+        # One base per value on the background's widest stretch: the majors whose own rules
+        # (``M:*``) give that value share how wildcard-major rules change it, so each is compiled
+        # as its few differences from the smallest of them.
+        bases: dict[int, MinorMap] = {}
+        for minors in majors.values:
+            key = leaf(minors.at(rep))
+            if key not in bases or len(minors.starts) < len(bases[key].starts):
+                bases[key] = minors
+        key = leaf(background.at(rep))
+        bases[key] = background
+        against(background, None)
+        for base in bases.values():
+            against(base, background)
+
+        def minor_node(minors: MinorMap) -> NodeId:
+            return against(minors, bases[leaf(minors.at(rep))])
+
+        return search(majors.map(minor_node), REG_MAJOR, OFF_MAJOR)
+
+    block = major_search(policy.block)
+    char = major_search(policy.char)
     root = block if block == char else graph.intern(TypeSplit(block, char))
     if pretest is not None:
         root = graph.intern(PreTest(pretest.test, pretest.exit_on_true, pretest.verdict, root))
     return root
+
+
+def _background(majors: MajorMap) -> MinorMap:
+    """The minor map of the widest major piece: what most majors share (the "column" pattern
+    that wildcard-major rules such as ``c *:N r`` put under every major)."""
+    widest = max(majors.pieces(), key=lambda piece: piece[1] - piece[0])
+    return widest[2]
+
+
+def _widest_start(minors: MinorMap) -> int:
+    return max(minors.pieces(), key=lambda piece: piece[1] - piece[0])[0]
+
+
+def _delta(own: StepFn[NodeId], base: StepFn[NodeId], base_node: NodeId) -> StepFn[NodeId]:
+    """``own`` with every stretch where it agrees with ``base`` sent to ``base_node`` instead.
+
+    Why: the canonical form repeats the background's breakpoints (one per ``*:N`` rule) in the
+    minor map of every major that has a rule of its own, so compiling each map on its own costs
+    majors x wildcard-major rules.  A search over only the points where a major differs from the
+    background, falling through to the background's (shared) search, costs what the major's own
+    rules cost.  Exact: where the delta goes to ``base_node`` the two maps agree.  Linear merge.
+    """
+    pieces: list[tuple[int, NodeId]] = []
+    i = j = 0
+    os_, ov, bs, bv = own.starts, own.values, base.starts, base.values
+    while i < len(os_) or j < len(bs):
+        at = min(os_[i] if i < len(os_) else U32_MAX + 1, bs[j] if j < len(bs) else U32_MAX + 1)
+        if i < len(os_) and os_[i] == at:
+            i += 1
+        if j < len(bs) and bs[j] == at:
+            j += 1
+        mine = ov[i - 1]
+        pieces.append((at, base_node if mine == bv[j - 1] else mine))
+    return StepFn.from_pieces(pieces)
 
 
 def _pretests(policy: Policy) -> list[PreTest]:
