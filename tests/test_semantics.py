@@ -483,3 +483,51 @@ def test_which_systemd_rebuilds_device_programs_on_daemon_reload() -> None:
     assert not reload_reapplies_devices("257.13-1~deb13u1")  # measured in the lab on Debian 13
     assert reload_reapplies_devices("252.39-1~deb12u1") and reload_reapplies_devices("258.1")
     assert reload_reapplies_devices("")  # unknown: the 252 model, as before
+
+
+# -- rows x columns: majors with rules of their own (M:*, M:N) under wildcard-major rules (*:N) --
+# The builder shares one column map between rows of one class (``_build.rank_classifier``) and
+# splices each major's points into it; every cell of the grid is checked against the reference.
+
+_GRID_MAJORS = (0, 1, 2, 7, 195)
+_GRID_MINORS = (0, 1, 3, 9, 255)
+
+
+@st.composite
+def grid_lists(draw: st.DrawFn) -> list[Rule]:
+    def rule(major: int | None, minor: int | None) -> Rule:
+        return Rule(draw(st.booleans()), draw(st.sampled_from("abc")), major, minor, draw(st.integers(1, 7)))
+
+    kinds = st.sampled_from(("row", "column", "point", "any"))
+    out = []
+    for kind in draw(st.lists(kinds, min_size=1, max_size=24)):
+        major, minor = draw(st.sampled_from(_GRID_MAJORS)), draw(st.sampled_from(_GRID_MINORS))
+        out.append(
+            rule(major, None)
+            if kind == "row"
+            else rule(None, minor)
+            if kind == "column"
+            else rule(major, minor)
+            if kind == "point"
+            else rule(None, None)
+        )
+    return out
+
+
+def _grid(rule_list: list[Rule]) -> list[Request]:
+    return [
+        Request(t, major, minor, mask)  # type: ignore[arg-type]
+        for t in "bc"
+        for major in (*_GRID_MAJORS, 4)
+        for minor in (*_GRID_MINORS, 2)
+        for mask in REQUEST_MASKS
+    ]
+
+
+@SETTINGS
+@given(grid_lists(), st.sampled_from(["ordered", "crun", "v1"]))
+def test_rows_under_wildcard_major_columns_match_reference_on_every_cell(
+    rule_list: list[Rule], semantics: str
+) -> None:
+    reference = {"ordered": ref_ordered, "crun": ref_crun, "v1": ref_v1}[semantics]
+    check(policy_of(rule_list, semantics), reference, rule_list, _grid(rule_list))

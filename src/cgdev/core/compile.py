@@ -233,12 +233,19 @@ def _build_graph(policy: Policy, pretest: PreTest | None, graph: _Graph) -> Node
         """``minors`` as a search of its own, or as its differences from ``base``'s search."""
         if minors in minor_ids:
             return minor_ids[minors]
-        if base is None or base == minors:
+        if minors.origin is not None:  # made as base + points: the differences are known
+            made_from, points = minors.origin
+            base_node = against(made_from, base if made_from is not base else None)
+            edits = {n: leaf(minors.at(n)) for n in points}
+            delta = StepFn.from_points(
+                base_node, {n: v for n, v in edits.items() if v != leaf(made_from.at(n))}
+            )
+        elif base is None or base == minors:
             return plain(minors)
-        base_node = against(base, None) if base not in minor_ids else minor_ids[base]
-        own = minors.map(leaf)
-        delta = _delta(own, base.map(leaf), base_node)
-        if len(delta.starts) >= len(own.starts):
+        else:
+            base_node = against(base, None)
+            delta = _delta(minors.map(leaf), base.map(leaf), base_node)
+        if len(delta.starts) >= len(minors.starts):
             return plain(minors)
         minor_ids[minors] = search(delta, REG_MINOR, OFF_MINOR)
         return minor_ids[minors]
@@ -246,21 +253,21 @@ def _build_graph(policy: Policy, pretest: PreTest | None, graph: _Graph) -> Node
     def major_search(majors: MajorMap) -> NodeId:
         background = _background(majors)
         rep = _widest_start(background)
-        # One base per value on the background's widest stretch: the majors whose own rules
-        # (``M:*``) give that value share how wildcard-major rules change it, so each is compiled
-        # as its few differences from the smallest of them.
-        bases: dict[int, MinorMap] = {}
+        # Without a known origin: one base per value on the background's widest stretch (the
+        # majors whose own ``M:*`` rules give that value share what ``*:N`` rules do to it), each
+        # map compiled as its differences from the smallest map of its group.
+        bases: dict[NodeId, MinorMap] = {}
         for minors in majors.values:
-            key = leaf(minors.at(rep))
-            if key not in bases or len(minors.starts) < len(bases[key].starts):
-                bases[key] = minors
-        key = leaf(background.at(rep))
-        bases[key] = background
+            if minors.origin is None:
+                key = leaf(minors.at(rep))
+                if key not in bases or len(minors.starts) < len(bases[key].starts):
+                    bases[key] = minors
+        bases[leaf(background.at(rep))] = background
         against(background, None)
-        for base in bases.values():
-            against(base, background)
 
         def minor_node(minors: MinorMap) -> NodeId:
+            if minors.origin is not None:
+                return against(minors, background)
             return against(minors, bases[leaf(minors.at(rep))])
 
         return search(majors.map(minor_node), REG_MAJOR, OFF_MAJOR)
@@ -309,7 +316,8 @@ def _delta(own: StepFn[NodeId], base: StepFn[NodeId], base_node: NodeId) -> Step
 
 def _pretests(policy: Policy) -> list[PreTest]:
     """Access tests whose taken masks get one answer for every device of the policy."""
-    masksets = {ms for *_box, ms in policy.regions()}
+    maps = {id(m): m for major_map in (policy.block, policy.char) for m in major_map.values}
+    masksets = {ms for m in maps.values() for ms in m.values}
     out = []
     for test in ACCESS_TESTS:
         for exit_on_true in (True, False):
