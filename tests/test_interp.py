@@ -106,6 +106,20 @@ def test_refusals_name_the_instruction_and_reason(insns: tuple[Insn, ...], reaso
     assert str(info.value).startswith("instruction ")
 
 
+@pytest.mark.parametrize(
+    "code",
+    [0x15, 0x05, 0x0D],  # jeq (the checker's fast path), ja, ja with the X bit (the slow path)
+    ids=["jeq", "ja", "ja-x"],
+)
+def test_a_jump_one_past_the_last_instruction_is_refused(code: int) -> None:
+    """The kernel refuses a jump to ``len(insns)`` ("jump out of range"); so must ``check``,
+    before anything runs.  The boundary: a jump to the last instruction itself is fine."""
+    past_the_end = (alu64("mov", 0, imm=1), Insn(code, 0, 0, 1, 1), exit_())  # 1 + 1 + 1 = 3
+    with pytest.raises(RejectedProgram, match=r"jump out of range to 3 \(program has 3\)"):
+        check(past_the_end)
+    check((alu64("mov", 0, imm=1), Insn(code, 0, 0, 0, 1), exit_()))
+
+
 def test_stack_round_trip_and_check_is_shared() -> None:
     insns = assemble([alu64("mov", 2, imm=1), Insn(0x7B, 10, 2, -8, 0), ldx("dw", 0, 10, -8), exit_()])
     assert run(insns, Request("c", 1, 3, ACC_R)).verdict == 1
