@@ -30,6 +30,13 @@ files_for() {
         lift) echo "src/cgdev/core/lift/*" ;;
     esac
 }
+# Extra pytest arguments per group: the 10,000-rule tests take seconds each and would dominate.
+args_for() {
+    case $1 in
+        compile) printf '%s\n' -k "not ten_thousand_rules" ;;
+        lift) printf '%s\n' -k "not 10000_rules" ;;
+    esac
+}
 tests_for() {
     case $1 in
         interp) echo "tests/test_interp.py tests/test_fuzz_program.py" ;;
@@ -57,6 +64,7 @@ for group in $GROUPS_; do
         echo "    -p"
         echo "    no:cacheprovider"
         echo "    --hypothesis-profile=mutation"
+        args_for "$group" | sed 's/^/    /'
     } > "$dir/setup.cfg"
     # A small, derandomized hypothesis profile for mutation runs (registered next to "ci").
     cat >> "$dir/tests/conftest.py" <<'PYEOF'
