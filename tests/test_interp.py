@@ -103,7 +103,107 @@ def test_context_loads_follow_the_verifier_rules() -> None:
 def test_refusals_name_the_instruction_and_reason(insns: tuple[Insn, ...], reason: str) -> None:
     with pytest.raises(RejectedProgram, match=reason) as info:
         run(insns, (2, ACC_R, 1, 3), max_steps=1000)
-    assert str(info.value).startswith("instruction ")
+    assert isinstance(info.value.pc, int) and 0 <= info.value.pc < len(insns)
+    assert str(info.value).startswith(f"instruction {info.value.pc}: ")
+
+
+_MOV_R0_1 = alu64("mov", 0, imm=1)
+
+
+@pytest.mark.parametrize(
+    ("insns", "pc", "reason"),
+    [
+        ((_MOV_R0_1, exit_(), Insn(0x18, 1, 0, 0, 1)), 2, "ld_imm64 without its second slot"),
+        ((Insn(0xE7, 1, 0, 0, 0), *_ret(1)), 0, "unknown ALU opcode 0xe7"),
+        ((Insn(0x01, 2, 1, 0, 0), *_ret(1)), 0, "unsupported memory opcode 0x01"),  # LDX, mode 0
+        ((Insn(0x82, 10, 0, -4, 0), *_ret(1)), 0, "unsupported memory opcode 0x82"),  # ST, mode 0x80
+        ((_MOV_R0_1, Insn(0x96, 0, 0, 0, 0)), 1, "unknown jump opcode 0x96"),  # JMP32 | exit
+        ((Insn(0x86, 0, 0, 0, 1), *_ret(1)), 0, "unknown jump opcode 0x86"),  # JMP32 | call
+        ((Insn(0x18, 1, 1, 0, 0), Insn(0, 0, 0, 0, 0), *_ret(1)), 0, "pseudo source 1"),
+        ((alu64("mov", 0, src=1), exit_()), 1, "r0 holds a pointer at exit"),
+        ((alu64("mov", 2, imm=1), ldx("w", 3, 2, 0), *_ret(1)), 1, "r2, which is not a pointer"),
+        ((Insn(0x81, 2, 1, 0, 0), *_ret(1)), 0, "sign-extending load from the context"),
+        ((Insn(0x7B, 10, 1, -8, 0), *_ret(1)), 0, "spilling a pointer"),
+        ((alu64("mov", 2, imm=1), Insn(0x63, 10, 2, -516, 0), *_ret(1)), 1, "invalid stack access off=-516"),
+        ((alu64("mov", 2, imm=1), Insn(0xD4, 2, 0, 0, 8), *_ret(1)), 1, "invalid byte swap width 8"),
+    ],
+)
+def test_every_refusal_names_its_instruction(insns: tuple[Insn, ...], pc: int, reason: str) -> None:
+    with pytest.raises(RejectedProgram, match=reason) as info:
+        run(insns, (2, ACC_R, 1, 3), max_steps=1000)
+    assert info.value.pc == pc
+    assert str(info.value) == f"instruction {pc}: {info.value.reason}"
+
+
+def test_an_empty_program_is_refused_as_empty() -> None:
+    with pytest.raises(ProgramError, match="^program: empty$"):
+        check(())
+
+
+def test_executed_counts_every_instruction_once() -> None:
+    assert run((_MOV_R0_1, exit_()), (2, ACC_R, 1, 3)).executed == 2
+    body = [alu64("mov", 2, imm=0), jmp("jeq", 2, "t", imm=0), *_ret(0), Label("t"), *_ret(1)]
+    assert run(assemble(body), (2, ACC_R, 1, 3)).executed == 4  # mov, jeq, mov, exit
+
+
+def test_the_stack_holds_what_was_stored_at_its_very_ends() -> None:
+    """Stores at the bottom (r10 - 512) and top of the stack, immediate and register forms,
+    read back whole and in part."""
+    value = 0x1122_3344_5566_7788
+    body = [
+        *ld_imm64(2, value),
+        Insn(0x7B, 10, 2, -512, 0),  # *(u64 *)(r10 - 512) = r2
+        Insn(0x62, 10, 0, -4, 0x1234),  # *(u32 *)(r10 - 4) = 0x1234
+        ldx("dw", 3, 10, -512),
+        ldx("w", 4, 10, -4),
+        ldx("h", 5, 10, -510),
+        jmp("jne", 3, "bad", src=2),
+        jmp("jne", 4, "bad", imm=0x1234),
+        jmp("jne", 5, "bad", imm=0x5566),
+        *_ret(1),
+        Label("bad"),
+        *_ret(0),
+    ]
+    assert _verdict_of(body) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "a", "b", "q"),
+    [
+        ("div", -7, 2, -3),
+        ("div", 7, -2, -3),
+        ("div", -7, -2, 3),
+        ("mod", -7, 2, -1),
+        ("mod", 7, -2, 1),
+        ("mod", -8, 2, 0),
+    ],
+)
+def test_signed_division_truncates_towards_zero(name: str, a: int, b: int, q: int) -> None:
+    """``sdiv``/``smod`` (cpu v4, ``off`` = 1): C semantics, the remainder has the dividend's sign."""
+    for cls, bits in ((0x07, 64), (0x04, 32)):
+        code = cls | {"div": 0x30, "mod": 0x90}[name] | 0x08  # register source
+        setup = [*ld_imm64(1, a & _U64), *ld_imm64(2, b & _U64), Insn(code, 1, 2, 1, 0)]
+        assert _result_is(setup, q & ((1 << bits) - 1)), f"s{name}{bits} {a} {b}"
+
+
+@pytest.mark.parametrize("width", [8, 16, 32])
+def test_sign_extending_moves(width: int) -> None:
+    """``movsx`` (cpu v4, ``off`` = 8/16/32): the low ``width`` bits, sign-extended."""
+    for value in (0x7F, 0x80, 0x7FFF, 0x8000, 0xFFFF_FFFF, 0x1234_5678_9ABC_DEF0):
+        low = value & ((1 << width) - 1)
+        extended = low - (1 << width) if low >> (width - 1) else low
+        setup = [*ld_imm64(2, value), Insn(0xBF, 1, 2, width, 0)]  # ALU64 mov X, off = width
+        assert _result_is(setup, extended & _U64), f"movsx{width} {value:#x}"
+
+
+@pytest.mark.parametrize("width", [16, 32, 64])
+def test_byte_swaps(width: int) -> None:
+    """``le`` truncates (little-endian host), ``be`` and ALU64 ``bswap`` reverse the bytes."""
+    value = 0x1122_3344_5566_7788
+    low = value & ((1 << width) - 1)
+    swapped = int.from_bytes(low.to_bytes(width // 8, "little"), "big")
+    for code, expected in ((0xD4, low), (0xDC, swapped), (0xD7, swapped)):  # le, be, bswap
+        assert _result_is([*ld_imm64(1, value), Insn(code, 1, 0, 0, width)], expected), hex(code)
 
 
 @pytest.mark.parametrize(
