@@ -136,7 +136,7 @@ def test_every_refusal_names_its_instruction(insns: tuple[Insn, ...], pc: int, r
 
 
 def test_an_empty_program_is_refused_as_empty() -> None:
-    with pytest.raises(ProgramError, match="^program: empty$"):
+    with pytest.raises(ProgramError, match=r"^program: empty$"):
         check(())
 
 
