@@ -3,6 +3,7 @@
 #
 #   bench/mutation.sh [interp|compile|policy|semantics|lift ...]     (default: all five)
 #   MUTATION_SAMPLE=K bench/mutation.sh ...    run only every K-th mutant (sorted by name)
+#   MUTATION_EXAMPLES=N                         hypothesis examples per property test (default 10)
 #
 # Why this shape: mutmut copies the tree to mutants/, so each group runs in its own scratch copy
 # under ${MUTATION_DIR:-/tmp/cgdev-mutation} (the worktree is never modified).  Each mutant runs
@@ -66,10 +67,12 @@ for group in $GROUPS_; do
         echo "    --hypothesis-profile=mutation"
         args_for "$group" | sed 's/^/    /'
     } > "$dir/setup.cfg"
+    # Property tests with their own max_examples would ignore the profile: cap them in the copy.
+    sed -i -E "s/max_examples=[0-9]+/max_examples=${MUTATION_EXAMPLES:-10}/g" "$dir"/tests/test_*.py
     # A small, derandomized hypothesis profile for mutation runs (registered next to "ci").
     cat >> "$dir/tests/conftest.py" <<'PYEOF'
 
-settings.register_profile("mutation", derandomize=True, database=None, max_examples=25, deadline=None)
+settings.register_profile("mutation", derandomize=True, database=None, max_examples=10, deadline=None)
 PYEOF
     echo "== $group: $(files_for "$group") against $(tests_for "$group")"
     if [ "$SAMPLE" = 1 ]; then
