@@ -531,3 +531,36 @@ def test_rows_under_wildcard_major_columns_match_reference_on_every_cell(
 ) -> None:
     reference = {"ordered": ref_ordered, "crun": ref_crun, "v1": ref_v1}[semantics]
     check(policy_of(rule_list, semantics), reference, rule_list, _grid(rule_list))
+
+
+# -- small facts mutation testing found unasserted (issue 12 item 21) ------------------------------
+
+
+def test_systemd_auto_without_entries_attaches_nothing_and_lists_nothing() -> None:
+    program = systemd_program("auto", [], "")
+    assert not program.attached and program.entries == () and program.policy() == Policy.allow_all()
+
+
+def test_systemd_static_entries_name_the_node_they_come_from() -> None:
+    program = systemd_program("closed", [], "136 pts\n")
+    sources = [entry.source for entry in program.entries]
+    assert sources[:2] == ["/dev/null", "/dev/zero"]
+    assert all(sources), "every static entry names its node"
+
+
+def test_v1_exceptions_carry_the_non_default_action() -> None:
+    from cgdev.core.semantics import v1_state
+
+    default_allow, exceptions = v1_state(rules("deny a *:* rwm\nallow c 1:3 rw"))
+    assert not default_allow and exceptions == [Rule(True, "c", 1, 3, ACC_R | ACC_W)]
+    default_allow, exceptions = v1_state(rules("allow a *:* rwm\ndeny b 8:* w"))
+    assert default_allow and exceptions == [Rule(False, "b", 8, None, ACC_W)]
+
+
+def test_forced_defaults_per_runtime() -> None:
+    from cgdev.core.semantics.defaults import CRUN_1_8_DEFAULTS, forced_defaults
+
+    assert forced_defaults("runc") == tuple(rule for _path, rule in RUNC_DEFAULTS)
+    assert forced_defaults("crun") == tuple(CRUN_DEFAULTS)
+    assert forced_defaults("crun-1.8") == tuple(CRUN_1_8_DEFAULTS)
+    assert forced_defaults("ordered") == () and forced_defaults("v1") == ()
