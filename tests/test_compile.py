@@ -339,3 +339,8 @@ def test_wildcard_major_rules_cost_once_not_once_per_major() -> None:
     program = compile_policy(policy)
     assert len(program) < len(rule_list)  # under one instruction per rule (runc's: 7.5 per rule)
     assert_exact(program, policy)
+    # the same policy without the builder's hints (as read back from JSON or lifted): the compiler
+    # finds the shared maps itself
+    bare = Policy.from_json(policy.to_json())
+    assert bare == policy and all(m.origin is None for m in bare.char.values)
+    assert len(compile_policy(bare)) < len(rule_list)
