@@ -137,6 +137,13 @@ _MOV_R0_1 = alu64("mov", 0, imm=1)
             "invalid stack access off=-516 size=4",
         ),
         ((alu64("mov", 2, imm=1), Insn(0xD4, 2, 0, 0, 8), *_ret(1)), 1, "invalid byte swap width 8"),
+        # the structural check goes on after a plain instruction (the checker's fast path)
+        ((_MOV_R0_1, Insn(0xE7, 1, 0, 0, 0), exit_()), 1, "unknown ALU opcode 0xe7"),
+        (
+            (Insn(0x05, 0, 0, 1, 0), Insn(0x18, 1, 0, 0, 1), Insn(0, 0, 0, 0, 0), *_ret(1)),
+            0,
+            "jump into the middle of ld_imm64 at 1",
+        ),
     ],
 )
 def test_every_refusal_names_its_instruction(insns: tuple[Insn, ...], pc: int, reason: str) -> None:
@@ -176,6 +183,13 @@ def test_the_stack_holds_what_was_stored_at_its_very_ends() -> None:
         *_ret(0),
     ]
     assert _verdict_of(body) == 1
+
+
+def test_signed_division_by_zero_gives_zero_and_modulo_keeps_the_dividend() -> None:
+    for name, expected in (("div", 0), ("mod", (-7) & _U64)):
+        code = 0x07 | {"div": 0x30, "mod": 0x90}[name] | 0x08
+        setup = [*ld_imm64(1, (-7) & _U64), alu64("mov", 2, imm=0), Insn(code, 1, 2, 1, 0)]
+        assert _result_is(setup, expected), name
 
 
 @pytest.mark.parametrize(
