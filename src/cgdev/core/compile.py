@@ -25,8 +25,9 @@ Shape of the output (registers are fixed, which is also the fingerprint, see bel
   major's own rules under the ``*:N`` pattern every major repeats in the canonical form) is
   compiled as a search over those points that falls through to the shared map's search, so
   wildcard-major rules cost once, not once per major (issue 12: 10,000 rules with 3 % ``c *:N``
-  went from 1.42M instructions to 18k; runc's chain for the list is 60k).  A leaf decides the access mask with one test when one exists
-  (``w6 < 2 << 16`` is "mknod", ``w6 & 4 << 16`` is "asks write", ...) and otherwise with the
+  went from 1.42M instructions to 18k; runc's chain for the list is 60k).  A leaf decides the
+  access mask with one test when one exists (``w6 < 2 << 16`` is "mknod", ``w6 & 4 << 16`` is
+  "asks write", ...) and otherwise with the
   branch-free ``w6 >>= 16; w0 = S; w0 >>= w6; w0 &= 1; exit`` over the mask set ``S``.
 
 All comparisons are JMP32 so every u32 constant (majors/minors up to 2^32 - 1) is compared
