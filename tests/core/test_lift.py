@@ -510,3 +510,73 @@ def test_instructions_no_rule_covers_are_named() -> None:
     # an unconditional verdict leaves what follows it unreachable
     dead = assemble([alu64("mov", 0, imm=1), exit_(), alu64("mov", 0, imm=0), exit_()])
     assert [(g.start, g.end, g.kind) for g in lift(dead).gaps] == [(2, 3, GapKind.DEAD)]
+
+
+# -- the lifter against the interpreter on arithmetic over major/minor (issue 12 item 21) ---------
+# Programs that transform a field before comparing it (``w7 += 3; if w7 s> 9``...): the lifter
+# follows such arithmetic symbolically, and wherever it answers (not opaque) its policy must
+# agree with the interpreter on every request around the constants involved.
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ARITH = ("add", "sub", "or", "xor", "and", "lsh", "rsh", "arsh", "mul", "neg", "mov")
+_CMPS = ("jeq", "jne", "jgt", "jge", "jlt", "jle", "jset", "jsgt", "jsge", "jslt", "jsle")
+_CONSTS = st.one_of(st.integers(0, 20), st.sampled_from([0x7F, 0xFF, 0xFFF, 0x7FFF_FFFF, -1, -8]))
+
+
+@st.composite
+def arithmetic_programs(draw: st.DrawFn) -> tuple[tuple[Insn, ...], list[int]]:
+    reg, off = draw(st.sampled_from([(7, 4), (8, 8)]))
+    body: list[object] = [ldx("w", 6, 1, 0), ldx("w", reg, 1, off)]
+    consts: list[int] = []
+    for _ in range(draw(st.integers(0, 2))):
+        name = draw(st.sampled_from(_ARITH))
+        alu = draw(st.sampled_from([alu32, alu64]))
+        const = draw(_CONSTS) if name not in ("lsh", "rsh", "arsh") else draw(st.integers(0, 31))
+        body.append(alu(name, reg, imm=0 if name == "neg" else const))
+        consts.append(const)
+    for k in range(draw(st.integers(1, 2))):
+        const = draw(_CONSTS)
+        consts.append(const)
+        body.append(jmp(draw(st.sampled_from(_CMPS)), reg, f"t{k}", imm=const, wide32=draw(st.booleans())))
+    body += [alu64("mov", 0, imm=0), exit_()]
+    for k in range(2):
+        body += [Label(f"t{k}"), alu64("mov", 0, imm=draw(st.integers(0, 1))), exit_()]
+    return assemble(body), consts
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(arithmetic_programs())
+def test_lift_agrees_with_the_interpreter_on_arithmetic_over_the_fields(
+    case: tuple[tuple[Insn, ...], list[int]],
+) -> None:
+    program, consts = case
+    try:
+        result = lift(program)
+    except ProgramError:
+        return  # refused as the kernel would (the interpreter refuses it too)
+    if result.opaque is not None:
+        return  # not followed: only concrete answers are given, never a guess
+    numbers = {0, 1, 2, 0x7FFF_FFFF, 0x8000_0000, U32_MAX - 1, U32_MAX}
+    for c in consts:
+        for d in (-2, -1, 0, 1, 2):
+            numbers.update(v & U32_MAX for v in (c + d, -c + d, (c << 1) + d, c * 3 + d))
+    for n in sorted(numbers):
+        for mask in (ACC_R, ACC_R | ACC_W):
+            for request in (Request("c", n, 5, mask), Request("b", 5, n, mask)):
+                expected = interp.run(program, request).verdict
+                assert result.policy.allows(request) == bool(expected), f"{request}"
+
+
+@pytest.mark.parametrize("name", ["add", "sub", "or", "xor", "and", "lsh", "rsh"])
+def test_common_arithmetic_on_a_field_is_followed_exactly(name: str) -> None:
+    """``w7 <op>= c; if w7 == k``: followed symbolically (not opaque), and exact."""
+    const = 3
+    body = [ldx("w", 7, 1, 4), alu32(name, 7, imm=const), jmp("jeq", 7, "t", imm=8, wide32=True)]
+    program = assemble([*body, alu64("mov", 0, imm=0), exit_(), Label("t"), alu64("mov", 0, imm=1), exit_()])
+    result = lift(program)
+    assert result.opaque is None, result.opaque
+    for major in (*range(0, 40), 0x8000_0000, U32_MAX - 2, U32_MAX):
+        request = Request("c", major, 1, ACC_R)
+        assert result.policy.allows(request) == bool(interp.run(program, request).verdict), request

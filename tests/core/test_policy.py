@@ -9,7 +9,8 @@ from cgdev.core.model import MASKSET_ALL, REQUEST_MASKS, U32_MAX, Request
 from cgdev.core.policy import Policy, StepFn
 
 # Small universe of interesting numbers so that random policies overlap and differ in few places.
-numbers = st.sampled_from([0, 1, 2, 3, 5, 136, 195, 254, 255, 4095, U32_MAX - 1, U32_MAX])
+NUMBERS = (0, 1, 2, 3, 5, 136, 195, 254, 255, 4095, U32_MAX - 1, U32_MAX)
+numbers = st.sampled_from(NUMBERS)
 masksets = st.integers(0, 255).map(lambda v: v & MASKSET_ALL)
 
 
@@ -105,3 +106,30 @@ def test_from_function_evaluates_cells() -> None:
     assert not p.verdict("c", 1, 4, 2)
     assert not p.verdict("b", 1, 3, 2)
     assert p.size == 6  # b: one box; c: three majors pieces, one of them split into three minors
+
+
+def test_a_point_at_the_top_of_the_range_adds_no_piece_past_it() -> None:
+    """``from_points`` at U32_MAX: the piece after a point exists only below the top (a start of
+    2^32 would be a box no request reaches, and would break equality with the same function)."""
+    for build in (
+        lambda: StepFn.from_points(0, {U32_MAX: 2}),
+        lambda: StepFn.const(0).with_points({U32_MAX: 2}),
+    ):
+        fn = build()
+        assert fn == StepFn.from_pieces([(0, 0), (U32_MAX, 2)])
+        assert max(fn.starts) <= U32_MAX
+        assert list(fn.pieces())[-1] == (U32_MAX, U32_MAX, 2)
+
+
+@settings(max_examples=300)
+@given(minor_maps(), st.dictionaries(numbers, masksets, max_size=6))
+def test_with_points_is_from_points_over_an_existing_function(
+    base: StepFn[int], points: dict[int, int]
+) -> None:
+    spliced = base.with_points(points)
+    for x in {*NUMBERS, 4, 6, 137, 196, 256, 4096}:
+        assert spliced.at(x) == points.get(x, base.at(x))
+    # canonical: neighbours differ, so equality with any other construction is structural
+    assert all(a != b for a, b in zip(spliced.values, spliced.values[1:], strict=False))
+    assert spliced.starts[0] == 0 and list(spliced.starts) == sorted(set(spliced.starts))
+    assert spliced.origin is None if not points else spliced.origin == (base, tuple(sorted(points)))

@@ -518,3 +518,84 @@ def test_which_runc_drops_a_device_without_a_dev_char_link_for_systemd() -> None
     assert runc_passes_device(dev_char_check("1.1.4", "252"), False, True) is False
     assert runc_passes_device(dev_char_check("1.3.6", "262"), False, False) is True
     assert runc_passes_device(None, True, True) is None
+
+
+# -- rows x columns: majors with rules of their own (M:*, M:N) under wildcard-major rules (*:N) --
+# The builder shares one column map between rows of one class (``_build.rank_classifier``) and
+# splices each major's points into it; every cell of the grid is checked against the reference.
+
+_GRID_MAJORS = (0, 1, 2, 7, 195)
+_GRID_MINORS = (0, 1, 3, 9, 255)
+
+
+@st.composite
+def grid_lists(draw: st.DrawFn) -> list[Rule]:
+    def rule(major: int | None, minor: int | None) -> Rule:
+        return Rule(draw(st.booleans()), draw(st.sampled_from("abc")), major, minor, draw(st.integers(1, 7)))
+
+    kinds = st.sampled_from(("row", "column", "point", "any"))
+    out = []
+    for kind in draw(st.lists(kinds, min_size=1, max_size=24)):
+        major, minor = draw(st.sampled_from(_GRID_MAJORS)), draw(st.sampled_from(_GRID_MINORS))
+        out.append(
+            rule(major, None)
+            if kind == "row"
+            else rule(None, minor)
+            if kind == "column"
+            else rule(major, minor)
+            if kind == "point"
+            else rule(None, None)
+        )
+    return out
+
+
+def _grid(rule_list: list[Rule]) -> list[Request]:
+    return [
+        Request(t, major, minor, mask)  # type: ignore[arg-type]
+        for t in "bc"
+        for major in (*_GRID_MAJORS, 4)
+        for minor in (*_GRID_MINORS, 2)
+        for mask in REQUEST_MASKS
+    ]
+
+
+@SETTINGS
+@given(grid_lists(), st.sampled_from(["ordered", "crun", "v1"]))
+def test_rows_under_wildcard_major_columns_match_reference_on_every_cell(
+    rule_list: list[Rule], semantics: str
+) -> None:
+    reference = {"ordered": ref_ordered, "crun": ref_crun, "v1": ref_v1}[semantics]
+    check(policy_of(rule_list, semantics), reference, rule_list, _grid(rule_list))
+
+
+# -- small facts mutation testing found unasserted (issue 12 item 21) ------------------------------
+
+
+def test_systemd_auto_without_entries_attaches_nothing_and_lists_nothing() -> None:
+    program = systemd_program("auto", [], "")
+    assert not program.attached and program.entries == () and program.policy() == Policy.allow_all()
+
+
+def test_systemd_static_entries_name_the_node_they_come_from() -> None:
+    program = systemd_program("closed", [], "136 pts\n")
+    sources = [entry.source for entry in program.entries]
+    assert sources[:2] == ["/dev/null", "/dev/zero"]
+    assert all(sources), "every static entry names its node"
+
+
+def test_v1_exceptions_carry_the_non_default_action() -> None:
+    from cgdev.core.semantics import v1_state
+
+    default_allow, exceptions = v1_state(rules("deny a *:* rwm\nallow c 1:3 rw"))
+    assert not default_allow and exceptions == [Rule(True, "c", 1, 3, ACC_R | ACC_W)]
+    default_allow, exceptions = v1_state(rules("allow a *:* rwm\ndeny b 8:* w"))
+    assert default_allow and exceptions == [Rule(False, "b", 8, None, ACC_W)]
+
+
+def test_forced_defaults_per_runtime() -> None:
+    from cgdev.core.semantics.defaults import CRUN_1_8_DEFAULTS, forced_defaults
+
+    assert forced_defaults("runc") == tuple(rule for _path, rule in RUNC_DEFAULTS)
+    assert forced_defaults("crun") == tuple(CRUN_DEFAULTS)
+    assert forced_defaults("crun-1.8") == tuple(CRUN_1_8_DEFAULTS)
+    assert forced_defaults("ordered") == () and forced_defaults("v1") == ()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from cgdev.core.model import (
@@ -41,6 +41,10 @@ class StepFn(Generic[V]):
 
     starts: tuple[int, ...]
     values: tuple[V, ...]
+    # How this function was made, when it was made by ``with_points``: ``(base, points)``.  Not
+    # part of its value (equality and hashing ignore it); the compiler uses it to compile the
+    # function as its few differences from ``base`` instead of rediscovering them piece by piece.
+    origin: tuple[StepFn[V], tuple[int, ...]] | None = field(default=None, compare=False, repr=False)
 
     @staticmethod
     def const(value: V) -> StepFn[V]:
@@ -72,6 +76,46 @@ class StepFn(Generic[V]):
                 starts[point + 1] = default
         pieces = sorted(starts.items())
         return StepFn.from_pieces(pieces)
+
+    def with_points(self, points: Mapping[int, V]) -> StepFn[V]:
+        """``self`` except at the given single points: ``from_points`` over an existing function.
+
+        Why: a semantics builds one shared function for many majors (the ``*:N`` column pattern)
+        and each major differs from it at a few points of its own.  Splicing copies the shared
+        tuples at C speed and touches Python code only around the points, so building thousands
+        of such maps costs their points, not their breakpoints.
+        """
+        if not points:
+            return self
+        starts, values = self.starts, self.values
+        out_s: list[int] = []
+        out_v: list[V] = []
+        check: list[int] = []  # output positions that may equal their left neighbour
+        taken = 0  # the first piece of ``self`` not yet copied
+        for point in sorted(points):
+            i = bisect.bisect_right(starts, point) - 1  # the piece holding the point
+            if i >= taken:
+                check.append(len(out_s))
+                out_s.extend(starts[taken : i + 1])
+                out_v.extend(values[taken : i + 1])
+                taken = i + 1
+            if out_s and out_s[-1] == point:  # a piece starts at the point: the point replaces it
+                out_s.pop()
+                out_v.pop()
+            check.append(len(out_s))
+            out_s.append(point)
+            out_v.append(points[point])
+            if point < U32_MAX and not (taken < len(starts) and starts[taken] == point + 1):
+                check.append(len(out_s))
+                out_s.append(point + 1)
+                out_v.append(values[i])
+        check.append(len(out_s))
+        out_s.extend(starts[taken:])
+        out_v.extend(values[taken:])
+        for j in sorted(set(check), reverse=True):
+            if 0 < j < len(out_s) and out_v[j] == out_v[j - 1]:
+                del out_s[j], out_v[j]
+        return StepFn(tuple(out_s), tuple(out_v), (self, tuple(sorted(points))))
 
     def at(self, x: int) -> V:
         return self.values[bisect.bisect_right(self.starts, x) - 1]

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from cgdev.core.model import MASKSET_ALL, REQUEST_MASKS, Rule
 from cgdev.core.policy import Policy
-from cgdev.core.semantics._build import Fold, fold_policy
+from cgdev.core.semantics._build import Fold, fold_policy, rank_classifier
 
 _NO_MATCH = 1 << 62
 Summary = tuple[int, int, int, int]
@@ -37,7 +37,11 @@ def _fold(terminal: bool) -> Fold[Summary]:
                 out |= 1 << q
         return out & MASKSET_ALL
 
-    return Fold(_summarise, _combine, (_NO_MATCH,) * 4, finalise)
+    def verdict(code: int) -> bool:
+        return terminal if code == _NO_MATCH else bool(code & 1)
+
+    classify = rank_classifier(verdict)
+    return Fold(_summarise, _combine, (_NO_MATCH,) * 4, finalise, classify)
 
 
 def first_match_policy(rules: Iterable[Rule], terminal: bool = False) -> Policy:

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 from cgdev.core.model import ACC_M, ACC_R, ACC_W, Rule, maskset_for_bits
 from cgdev.core.policy import Policy
-from cgdev.core.semantics._build import Fold, fold_policy
+from cgdev.core.semantics._build import Fold, fold_policy, rank_classifier
 
 _BITS = (ACC_M, ACC_R, ACC_W)
 _NONE = (-1, -1, -1)
@@ -49,7 +49,17 @@ def _finalise(s: Summary) -> int:
     return maskset_for_bits(bits)
 
 
-ORDERED_FOLD: Fold[Summary] = Fold(_summarise, _combine, _NONE, _finalise)
+def _allowed(code: int) -> bool:
+    return code >= 0 and bool(code & 1)
+
+
+ORDERED_FOLD: Fold[Summary] = Fold(
+    _summarise,
+    _combine,
+    _NONE,
+    _finalise,
+    rank_classifier(_allowed),
+)
 
 
 def ordered_policy(rules: Iterable[Rule]) -> Policy:

@@ -1,0 +1,99 @@
+#!/bin/sh
+# Mutation testing of the pure core (issue 12 item 21), one module group at a time, with mutmut.
+#
+#   bench/mutation.sh [interp|compile|policy|semantics|lift ...]     (default: all five)
+#   MUTATION_SAMPLE=K bench/mutation.sh ...    run only every K-th mutant (sorted by name)
+#   MUTATION_EXAMPLES=N                         hypothesis examples per property test (default 10)
+#
+# Why this shape: mutmut copies the tree to mutants/, so each group runs in its own scratch copy
+# under ${MUTATION_DIR:-/tmp/cgdev-mutation} (the worktree is never modified).  Each mutant runs
+# only the fast unit tests that exercise its module (no kernel, no lab), with hypothesis's "ci"
+# profile (derandomized, no database) and a small max_examples, so a run is reproducible and fits
+# on a shared 2-core machine.  mutmut's own per-function test selection narrows it further.
+# Prints, per group, the counts mutmut reports (killed / survived / timeout / ...), and leaves
+# the survivors' diffs in $MUTATION_DIR/<group>/survivors.txt.  Needs mutmut (>= 3.3) in the venv.
+set -eu
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PYTHON:-$ROOT/../../main/.venv/bin/python}
+[ -x "$PY" ] || PY=/work/main/.venv/bin/python
+MUTMUT=$(dirname "$PY")/mutmut
+OUT=${MUTATION_DIR:-/tmp/cgdev-mutation}
+CHILDREN=${MUTATION_CHILDREN:-2}
+SAMPLE=${MUTATION_SAMPLE:-1}
+GROUPS_=${*:-interp compile policy semantics lift}
+
+files_for() {
+    case $1 in
+        interp) echo "src/cgdev/core/interp.py" ;;
+        compile) echo "src/cgdev/core/compile.py" ;;
+        policy) echo "src/cgdev/core/policy.py" ;;
+        semantics) echo "src/cgdev/core/semantics/*" ;;
+        lift) echo "src/cgdev/core/lift/*" ;;
+    esac
+}
+# Extra pytest arguments per group: the 10,000-rule tests take seconds each and would dominate.
+args_for() {
+    case $1 in
+        compile) printf '%s\n' -k "not ten_thousand_rules" ;;
+        lift) printf '%s\n' -k "not 10000_rules" ;;
+    esac
+}
+tests_for() {
+    case $1 in
+        interp) echo "tests/test_interp.py tests/test_fuzz_program.py" ;;
+        compile) echo "tests/test_compile.py" ;;
+        policy) echo "tests/test_policy.py tests/test_semantics.py" ;;
+        semantics) echo "tests/test_semantics.py tests/test_shapes.py" ;;
+        lift) echo "tests/test_lift.py" ;;
+    esac
+}
+
+for group in $GROUPS_; do
+    dir=$OUT/$group
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    (cd "$ROOT" && tar cf - src tests pyproject.toml) | (cd "$dir" && tar xf -)
+    {
+        echo "[mutmut]"
+        echo "source_paths = src"
+        echo "only_mutate = $(files_for "$group")"
+        echo "pytest_add_cli_args_test_selection ="
+        for t in $(tests_for "$group"); do echo "    $t"; done
+        echo "pytest_add_cli_args ="
+        echo "    -x"
+        echo "    -q"
+        echo "    -p"
+        echo "    no:cacheprovider"
+        echo "    --hypothesis-profile=mutation"
+        args_for "$group" | sed 's/^/    /'
+    } > "$dir/setup.cfg"
+    # Property tests with their own max_examples would ignore the profile: cap them in the copy.
+    sed -i -E "s/max_examples=[0-9]+/max_examples=${MUTATION_EXAMPLES:-10}/g" "$dir"/tests/test_*.py
+    # A small, derandomized hypothesis profile for mutation runs (registered next to "ci").
+    cat >> "$dir/tests/conftest.py" <<'PYEOF'
+
+settings.register_profile("mutation", derandomize=True, database=None, max_examples=10, deadline=None)
+PYEOF
+    echo "== $group: $(files_for "$group") against $(tests_for "$group")"
+    if [ "$SAMPLE" = 1 ]; then
+        (cd "$dir" && env -u PYTHONPATH PYTHONDONTWRITEBYTECODE=1 CI=1 "$MUTMUT" run --max-children "$CHILDREN" >run.log 2>&1) || true
+    else
+        # generate the mutants (and mutmut's test statistics) without running any, then a sample
+        (cd "$dir" && env -u PYTHONPATH PYTHONDONTWRITEBYTECODE=1 CI=1 "$MUTMUT" run "no-such-mutant" >gen.log 2>&1) || true
+        (cd "$dir" && env -u PYTHONPATH "$MUTMUT" results --all true 2>/dev/null) \
+            | sed -n 's/^ *\([^ :]*\): .*/\1/p' | sort | awk -v k="$SAMPLE" 'NR % k == 1 || k == 1' > "$dir/sample.txt"
+        echo "   sample: every ${SAMPLE}th mutant, $(wc -l < "$dir/sample.txt") of $(cd "$dir" && env -u PYTHONPATH "$MUTMUT" results --all true 2>/dev/null | grep -c ': ')"
+        # shellcheck disable=SC2046
+        (cd "$dir" && env -u PYTHONPATH PYTHONDONTWRITEBYTECODE=1 CI=1 "$MUTMUT" run --max-children "$CHILDREN" $(cat sample.txt) >run.log 2>&1) || true
+    fi
+    (cd "$dir" && env -u PYTHONPATH "$MUTMUT" results --all true >results.txt 2>&1) || true
+    tail -n 3 "$dir/run.log" | tr '\r' '\n' | tail -n 2
+    for status in killed survived "timed out" suspicious skipped "not checked" "no tests" segfault; do
+        n=$(grep -c ": $status\$" "$dir/results.txt" || true)
+        [ "$n" = 0 ] || echo "   $status: $n"
+    done
+    grep ": survived\$" "$dir/results.txt" | sed 's/: survived$//; s/^ *//' | while read -r m; do
+        echo "--- $m"
+        (cd "$dir" && env -u PYTHONPATH "$MUTMUT" show "$m" 2>/dev/null) || true
+    done > "$dir/survivors.txt"
+done
