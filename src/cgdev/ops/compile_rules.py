@@ -8,12 +8,14 @@ does that the rules do not say is reported as warnings.  Optionally the kernel's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from cgdev.errors import InputError
 
 if TYPE_CHECKING:
     from cgdev.core.isa import Insn
+    from cgdev.ops.layers import DeviceNode
     from cgdev.core.model import Rule
     from cgdev.core.policy import Policy
     from cgdev.core.rules import RuleList
@@ -84,6 +86,19 @@ class Compiled:
             "warnings": list(self.warnings),
             "verified": self.verified,
         }
+
+
+def host_lookups() -> tuple[Callable[[str], DeviceNode | None], str | None]:
+    """What systemd syntax needs resolved, read on this host: a stat() of a device path
+    (``/dev/null`` -> ``c 1:3``) and the text of /proc/devices (``char-pts`` -> major 136).
+
+    The core reads rules without I/O and takes both as data; a host where /proc/devices cannot
+    be read (a container without /proc, offline use) gives None, and the core then says in one
+    line that a driver name cannot be resolved here.
+    """
+    from cgdev.ops.collect import node_of, read_or_empty
+
+    return node_of, (read_or_empty("/proc/devices") or None)
 
 
 def compile_rules(read: RuleList, shape: str, semantics: str | None = None, *,
