@@ -25,8 +25,8 @@ class Ran:
 class _Stream(io.TextIOWrapper):
     """A text stream with the ``.buffer`` ``print_json`` writes to, and a fixed isatty()."""
 
-    def __init__(self, tty: bool = False) -> None:
-        super().__init__(io.BytesIO(), encoding="utf-8", write_through=True)
+    def __init__(self, tty: bool = False, errors: str = "strict") -> None:
+        super().__init__(io.BytesIO(), encoding="utf-8", errors=errors, write_through=True)
         self._tty = tty
 
     def isatty(self) -> bool:
@@ -42,7 +42,7 @@ class _Stream(io.TextIOWrapper):
 def run_main(argv: Sequence[str], *, tty: bool = False) -> Ran:
     from cgdev.cli.main import main
 
-    out, err = _Stream(tty), _Stream()
+    out, err = _Stream(tty), _Stream(errors="backslashreplace")  # as Python's own streams
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = main(list(argv))

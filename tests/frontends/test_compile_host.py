@@ -8,10 +8,9 @@ import json
 import os
 from pathlib import Path
 
-from cli_inprocess import run_main
-
 from cgdev.core.model import Request
 from cgdev.core.policy import Policy
+from cli_inprocess import run_main
 
 
 def _run(*argv: str) -> tuple[int, str, str]:

@@ -284,7 +284,8 @@ def parse_device_allow(
     if path.startswith("/"):
         if lookup is None:
             raise InputError(
-                f'{field} "{path}": resolving a device path needs the host\'s /dev (give /dev/char/MAJOR:MINOR)'
+                f'{field} "{path}": resolving a device path needs the host\'s /dev '
+                "(give /dev/char/MAJOR:MINOR)"
             )
         found = lookup(path)
         if found is None or found[0] not in ("b", "c"):

@@ -7,18 +7,18 @@ does that the rules do not say is reported as warnings.  Optionally the kernel's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from cgdev.errors import InputError
 
 if TYPE_CHECKING:
     from cgdev.core.isa import Insn
-    from cgdev.ops.layers import DeviceNode
     from cgdev.core.model import Rule
     from cgdev.core.policy import Policy
     from cgdev.core.rules import RuleList
+    from cgdev.ops.layers import DeviceNode
 
 SEMANTICS: Final = ("ordered", "runc", "crun", "crun-1.8", "systemd", "v1")
 SHAPES: Final = ("cgdev", "runc", "crun", "crun-1.8", "systemd")
