@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "grant": "cgdev.cli.grant_cmd:GRANT",
     "revoke": "cgdev.cli.grant_cmd:REVOKE",
     "grants": "cgdev.cli.grant_cmd:GRANTS",
+    "attach": "cgdev.cli.attach_cmd:ATTACH",
+    "detach": "cgdev.cli.attach_cmd:DETACH",
     "check": "cgdev.cli.check_cmd",
     "completion": "cgdev.cli.completion_cmd",
     "man": "cgdev.cli.man_cmd",
@@ -58,6 +60,10 @@ FLAGS: dict[str, str] = {
     "text": "--text",
     "cgroup": "--cgroup",
     "format": "--format",
+    "program": "PROGRAM|RULES",
+    "replace": "--replace",
+    "program_id": "ID",
+    "attach_cgroup": "CGROUP",
 }
 
 
