@@ -103,7 +103,7 @@ def test_v1_lines() -> None:
         ("deny", 'rules:1: rule "deny": missing the device type'),
         ("c 1:3 rwm extra", 'rules:1: rule "c 1:3 rwm extra": expected TYPE MAJOR:MINOR ACCESS'),
         ("hello world", 'rules:1: rule "hello world": not a rule'),
-        ("/dev/nvidia0 rw", 'rules:1: rule "/dev/nvidia0": resolving a device path needs a device lookup'),
+        ("/dev/nvidia0 rw", 'rules:1: rule "/dev/nvidia0": resolving a device path needs the host\'s /dev'),
         ("char-nvidia rw", 'rules:1: rule "char-nvidia": resolving a driver name needs /proc/devices'),
         ("/dev/char/1:* rw", 'rules:1: rule "/dev/char/1:*": a device path needs numbers'),
         ('[{"allow": "false"}]', 'devices[0].allow: expected a boolean, got "false"'),
@@ -135,7 +135,7 @@ def test_systemd_syntax() -> None:
     assert parse_device_allow("char-pts", "rw", "x", proc_devices=PROC) == [Rule(True, "c", 136, None, 6)]
     with pytest.raises(InputError, match='x "char-gpu": no driver in /proc/devices matches "gpu"'):
         parse_device_allow("char-gpu", "rw", "x", proc_devices=PROC)
-    with pytest.raises(InputError, match='"/dev/sda1": not a character or block device'):
+    with pytest.raises(InputError, match='"/dev/sda1": no character or block device at this path'):
         parse_device_allow("/dev/sda1", "rw", "x", lookup=lambda _p: None)
 
 

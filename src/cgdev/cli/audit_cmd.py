@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from cgdev.cli.inspect_args import add_system_arguments, host_from_args, nested, warn_systemd
+from cgdev.cli.inspect_args import (
+    add_system_arguments,
+    add_view_arguments,
+    host_from_args,
+    nested,
+    warn_systemd,
+)
 
 HELP = "audit every container cgroup on the node (exit 1 when there are findings)"
 DESCRIPTION = (
@@ -22,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="audit only this subtree (relative to the cgroup2 mount, or its host path)",
     )
     add_system_arguments(parser)
+    add_view_arguments(parser)
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column whole (default: one line per container, 100 columns piped)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
         print_json(result.to_json(), compact=True)
     else:
-        from cgdev.present.human import print_audit
+        import sys
 
-        print_audit(result)
+        from cgdev.present.human import AUDIT_PIPE_WIDTH, make_console, print_audit
+
+        width = None if args.wide or sys.stdout.isatty() else AUDIT_PIPE_WIDTH
+        print_audit(result, make_console(args.color, width=width), wide=args.wide, quiet=args.quiet)
     return 1 if result.has_findings else 0

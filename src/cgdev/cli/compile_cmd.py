@@ -68,6 +68,7 @@ def _read(path: Path, what: str) -> str:
 def read_rules(args: argparse.Namespace) -> Any:
     """The rules and the reader's warnings (a ``RuleList``)."""
     from cgdev.core import rules
+    from cgdev.ops.compile_rules import host_lookups
 
     given = [args.config is not None, args.rules_file is not None, bool(args.rules)]
     if sum(given) != 1:
@@ -84,10 +85,14 @@ def read_rules(args: argparse.Namespace) -> Any:
             ) from None
         return rules.read_oci_config(document, str(args.config))
     if args.rules_file is not None:
-        return rules.read_rule_text(_read(args.rules_file, "--rules"), str(args.rules_file))
+        lookup, proc_devices = host_lookups()  # systemd syntax: /dev/null, char-pts (this host's)
+        return rules.read_rule_text(
+            _read(args.rules_file, "--rules"), str(args.rules_file), lookup, proc_devices
+        )
+    lookup, proc_devices = host_lookups()
     out = []
     for i, text in enumerate(args.rules):
-        out.extend(rules.parse_rule_line(text, f"rule {i + 1}"))
+        out.extend(rules.parse_rule_line(text, f"rule {i + 1}", lookup, proc_devices))
     return rules.RuleList(out)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cgdev.cli.inspect_args import add_target_arguments, inspection_from_args
+from cgdev.cli.inspect_args import add_target_arguments, add_view_arguments, inspection_from_args
 from cgdev.present.json_out import print_json
 
 HELP = "explain one device request across every layer, now and after the next reload"
@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or systemd's /dev/char/MAJOR:MINOR",
     )
     parser.add_argument("--access", default="rw", help="m (mknod), r, w or rw (open); default rw")
+    add_view_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_json())
     else:
-        from cgdev.present.human import print_explanation
+        from cgdev.present.human import make_console, print_explanation
 
-        print_explanation(result)
+        print_explanation(result, make_console(args.color), quiet=args.quiet)
     return 0 if result.allowed else 1

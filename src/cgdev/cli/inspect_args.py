@@ -74,6 +74,19 @@ def add_system_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def add_view_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a human view prints: styling and the one-line form (explain, show, audit)."""
+    parser.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="style the output (colour, bold, italic): on a terminal without NO_COLOR (auto), always, never",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the one-line verdict or summary"
+    )
+
+
 def nested(args: argparse.Namespace) -> bool:
     """Whether one of the one-flag forms names another host than ours."""
     return bool(args.lab or args.ns_pid is not None or args.host_root)

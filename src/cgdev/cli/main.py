@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "grant": "cgdev.cli.grant_cmd:GRANT",
     "revoke": "cgdev.cli.grant_cmd:REVOKE",
     "grants": "cgdev.cli.grant_cmd:GRANTS",
+    "attach": "cgdev.cli.attach_cmd:ATTACH",
+    "detach": "cgdev.cli.attach_cmd:DETACH",
     "check": "cgdev.cli.check_cmd",
     "completion": "cgdev.cli.completion_cmd",
     "man": "cgdev.cli.man_cmd",
@@ -58,6 +60,10 @@ FLAGS: dict[str, str] = {
     "text": "--text",
     "cgroup": "--cgroup",
     "format": "--format",
+    "program": "PROGRAM|RULES",
+    "replace": "--replace",
+    "program_id": "ID",
+    "attach_cgroup": "CGROUP",
 }
 
 
@@ -65,7 +71,16 @@ class _Parser(argparse.ArgumentParser):
     """argparse exits with status 2 on usage errors already; keep its message to one line."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, one_line(f"{self.prog}: error: {message}") + "\n")
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters and line separators escaped (``\\r``, ``\\x1c``,
+    ``\\u2028``): an error echoes the value it refuses, and a value read from a file or argv may
+    hold any of them; the message must stay one line (and not move a terminal's cursor)."""
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
 
 
 def _load(name: str) -> ModuleType:
@@ -87,7 +102,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         if only is not None and name != only:
-            sub.add_parser(name, add_help=False)
+            # not even a stub: each parser costs ~0.4 ms (argparse asks gettext for catalogues on
+            # disk), and with ``only`` given the other names cannot be the command
             continue
         module = _load(name)
         p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP))
@@ -110,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(args))
     except CgdevError as err:
-        print(f"cgdev {args.command}: {with_flags(err, FLAGS)}", file=sys.stderr)
+        print(one_line(f"cgdev {args.command}: {with_flags(err, FLAGS)}"), file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         return 130

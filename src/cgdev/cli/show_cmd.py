@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cgdev.cli.inspect_args import add_target_arguments, inspection_from_args
+from cgdev.cli.inspect_args import add_target_arguments, add_view_arguments, inspection_from_args
 from cgdev.present.json_out import print_json
 
 HELP = "show a target's effective device allowlist, per layer, and after the next reload"
@@ -18,6 +18,7 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
+    add_view_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_json())
     else:
-        from cgdev.present.human import print_show
+        from cgdev.present.human import make_console, print_show
 
-        print_show(result)
+        print_show(result, make_console(args.color), quiet=args.quiet)
     return 1 if result.findings else 0

@@ -275,17 +275,23 @@ def parse_device_allow(
             if name == "*" or name.isdecimal():
                 return [Rule(True, dev_type, parse_number(name, f"{field}: major"), None, access)]
             if proc_devices is None:
-                raise InputError(f'{field} "{path}": resolving a driver name needs /proc/devices')
+                raise InputError(
+                    f'{field} "{path}": resolving a driver name needs /proc/devices, which cannot be '
+                    f"read here (give {prefix}MAJOR)"
+                )
             majors = _proc_majors(proc_devices, dev_type, name)
             if not majors:
                 raise InputError(f'{field} "{path}": no driver in /proc/devices matches "{name}"')
             return [Rule(True, dev_type, m, None, access) for m in majors]
     if path.startswith("/"):
         if lookup is None:
-            raise InputError(f'{field} "{path}": resolving a device path needs a device lookup')
+            raise InputError(
+                f'{field} "{path}": resolving a device path needs the host\'s /dev '
+                "(give /dev/char/MAJOR:MINOR)"
+            )
         found = lookup(path)
         if found is None or found[0] not in ("b", "c"):
-            raise InputError(f'{field} "{path}": not a character or block device')
+            raise InputError(f'{field} "{path}": no character or block device at this path')
         t, major, minor = found
         return [Rule(True, t, major, minor, access)]
     raise InputError(f'{field} "{path}": not a device path, char-NAME or block-NAME')

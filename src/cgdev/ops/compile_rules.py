@@ -7,6 +7,7 @@ does that the rules do not say is reported as warnings.  Optionally the kernel's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from cgdev.core.model import Rule
     from cgdev.core.policy import Policy
     from cgdev.core.rules import RuleList
+    from cgdev.ops.layers import DeviceNode
 
 SEMANTICS: Final = ("ordered", "runc", "crun", "crun-1.8", "systemd", "v1")
 SHAPES: Final = ("cgdev", "runc", "crun", "crun-1.8", "systemd")
@@ -84,6 +86,19 @@ class Compiled:
             "warnings": list(self.warnings),
             "verified": self.verified,
         }
+
+
+def host_lookups() -> tuple[Callable[[str], DeviceNode | None], str | None]:
+    """What systemd syntax needs resolved, read on this host: a stat() of a device path
+    (``/dev/null`` -> ``c 1:3``) and the text of /proc/devices (``char-pts`` -> major 136).
+
+    The core reads rules without I/O and takes both as data; a host where /proc/devices cannot
+    be read (a container without /proc, offline use) gives None, and the core then says in one
+    line that a driver name cannot be resolved here.
+    """
+    from cgdev.ops.collect import node_of, read_or_empty
+
+    return node_of, (read_or_empty("/proc/devices") or None)
 
 
 def compile_rules(read: RuleList, shape: str, semantics: str | None = None, *,

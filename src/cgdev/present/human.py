@@ -8,7 +8,8 @@ their fix options.
 from __future__ import annotations
 
 import re
-from typing import Any
+from enum import StrEnum
+from typing import Any, Final, Literal
 
 from cgdev.ops.audit import AuditResult
 from cgdev.ops.explain import Explanation, LayerAnswer
@@ -18,14 +19,104 @@ from cgdev.ops.reload import ProgramOrigin, reload_trigger
 from cgdev.ops.show import ShowResult
 
 
-def _console() -> Any:
+class ColorMode(StrEnum):
+    """``--color``: styling (colour, bold, italic) on a terminal only (auto), always, or never."""
+
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+# A pipe gets whole lines, for grep (a unit's DeviceAllow list alone can pass 400 columns); an
+# audit table, one line per container, is held to this many columns when piped (--wide: whole).
+PIPE_WIDTH: Final = 100_000
+AUDIT_PIPE_WIDTH: Final = 100
+
+
+def make_console(color: str = ColorMode.AUTO, *, width: int | None = None, file: Any = None) -> Any:
+    """A rich Console for ``file`` (stdout): styled as ``color`` and NO_COLOR say, ``width``
+    columns wide (default: the terminal's; piped, ``COLUMNS`` if set, else whole lines).
+
+    rich's own NO_COLOR support drops colour but keeps bold and italic; here NO_COLOR (set and
+    not empty, per no-color.org) and ``--color=never`` drop every escape sequence, and ``always``
+    styles a pipe too.
+    """
+    import os
     import sys
 
     from rich.console import Console
 
-    # a pipe gets whole lines, for grep (rich would crop the tree at 80 columns; a unit's
-    # DeviceAllow list alone can pass 400)
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100_000)
+    stream = file if file is not None else sys.stdout
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    if color == ColorMode.ALWAYS:
+        styled = True
+    elif color == ColorMode.NEVER:
+        styled = False
+    else:
+        styled = tty and not os.environ.get("NO_COLOR")
+    if width is None and not tty:  # COLUMNS, when a user sets it, is a width asked for
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isascii() and columns.isdigit() and int(columns) >= 20 else PIPE_WIDTH
+    return Console(
+        file=stream,
+        highlight=False,
+        width=width,
+        color_system=("standard" if not tty else "auto") if styled else None,
+        force_terminal=styled,
+        emoji=False,
+    )
+
+
+def _console() -> Any:
+    return make_console()
+
+
+def short_middle(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters, its middle replaced by ``…``: a cgroup path's
+    start (the slice) and end (the container) are what tell two paths apart."""
+    if len(text) <= limit or limit < 8:
+        return text
+    parts = text.split("/")
+    if len(parts) > 3:  # keep the first component and the leaf whole where they fit
+        head, tail = "/".join(parts[:2]), parts[-1]
+        if len(head) + len(tail) + 3 <= limit:
+            return f"{head}/…/{tail}"
+    keep = limit - 1
+    front = keep // 3
+    return text[:front] + "…" + text[len(text) - (keep - front) :]
+
+
+def _path_room(console: Any, indent: int) -> int:
+    """How many columns a cgroup path may take on a tree line ``indent`` deep."""
+    width = console.width if console.width < PIPE_WIDTH else PIPE_WIDTH
+    return max(20, width - indent)
+
+
+_PATH = re.compile(r"/[^\s,;()'\"]+")
+
+
+def _short_paths(console: Any, text: str) -> str:
+    """Long paths in a message shortened in the middle on a narrow console (piped: whole)."""
+    if console.width >= PIPE_WIDTH:
+        return text
+    room = _path_room(console, 12)
+    return _PATH.sub(lambda m: short_middle(m.group(0), room), text)
+
+
+_COMMAND = re.compile(r"`([^`]+)`")
+
+
+def _fix_lines(action: str) -> tuple[str, list[str]]:
+    """A fix's prose (each quoted command shortened to its first words) and the commands whole,
+    to print one per line: a command is never wrapped, so it copies as it was meant."""
+    commands = [c for c in _COMMAND.findall(action) if " " in c]
+
+    def shorten(match: re.Match[str]) -> str:
+        words = match.group(1).split()
+        return f"`{' '.join(words[:2])} …`" if len(words) > 3 else match.group(0)
+
+    prose = _COMMAND.sub(shorten, action) if commands else action
+    return prose, commands
 
 
 def _mark(allowed: bool | None) -> str:
@@ -43,22 +134,18 @@ def _unit_properties(unit: Any, *, with_bpf: bool = False) -> str:
     return text
 
 
-def _unit_label(layer: LayerAnswer) -> str:
-    unit = layer.unit
-    if unit is None:
-        return ""
-    return f"  [dim]{unit.unit}: {_unit_properties(unit)}[/]"
-
-
-def _layers_tree(title: str, layers: tuple[LayerAnswer, ...]) -> Any:
+def _layers_tree(title: str, layers: tuple[LayerAnswer, ...], console: Any) -> Any:
     from rich.markup import escape
     from rich.tree import Tree
 
-    tree = Tree(title)
+    tree = Tree(escape(title))
+    room = _path_room(console, 4)
     for layer in layers:
         if not layer.programs and layer.unit is None:
             continue
-        node = tree.add(f"{escape(layer.cgroup)}{_unit_label(layer)}")
+        node = tree.add(escape(short_middle(layer.cgroup, room)))
+        if layer.unit is not None:  # its own line, wrapped: the DeviceAllow list can be long
+            node.add(f"[dim]{escape(layer.unit.unit)}: {escape(_unit_properties(layer.unit))}[/]")
         if not layer.programs:
             node.add("[dim]no device program[/]")
         for p in layer.programs:
@@ -81,33 +168,50 @@ def print_findings(console: Any, findings: tuple[Finding, ...]) -> None:
 
     shown: set[Fix] = set()
     for finding in findings:
-        console.print(f"[bold yellow]{finding.code}[/]: {escape(finding.message)}")
+        console.print(f"[bold yellow]{finding.code}[/]: {escape(_short_paths(console, finding.message))}")
         for fix in finding.fix:  # padded, so a narrow console keeps the indentation when it wraps
             if fix in shown:  # two findings often share a fix: its text once is enough
                 short = re.split(r":| \(", fix.action, maxsplit=1)[0]
                 console.print(Padding(f"- {escape(short)} (as above)", (0, 0, 0, 2), expand=False))
                 continue
             shown.add(fix)
-            console.print(Padding(f"- {escape(fix.action)}", (0, 0, 0, 2), expand=False))
-            console.print(Padding(f"[dim]{escape(fix.tradeoff)}[/]", (0, 0, 0, 4), expand=False))
+            prose, commands = _fix_lines(fix.action)
+            console.print(Padding(f"- {escape(prose)}", (0, 0, 0, 2), expand=False))
+            for command in commands:  # whole, never wrapped or cropped: it is there to be copied
+                console.print(f"      $ {escape(command)}", soft_wrap=True)
+            console.print(Padding(f"[italic dim]{escape(fix.tradeoff)}[/]", (0, 0, 0, 4), expand=False))
 
 
-def print_explanation(result: Explanation, console: Any = None) -> None:
+def verdict_line(result: Explanation) -> str:
+    """The one line ``explain -q`` prints (markup): the verdict now, and after a reload if it differs."""
+    line = f"verdict now: {_mark(result.allowed)}"
+    if result.after_allowed != result.allowed:
+        line += f" (after reload: {_mark(result.after_allowed)})"
+    return line
+
+
+def print_explanation(result: Explanation, console: Any = None, *, quiet: bool = False) -> None:
     """``console``: a rich Console to print on (the lab demo's); default: stdout."""
+    from rich.markup import escape
+
     console = console if console is not None else _console()
+    if quiet:
+        console.print(verdict_line(result))
+        return
     req = result.request
     asked = result.device if result.device == str(req) else f"{result.device} ({req})"
-    head = f"{result.inspection.target.spec or result.inspection.target.cgroup}: {asked}"
-    console.print(_layers_tree(head, result.layers))
+    target = result.inspection.target
+    head = f"{target.spec or short_middle(target.cgroup, _path_room(console, 20))}: {asked}"
+    console.print(_layers_tree(head, result.layers, console))
     if result.v1_allowed is not None:
         console.print(f"v1 devices.list: {_mark(result.v1_allowed)}")
     console.print(f"verdict now: {_mark(result.allowed)}")
     if result.after_allowed != result.allowed or _changes(result):
         trigger = reload_trigger(result.inspection.systemd_version)
-        console.print(_layers_tree(f"after the next {trigger}", result.after_layers))
+        console.print(_layers_tree(f"after the next {trigger}", result.after_layers, console))
     console.print(f"verdict after reload: {_mark(result.after_allowed)}")
     for note in result.after_notes:
-        console.print(f"[dim]note: {note}[/]")
+        console.print(f"[dim]note: {escape(note)}[/]")
     print_findings(console, result.findings)
 
 
@@ -116,7 +220,7 @@ def explanation_text(result: Explanation, width: int) -> str:
     spaces removed: for a front end that prints through its own channel."""
     from rich.console import Console
 
-    console = Console(highlight=False, width=width)
+    console = Console(highlight=False, width=width, color_system=None)
     with console.capture() as captured:
         print_explanation(result, console)
     return "\n".join(line.rstrip() for line in captured.get().rstrip("\n").splitlines())
@@ -131,17 +235,35 @@ def _changes(result: Explanation) -> bool:
     return shape(result.after_layers) != shape(result.layers)
 
 
-def print_show(result: ShowResult) -> None:
+def show_summary(result: ShowResult) -> str:
+    """The one line ``show -q`` prints: the effective allowlist's size, whether a reload changes
+    it, and the findings' codes."""
+    data = result.to_json()
+    effective = data["effective"]
+    rules = "unknown" if effective is None else f"{len(effective['rules'])} rules"
+    changed = {True: "changes it", False: "keeps it", None: "unknown"}[data["after_reload"]["changed"]]
+    codes = ", ".join(sorted({str(f.code) for f in result.findings})) or "none"
+    target = result.inspection.target
+    name = target.spec or target.cgroup
+    return f"{name}: effective allowlist {rules}; next reload {changed}; findings: {codes}"
+
+
+def print_show(result: ShowResult, console: Any = None, *, quiet: bool = False) -> None:
     from rich.markup import escape
     from rich.tree import Tree
 
-    console = _console()
+    console = console if console is not None else _console()
+    if quiet:
+        console.print(escape(show_summary(result)))
+        return
     target = result.inspection.target
-    tree = Tree(f"{escape(target.spec or target.cgroup)} -> {escape(target.cgroup)}")
+    room = _path_room(console, 4)
+    leaf = short_middle(target.cgroup, room)
+    tree = Tree(f"{escape(target.spec or leaf)} -> {escape(leaf)}")
     for view in result.layers:
         if not view.programs and view.unit is None:
             continue
-        node = tree.add(escape(view.cgroup))
+        node = tree.add(escape(short_middle(view.cgroup, room)))
         if view.unit is not None:
             props = _unit_properties(view.unit, with_bpf=True)
             node.add(f"[dim]{escape(view.unit.unit)}: {escape(props)}[/]")
@@ -159,15 +281,18 @@ def print_show(result: ShowResult) -> None:
     console.print("[bold]effective allowlist[/] (every layer ANDed):")
     _print_rules(console, data["effective"])
     after = data["after_reload"]
+    trigger = reload_trigger(result.inspection.systemd_version)
     if after["changed"]:
-        console.print(f"[bold]after the next {reload_trigger(result.inspection.systemd_version)}:[/]")
+        console.print(f"[bold]after the next {trigger}:[/]")
         _print_rules(console, after["effective"])
         for label in ("lost", "gained"):
             if after[label]:
                 shown = (f"{r['type']} {r['major']}:{r['minor']} {r['access']}" for r in after[label])
                 console.print(f"  {label}: " + ", ".join(shown))
+    elif after["changed"] is None:  # unknown reads as unknown, never as unchanged
+        console.print(f"after the next {trigger}: [yellow]unknown[/] (see the notes)")
     else:
-        console.print(f"after the next {reload_trigger(result.inspection.systemd_version)}: unchanged")
+        console.print(f"after the next {trigger}: unchanged")
     for note in after["notes"]:
         console.print(f"[dim]note: {escape(note)}[/]")
     print_findings(console, result.findings)
@@ -185,27 +310,60 @@ def _print_rules(console: Any, rules: dict[str, Any] | None) -> None:
         console.print(f"  [dim]{escape(warning)}[/]")
 
 
-def print_audit(result: AuditResult) -> None:
+def audit_summary(result: AuditResult) -> str:
+    """The one line ``audit -q`` prints: containers, how many have findings, which codes."""
+    count = len(result.rows)
+    flagged = [row for row in result.rows if row.findings]
+    codes = ", ".join(sorted({str(f.code) for row in flagged for f in row.findings}))
+    line = f"{count} container{'' if count == 1 else 's'}, {len(flagged)} with findings"
+    line += f" ({codes})" if codes else ""
+    return line + (f", {len(result.errors)} skipped" if result.errors else "")
+
+
+def print_audit(result: AuditResult, console: Any = None, *, wide: bool = False, quiet: bool = False) -> None:
+    """One line per container.  Piped, the table holds to 100 columns (cgroup paths shortened in
+    the middle); ``wide``: every column whole, folded rather than cut (``--json`` has it all)."""
     from rich.markup import escape
     from rich.table import Table
 
-    console = _console()
+    if console is None:
+        import sys
+
+        piped = not sys.stdout.isatty()
+        console = make_console(width=None if wide or not piped else AUDIT_PIPE_WIDTH)
+    if quiet:
+        console.print(escape(audit_summary(result)))
+        return
     count = len(result.rows)
-    table = Table(title=f"{count} container{'' if count == 1 else 's'}, {result.seconds * 1000:.0f} ms")
-    for column in ("container", "runtime", "cgroup", "programs", "findings"):
-        table.add_column(column, overflow="fold")  # a cut cgroup path would make two rows look alike
-    for row in result.rows:
+    title = f"{count} container{'' if count == 1 else 's'}, {result.seconds * 1000:.0f} ms"
+    # narrow: no box (its rules cost a column per cell); wide: rich's default box, as before
+    table = Table(title=title) if wide else Table(title=title, box=None, pad_edge=False)
+    width = min(console.width, PIPE_WIDTH)
+    names = [
+        row.target.name or (row.target.container_id or "")[:12] or row.target.spec for row in result.rows
+    ]
+    findings = [", ".join(sorted({str(f.code) for f in row.findings})) or "-" for row in result.rows]
+    fixed = max((len(n) for n in names), default=9) + 8 + 8 + max((len(f) for f in findings), default=8) + 8
+    room = max(16, width - fixed)
+    overflow: Literal["fold", "ellipsis"] = "fold" if wide else "ellipsis"
+    table.add_column("container", overflow=overflow, no_wrap=not wide)
+    table.add_column("runtime", no_wrap=True)
+    table.add_column("cgroup", overflow=overflow, no_wrap=not wide)  # shortened in the middle below
+    table.add_column("programs", justify="right", no_wrap=True)
+    table.add_column("findings", overflow=overflow, no_wrap=not wide)
+    for row, name, found in zip(result.rows, names, findings, strict=True):
         t = row.target
+        cgroup = t.cgroup if wide else short_middle(t.cgroup, room)
         table.add_row(
-            escape(t.name or (t.container_id or "")[:12] or t.spec),  # ids cut as docker prints them
+            escape(name),  # ids cut as docker prints them
             t.runtime or "",
-            escape(t.cgroup),
+            escape(cgroup),
             str(row.programs),
-            ", ".join(sorted({f.code for f in row.findings})) or "[green]-[/]",
+            escape(found) if row.findings else "[green]-[/]",
         )
     console.print(table)
     for error in result.errors:
-        console.print(f"[yellow]skipped: {escape(error)}[/]")
+        console.print(f"[yellow]skipped: {escape(error)}[/]", soft_wrap=True)
 
 
 _WORD = {True: "allowed", False: "denied", None: "unknown"}

@@ -18,7 +18,7 @@ from cgdev.adapters.bpf.abi import (
     INSN_SIZE,
     errno_text,
 )
-from cgdev.adapters.bpf.attach import QUERY_START, Query, prog_attach, prog_detach, prog_query
+from cgdev.adapters.bpf.attach import QUERY_START, Query, prog_attach, prog_detach, prog_query, swap_program
 from cgdev.adapters.bpf.fd import Fd, open_cgroup
 from cgdev.adapters.bpf.info import ProgInfo, prog_fd_by_id, prog_info
 from cgdev.adapters.bpf.load import LOG_MAX, prog_load
@@ -49,4 +49,5 @@ __all__ = [
     "prog_info",
     "prog_load",
     "prog_query",
+    "swap_program",
 ]

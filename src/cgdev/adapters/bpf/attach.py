@@ -22,6 +22,7 @@ from cgdev.adapters.bpf.abi import (
     raw_bpf,
 )
 from cgdev.adapters.bpf.fd import Fd, raw_fd
+from cgdev.errors import EnvError
 
 # Initial capacity of a query; it doubles on ENOSPC.
 QUERY_START: Final = 8
@@ -104,3 +105,21 @@ def prog_query(cgroup_fd: Fd | int, *, effective: bool = False) -> Query:
             revision=attr.revision,
             effective=effective,
         )
+
+
+def swap_program(cgroup_fd: Fd | int, old: Fd | int, old_id: int, new: Fd | int) -> None:
+    """Put ``new`` where ``old`` (id ``old_id``) is attached, never leaving a moment without it.
+
+    When ``old`` is the cgroup's only program, BPF_F_REPLACE swaps them in one step; beside
+    other programs ``new`` is attached first and ``old`` detached after (for a moment both filter,
+    never neither; every program of the list must allow, so the order does not matter).  Shared
+    by the repair code (grant/revoke) and ``cgdev attach --replace``.
+    """
+    ids = prog_query(cgroup_fd).ids
+    if old_id not in ids:
+        raise EnvError(f"program #{old_id} is no longer attached there (changed under cgdev)")
+    if ids == [old_id]:
+        prog_attach(cgroup_fd, new, replace=old)
+    else:
+        prog_attach(cgroup_fd, new)
+        prog_detach(cgroup_fd, old)

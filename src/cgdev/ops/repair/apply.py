@@ -100,18 +100,6 @@ class _Held:
         self.fds.clear()
 
 
-def _swap(cg: bpf.Fd, old: bpf.Fd, old_id: int, new: bpf.Fd) -> None:
-    """Put ``new`` where ``old`` is: atomically if ``old`` is alone, else attach then detach."""
-    ids = bpf.prog_query(cg).ids
-    if old_id not in ids:
-        raise EnvError(f"program #{old_id} is no longer attached there (changed under cgdev)")
-    if ids == [old_id]:
-        bpf.prog_attach(cg, new, replace=old)
-    else:
-        bpf.prog_attach(cg, new)
-        bpf.prog_detach(cg, old)
-
-
 def _repin(path: str, prog: bpf.Fd) -> None:
     """Point the pin at ``path`` to ``prog`` in one step: pin beside, then rename over (bpffs
     renames atomically), so systemd never finds the pin missing."""
@@ -131,7 +119,7 @@ def _replace_program(action: ReplaceProgram, held: _Held, mount: str, fs_root: s
     old = held.keep(bpf.prog_fd_by_id(action.old_id))
     new = held.keep(bpf.prog_load(action.insns, name=action.name))
     new_id = bpf.prog_info(new).id
-    _swap(cg, old, action.old_id, new)
+    bpf.swap_program(cg, old, action.old_id, new)
     pins = [os.path.join(fs_root, pin.lstrip("/")) for pin in action.pins]
     repinned: list[str] = []
     try:
@@ -141,13 +129,13 @@ def _replace_program(action: ReplaceProgram, held: _Held, mount: str, fs_root: s
     except (CgdevError, OSError):
         for path in repinned:
             _repin(path, old)
-        _swap(cg, new, new_id, old)
+        bpf.swap_program(cg, new, new_id, old)
         raise
 
     def undo() -> None:
         for path in pins:
             _repin(path, old)
-        _swap(cg, new, new_id, old)
+        bpf.swap_program(cg, new, new_id, old)
 
     return undo
 
