@@ -61,3 +61,20 @@ def sample_requests(seed: int = 4) -> list[Request]:
     requests += [Request(t, M, m, ACC_M) for t, M, m in mknod_only]  # type: ignore[arg-type]
     assert len(requests) >= 100
     return requests
+
+
+def known_and_free_devices(rng: random.Random) -> list[Request]:
+    """The devices runtimes and GPU hooks name, plus random driverless ones; every mask, safe only."""
+    free_c, free_b = driverless_majors("c")[:40], driverless_majors("b")[:40]
+    devices = [("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9), ("c", 5, 0), ("c", 5, 1),
+               ("c", 5, 2), ("c", 136, 4), ("c", 10, 200), ("c", 195, 255), ("c", 195, 0), ("b", 8, 0),
+               ("b", 1, 3), ("c", 508, 0)]  # fmt: skip
+    devices += [("c", rng.choice(free_c), rng.randrange(1 << 20)) for _ in range(6)]
+    devices += [("b", rng.choice(free_b), rng.randrange(1 << 20)) for _ in range(4)]
+    out = []
+    for t, major, minor in devices:
+        for mask in REQUEST_MASKS:
+            request = Request(t, major, minor, mask)  # type: ignore[arg-type]
+            if mask == 1 or is_safe_to_open(request):
+                out.append(request)
+    return out

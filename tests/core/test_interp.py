@@ -10,10 +10,11 @@ import pytest
 from cgdev.core.interp import RejectedProgram, check, run
 from cgdev.core.isa import Insn, Label, alu32, alu64, assemble, decode, encode, exit_, jmp, ld_imm64, ldx
 from cgdev.core.lift import lift
-from cgdev.core.model import ACC_M, ACC_R, ACC_W, REQUEST_MASKS, Request
+from cgdev.core.model import ACC_M, ACC_R, ACC_W, Request
 from cgdev.errors import ProgramError
 from evidence import EVIDENCE
 from fixtures_kernel import requires_root_bpf
+from kernel_requests import known_and_free_devices
 
 BINS = sorted((EVIDENCE / "programs").glob("*.bin"))
 RW = ACC_R | ACC_W
@@ -256,24 +257,6 @@ def test_stack_round_trip_and_check_is_shared() -> None:
 # -- the kernel as the oracle ---------------------------------------------------------------------
 
 
-def _kernel_requests(rng: random.Random) -> list[Request]:
-    from cgdev.adapters.device_safety import driverless_majors, is_safe_to_open
-
-    free_c, free_b = driverless_majors("c")[:40], driverless_majors("b")[:40]
-    devices = [("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9), ("c", 5, 0), ("c", 5, 1),
-               ("c", 5, 2), ("c", 136, 4), ("c", 10, 200), ("c", 195, 255), ("c", 195, 0), ("b", 8, 0),
-               ("b", 1, 3), ("c", 508, 0)]  # fmt: skip
-    devices += [("c", rng.choice(free_c), rng.randrange(1 << 20)) for _ in range(6)]
-    devices += [("b", rng.choice(free_b), rng.randrange(1 << 20)) for _ in range(4)]
-    out = []
-    for t, major, minor in devices:
-        for mask in REQUEST_MASKS:
-            request = Request(t, major, minor, mask)  # type: ignore[arg-type]
-            if mask == ACC_M or is_safe_to_open(request):
-                out.append(request)
-    return out
-
-
 ProbeFn = Callable[[bytes | None, Sequence[Request]], list[bool]]
 
 
@@ -281,7 +264,7 @@ ProbeFn = Callable[[bytes | None, Sequence[Request]], list[bool]]
 @pytest.mark.skipif(not BINS, reason="reference evidence not found")
 def test_interpreter_and_lifter_agree_with_the_kernel_on_real_programs(probe: ProbeFn) -> None:
     rng = random.Random(5)
-    requests = _kernel_requests(rng)
+    requests = known_and_free_devices(rng)
     for path in BINS:
         insns = decode(path.read_bytes())
         kernel = probe(encode(insns), requests)
@@ -291,19 +274,6 @@ def test_interpreter_and_lifter_agree_with_the_kernel_on_real_programs(probe: Pr
         lifted = [policy.allows(r) for r in requests]
         assert interpreted == kernel, path.name
         assert lifted == kernel, path.name
-
-
-@requires_root_bpf
-def test_interpreter_agrees_with_the_kernel_on_tricky_programs(probe: ProbeFn) -> None:
-    from test_lift import HAND_WRITTEN
-
-    rng = random.Random(9)
-    requests = _kernel_requests(rng)
-    for name, insns in HAND_WRITTEN.items():
-        kernel = probe(encode(insns), requests)
-        assert [bool(run(insns, r).verdict) for r in requests] == kernel, name
-        policy = lift(insns).policy
-        assert policy is not None and [policy.allows(r) for r in requests] == kernel, name
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from cgdev.core.model import ACC_R, ACC_W, REQUEST_MASKS, U32_MAX, Request, Rule
 from cgdev.core.policy import Policy
 from cgdev.errors import ProgramError
 from evidence import EVIDENCE
+from fixtures_kernel import requires_root_bpf
 
 CASES = EVIDENCE / "per-case"
 needs_evidence = pytest.mark.skipif(
@@ -580,3 +582,19 @@ def test_common_arithmetic_on_a_field_is_followed_exactly(name: str) -> None:
     for major in (*range(0, 40), 0x8000_0000, U32_MAX - 2, U32_MAX):
         request = Request("c", major, 1, ACC_R)
         assert result.policy.allows(request) == bool(interp.run(program, request).verdict), request
+
+
+ProbeFn = Callable[[bytes | None, Sequence[Request]], list[bool]]
+
+
+@requires_root_bpf
+def test_interpreter_and_lifter_agree_with_the_kernel_on_hand_written_programs(probe: ProbeFn) -> None:
+    from cgdev.core.isa import encode
+    from kernel_requests import known_and_free_devices
+
+    requests = known_and_free_devices(random.Random(9))
+    for name, insns in HAND_WRITTEN.items():
+        kernel = probe(encode(insns), requests)
+        assert [bool(interp.run(insns, r).verdict) for r in requests] == kernel, name
+        policy = lift(insns).policy
+        assert policy is not None and [policy.allows(r) for r in requests] == kernel, name

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from test_compile import OCI_DEFAULT, probe_points
 
 from cgdev.core import interp
 from cgdev.core.fingerprint import is_cgdev_program
@@ -21,6 +20,7 @@ from cgdev.core.semantics import policy_of
 from cgdev.core.shapes import shape_program, systemd_properties_program
 from cgdev.errors import InputError
 from evidence import EVIDENCE
+from policy_samples import OCI_DEFAULT, probe_points
 
 PROC_DEVICES = "Character devices:\n  1 mem\n  5 /dev/tty\n136 pts\n\nBlock devices:\n  8 sd\n"
 
