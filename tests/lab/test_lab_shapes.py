@@ -22,30 +22,11 @@ from cgdev.core.shapes import shape_program
 from cgdev.errors import CgdevError, InputError
 from cgdev.lab import bundle, containers
 from cgdev.ops.collect import program_records
+from lab_samples import LISTS_PER_RUNTIME, random_devices
 
 pytestmark = pytest.mark.lab
 
 SHAPE_OF_RUNTIME = {"crun": "crun", "crun-1.8.1": "crun-1.8", "runc": "runc"}
-LISTS_PER_RUNTIME = 12
-MAJORS = (None, 1, 5, 7, 10, 136, 195, 254)
-MINORS = (None, 0, 1, 3, 200, 255)
-
-
-def _random_devices(rng: random.Random) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}]
-    for _ in range(rng.randint(1, 8)):
-        entry: dict[str, Any] = {
-            "allow": rng.random() < 0.75,
-            "type": rng.choices("abc", weights=(1, 3, 6))[0],  # runc resets on any a: keep it rare
-            "access": "".join(c for c in "rwm" if rng.random() < 0.6) or "r",
-        }
-        major, minor = rng.choice(MAJORS), rng.choice(MINORS)
-        if major is not None:
-            entry["major"] = major
-        if minor is not None:
-            entry["minor"] = minor
-        entries.append(entry)
-    return entries
 
 
 def _runtime_programs(lab: Any, container: Any) -> list[bytes]:
@@ -65,7 +46,7 @@ def test_runtime_programs_equal_cgdev_shapes_on_random_lists(lab: Any, runtime: 
     rng = random.Random(f"shapes-{runtime}")
     started = refused = 0
     for i in range(LISTS_PER_RUNTIME):
-        devices = _random_devices(rng)
+        devices = random_devices(rng)
         config = bundle.base_config(bundle.ensure_rootfs())
         config["linux"]["resources"]["devices"] = devices
         rules = parse_oci_config(config)

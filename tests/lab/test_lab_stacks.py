@@ -211,19 +211,18 @@ def test_the_stacks_runtime_programs_equal_cgdev_shapes_on_random_lists(
     """crun 1.28 (its pinned BPFProgram under systemd) and runc 1.3.6 attach cgdev's crun/runc shapes."""
     import random
 
-    from test_lab_shapes import LISTS_PER_RUNTIME, _random_devices
-
     from cgdev.core import isa
     from cgdev.core.rules import parse_oci_config
     from cgdev.core.shapes import shape_program
     from cgdev.errors import CgdevError, InputError
     from cgdev.lab import bundle, containers
+    from lab_samples import LISTS_PER_RUNTIME, random_devices
 
     rt = stack_lab.runtimes[runtime]
     rng = random.Random(f"stack-shapes-{runtime}-{driver}")
     started = 0
     for i in range(LISTS_PER_RUNTIME):
-        devices = _random_devices(rng)
+        devices = random_devices(rng)
         config = bundle.base_config(stack_lab.call(bundle.ensure_rootfs))
         config["linux"]["resources"]["devices"] = devices
         try:
