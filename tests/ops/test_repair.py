@@ -158,6 +158,61 @@ def test_every_replacement_is_exactly_the_old_policy_plus_or_minus_the_request(
             assert action.shape == before.generator == after.generator  # the generator's own shape
 
 
+kernel_devices = st.builds(
+    DeviceAccess,
+    type=st.sampled_from(("b", "c")),
+    major=st.sampled_from((1, 5, 136, 195)),  # mknod-able majors: the kernel can be asked
+    minor=st.sampled_from((0, 3, 254, 255)),
+    access=st.integers(1, 7),
+)
+
+
+@requires_root_bpf
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    layer=st.tuples(rule_lists("systemd", max_size=6), st.sampled_from(SHAPE_NAMES), st.booleans()),
+    device=kernel_devices,
+    change=st.sampled_from(list(Change)),
+)
+def test_the_kernel_sees_exactly_the_request_change_on_every_generated_chain(
+    probe: object, layer: tuple[list[Rule], str, bool], device: DeviceAccess, change: Change
+) -> None:
+    """The same claim as above, asked of the kernel: each shape (hook prefix or not) attached
+    before and after the plan's replacement, probed around every box of both policies: the verdicts
+    differ exactly on the changed requests, and those have the wanted verdict."""
+    from kernel_requests import requests_around
+
+    rules, shape, hooked = layer
+    try:
+        old = shaped(OCI_DEFAULTS + rules, shape, hooked)
+    except CgdevError:
+        assume(False)
+    prog = record(1, old)
+    result = plan(inspection_of((prog,)), change, (device,))
+    replaced = [a for a in result.actions if isinstance(a, ReplaceProgram)]
+    new = replaced[0].insns if replaced else prog.xlated
+    before_policy = lift(decode(prog.xlated)).policy
+    assert before_policy is not None
+    touched = set(device.requests(change))
+    asked = sorted(
+        set(requests_around(before_policy))
+        | set(requests_around(changed_policy(before_policy, device.box(change), change)))
+        | {r for r in touched if r.access == ACC_M},
+        key=str,
+    )
+    before = probe(prog.xlated, asked)  # type: ignore[operator]
+    after = probe(new, asked)  # type: ignore[operator]
+    for request, was, now in zip(asked, before, after, strict=True):
+        if request in touched:
+            assert now is (change is Change.GRANT), request
+        else:
+            assert now == was, request
+
+
 def test_a_crun_program_stays_crun_shaped() -> None:
     program = shapes.shape_program(OCI_DEFAULTS, "crun")
     inspection = inspection_of((record(7, program),))
