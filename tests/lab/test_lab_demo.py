@@ -65,6 +65,11 @@ def test_demo_reads_as_a_story(demo_run: subprocess.CompletedProcess[str]) -> No
     assert "Still denied, by sd_devices" in text
     assert text.count("/dev/nvidiactl DENIED (EPERM)") == 3
     assert "c 195:255 rw on its own: allowed" in text  # the hook's program, judged alone by the kernel
+    # steps 5 and 6: cgdev grant fixes every layer, and the reload after it keeps the device
+    repaired = text[text.index("\n5. cgdev grant") :]
+    assert "verified: every layer's policy differs by exactly c 195:255 rw" in repaired
+    assert repaired.count("/dev/nvidiactl allowed (ENXIO") == 2  # after the grant, after the reload
+    assert "Allowed, and still allowed after the reload." in repaired
     assert max(len(line) for line in text.splitlines()) <= demo.COLUMNS[1]
 
 
@@ -108,12 +113,19 @@ def test_the_printed_command_runs_and_the_container_is_left_for_it(
         listed = json.loads(cgdev("lab", "status", "--json").stdout)["containers"]
         assert CONTAINER in [c["id"] for c in listed]
         done = cgdev(*command[1:], "--json")
-        assert done.returncode == 1, done.stderr  # denied
+        assert done.returncode == 0, done.stderr  # the demo's last step granted it, durably
+        answer = json.loads(done.stdout)
+        assert answer["denied_by"] == [] and answer["systemd"] == "ok"
+        assert answer["after_reload"]["allowed"] is True
+        assert cgdev("revoke", "--lab", CONTAINER, "/dev/nvidiactl").returncode == 0  # the line it prints
+        done = cgdev(*command[1:], "--json")
+        assert done.returncode == 1, done.stderr  # denied again, on every layer (the hook's included)
         answer = json.loads(done.stdout)
         assert [(d["cgroup"].rsplit("/", 1)[-1], d["name"]) for d in answer["denied_by"]] == [
-            (f"crun-{CONTAINER}.scope", "sd_devices")
+            (f"crun-{CONTAINER}.scope", "sd_devices"),
+            ("container", "lab_hooksim"),
         ]
-        assert answer["after_reload"]["allowed"] is False and answer["systemd"] == "ok"
+        assert answer["after_reload"]["allowed"] is False
     finally:
         assert cgdev("lab", "delete", CONTAINER).returncode == 0
     listed = json.loads(cgdev("lab", "status", "--json").stdout)["containers"]
