@@ -60,7 +60,10 @@ def test_bad_inputs_are_one_line_and_change_nothing(scratch_cgroup: object, tmp_
     before = _ids(scratch_cgroup)
     junk = tmp_path / "junk"
     junk.write_bytes(os.urandom(13) + b"\0")
+    framed = tmp_path / "framed"  # whole instructions, but no exit: the kernel's verifier refuses it
+    framed.write_bytes(bytes.fromhex("b700000001000000") * 2)
     cases = [
+        ([cg, str(framed)], "last instruction is not an exit or jump"),  # bad input (2), not environment
         ([cg, str(tmp_path / "missing")], "no such file"),
         ([cg, "/bin/true"], "not a device program ELF object"),
         ([cg, str(junk)], "not a device program"),

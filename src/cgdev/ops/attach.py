@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from cgdev.adapters import bpf, cgroupfs
-from cgdev.errors import InputError, NotFound
+from cgdev.errors import InputError, NotFound, VerifierError
 
 if TYPE_CHECKING:
     from cgdev.ops.inspect import HostView
@@ -88,7 +88,9 @@ def read_input(source: str, kind: InputKind | None = None) -> LoadedInput:
             raise InputError(err.why, field="program", value=source) from None
         data, name = found.insns, found.name or name
     try:
-        decode(data)  # the framing, in one line, before the kernel's verifier sees it
+        from cgdev.core.interp import check
+
+        check(decode(data))  # framing and structure, in one line, before the kernel's verifier sees it
     except InputError as err:
         raise InputError(err.why, field="program", value=source) from None
     return LoadedInput(data, name, kind)
@@ -146,7 +148,11 @@ def attach_program(cgroup: str, loaded: LoadedInput, *, replace: int | None = No
                     f"not attached to {rel} (attached: {attached})", field="replace", value=replace
                 )
             old = bpf.prog_fd_by_id(replace)
-        with bpf.prog_load(loaded.raw, name=loaded.name) as new:
+        try:
+            new = bpf.prog_load(loaded.raw, name=loaded.name)
+        except VerifierError as err:  # the user's program, not our environment: bad input
+            raise InputError(f"the kernel's verifier refuses it: {err}", field="program") from None
+        with new:
             new_id = bpf.prog_info(new).id
             if old is None:
                 bpf.prog_attach(cg, new)
