@@ -1,5 +1,8 @@
 """cgdev's own compiler: a ``Policy`` -> the smallest, fastest device program we know how to build.
 
+Over 400 lines because search planning, block layout and leaf sharing work on one graph of blocks;
+split apart, each piece would need the others' private representation.
+
 Why a decision tree and not a rule chain: every runtime emits one block per rule and tests them in
 order, so a request for the last device walks the whole program (runc's default set: up to 64
 instructions per check).  A policy is already a canonical step function over (type, major,
