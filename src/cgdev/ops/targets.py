@@ -71,10 +71,13 @@ class Target(msgspec.Struct, frozen=True):
     name: str | None = None
     unit: str | None = None
     annotations: dict[str, str] = {}
+    bundle: str | None = None  # the OCI bundle as seen from here (its config.json holds the spec)
 
     @staticmethod
     def of_container(spec: str, cgroup: str, state: ContainerState) -> Target:
         """A container found in a runtime's state: what the state file knows about it."""
+        from cgdev.ops.spec_devices import bundle_seen_from_here
+
         return Target(
             spec,
             TargetKind.CONTAINER,
@@ -84,6 +87,7 @@ class Target(msgspec.Struct, frozen=True):
             container_id=state.id,
             name=state.name,
             annotations=dict(state.annotations),
+            bundle=bundle_seen_from_here(state.bundle, state.state_file),
         )
 
 
