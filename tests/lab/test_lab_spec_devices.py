@@ -78,8 +78,17 @@ def test_runc_skipped_entry_is_named_and_the_proposed_grant_survives_reload(lab:
         grant = re.search(r"`cgdev (grant [^`]*)`", skipped["fix"][0]["action"])
         assert grant is not None, skipped["fix"]
 
+        done = view.cgdev("audit", "--json")
+        assert done.returncode in (0, 1), done.stderr
+        row = next(r for r in json.loads(done.stdout)["containers"] if r["container_id"] == container.id)
+        audit_codes = [f["code"] for f in row["findings"]]
+        assert "spec-device-skipped" in audit_codes and "reload-drops-grant" not in audit_codes, audit_codes
+
         scenario.apply_step(lab.running, "daemon-reload", container)
         assert not _allowed(view, container)  # the prediction came true: the reload lost it
+        done = view.cgdev("explain", container.id, "--device", "c 195:255", "--json")
+        double = [f for f in json.loads(done.stdout)["findings"] if f["code"] == "double-filter"]
+        assert double and "runc" in double[0]["message"] and "crun" not in double[0]["message"], double
 
         done = view.cgdev(*shlex.split(grant.group(1)))
         assert done.returncode == 0, done.stderr

@@ -24,13 +24,16 @@ import os
 import re
 import shlex
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from cgdev.core.model import Request, access_to_str
+from cgdev.core.model import Request, Rule, access_to_str
 from cgdev.ops.findings import SPEC_OR_CDI, Finding, FindingCode, Fix
 from cgdev.ops.layers import Inspection
 from cgdev.ops.reload import PredictedLayer, sd_verdict
 from cgdev.ops.targets import Target
+
+if TYPE_CHECKING:
+    from cgdev.core.policy import Policy
 
 _FOREIGN_ROOT: Final = re.compile(r"^(/proc/\d+/root)/")
 
@@ -44,7 +47,7 @@ def bundle_seen_from_here(bundle: str | None, state_file: str) -> str | None:
     return os.path.join(found.group(1), bundle.lstrip("/")) if found else bundle
 
 
-def spec_rules(target: Target) -> list[object] | None:
+def spec_rules(target: Target) -> list[Rule] | None:
     """The spec's device rules (``core.model.Rule``), or None when there is no readable spec."""
     if not target.bundle:
         return None
@@ -64,15 +67,15 @@ def spec_rules(target: Target) -> list[object] | None:
         return None
 
 
-def in_spec(rules: Sequence[object], request: Request) -> bool:
+def in_spec(rules: Sequence[Rule], request: Request) -> bool:
     """An allow rule of the spec names exactly this device with (at least) the access asked."""
     for rule in rules:
         if (
-            getattr(rule, "allow", False)
-            and str(getattr(rule, "type", "")) == request.type
-            and getattr(rule, "major", None) == request.major
-            and getattr(rule, "minor", None) == request.minor
-            and request.access & ~int(getattr(rule, "access", 0)) == 0
+            rule.allow
+            and str(rule.type) == request.type
+            and rule.major == request.major
+            and rule.minor == request.minor
+            and request.access & ~rule.access == 0
         ):
             return True
     return False
@@ -140,6 +143,41 @@ def revise(
     if unit is not None and not any(f.code is FindingCode.SPEC_DEVICE_SKIPPED for f in out):
         out.append(_skipped(request, inspection, unit, systemd_fs_root, None))
     return out
+
+
+def revise_audit(
+    target: Target,
+    findings: Sequence[Finding],
+    predicted: Sequence[PredictedLayer],
+    effective: Policy | None,
+    after: Policy | None,
+    systemd_fs_root: str = "/",
+) -> tuple[Finding, ...]:
+    """audit's per-container check: every device the spec names exactly that is allowed now and
+    denied after the next reload because a unit's DeviceAllow lacks it gets its finding; the
+    shape's ``reload-drops-grant`` goes when the spec lists everything it drops."""
+    rules = spec_rules(target) if effective is not None and after is not None else None
+    if not rules or effective is None or after is None:
+        return tuple(findings)
+    skipped = []
+    inspection = Inspection(target, ())
+    for rule in rules:
+        if not rule.allow or rule.major is None or rule.minor is None or str(rule.type) not in ("c", "b"):
+            continue
+        request = Request(str(rule.type), rule.major, rule.minor, rule.access & 7)
+        if not request.access or not effective.allows(request) or after.allows(request):
+            continue
+        unit = _unit_missing(predicted, request)
+        if unit is not None:
+            skipped.append(_skipped(request, inspection, unit, systemd_fs_root, None))
+    if not skipped:
+        return tuple(findings)
+    from cgdev.core.policy import Policy
+    from cgdev.core.semantics import policy_of
+
+    all_in_spec = effective.minus(after).minus(policy_of(rules)) == Policy.deny_all()
+    kept = [f for f in findings if not (all_in_spec and f.code is FindingCode.RELOAD_DROPS_GRANT)]
+    return (*kept, *skipped)
 
 
 def _skipped(request: Request, inspection: Inspection, unit: str, fs_root: str, layer: str | None) -> Finding:
