@@ -137,7 +137,15 @@ def unit_record(systemd: Any, sd_path: str, systemd_fs_root: str) -> UnitRecord 
         bpf_program=tuple((str(k), str(p)) for k, p in props.bpf_program),
         need_daemon_reload=props.need_daemon_reload,
         device_nodes=nodes,
+        on_disk=_on_disk(props, systemd_fs_root) if props.need_daemon_reload else None,
     )
+
+
+def _on_disk(props: Any, systemd_fs_root: str) -> Any:
+    """What a daemon-reload would load for a unit whose files changed (``adapters.unit_files``)."""
+    from cgdev.adapters.unit_files import read_unit_devices
+
+    return read_unit_devices(systemd_fs_root, props.unit, props.fragment_path, props.drop_in_paths)
 
 
 def read_or_empty(path: str) -> str:

@@ -159,12 +159,13 @@ def _common_findings(
                         view.cgroup,
                     )
                 )
-        if view.unit is not None and view.unit.need_daemon_reload:
+        if view.unit is not None and not view.unit.reload_keeps_devices:  # same devices on disk: noise
+            used = "the files" if view.unit.on_disk is not None else "the loaded ones"
             out.append(
                 Finding(
                     FindingCode.NEED_DAEMON_RELOAD,
                     f"{view.unit.unit} has NeedDaemonReload=yes: its unit files changed on disk and the "
-                    "next daemon-reload applies them (the after-reload prediction uses the loaded ones)",
+                    f"next daemon-reload applies them (the after-reload prediction uses {used})",
                     (RELOAD_NOW,),
                     view.cgroup,
                 )
