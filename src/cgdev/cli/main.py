@@ -18,6 +18,7 @@ from types import ModuleType
 # the order of ``cgdev --help``.
 COMMANDS: dict[str, str] = {
     "compile": "cgdev.cli.compile_cmd",
+    "convert": "cgdev.cli.convert_cmd",
     "lift": "cgdev.cli.lift_cmd",
     "disasm": "cgdev.cli.disasm_cmd",
     "lab": "cgdev.cli.lab_cmd",
@@ -58,6 +59,8 @@ FLAGS: dict[str, str] = {
     "text": "--text",
     "cgroup": "--cgroup",
     "format": "--format",
+    "from": "--from",
+    "to": "--to",
 }
 
 
