@@ -62,8 +62,9 @@ def change_devices(
             target_spec, runtime_roots=host.runtime_roots, systemd=client, systemd_root=host.systemd_root
         )
 
+        # no scan of the container's /dev: live, a path is looked up directly (resolve_device)
         inspection = collect(target, systemd=client, systemd_status=status, systemd_root=host.systemd_root,
-                             systemd_fs_root=host.systemd_fs_root)  # fmt: skip
+                             systemd_fs_root=host.systemd_fs_root, with_devices=False)  # fmt: skip
         cache = LiftCache()
         wanted = tuple(parse_device(d, bits, inspection=inspection, live=True) for d in devices)
         planned = plan(inspection, change, wanted, shape=shape, persistent=persistent, cache=cache)
