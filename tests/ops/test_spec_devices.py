@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cgdev.adapters.runtime_state import bundle_seen_from_here
 from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.ops.findings import SPEC_OR_CDI, Finding, FindingCode, Fix, request_findings
 from cgdev.ops.layers import Inspection
-from cgdev.ops.spec_devices import bundle_seen_from_here, in_spec, revise, skip_cause, spec_rules
+from cgdev.ops.spec_devices import in_spec, revise, skip_cause, spec_rules
 from cgdev.ops.targets import Target, TargetKind
 
 GPU = Request("c", 195, 255, ACC_R | ACC_W)

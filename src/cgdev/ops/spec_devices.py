@@ -21,10 +21,9 @@ findings for such a request; it adds logic beside ``ops.findings`` rather than i
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from cgdev.core.model import Request, Rule, access_to_str
 from cgdev.ops.findings import SPEC_OR_CDI, Finding, FindingCode, Fix
@@ -34,17 +33,6 @@ from cgdev.ops.targets import Target
 
 if TYPE_CHECKING:
     from cgdev.core.policy import Policy
-
-_FOREIGN_ROOT: Final = re.compile(r"^(/proc/\d+/root)/")
-
-
-def bundle_seen_from_here(bundle: str | None, state_file: str) -> str | None:
-    """The bundle path is the runtime's: a runtime whose state we read under ``/proc/PID/root``
-    (another mount namespace, the lab) has its bundle under the same root."""
-    if not bundle:
-        return None
-    found = _FOREIGN_ROOT.match(state_file)
-    return os.path.join(found.group(1), bundle.lstrip("/")) if found else bundle
 
 
 def spec_rules(target: Target) -> list[Rule] | None:

@@ -36,7 +36,7 @@ from typing import Any, Final
 import msgspec
 
 from cgdev.adapters import cgroupfs
-from cgdev.adapters.runtime_state import ContainerState, list_containers
+from cgdev.adapters.runtime_state import ContainerState, bundle_seen_from_here, list_containers
 from cgdev.errors import CgdevError, InputError, NeedsRoot, NotFound
 
 UNIT_SUFFIXES: Final = (".scope", ".service", ".slice", ".socket", ".mount", ".swap")
@@ -76,8 +76,6 @@ class Target(msgspec.Struct, frozen=True):
     @staticmethod
     def of_container(spec: str, cgroup: str, state: ContainerState) -> Target:
         """A container found in a runtime's state: what the state file knows about it."""
-        from cgdev.ops.spec_devices import bundle_seen_from_here
-
         return Target(
             spec,
             TargetKind.CONTAINER,
