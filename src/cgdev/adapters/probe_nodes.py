@@ -13,9 +13,7 @@ import ctypes
 import errno
 import os
 import re
-import shutil
 import stat
-import tempfile
 from typing import Final
 
 from cgdev.adapters import bpf, cgroupfs
@@ -42,6 +40,8 @@ class NodeDir:
         if self.path and self.owner == os.getpid():
             return self.path
         libc = ctypes.CDLL(None, use_errno=True)
+        import tempfile  # only on the first probe: it pulls in random and hashlib
+
         path = tempfile.mkdtemp(prefix=f"{PROBE_MOUNT_PREFIX}{os.getpid()}-")
         target = os.fsencode(path)
         if libc.mount(b"cgdev-probe", target, b"tmpfs", _MS_NOSUID | _MS_NOEXEC, b"mode=0700") != 0:
@@ -92,6 +92,8 @@ class NodeDir:
 def _unmount(path: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.umount2(os.fsencode(path), _MNT_DETACH)
+    import shutil
+
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -97,6 +97,18 @@ def _bundle_annotations(bundle: str, fs_root: str = "/") -> dict[str, str]:
         return {}
 
 
+_FOREIGN_ROOT: Final = re.compile(r"^(/proc/\d+/root)/")
+
+
+def bundle_seen_from_here(bundle: str | None, state_file: str) -> str | None:
+    """The bundle path is the runtime's: a runtime whose state we read under ``/proc/PID/root``
+    (another mount namespace, the lab) has its bundle under the same root."""
+    if not bundle:
+        return None
+    found = _FOREIGN_ROOT.match(state_file)
+    return os.path.join(found.group(1), bundle.lstrip("/")) if found else bundle
+
+
 def parse_crun_status(
     container_id: str, data: bytes, state_file: str = "", fs_root: str = "/"
 ) -> ContainerState:

@@ -58,6 +58,8 @@ class UnitDevices:
     device_allow: list[tuple[str, str]]
     bpf_program: list[tuple[str, str]]
     need_daemon_reload: bool
+    fragment_path: str = ""  # what a daemon-reload reads (adapters.unit_files)
+    drop_in_paths: tuple[str, ...] = ()
 
 
 def check_field(condition: bool, field: str, value: object, why: str) -> None:
@@ -173,4 +175,6 @@ def unit_devices_from_properties(unit: str, props: Mapping[str, Variant]) -> Uni
         device_allow=[tuple(p) for p in _unwrap(props, "DeviceAllow", [])],
         bpf_program=[tuple(p) for p in _unwrap(props, "BPFProgram", [])],
         need_daemon_reload=bool(_unwrap(props, "NeedDaemonReload", False)),
+        fragment_path=str(_unwrap(props, "FragmentPath", "")),
+        drop_in_paths=tuple(str(p) for p in _unwrap(props, "DropInPaths", [])),
     )

@@ -18,6 +18,7 @@ from types import ModuleType
 # the order of ``cgdev --help``.
 COMMANDS: dict[str, str] = {
     "compile": "cgdev.cli.compile_cmd",
+    "convert": "cgdev.cli.convert_cmd",
     "lift": "cgdev.cli.lift_cmd",
     "disasm": "cgdev.cli.disasm_cmd",
     "lab": "cgdev.cli.lab_cmd",
@@ -64,6 +65,8 @@ FLAGS: dict[str, str] = {
     "replace": "--replace",
     "program_id": "ID",
     "attach_cgroup": "CGROUP",
+    "from": "--from",
+    "to": "--to",
 }
 
 

@@ -13,7 +13,6 @@ split would have to re-export.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -122,6 +121,8 @@ def unknown_key_warnings(entry: Mapping[Any, Any], known: Sequence[str], field: 
     for key in entry:
         if key in known:
             continue
+        import difflib  # only for a misspelled key: it pulls in re's compiler
+
         close = difflib.get_close_matches(str(key), known, n=1)
         hint = f' (did you mean "{close[0]}"?)' if close else f" (known: {', '.join(known)})"
         out.append(f'{field}: unknown key "{key}" is ignored{hint}')

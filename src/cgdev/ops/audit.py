@@ -45,7 +45,9 @@ from cgdev.ops.reload import predict_reload, predicted_policy, reload_trigger
 from cgdev.ops.targets import Target, TargetKind, cgroup_pids, classify, process_leaf
 
 if TYPE_CHECKING:
+    from cgdev.core.policy import Policy
     from cgdev.ops.inspect import HostView
+    from cgdev.ops.reload import PredictedLayer
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +256,7 @@ def audit(
     v1_mount = cgroupfs.v1_mount("devices")
     version = systemd_version(systemd)  # what a reload re-applies depends on it (257)
     lifts = LiftCache()
-    shapes: dict[tuple[Any, ...], tuple[tuple[Finding, ...], int, int]] = {}
+    shapes: dict[tuple[Any, ...], _Shape] = {}
     rows = []
     errors = []
     for target in targets:
@@ -269,9 +271,14 @@ def audit(
         cached = shapes.get(key)
         if cached is None:
             cached = shapes[key] = _analyse_shape(layers, proc_devices, reader.pins, lifts, v1, version)
-        findings, programs, opaque = cached
         names = [layer.cgroup for layer in layers]
-        rows.append(AuditRow(target, programs, opaque, _relabel(findings, names)))
+        findings = _relabel(cached.findings, names)
+        if target.bundle:  # per container, not per shape: the spec is the container's own
+            from cgdev.ops.spec_devices import revise_audit
+
+            findings = revise_audit(target, findings, cached.predicted, cached.effective, cached.after,
+                                    systemd_fs_root)  # fmt: skip
+        rows.append(AuditRow(target, cached.programs, cached.opaque, findings))
     return AuditResult(
         rows=tuple(rows),
         cgroups_walked=walked,
@@ -285,6 +292,19 @@ def audit(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """One shape's analysis: its findings (on placeholder names) and what per-container findings
+    (the spec's devices) need: the policy now and after the next reload, the predicted layers."""
+
+    findings: tuple[Finding, ...]
+    programs: int
+    opaque: int
+    predicted: tuple[PredictedLayer, ...]
+    effective: Policy | None
+    after: Policy | None
+
+
 def _analyse_shape(
     layers: Sequence[Layer],
     proc_devices: str,
@@ -292,7 +312,7 @@ def _analyse_shape(
     lifts: LiftCache,
     v1_devices: tuple[str, ...] | None,
     version: str,
-) -> tuple[tuple[Finding, ...], int, int]:
+) -> _Shape:
     """Findings for one shape, computed on placeholder layer names (re-labelled per container)."""
     anonymous = tuple(Layer(_placeholder(i), layer.programs, layer.unit) for i, layer in enumerate(layers))
     target = Target("", TargetKind.CONTAINER, _placeholder(len(layers) - 1))
@@ -307,7 +327,7 @@ def _analyse_shape(
     findings = tuple(structural_findings(views, predicted, effective, after, reload_trigger(version)))
     programs = sum(len(v.programs) for v in views)
     opaque = sum(1 for v in views for p in v.programs if p.opaque is not None)
-    return findings, programs, opaque
+    return _Shape(findings, programs, opaque, tuple(predicted), effective, after)
 
 
 def audit_host(host: HostView, root: str | None = None) -> AuditResult:

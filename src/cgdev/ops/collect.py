@@ -13,6 +13,7 @@ both are ``/``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat as stat_mod
 from typing import Any, Final, Literal
@@ -136,7 +137,15 @@ def unit_record(systemd: Any, sd_path: str, systemd_fs_root: str) -> UnitRecord 
         bpf_program=tuple((str(k), str(p)) for k, p in props.bpf_program),
         need_daemon_reload=props.need_daemon_reload,
         device_nodes=nodes,
+        on_disk=_on_disk(props, systemd_fs_root) if props.need_daemon_reload else None,
     )
+
+
+def _on_disk(props: Any, systemd_fs_root: str) -> Any:
+    """What a daemon-reload would load for a unit whose files changed (``adapters.unit_files``)."""
+    from cgdev.adapters.unit_files import read_unit_devices
+
+    return read_unit_devices(systemd_fs_root, props.unit, props.fragment_path, props.drop_in_paths)
 
 
 def read_or_empty(path: str) -> str:
@@ -196,6 +205,48 @@ def collect(
         systemd=systemd_status if systemd is not None or systemd_status != "off" else "off",
         systemd_version=systemd_version(systemd),
     )
+
+
+def refresh(
+    before: Inspection,
+    *,
+    units: frozenset[str] = frozenset(),
+    mount: str | None = None,
+    systemd: Any = None,
+    systemd_fs_root: str = "/",
+) -> Inspection:
+    """``before`` re-read where a change can have made it differ: every layer's programs and
+    every pin (from the kernel, each time: that is what a verification must see), the v1 devices
+    list, and the properties of ``units`` (the ones the change wrote).
+
+    Why not a second ``collect``: the other units, the container's device nodes, /proc/devices
+    and systemd's version cannot change because of what cgdev did, and reading them again costs
+    a D-Bus round trip per unit for nothing (``cgdev grant`` is latency-bound).
+    """
+    base = mount if mount is not None else cgroupfs.cgroup2_mount()
+    layers = []
+    for layer in before.layers:
+        unit = layer.unit
+        if unit is not None and unit.unit in units and systemd is not None:
+            unit = unit_record(systemd, unit.control_group or "/", systemd_fs_root)
+        layers.append(
+            Layer(layer.cgroup, program_records(cgroupfs.cgroup_path(layer.cgroup, mount=base)), unit)
+        )
+    pins: dict[str, ProgramRecord] = {}
+    for layer in layers:
+        for kind, pin in layer.unit.bpf_program if layer.unit is not None else ():
+            if kind == "device" and pin not in pins:
+                record = pinned_record(os.path.join(systemd_fs_root, pin.lstrip("/")))
+                if record is not None:
+                    pins[pin] = record
+    v1 = before.v1_devices
+    if before.target.pid is not None and v1 is not None:
+        try:
+            lines = cgroupfs.v1_devices_list(before.target.pid)
+        except NotFound:
+            lines = None
+        v1 = None if lines is None else tuple(lines)
+    return dataclasses.replace(before, layers=tuple(layers), pins=pins, v1_devices=v1)
 
 
 def systemd_version(systemd: Any) -> str:

@@ -75,6 +75,15 @@ class Compiled:
 
         return disassemble(self.program) if self.program else ""
 
+    def _minimal_rules(self) -> dict[str, list[str]]:
+        """The policy as cgdev's minimal rule list (``ordered``, v1 syntax) next to the raw step
+        function: what a person reads; ``rules_warnings`` names what it cannot say exactly."""
+        from cgdev.core.render import to_rules
+        from cgdev.core.rules import format_v1
+
+        rendered = to_rules(self.policy)
+        return {"rules": [format_v1(r) for r in rendered.rules], "rules_warnings": list(rendered.warnings)}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "shape": self.shape,
@@ -83,6 +92,7 @@ class Compiled:
             "program": self.raw.hex(),
             "disassembly": self.listing.splitlines(),
             "policy": self.policy.to_json(),
+            **self._minimal_rules(),
             "warnings": list(self.warnings),
             "verified": self.verified,
         }

@@ -7,8 +7,13 @@ killed mid-way is finished by a rerun.  So the intent is written *before* anythi
 (``status: pending``) and marked ``done`` after verification; a rolled-back change restores the
 previous entry.
 
-Written atomically (a temporary file in the same directory, fsync, rename, fsync of the
-directory) under an exclusive ``flock`` so concurrent grants never lose each other's entries.
+Written atomically (a temporary file in the same directory, fsync, rename) under an exclusive
+``flock`` so concurrent grants never lose each other's entries.  One fsync per write, not two: the
+file's fsync before the rename is what makes the rename atomic after a power loss (the old file
+or the whole new one, never an empty or torn one).  The directory's fsync would only make the
+rename itself survive a power loss, and a power loss also takes every change the entry is about
+(programs, runtime unit properties, the container's cgroup, after which the entry is dropped);
+against a killed ``cgdev`` (the crash that matters) the rename is durable once it returns.
 Entries whose cgroup no longer exists (the container is gone) are dropped on every read.
 """
 
@@ -126,11 +131,6 @@ def _write(entries: list[Entitlement]) -> None:
     finally:
         os.close(fd)
     os.rename(tmp, path)
-    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def update(

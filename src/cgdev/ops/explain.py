@@ -235,8 +235,11 @@ def explain(inspection: Inspection, request: Request, device: str = "", device_s
     effective = effective_policy(views, v1)
     findings = request_findings(
         request, layer_verdicts, predicted, allowed, after_allowed, effective,
-        reload_trigger(inspection.systemd_version),
+        reload_trigger(inspection.systemd_version), inspection.target.runtime,
     )  # fmt: skip
+    from cgdev.ops.spec_devices import revise  # the spec names the device: say why systemd lacks it
+
+    findings = revise(findings, request, inspection, predicted)
     return Explanation(
         inspection,
         request,

@@ -43,6 +43,7 @@ class FindingCode(StrEnum):
     ALLOW_ALL = "allow-all"
     DOUBLE_FILTER = "double-filter"
     RELOAD_DROPS_GRANT = "reload-drops-grant"
+    SPEC_DEVICE_SKIPPED = "spec-device-skipped"  # ops.spec_devices: in the spec, not in DeviceAllow
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,7 @@ def grant_durable(trigger: str, unit: str | None = None, request: Request | None
         f"grant on every layer durably: add the device to the unit's DeviceAllow (`systemctl "
         f"set-property --runtime {unit or 'UNIT'} DeviceAllow='{device}'`, which also regenerates "
         "systemd's program) and replace each other denying program with one that allows it "
-        "(BPF_F_REPLACE; cgdev's own repair command is not there yet)",
+        "(`cgdev grant TARGET DEVICE` does both, verified, and rolls back on failure)",
         f"works now and survives the next {trigger}; a runtime `update` that rebuilds its own "
         "program from the spec can still drop it",
     )
@@ -158,12 +159,13 @@ def _common_findings(
                         view.cgroup,
                     )
                 )
-        if view.unit is not None and view.unit.need_daemon_reload:
+        if view.unit is not None and not view.unit.reload_keeps_devices:  # same devices on disk: noise
+            used = "the files" if view.unit.on_disk is not None else "the loaded ones"
             out.append(
                 Finding(
                     FindingCode.NEED_DAEMON_RELOAD,
                     f"{view.unit.unit} has NeedDaemonReload=yes: its unit files changed on disk and the "
-                    "next daemon-reload applies them (the after-reload prediction uses the loaded ones)",
+                    f"next daemon-reload applies them (the after-reload prediction uses {used})",
                     (RELOAD_NOW,),
                     view.cgroup,
                 )
@@ -257,6 +259,17 @@ class LayerVerdicts:
     verdicts: tuple[Verdict, ...]
 
 
+def _double_filter_cause(runtime: str | None) -> str:
+    """Who put two filters on the path: crun >= 1.18 does at start; runc replaces systemd's
+    program with its own, so with runc systemd's came back through a reload or set-property."""
+    name = (runtime or "").lower()
+    if name.startswith("runc"):
+        return "runc with the systemd driver: a daemon-reload or set-property re-attached systemd's filter"
+    if name.startswith("crun") or not name:
+        return "crun >= 1.18 with the systemd driver"
+    return f"{runtime} with the systemd driver"
+
+
 def request_findings(
     request: Request,
     layers: Sequence[LayerVerdicts],
@@ -265,8 +278,10 @@ def request_findings(
     allowed_after: bool | None,
     effective: Policy | None,
     trigger: str,
+    runtime: str | None = None,
 ) -> list[Finding]:
-    """What explains this one request's verdict, now and after a reload."""
+    """What explains this one request's verdict, now and after a reload (``runtime``: the
+    target's, named in the double-filter finding)."""
     out = _common_findings([lv.view for lv in layers], predicted, trigger)
     if effective is not None and effective == Policy.allow_all():
         out.append(Finding(FindingCode.ALLOW_ALL, "the container may open every device", (RESTRICT,)))
@@ -287,7 +302,7 @@ def request_findings(
             Finding(
                 FindingCode.DOUBLE_FILTER,
                 f"{request} is allowed by the runtime's program on {inner_allows[-1]} but denied by "
-                f"systemd's filter on {denying_sd[0].cgroup} (crun >= 1.18 with the systemd driver): "
+                f"systemd's filter on {denying_sd[0].cgroup} ({_double_filter_cause(runtime)}): "
                 "every layer must allow it",
                 (
                     grant_durable(trigger, _unit_name(denying_sd[0].unit), request),

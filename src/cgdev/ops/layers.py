@@ -19,6 +19,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from cgdev.adapters.unit_files import UnitFileDevices
 from cgdev.core.isa import decode
 from cgdev.core.lift import Decision, LiftResult, lift
 from cgdev.core.model import Request
@@ -82,6 +83,22 @@ class UnitRecord(msgspec.Struct, frozen=True, rename=_UNIT_FIELDS):
     bpf_program: tuple[tuple[str, str], ...] = ()
     need_daemon_reload: bool = False
     device_nodes: dict[str, DeviceNode] = {}
+    # With NeedDaemonReload=yes: the device settings the unit's files on disk give (what a
+    # daemon-reload loads); None when not needed or not readable.
+    on_disk: UnitFileDevices | None = None
+
+    @property
+    def reload_keeps_devices(self) -> bool:
+        """Whether a daemon-reload loads the device settings systemd has loaded now (so
+        NeedDaemonReload=yes changes nothing for devices)."""
+        if not self.need_daemon_reload:
+            return True
+        if self.on_disk is None:
+            return False
+        from cgdev.adapters.unit_files import normal_access
+
+        loaded = tuple((p, normal_access(a)) for p, a in self.device_allow)
+        return self.on_disk.device_policy == self.device_policy and self.on_disk.device_allow == loaded
 
     @property
     def manages_devices(self) -> bool:

@@ -18,7 +18,10 @@ says that a daemon-reload leaves today's programs in place.
 
 The prediction is exact when the properties systemd has loaded are the ones it will use:
 ``NeedDaemonReload=yes`` means a unit file changed on disk, which a reload (not a set-property)
-would read first; the prediction says so instead of guessing the file's content.
+reads first.  The collector reads those files (``adapters.unit_files``: fragment and drop-ins):
+when they give the loaded device settings (every runc scope: runc writes DevicePolicy before
+DeviceAllow) the prediction stays exact and says nothing; when they differ it is made from the
+files; when they cannot be read it says so instead of guessing their content.
 """
 
 from __future__ import annotations
@@ -180,7 +183,11 @@ def predict_layer(view: LayerView, inspection: Inspection, cache: LiftCache) -> 
             f"(fixed in systemd 258): this prediction is for the next set-property or restart of "
             f"{unit.unit}; a daemon-reload leaves the programs attached now"
         )
-    sd = systemd_program(unit.device_policy, unit.device_allow, inspection.proc_devices, _stat_for(unit))
+    policy, allow = unit.device_policy, unit.device_allow
+    if not unit.reload_keeps_devices and unit.on_disk is not None:
+        # NeedDaemonReload=yes and the files on disk say otherwise: a daemon-reload loads them first
+        policy, allow = unit.on_disk.device_policy, unit.on_disk.device_allow
+    sd = systemd_program(policy, allow, inspection.proc_devices, _stat_for(unit))
     if sd.attached:
         programs.append(PredictedProgram(ProgramOrigin.SYSTEMD, sd=sd, unit=unit.unit))
     attached_ids = {p.view.record.id for p in programs if p.view is not None}
@@ -193,7 +200,17 @@ def predict_layer(view: LayerView, inspection: Inspection, cache: LiftCache) -> 
         elif record.id not in attached_ids:
             programs.append(PredictedProgram(ProgramOrigin.PIN, view=cache.view(record), unit=unit.unit))
             attached_ids.add(record.id)
-    if unit.need_daemon_reload:
+    if unit.reload_keeps_devices:
+        pass  # NeedDaemonReload=yes or not, a reload loads the device settings loaded now: exact
+    elif unit.on_disk is not None:
+        disk = unit.on_disk
+        notes.append(
+            f"{unit.unit} has NeedDaemonReload=yes and its files on disk ({', '.join(disk.files)}) "
+            f"give DevicePolicy={disk.device_policy} with {len(disk.device_allow)} DeviceAllow "
+            "entries: this prediction is what a daemon-reload loads; a set-property before it uses the "
+            "loaded properties"
+        )
+    else:
         notes.append(
             f"{unit.unit} has NeedDaemonReload=yes: a daemon-reload reads changed unit files first, "
             "so this prediction (from the loaded properties) holds for set-property only"

@@ -36,7 +36,7 @@ from typing import Any, Final
 import msgspec
 
 from cgdev.adapters import cgroupfs
-from cgdev.adapters.runtime_state import ContainerState, list_containers
+from cgdev.adapters.runtime_state import ContainerState, bundle_seen_from_here, list_containers
 from cgdev.errors import CgdevError, InputError, NeedsRoot, NotFound
 
 UNIT_SUFFIXES: Final = (".scope", ".service", ".slice", ".socket", ".mount", ".swap")
@@ -71,6 +71,7 @@ class Target(msgspec.Struct, frozen=True):
     name: str | None = None
     unit: str | None = None
     annotations: dict[str, str] = {}
+    bundle: str | None = None  # the OCI bundle as seen from here (its config.json holds the spec)
 
     @staticmethod
     def of_container(spec: str, cgroup: str, state: ContainerState) -> Target:
@@ -84,6 +85,7 @@ class Target(msgspec.Struct, frozen=True):
             container_id=state.id,
             name=state.name,
             annotations=dict(state.annotations),
+            bundle=bundle_seen_from_here(state.bundle, state.state_file),
         )
 
 

@@ -62,22 +62,27 @@ def change_devices(
             target_spec, runtime_roots=host.runtime_roots, systemd=client, systemd_root=host.systemd_root
         )
 
-        def recollect() -> Any:
-            return collect(target, systemd=client, systemd_status=status, systemd_root=host.systemd_root,
-                           systemd_fs_root=host.systemd_fs_root)  # fmt: skip
-
-        inspection = recollect()
+        # no scan of the container's /dev: live, a path is looked up directly (resolve_device)
+        inspection = collect(target, systemd=client, systemd_status=status, systemd_root=host.systemd_root,
+                             systemd_fs_root=host.systemd_fs_root, with_devices=False)  # fmt: skip
         cache = LiftCache()
         wanted = tuple(parse_device(d, bits, inspection=inspection, live=True) for d in devices)
         planned = plan(inspection, change, wanted, shape=shape, persistent=persistent, cache=cache)
         if dry_run:
             return DeviceChange(planned, None, status)
+        from cgdev.ops.collect import refresh
         from cgdev.ops.repair.apply import apply_plan
+        from cgdev.ops.repair.plan import SetUnitDeviceAllow
+
+        written = frozenset(a.unit for a in planned.actions if isinstance(a, SetUnitDeviceAllow))
+
+        def reread() -> Any:  # the kernel's programs and the units the plan wrote, read again
+            return refresh(inspection, units=written, systemd=client, systemd_fs_root=host.systemd_fs_root)
 
         outcome = apply_plan(
             planned,
             inspection,
-            recollect,
+            reread,
             systemd=client,
             systemd_fs_root=host.systemd_fs_root,
             why=why,

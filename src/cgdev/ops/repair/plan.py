@@ -35,6 +35,7 @@ from cgdev.core.isa import Insn, decode, encode
 from cgdev.core.model import (
     REQUEST_MASKS,
     Access,
+    Device,
     DevType,
     Request,
     access_to_str,
@@ -139,7 +140,10 @@ def parse_device(text: str, access: int, *, inspection: Inspection, live: bool) 
     """DEVICE as every command reads it (``ops.explain.resolve_device``): ``/dev/nvidiactl`` (the
     container's node, else the host's; offline, the snapshot's device list), ``c 195:255``,
     ``195:255`` (char) or ``/dev/char/195:255``."""
-    from cgdev.ops.explain import resolve_device
+    numeric = Device.parse_numeric(text, "device")  # the numeric spellings: what resolve_device
+    if numeric is not None and not text.strip().startswith("/"):  # does first, without explain
+        return DeviceAccess(numeric.type, numeric.major, numeric.minor, access)
+    from cgdev.ops.explain import resolve_device  # a path: looked up in the container, then the host
 
     request, _source = resolve_device(text, inspection, access, live=live)
     return DeviceAccess(request.type, request.major, request.minor, access)
