@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from cgdev.cli.inspect_args import add_system_arguments, host_from_args, nested, warn_systemd
+from cgdev.cli.inspect_args import (
+    add_system_arguments,
+    check_cgroup_flag,
+    host_from_args,
+    nested,
+    warn_systemd,
+)
 
 HELP = "audit every container cgroup on the node (exit 1 when there are findings)"
 DESCRIPTION = (
@@ -27,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cgdev.ops.audit import audit_host
 
+    check_cgroup_flag(args.root, "root")
     host = host_from_args(args)
     root = args.root if args.root or not nested(args) else host.systemd_root
     result = audit_host(host, root)
