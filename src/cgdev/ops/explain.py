@@ -34,7 +34,14 @@ from cgdev.ops.layers import (
     devices_list_policy,
     effective_policy,
 )
-from cgdev.ops.reload import PredictedLayer, ProgramOrigin, predict_reload, reload_trigger
+from cgdev.ops.reload import (
+    PredictedLayer,
+    ProgramOrigin,
+    predict_reload,
+    reload_changes,
+    reload_notes,
+    reload_trigger,
+)
 
 
 def parse_access_request(text: str) -> int:
@@ -177,7 +184,7 @@ class Explanation:
             "denied_by": [{"cgroup": c, "id": p.id, "name": p.name} for c, p in self.denied_by],
             "after_reload": {
                 "allowed": self.after_allowed,
-                "changed": self.after_allowed != self.allowed,
+                "changed": reload_changes(self.allowed, self.after_allowed),
                 "layers": [la.to_json() for la in self.after_layers],
                 "notes": list(self.after_notes),
             },
@@ -231,7 +238,7 @@ def explain(inspection: Inspection, request: Request, device: str = "", device_s
     predicted = predict_reload(views, inspection, lifts)
     after_answers = [_after_answers(layer, request) for layer in predicted]
     after_allowed = all_allow([la.allowed for la in after_answers] + ([v1_allowed] if v1 is not None else []))
-    notes = tuple(n for layer in predicted for n in layer.notes)
+    notes = reload_notes(predicted)
     effective = effective_policy(views, v1)
     findings = request_findings(
         request, layer_verdicts, predicted, allowed, after_allowed, effective,

@@ -30,7 +30,7 @@ def _console() -> Any:
 
 def _mark(allowed: bool | None) -> str:
     if allowed is None:
-        return "[yellow]?[/]"
+        return "[yellow]unknown[/]"
     return "[green]allow[/]" if allowed else "[bold red]DENY[/]"
 
 
@@ -159,7 +159,10 @@ def print_show(result: ShowResult) -> None:
     console.print("[bold]effective allowlist[/] (every layer ANDed):")
     _print_rules(console, data["effective"])
     after = data["after_reload"]
-    if after["changed"]:
+    if after["changed"] is None:
+        trigger = reload_trigger(result.inspection.systemd_version)
+        console.print(f"after the next {trigger}: [yellow]unknown[/] (see the notes)")
+    elif after["changed"]:
         console.print(f"[bold]after the next {reload_trigger(result.inspection.systemd_version)}:[/]")
         _print_rules(console, after["effective"])
         for label in ("lost", "gained"):

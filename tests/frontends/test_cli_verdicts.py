@@ -1,0 +1,68 @@
+"""Verdicts as a user reads them, through the real command line on real scratch cgroups carrying the
+captured crun/systemd programs (issue 12): unknown reads as unknown in every view, notes are said
+once, several containers behind one target each get their verdict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+from fixtures_kernel import requires_root_bpf
+from scratch_node import ScratchNode, node  # noqa: F401
+
+pytestmark = requires_root_bpf
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cgdev", *argv], capture_output=True, text=True, timeout=60)
+
+
+def _json(*argv: str) -> tuple[int, Any]:
+    done = _run(*argv, "--json")
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+POD_UID = "0b5e2c4a-1f7d-4c3e-9a6b-8d2f1e0c7a93"
+POD = f"kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{POD_UID.replace('-', '_')}.slice"
+
+
+def _pod_container(scratch: ScratchNode, cid: str, scope_key: str | None, leaf_key: str | None) -> str:
+    """``<pod slice>/crio-<cid>.scope/container`` as crun 1.21 + systemd lays it out."""
+    scope = scratch.cgroup(f"{POD}/crio-{cid}.scope")
+    leaf = scratch.cgroup(f"{POD}/crio-{cid}.scope/container")
+    if scope_key:
+        scratch.attach(scope, scope_key)
+    if leaf_key:
+        scratch.attach(leaf, leaf_key)
+    scratch.spawn(leaf)
+    return leaf
+
+
+def test_no_systemd_note_is_said_once_and_short(node: ScratchNode) -> None:  # noqa: F811
+    """Item 14: a 250-character note per slice, advising --bus to someone who passed --no-systemd."""
+    leaf = _pod_container(node, "a1" * 32, "sd", "crun_hook")
+    for argv in (("explain", node.rel(leaf), "--device", "c 195:255"), ("show", node.rel(leaf))):
+        _, doc = _json(*argv, "--no-systemd")
+        notes = doc["after_reload"]["notes"]
+        assert len(notes) == 1, notes
+        assert len(notes[0]) <= 100 and "--bus" not in notes[0] and "root" not in notes[0], notes
+        assert "--no-systemd" in notes[0] and "unknown" in notes[0]
+
+
+def test_unknown_after_reload_reads_unknown_in_human_and_json(node: ScratchNode) -> None:  # noqa: F811
+    """Item 6: show said "unchanged" and explain's JSON ``changed: true`` where both are unknown."""
+    leaf = _pod_container(node, "a2" * 32, "sd", "crun_hook")
+    target = node.rel(leaf)
+    status, doc = _json("explain", target, "--device", "c 1:3", "--no-systemd")
+    assert status == 0 and doc["allowed"] is True
+    assert doc["after_reload"]["allowed"] is None and doc["after_reload"]["changed"] is None
+    human = _run("explain", target, "--device", "c 1:3", "--no-systemd").stdout
+    assert "verdict after reload: unknown" in human, human
+    _, shown = _json("show", target, "--no-systemd")
+    assert shown["after_reload"]["changed"] is None
+    human = _run("show", target, "--no-systemd").stdout
+    line = next(line for line in human.splitlines() if line.startswith("after the next"))
+    assert "unknown" in line and "unchanged" not in line, human
