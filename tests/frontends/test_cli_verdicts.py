@@ -66,3 +66,19 @@ def test_unknown_after_reload_reads_unknown_in_human_and_json(node: ScratchNode)
     human = _run("show", target, "--no-systemd").stdout
     line = next(line for line in human.splitlines() if line.startswith("after the next"))
     assert "unknown" in line and "unchanged" not in line, human
+
+
+def test_lift_check_on_a_leaf_says_parents_are_not_considered(node: ScratchNode) -> None:  # noqa: F811
+    """Item 15: ``lift --cgroup LEAF --check`` said "allowed" while the scope above denies."""
+    leaf = node.container("crio", "a3" * 32, "sd", "crun_hook")
+    target = node.rel(leaf)
+    done = _run("lift", "--cgroup", target, "--check", "c 195:255 rw")
+    assert done.returncode == 0 and "overall" not in done.stdout  # the leaf's own program allows
+    note = next(line for line in done.stdout.splitlines() if line.startswith("note: "))
+    assert "parent cgroups are not considered" in note and "(1 device program there)" in note
+    assert f"cgdev explain {target} --device" in note
+    _, doc = _json("lift", "--cgroup", target, "--check", "c 195:255 rw")
+    assert doc["checks"] == [{"request": "c 195:255 rw", "allowed": True}]
+    assert doc["notes"] == [note.removeprefix("note: ")]
+    status, explained = _json("explain", target, "--device", "c 195:255", "--no-systemd")
+    assert status == 1 and explained["allowed"] is False  # what the note points to: the real verdict

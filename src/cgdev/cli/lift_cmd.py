@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     sources = read_programs(
         file=args.file, text=args.text, prog_id=args.id, pinned=args.pinned, cgroup=args.cgroup
     )
-    report = lift_programs(sources, requests, with_policy=not args.no_policy)
+    report = lift_programs(sources, requests, with_policy=not args.no_policy, cgroup=args.cgroup)
     if args.json:
         print_json(report.to_json())
     else:

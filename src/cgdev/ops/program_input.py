@@ -125,3 +125,21 @@ def read_programs(
     with bpf.open_cgroup(host) as cgroup_fd:
         ids = bpf.prog_query(cgroup_fd).ids
     return [_by_id(prog_id, rel) for prog_id in ids]
+
+
+def parent_program_count(cgroup: str) -> tuple[str, int]:
+    """``cgroup`` as explain prints it, and how many device programs sit on the cgroups above it
+    (a parent that cannot be read counts nothing: the note that uses this is advice, not a
+    verdict)."""
+    from cgdev.adapters import bpf, cgroupfs
+    from cgdev.errors import CgdevError
+
+    host, rel = _cgroup_dir(cgroup)
+    count = 0
+    for parent in cgroupfs.ancestors(host)[:-1]:
+        try:
+            with bpf.open_cgroup(parent) as fd:
+                count += len(bpf.prog_query(fd).ids)
+        except CgdevError:
+            continue
+    return rel, count

@@ -242,3 +242,5 @@ def print_lift(report: LiftReport, cgroup: str | None = None) -> None:
     if len(programs) > 1 or not programs:
         for overall in report.overall:
             print(f"overall {overall.request}: {_WORD[overall.allowed]} (every program must allow)")
+    for note in report.notes:
+        print(f"note: {note}")
