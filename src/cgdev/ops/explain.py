@@ -242,7 +242,7 @@ def explain(inspection: Inspection, request: Request, device: str = "", device_s
     effective = effective_policy(views, v1)
     findings = request_findings(
         request, layer_verdicts, predicted, allowed, after_allowed, effective,
-        reload_trigger(inspection.systemd_version),
+        reload_trigger(inspection.systemd_version), inspection.devices,
     )  # fmt: skip
     return Explanation(
         inspection,

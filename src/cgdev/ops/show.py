@@ -145,5 +145,5 @@ def show(inspection: Inspection, cache: LiftCache | None = None) -> ShowResult:
     predicted = predict_reload(views, inspection, lifts)
     after = predicted_policy(predicted, v1)
     trigger = reload_trigger(inspection.systemd_version)
-    findings = structural_findings(views, predicted, effective, after, trigger)
+    findings = structural_findings(views, predicted, effective, after, trigger, inspection.devices)
     return ShowResult(inspection, tuple(views), v1, effective, tuple(predicted), after, tuple(findings))
