@@ -21,7 +21,7 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 def _json(*argv: str) -> tuple[int, Any]:
     done = _run(*argv, "--json")
-    assert "Traceback" not in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout, done
     return done.returncode, json.loads(done.stdout)
 
 
@@ -82,3 +82,59 @@ def test_lift_check_on_a_leaf_says_parents_are_not_considered(node: ScratchNode)
     assert doc["notes"] == [note.removeprefix("note: ")]
     status, explained = _json("explain", target, "--device", "c 195:255", "--no-systemd")
     assert status == 1 and explained["allowed"] is False  # what the note points to: the real verdict
+
+
+def _uid_program() -> bytes:
+    """``call bpf_get_current_uid_gid; r0 = 1; exit``: what it decides is the helper's business."""
+    from fixtures_kernel import EXIT, insn
+
+    return insn(0x85, imm=15) + insn(0xB7, 0, imm=1) + insn(EXIT)
+
+
+def _attach(node: ScratchNode, path: str, code: bytes, name: str) -> object:  # noqa: F811
+    from cgdev.adapters import bpf
+
+    fd = bpf.prog_load(code, name=name)
+    node.fds.append(fd)
+    with bpf.open_cgroup(path) as cg:
+        bpf.prog_attach(cg, fd)
+    return fd
+
+
+def test_opaque_program_verdict_is_unknown_live_and_from_a_snapshot(node: ScratchNode, tmp_path: Any) -> None:  # noqa: F811
+    """Item 2: explain exited 2 "helper calls are not modelled" with no output."""
+    scope = node.cgroup("system.slice/docker-" + "a4" * 32 + ".scope")
+    _attach(node, scope, _uid_program(), "uidcheck")
+    node.spawn(scope)
+    target = node.rel(scope)
+    snapshot = tmp_path / "snap.json"
+    assert _run("snapshot", target, "-o", str(snapshot), "--no-systemd").returncode == 0
+    for source in ((target, "--no-systemd"), ("--snapshot", str(snapshot))):
+        status, doc = _json("explain", *source, "--device", "c 1:3")
+        assert status == 1 and doc["allowed"] is None, doc  # unknown: never exit 0
+        (program,) = [p for layer in doc["layers"] for p in layer["programs"]]
+        assert program["allowed"] is None and "bpf_get_current_uid_gid#" in program["opaque"]
+        (finding,) = [f for f in doc["findings"] if f["code"] == "opaque-program"]
+        assert "helper call bpf_get_current_uid_gid#" in finding["message"]
+        human = _run("explain", *source, "--device", "c 1:3")
+        assert human.returncode == 1 and "verdict now: unknown" in human.stdout, human
+    # another layer that denies decides: the AND is known
+    _attach(node, node.cgroup("system.slice"), bytes.fromhex("b7000000000000009500000000000000"), "deny")
+    status, doc = _json("explain", target, "--device", "c 1:3", "--no-systemd")
+    assert status == 1 and doc["allowed"] is False
+
+
+def test_lift_check_of_an_opaque_pinned_program_is_unknown(node: ScratchNode, bpffs_dir: str) -> None:  # noqa: F811
+    """Item 2: ``lift --pinned P --check`` exited 2 with no output."""
+    from cgdev.adapters import bpf
+
+    fd = bpf.prog_load(_uid_program(), name="uidcheck")
+    node.fds.append(fd)
+    pin = f"{bpffs_dir}/uidcheck"
+    bpf.obj_pin(fd, pin)
+    done = _run("lift", "--pinned", pin, "--check", "c 1:3 rw")
+    assert done.returncode == 1, done
+    assert "opaque: instruction 0: helper call bpf_get_current_uid_gid#" in done.stdout, done.stdout
+    assert "check c 1:3 rw: unknown" in done.stdout
+    status, doc = _json("lift", "--pinned", pin, "--check", "c 1:3 rw")
+    assert status == 1 and doc["checks"] == [{"request": "c 1:3 rw", "allowed": None}]

@@ -12,7 +12,8 @@ DESCRIPTION = (
     "Give the verdict of every device program on every cgroup from the root to the target's, the "
     "rule and instructions that decided, the final verdict, the verdict after the next systemd "
     "daemon-reload or set-property, and findings with fix options. Exit status: 0 allowed, "
-    "1 denied, 2 bad input, 3 environment error."
+    "1 denied or unknown (an opaque program decides and no layer denies), 2 bad input, "
+    "3 environment error."
 )
 
 

@@ -106,7 +106,8 @@ RELOAD_NOW: Final = Fix(
 )
 INSPECT_OPAQUE: Final = Fix(
     "inspect it (`cgdev disasm`, bpftool prog dump xlated) and find which tool attached it",
-    "cgdev answers concrete requests for it exactly but cannot predict it as a rule list",
+    "cgdev answers concrete requests for it exactly, except where a request reaches a helper call "
+    "(then its verdict is unknown), but cannot predict it as a rule list",
 )
 
 

@@ -82,7 +82,7 @@ def _lift_one(source: ProgramSource, requests: Sequence[Request]) -> ProgramLift
         unreadable = LiftResult((), None, source.unreadable, "unknown")
         return ProgramLift(source, unreadable, None, tuple(Check(r, None) for r in requests))
     try:
-        result = lift(source.insns, blinded=source.blinded)
+        result = lift(source.insns, blinded=source.blinded, calls=source.helpers)
     except ProgramError as err:
         raise InputError(f"{source.label}: {err}") from None
     policy_rules = None

@@ -27,6 +27,7 @@ class ProgramSource:
     cgroup: str | None = None
     unreadable: str | None = None
     blinded: bool = False  # the kernel gave the instructions with constants blinded
+    helpers: dict[int, str] | None = None  # a kernel dump's call names (None: calls hold helper ids)
 
     def to_json(self) -> dict[str, object]:
         return {"source": self.label, "id": self.prog_id, "name": self.name, "cgroup": self.cgroup}
@@ -77,7 +78,17 @@ def _from_fd(fd: object, label: str, cgroup: str | None = None) -> ProgramSource
             cgroup,
             "the kernel withheld the instructions (blinded or restricted: bpf_jit_harden / kptr_restrict)",
         )
-    return ProgramSource(label, decode(info.xlated), info.name, info.id, cgroup, blinded=info.blinded)
+    from cgdev.ops.collect import helper_names
+
+    return ProgramSource(
+        label,
+        decode(info.xlated),
+        info.name,
+        info.id,
+        cgroup,
+        blinded=info.blinded,
+        helpers=helper_names(info.xlated),
+    )
 
 
 def _by_id(prog_id: int, cgroup: str | None = None) -> ProgramSource:
