@@ -91,11 +91,11 @@ def _uid_program() -> bytes:
     return insn(0x85, imm=15) + insn(0xB7, 0, imm=1) + insn(EXIT)
 
 
-def _attach(node: ScratchNode, path: str, code: bytes, name: str) -> object:  # noqa: F811
+def _attach(scratch: ScratchNode, path: str, code: bytes, name: str) -> object:
     from cgdev.adapters import bpf
 
     fd = bpf.prog_load(code, name=name)
-    node.fds.append(fd)
+    scratch.fds.append(fd)
     with bpf.open_cgroup(path) as cg:
         bpf.prog_attach(cg, fd)
     return fd
@@ -138,3 +138,57 @@ def test_lift_check_of_an_opaque_pinned_program_is_unknown(node: ScratchNode, bp
     assert "check c 1:3 rw: unknown" in done.stdout
     status, doc = _json("lift", "--pinned", pin, "--check", "c 1:3 rw")
     assert status == 1 and doc["checks"] == [{"request": "c 1:3 rw", "allowed": None}]
+
+
+def test_a_pod_uid_is_explained_for_each_container(node: ScratchNode) -> None:  # noqa: F811
+    """Item 1: a pod UID was answered for the pod slice alone ("allow", exit 0) while one of its
+    two containers got EPERM.  Now each container is answered, and the pod is denied."""
+    from cgdev.adapters.kernel_probe import kernel_verdicts
+    from scratch_node import NVIDIACTL_RW
+
+    denied = _pod_container(node, "a5" * 32, "sd", "crun_hook")  # systemd's filter on the scope denies
+    allowed = _pod_container(node, "a6" * 32, None, "crun_hook")
+    kernel = kernel_verdicts(denied, [NVIDIACTL_RW]) + kernel_verdicts(allowed, [NVIDIACTL_RW])
+    assert kernel == [False, True]
+    status, doc = _json("explain", POD_UID, "--device", "c 195:255", "--no-systemd")
+    assert status == 1 and doc["allowed"] is False
+    assert doc["target"] == {"spec": POD_UID, "kind": "pod"}
+    assert doc["request"] == {"type": "c", "major": 195, "minor": 255, "access": "rw"}
+    by_cgroup = {c["cgroup"]: c["allowed"] for c in doc["containers"]}
+    assert by_cgroup == {node.rel(denied): False, node.rel(allowed): True}
+    assert all(c["target"]["kind"] == "container" for c in doc["containers"])
+    human = _run("explain", POD_UID, "--device", "c 195:255", "--no-systemd")
+    assert human.returncode == 1
+    last = human.stdout.strip().splitlines()[-1]
+    assert last == f"pod {POD_UID}, 2 containers: verdict now: DENY (crio {'a5' * 6})", last
+    # the pod's only-allowed request: every container allows /dev/null
+    status, doc = _json("explain", POD_UID, "--device", "c 1:3", "--no-systemd")
+    assert status == 0 and doc["allowed"] is True and len(doc["containers"]) == 2
+
+
+def test_a_pod_of_several_containers_is_ambiguous_where_one_is_needed(
+    node: ScratchNode,  # noqa: F811
+    tmp_path: Any,
+) -> None:
+    """Item 1: show, snapshot and grant act on one container: a pod of two is refused, listed."""
+    _pod_container(node, "a7" * 32, "sd", "crun_hook")
+    _pod_container(node, "a8" * 32, None, "crun_hook")
+    for argv in (
+        ("show", POD_UID, "--no-systemd"),
+        ("snapshot", POD_UID, "-o", str(tmp_path / "s.json"), "--no-systemd"),
+        ("grant", POD_UID, "c 195:255", "--dry-run", "--no-systemd"),
+    ):
+        done = _run(*argv)
+        assert done.returncode == 2 and done.stdout == "", done
+        (line,) = done.stderr.strip().splitlines()
+        assert "ambiguous, a pod of 2 containers" in line and f"crio {'a7' * 6}" in line, line
+        assert f"crio {'a8' * 6}" in line
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_a_pod_of_one_container_is_that_container(node: ScratchNode) -> None:  # noqa: F811
+    leaf = _pod_container(node, "a9" * 32, "sd", "crun_hook")
+    status, doc = _json("show", POD_UID, "--no-systemd")
+    assert doc["target"]["kind"] == "container" and doc["cgroup"] == node.rel(leaf)
+    status, doc = _json("explain", POD_UID, "--device", "c 195:255", "--no-systemd")
+    assert status == 1 and doc["allowed"] is False and doc["cgroup"] == node.rel(leaf)

@@ -153,6 +153,22 @@ def inspect_from_args(args: argparse.Namespace, *, with_devices: bool = True) ->
     return inspection
 
 
+def inspections_from_args(args: argparse.Namespace) -> tuple[list[Inspection], bool]:
+    """``inspection_from_args`` for a command that answers for each container a target names
+    (a pod's): the Inspections, and whether they are live."""
+    from cgdev.errors import InputError
+    from cgdev.ops.inspect import inspect_all
+
+    if getattr(args, "snapshot", None) or not args.target:
+        inspection, live = inspection_from_args(args)
+        return [inspection], live
+    if not args.target.strip():
+        raise InputError("missing (or give --snapshot FILE)", field="target")
+    inspections = inspect_all(args.target, host_from_args(args))
+    warn_systemd(args, inspections[0].systemd)
+    return inspections, True
+
+
 def inspection_from_args(args: argparse.Namespace) -> tuple[Inspection, bool]:
     """The Inspection to compute on, and whether it is live (device paths may be looked up)."""
     from cgdev.errors import InputError

@@ -193,6 +193,30 @@ class Explanation:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class PodExplanation:
+    """One request for each container a target names (a pod): a pod is no enforcement point,
+    so there is no verdict of its own -- it is allowed when every container is, denied when one
+    is, unknown otherwise."""
+
+    spec: str
+    containers: tuple[Explanation, ...]
+
+    @property
+    def allowed(self) -> bool | None:
+        return all_allow(c.allowed for c in self.containers)
+
+    def to_json(self) -> dict[str, Any]:
+        requests = {c.request for c in self.containers}  # a path may differ per container
+        return {
+            "target": {"spec": self.spec, "kind": "pod"},
+            "device": self.containers[0].device,
+            "request": self.containers[0].request.to_json() if len(requests) == 1 else None,
+            "allowed": self.allowed,
+            "containers": [c.to_json() for c in self.containers],
+        }
+
+
 def _answers(view: LayerView, request: Request) -> tuple[LayerAnswer, tuple[Verdict, ...]]:
     verdicts = tuple(p.verdict(request) for p in view.programs)
     programs = tuple(

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from cgdev.ops.audit import AuditResult
-from cgdev.ops.explain import Explanation, LayerAnswer
+from cgdev.ops.explain import Explanation, LayerAnswer, PodExplanation
 from cgdev.ops.findings import Finding, Fix
 from cgdev.ops.lift_report import LiftReport
 from cgdev.ops.reload import ProgramOrigin, reload_trigger
@@ -92,9 +92,33 @@ def print_findings(console: Any, findings: tuple[Finding, ...]) -> None:
             console.print(Padding(f"[dim]{escape(fix.tradeoff)}[/]", (0, 0, 0, 4), expand=False))
 
 
-def print_explanation(result: Explanation, console: Any = None) -> None:
-    """``console``: a rich Console to print on (the lab demo's); default: stdout."""
+def print_explanation(result: Explanation | PodExplanation, console: Any = None) -> None:
+    """``console``: a rich Console to print on (the lab demo's); default: stdout.  A pod: each
+    container's explanation, then the pod's verdict naming the containers that decide it."""
     console = console if console is not None else _console()
+    if isinstance(result, PodExplanation):
+        from rich.markup import escape
+        from rich.rule import Rule
+
+        from cgdev.ops.targets import container_label
+
+        for one in result.containers:
+            console.print(Rule(escape(container_label(one.inspection.target)), align="left"))
+            _print_one(one, console)
+        count = len(result.containers)
+        console.print(Rule())
+        deciding = [container_label(c.inspection.target) for c in result.containers if c.allowed is not True]
+        which = (
+            f" ({', '.join(escape(d) for d in deciding)})" if deciding and result.allowed is not True else ""
+        )
+        console.print(
+            f"pod {escape(result.spec)}, {count} containers: verdict now: {_mark(result.allowed)}{which}"
+        )
+        return
+    _print_one(result, console)
+
+
+def _print_one(result: Explanation, console: Any) -> None:
     req = result.request
     asked = result.device if result.device == str(req) else f"{result.device} ({req})"
     head = f"{result.inspection.target.spec or result.inspection.target.cgroup}: {asked}"
