@@ -48,7 +48,9 @@ def parse_access_request(text: str) -> int:
     return parse_request_access(text, "access")
 
 
-def _node(path: str, *, unreadable_is_absent: bool = False) -> tuple[str, int, int] | None:
+def _node(
+    path: str, *, unreadable_is_absent: bool = False, field: str = "device"
+) -> tuple[str, int, int] | None:
     """The node at ``path``; ``unreadable_is_absent`` for a container's root that even root may
     not enter (another user namespace, a process gone): the host's node is asked next."""
     try:
@@ -58,37 +60,59 @@ def _node(path: str, *, unreadable_is_absent: bool = False) -> tuple[str, int, i
     except PermissionError:
         if unreadable_is_absent:
             return None
-        raise InputError("permission denied", field="device", value=path) from None
+        raise InputError("permission denied", field=field, value=path) from None
     except OSError as err:
-        raise InputError(str(err.strerror), field="device", value=path) from None
+        raise InputError(str(err.strerror), field=field, value=path) from None
     if stat_mod.S_ISCHR(st.st_mode):
         return "c", os.major(st.st_rdev), os.minor(st.st_rdev)
     if stat_mod.S_ISBLK(st.st_mode):
         return "b", os.major(st.st_rdev), os.minor(st.st_rdev)
-    raise InputError("is not a character or block device", field="device", value=path)
+    raise InputError("is not a character or block device", field=field, value=path)
 
 
-def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool) -> tuple[Request, str]:
-    """The request for ``--device`` and a note saying where the device was found."""
-    numeric = Device.parse_numeric(text, "device")  # one reader of device spellings (core)
+def resolve_device(
+    text: str, inspection: Inspection | None, access: int, *, live: bool, field: str = "device"
+) -> tuple[Request, str]:
+    """The request for ``--device`` and a note saying where the device was found.
+
+    ``inspection`` None: no container, only the host (``lift --check``): a path is looked up on
+    the host, numeric spellings are taken as given.
+    """
+    numeric = Device.parse_numeric(text, field)  # one reader of device spellings (core)
     if numeric is not None and not text.strip().startswith("/"):
         return Request.of(numeric, access), "given"
-    recorded = inspection.devices.get(os.path.normpath(text))
+    recorded = None if inspection is None else inspection.devices.get(os.path.normpath(text))
     if recorded is not None:
         return Request(recorded[0], recorded[1], recorded[2], access), "container"
     if live:
-        pid = inspection.target.pid
+        pid = None if inspection is None else inspection.target.pid
         if pid is not None:
             node = _node(f"/proc/{pid}/root{os.path.normpath(text)}", unreadable_is_absent=True)
             if node is not None:
                 return Request(node[0], node[1], node[2], access), "container"
-        node = _node(text)
+        node = _node(text, field=field)
         if node is not None:
             return Request(node[0], node[1], node[2], access), "host"
     if numeric is not None:  # systemd's spelling (/dev/char/M:m), link or not
         return Request.of(numeric, access), "given"
-    where = "in the container or on the host" if live else "in the snapshot's device list"
-    raise NotFound(f"no such device node {where} (give it as 'c MAJOR:MINOR')", field="device", value=text)
+    if inspection is None:
+        where = "on the host"
+    else:
+        where = "in the container or on the host" if live else "in the snapshot's device list"
+    raise NotFound(f"no such device node {where} (give it as 'c MAJOR:MINOR')", field=field, value=text)
+
+
+def host_request(text: str, field: str = "check") -> Request:
+    """``'DEVICE ACCESS'`` with any spelling ``--device`` takes (``c 195:255 rw``, ``195:255 r``,
+    ``/dev/char/195:255 w``, ``/dev/null rw``), a path looked up on the host: for commands that
+    ask about programs, not a container (``lift --check``)."""
+    device_text, _, access_text = text.strip().rpartition(" ")
+    if not device_text.strip() or ":" in access_text:
+        raise InputError(
+            "expected 'DEVICE ACCESS', e.g. 'c 195:255 rw' or '/dev/null r'", field=field, value=text
+        )
+    access = parse_request_access(access_text, field)
+    return resolve_device(device_text, None, access, live=True, field=field)[0]
 
 
 def explain_device(inspection: Inspection, device: str, access: int, *, live: bool,
