@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from fixtures_kernel import requires_root_bpf
@@ -138,6 +139,18 @@ def test_lift_check_of_an_opaque_pinned_program_is_unknown(node: ScratchNode, bp
     assert "check c 1:3 rw: unknown" in done.stdout
     status, doc = _json("lift", "--pinned", pin, "--check", "c 1:3 rw")
     assert status == 1 and doc["checks"] == [{"request": "c 1:3 rw", "allowed": None}]
+    # bpftool's listing of the same program names the call itself: lift --text keeps that name
+    listing = subprocess.run(["bpftool", "prog", "dump", "xlated", "pinned", pin], capture_output=True,
+                             text=True, check=False)  # fmt: skip
+    if listing.returncode != 0:
+        return  # no bpftool here: the kernel's own path above is the one that must work
+    dump = Path(bpffs_dir).parent / f"{Path(bpffs_dir).name}.txt"
+    dump.write_text(listing.stdout)
+    try:
+        status, doc = _json("lift", "--text", str(dump), "--check", "c 1:3 rw")
+    finally:
+        dump.unlink()
+    assert status == 1 and "helper call bpf_get_current_uid_gid#" in doc["programs"][0]["opaque"]
 
 
 def test_a_pod_uid_is_explained_for_each_container(node: ScratchNode) -> None:  # noqa: F811

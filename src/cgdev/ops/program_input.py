@@ -53,14 +53,16 @@ def _decode_file(path: str) -> tuple[Insn, ...]:
         raise InputError(str(err), field="file", value=path) from None
 
 
-def _text_file(path: str) -> tuple[Insn, ...]:
-    from cgdev.core.disasm import parse_bpftool_text
+def _text_file(path: str) -> ProgramSource:
+    """A bpftool listing: a kernel dump, so its calls are offsets, named by the listing itself."""
+    from cgdev.core.disasm import call_names, parse_bpftool_text
 
-    raw = _read_file(path, "text")
+    text = _read_file(path, "text").decode("utf-8", errors="replace")
     try:
-        return parse_bpftool_text(raw.decode("utf-8", errors="replace"))
+        insns = parse_bpftool_text(text)
     except InputError as err:
         raise InputError(str(err), field="text", value=path) from None
+    return ProgramSource(f"text {path}", insns, helpers=call_names(text))
 
 
 def _from_fd(fd: object, label: str, cgroup: str | None = None) -> ProgramSource:
@@ -122,7 +124,7 @@ def read_programs(
     if file is not None:
         return [ProgramSource(f"file {file}", _decode_file(file))]
     if text is not None:
-        return [ProgramSource(f"text {text}", _text_file(text))]
+        return [_text_file(text)]
     if prog_id is not None:
         return [_by_id(prog_id)]
     from cgdev.adapters import bpf
