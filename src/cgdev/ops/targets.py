@@ -403,6 +403,8 @@ def resolve_all(
 ) -> list[Target]:
     """The containers ``spec`` names: one target, or each container of a pod (the pod's own
     target when it holds none)."""
+    if not spec or not spec.isprintable():
+        raise InputError(f"target: {spec!r} is empty or not printable")
     base = mount if mount is not None else cgroupfs.cgroup2_mount()
     target = _resolve_one(spec, base, runtime_roots, systemd, systemd_root)
     if target.kind != TargetKind.POD:
@@ -417,8 +419,6 @@ def _resolve_one(
     systemd: Any,
     systemd_root: str,
 ) -> Target:
-    if not spec or not spec.isprintable():
-        raise InputError(f"target: {spec!r} is empty or not printable")
     base = mount if mount is not None else cgroupfs.cgroup2_mount()
     if spec.isdigit() and os.path.exists(f"/proc/{int(spec)}"):
         return _pid_target(spec, base)
