@@ -96,3 +96,22 @@ def test_far_jumps_are_relaxed_to_gotol_and_keep_their_targets() -> None:
     assert isa.jump_target(prog, 3) == far
     near = isa.assemble([isa.jmp("jeq", 1, "x", imm=0), isa.Label("x"), isa.exit_()])
     assert near[0].off == 0 and len(near) == 2
+
+
+def test_helper_names_follow_the_uapi_header() -> None:
+    """The helper table is ``__BPF_FUNC_MAPPER``'s order (ids are append-only uapi)."""
+    import re
+    from pathlib import Path
+
+    from cgdev.core.helpers import HELPER_NAMES, call_text, helper_name
+
+    assert helper_name(15) == "bpf_get_current_uid_gid" and helper_name(1) == "bpf_map_lookup_elem"
+    assert helper_name(0) is None and helper_name(len(HELPER_NAMES)) is None
+    assert call_text(10_000) == "#10000"
+    header = Path("/usr/include/linux/bpf.h")
+    if not header.exists():
+        pytest.skip("no linux/bpf.h to compare with")
+    mapper = header.read_text().split("#define __BPF_FUNC_MAPPER(FN)", 1)[1].split("\n\n", 1)[0]
+    names = re.findall(r"FN\((\w+)", mapper)
+    common = min(len(names), len(HELPER_NAMES))
+    assert [f"bpf_{n}" for n in names[1:common]] == list(HELPER_NAMES[1:common])

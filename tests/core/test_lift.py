@@ -322,7 +322,7 @@ def test_lift_of_compile_is_identity() -> None:
 # -- opaque: reported with the reason, never guessed ---------------------------------------------
 
 OPAQUE = {
-    "helper call": (assemble([Insn(0x85, 0, 0, 0, 14), *ALLOW]), "helper call #14"),
+    "helper call": (assemble([Insn(0x85, 0, 0, 0, 14), *ALLOW]), "helper call bpf_get_current_pid_tgid#14"),
     "map reference": ((Insn(0x18, 1, 1, 0, 3), Insn(0), *ALLOW), "map reference"),
     "stack traffic": (
         assemble([MAJ, Insn(0x63, 10, 4, -4, 0), ldx("w", 5, 10, -4), *ALLOW]),
@@ -368,6 +368,21 @@ def test_opaque_programs_name_the_reason(name: str) -> None:
     assert result.policy is None and result.opaque is not None
     assert reason in result.opaque
     assert result.rules == []
+
+
+def test_a_helper_call_is_named_and_its_verdict_unknown() -> None:
+    """Issue 12 item 2: named as bpftool prints it -- the helper id of a program as loaded, the
+    kernel's symbol for a dump's translated offset (never the offset alone when it is known)."""
+    insns = assemble([Insn(0x85, 0, 0, 0, 15), *ALLOW])
+    loaded = lift(insns)
+    assert loaded.opaque is not None and "helper call bpf_get_current_uid_gid#15" in loaded.opaque
+    decision = loaded.decide(Request("c", 1, 3, ACC_R))
+    assert decision.allowed is None and decision.rule is None
+    dumped = assemble([Insn(0x85, 0, 0, 0, 281664), *ALLOW])
+    assert "bpf_get_current_uid_gid#281664" in (
+        lift(dumped, calls={281664: "bpf_get_current_uid_gid"}).opaque or ""
+    )
+    assert "helper call #281664" in (lift(dumped, calls={}).opaque or "")
 
 
 @pytest.mark.parametrize(

@@ -95,3 +95,20 @@ def test_silent_rule_lists_warn(tmp_path: Path, name: str, content: str, words: 
     warning = next(line for line in done.stderr.splitlines() if line.startswith("warning: "))
     for word in words:
         assert word in warning, (word, warning)
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["explain", "1", "--device", "c 1:3", "--systemd-root", "/nope"], ["--systemd-root", "/nope"]),
+        (["explain", "1", "--device", "c 1:3", "--systemd-fs-root", "/nope"], ["--systemd-fs-root", "/nope"]),
+        (["show", "1", "--systemd-root", ""], ["--systemd-root", "''"]),
+        (["audit", "--root", ""], ["--root", "''", "empty"]),
+    ],
+)
+def test_wrong_systemd_and_root_flags_are_refused(argv: list[str], words: list[str]) -> None:
+    """Issue 12 item 10: these were accepted silently (``--root ''`` audited the whole tree)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cgdev", *argv, "--no-systemd"], capture_output=True, text=True, timeout=60
+    )
+    _assert_one_line(done, words)

@@ -253,3 +253,53 @@ def test_show_lists_what_a_reload_takes_away_as_request_objects(node: ScratchNod
     assert {"type": "c", "major": 195, "minor": 255, "access": "rw"} in after["lost"]
     unknown = show(dataclasses.replace(inspection, layers=live.layers, systemd="off")).to_json()
     assert unknown["after_reload"]["lost"] is None and unknown["after_reload"]["effective"] is None
+
+
+def _compiled(rules: str) -> bytes:
+    from cgdev.core.compile import compile_policy
+    from cgdev.core.isa import encode
+    from cgdev.core.rules import parse_rule_text
+    from cgdev.core.semantics import policy_of
+
+    return encode(compile_policy(policy_of(parse_rule_text(rules))))
+
+
+@requires_root_bpf
+def test_double_filter_examples_are_the_containers_nodes(node: ScratchNode) -> None:  # noqa: F811
+    """Issue 12 item 16: the examples read ``b 0:0 m, c 0:0 m, c 1:0 m``; they are the request,
+    then the container's own nodes the two layers disagree on (opened before mknod-only)."""
+    from cgdev.adapters import bpf
+    from cgdev.ops.show import show
+
+    scope = node.cgroup("system.slice/crio-" + "d6" * 32 + ".scope")
+    leaf = node.cgroup("system.slice/crio-" + "d6" * 32 + ".scope/container")
+    for path, name, rules in (
+        (scope, "sd_devices", "c 1:3 rwm\nc 1:5 rwm\n"),
+        (leaf, "crun", "c *:* m\nb *:* m\nc 1:3 rwm\nc 1:5 rwm\nc 10:200 rw\nc 195:255 rw\n"),
+    ):
+        fd = bpf.prog_load(_compiled(rules), name=name)
+        node.fds.append(fd)
+        with bpf.open_cgroup(path) as cg:
+            bpf.prog_attach(cg, fd)
+    node.spawn(leaf)
+    inspection = collect(resolve(leaf))
+    nodes = {dev: path for path, dev in sorted(inspection.devices.items(), reverse=True)}
+    if ("c", 10, 200) not in nodes:
+        pytest.skip("this host has no /dev/net/tun node (c 10:200) to be an example")
+    (finding,) = [f for f in show(inspection).findings if f.code == "double-filter"]
+    examples = finding.message.split("(e.g. ", 1)[1].split("): ", 1)[0].split(", ")
+    assert examples[0] == f"c 10:200 rw ({nodes[('c', 10, 200)]})", finding.message
+    for example in examples:  # each a node of the container the scope denies and the leaf allows
+        text, path = example.rstrip(")").split(" (")
+        request = Request.parse(text)
+        assert inspection.devices[path] == (request.type, request.major, request.minor)
+        if request.access == ACC_M:  # the kernel is asked only what is safe to ask: mknod
+            assert kernel_verdicts(scope, [request]) == [False]
+        answer = explain(inspection, request)
+        assert [c for c, _ in answer.denied_by] == [node.rel(scope)], example
+        assert answer.layers[-1].allowed is True, example
+    explained = explain(inspection, NVIDIACTL_RW)
+    assert explained.allowed is False
+    (finding,) = [f for f in explained.findings if f.code == "double-filter"]
+    assert finding.message.startswith("c 195:255 rw is allowed by the runtime's program")
+    assert f"also disagree on c 10:200 rw ({nodes[('c', 10, 200)]})" in finding.message

@@ -7,6 +7,7 @@ import argparse
 from cgdev.cli.inspect_args import (
     add_system_arguments,
     add_view_arguments,
+    check_cgroup_flag,
     host_from_args,
     nested,
     warn_systemd,
@@ -39,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cgdev.ops.audit import audit_host
 
+    check_cgroup_flag(args.root, "root")
     host = host_from_args(args)
     root = args.root if args.root or not nested(args) else host.systemd_root
     result = audit_host(host, root)

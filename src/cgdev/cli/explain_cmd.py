@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from cgdev.cli.inspect_args import add_target_arguments, add_view_arguments, inspection_from_args
+from cgdev.cli.inspect_args import add_target_arguments, add_view_arguments, inspections_from_args
 from cgdev.present.json_out import print_json
 
 HELP = "explain one device request across every layer, now and after the next reload"
 DESCRIPTION = (
     "Give the verdict of every device program on every cgroup from the root to the target's, the "
     "rule and instructions that decided, the final verdict, the verdict after the next systemd "
-    "daemon-reload or set-property, and findings with fix options. Exit status: 0 allowed, "
-    "1 denied, 2 bad input, 3 environment error."
+    "daemon-reload or set-property, and findings with fix options. A pod UID is answered for "
+    "each of its containers. Exit status: 0 allowed (every container), "
+    "1 denied or unknown (an opaque program decides and no layer denies), 2 bad input, "
+    "3 environment error."
 )
 
 
@@ -30,11 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cgdev.ops.explain import explain_device, parse_access_request
+    from cgdev.ops.explain import PodExplanation, explain_device, parse_access_request
+    from cgdev.ops.layers import LiftCache
 
     access = parse_access_request(args.access)
-    inspection, live = inspection_from_args(args)
-    result = explain_device(inspection, args.device, access, live=live)
+    inspections, live = inspections_from_args(args)
+    cache = LiftCache()
+    results = [explain_device(i, args.device, access, live=live, cache=cache) for i in inspections]
+    result = results[0] if len(results) == 1 else PodExplanation(args.target, tuple(results))
     if args.json:
         print_json(result.to_json())
     else:

@@ -108,6 +108,7 @@ def host_from_args(args: argparse.Namespace) -> HostView:
         host = HostView.for_root(args.host_root)
     else:
         host = HostView.local()
+    _check_systemd_overrides(args)
     return msgspec.structs.replace(
         host.with_runtime_roots(args.runtime_root),
         bus=host.bus if args.bus is None else args.bus,
@@ -116,6 +117,31 @@ def host_from_args(args: argparse.Namespace) -> HostView:
         systemd_root=host.systemd_root if args.systemd_root is None else args.systemd_root,
         systemd_fs_root=host.systemd_fs_root if args.systemd_fs_root is None else args.systemd_fs_root,
     )
+
+
+def _check_systemd_overrides(args: argparse.Namespace) -> None:
+    """A systemd root the user typed must exist: a wrong one would silently find no unit and
+    answer as if systemd had nothing to say."""
+    import os
+
+    from cgdev.adapters import cgroupfs
+    from cgdev.errors import InputError
+
+    root = args.systemd_root
+    if root is not None and (not root.strip() or not os.path.isdir(cgroupfs.locate(root)[0])):
+        raise InputError("no such cgroup", field="systemd_root", value=args.systemd_root)
+    if args.systemd_fs_root is not None and not (
+        args.systemd_fs_root and os.path.isdir(args.systemd_fs_root)
+    ):
+        raise InputError("not a directory", field="systemd_fs_root", value=args.systemd_fs_root)
+
+
+def check_cgroup_flag(value: str | None, field: str) -> None:
+    """An empty cgroup flag (``--root ''``) is a typo, not "everything": refuse it."""
+    from cgdev.errors import InputError
+
+    if value is not None and not value.strip():
+        raise InputError("is empty", field=field, value=value)
 
 
 def warn_systemd(args: argparse.Namespace, status: str) -> None:
@@ -138,6 +164,22 @@ def inspect_from_args(args: argparse.Namespace, *, with_devices: bool = True) ->
     inspection = inspect(args.target, host_from_args(args), with_devices=with_devices)
     warn_systemd(args, inspection.systemd)
     return inspection
+
+
+def inspections_from_args(args: argparse.Namespace) -> tuple[list[Inspection], bool]:
+    """``inspection_from_args`` for a command that answers for each container a target names
+    (a pod's): the Inspections, and whether they are live."""
+    from cgdev.errors import InputError
+    from cgdev.ops.inspect import inspect_all
+
+    if getattr(args, "snapshot", None) or not args.target:
+        inspection, live = inspection_from_args(args)
+        return [inspection], live
+    if not args.target.strip():
+        raise InputError("missing (or give --snapshot FILE)", field="target")
+    inspections = inspect_all(args.target, host_from_args(args))
+    warn_systemd(args, inspections[0].systemd)
+    return inspections, True
 
 
 def inspection_from_args(args: argparse.Namespace) -> tuple[Inspection, bool]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from cgdev.cli.program_args import add_program_arguments
-from cgdev.core.model import Request
-from cgdev.errors import InputError
 from cgdev.present.json_out import print_json
 
 HELP = "decompile device programs into the rules and the exact policy they enforce"
@@ -18,36 +16,31 @@ DESCRIPTION = (
 )
 
 
-def parse_request(text: str) -> Request:
-    """``'c 195:255 rw'`` -> Request (``Request.parse``, named as the flag)."""
-    try:
-        return Request.parse(text)
-    except InputError as err:
-        raise InputError(err.why, field="check", value=text) from None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_program_arguments(parser)
     parser.add_argument(
         "--check",
         action="append",
         default=[],
-        metavar="REQUEST",
-        help="a request such as 'c 195:255 rw' (repeatable): verdict of every program and overall",
+        metavar="'DEVICE ACCESS'",
+        help="a request (repeatable): a device as explain --device takes it ('c 195:255', '195:255', "
+        "/dev/char/195:255, or a path looked up on this host) and m, r, w or rw; e.g. 'c 195:255 rw', "
+        "'/dev/null r'. Verdict of every program and overall",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output (docs/json-schema.md)")
     parser.add_argument("--no-policy", action="store_true", help="omit the exact policy from --json output")
 
 
 def run(args: argparse.Namespace) -> int:
+    from cgdev.ops.explain import host_request
     from cgdev.ops.lift_report import lift_programs
     from cgdev.ops.program_input import read_programs
 
-    requests = [parse_request(text) for text in args.check]
+    requests = [host_request(text) for text in args.check]
     sources = read_programs(
         file=args.file, text=args.text, prog_id=args.id, pinned=args.pinned, cgroup=args.cgroup
     )
-    report = lift_programs(sources, requests, with_policy=not args.no_policy)
+    report = lift_programs(sources, requests, with_policy=not args.no_policy, cgroup=args.cgroup)
     if args.json:
         print_json(report.to_json())
     else:

@@ -225,6 +225,15 @@ def _parse_body(code: int, body: str, where: str) -> list[Insn]:
     raise bad()
 
 
+_CALL_NAME_RE = re.compile(r"\(85\)\s+call\s+([A-Za-z_]\w*)#(-?\d+)")
+
+
+def call_names(text: str) -> dict[int, str]:
+    """The helper names a bpftool listing gives its calls (``call bpf_get_current_uid_gid#281664``):
+    a dump's call immediates are kernel offsets, which only the dumping host's symbols named."""
+    return {int(m[2]): m[1] for m in _CALL_NAME_RE.finditer(text)}
+
+
 def parse_bpftool_text(text: str) -> tuple[Insn, ...]:
     """Read ``bpftool prog dump xlated`` output back into slots.
 

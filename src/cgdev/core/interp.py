@@ -5,8 +5,9 @@ opaque), so it models the kernel rather than an idealised eBPF: 64-bit registers
 zero-extension, the context as 12 read-only bytes with the verifier's access rules for
 ``bpf_cgroup_dev_ctx``, a 512-byte stack, division by zero as the kernel defines it, and a return
 value restricted to 0/1.  Whatever the verifier would refuse (uninitialised reads, bad context
-access, helper calls, jumps out of the program) is ``RejectedProgram`` naming the instruction and
-the reason, never a Python exception.
+access, jumps out of the program) is ``RejectedProgram`` naming the instruction and the reason,
+never a Python exception; a path that reaches a helper call is ``UnmodelledCall`` (the kernel runs
+it, but its verdict is not the request's to decide).
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ class RejectedProgram(ProgramError):
         super().__init__(f"{prefix}: instruction {pc}: {reason}" if prefix else f"instruction {pc}: {reason}")
         self.pc = pc
         self.reason = reason
+
+
+class UnmodelledCall(ProgramError):
+    """The request's path reaches a helper call: the kernel loads and runs such a program, but its
+    verdict depends on what the helper returns (the calling task, time, a map), which no request
+    determines.  Not a rejection: the verdict is unknown, and callers say so."""
+
+    def __init__(self, pc: int, imm: int) -> None:
+        super().__init__(f"instruction {pc}: helper call #{imm}: the verdict depends on the helper")
+        self.pc = pc
+        self.imm = imm
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +321,7 @@ def run(
                     raise RejectedProgram(pc, f"r0 = {value} at exit; a device program returns 0 or 1")
                 return Outcome(value, steps)
             if jop is call_op:
-                raise RejectedProgram(pc, f"call #{insn.imm}: helper calls are not modelled")
+                raise UnmodelledCall(pc, insn.imm)
             if jop is ja_op:
                 pc = _target(insns, pc)
                 continue

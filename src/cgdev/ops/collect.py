@@ -47,7 +47,15 @@ def program_record(prog_id: int, attach_flags: int = 0) -> ProgramRecord | None:
             info = bpf.prog_info(fd)
     except NotFound:
         return None
-    return ProgramRecord(info.id, info.name, info.tag, attach_flags, info.xlated, info.blinded)
+    return ProgramRecord(
+        info.id,
+        info.name,
+        info.tag,
+        attach_flags,
+        info.xlated,
+        info.blinded,
+        tuple(sorted(helper_names(info.xlated).items())),
+    )
 
 
 def pinned_record(path: str) -> ProgramRecord | None:
@@ -56,7 +64,27 @@ def pinned_record(path: str) -> ProgramRecord | None:
             info = bpf.prog_info(fd)
     except CgdevError:
         return None
-    return ProgramRecord(info.id, info.name, info.tag, 0, info.xlated, info.blinded)
+    return ProgramRecord(
+        info.id,
+        info.name,
+        info.tag,
+        0,
+        info.xlated,
+        info.blinded,
+        tuple(sorted(helper_names(info.xlated).items())),
+    )
+
+
+def helper_names(xlated: bytes) -> dict[int, str]:
+    """The kernel's names for the helper calls of a dump (empty for the usual program: no call)."""
+    from cgdev.adapters.kernel_symbols import helper_symbols
+    from cgdev.core.isa import Opcode, decode
+
+    try:
+        calls = {i.imm for i in decode(xlated) if i.code == Opcode.CALL and i.src == 0}
+    except CgdevError:  # not decodable: the lifter says so where it matters
+        return {}
+    return helper_symbols(calls)
 
 
 def node_of(path: str) -> DeviceNode | None:

@@ -34,14 +34,23 @@ from cgdev.ops.layers import (
     devices_list_policy,
     effective_policy,
 )
-from cgdev.ops.reload import PredictedLayer, ProgramOrigin, predict_reload, reload_trigger
+from cgdev.ops.reload import (
+    PredictedLayer,
+    ProgramOrigin,
+    predict_reload,
+    reload_changes,
+    reload_notes,
+    reload_trigger,
+)
 
 
 def parse_access_request(text: str) -> int:
     return parse_request_access(text, "access")
 
 
-def _node(path: str, *, unreadable_is_absent: bool = False) -> tuple[str, int, int] | None:
+def _node(
+    path: str, *, unreadable_is_absent: bool = False, field: str = "device"
+) -> tuple[str, int, int] | None:
     """The node at ``path``; ``unreadable_is_absent`` for a container's root that even root may
     not enter (another user namespace, a process gone): the host's node is asked next."""
     try:
@@ -51,37 +60,59 @@ def _node(path: str, *, unreadable_is_absent: bool = False) -> tuple[str, int, i
     except PermissionError:
         if unreadable_is_absent:
             return None
-        raise InputError("permission denied", field="device", value=path) from None
+        raise InputError("permission denied", field=field, value=path) from None
     except OSError as err:
-        raise InputError(str(err.strerror), field="device", value=path) from None
+        raise InputError(str(err.strerror), field=field, value=path) from None
     if stat_mod.S_ISCHR(st.st_mode):
         return "c", os.major(st.st_rdev), os.minor(st.st_rdev)
     if stat_mod.S_ISBLK(st.st_mode):
         return "b", os.major(st.st_rdev), os.minor(st.st_rdev)
-    raise InputError("is not a character or block device", field="device", value=path)
+    raise InputError("is not a character or block device", field=field, value=path)
 
 
-def resolve_device(text: str, inspection: Inspection, access: int, *, live: bool) -> tuple[Request, str]:
-    """The request for ``--device`` and a note saying where the device was found."""
-    numeric = Device.parse_numeric(text, "device")  # one reader of device spellings (core)
+def resolve_device(
+    text: str, inspection: Inspection | None, access: int, *, live: bool, field: str = "device"
+) -> tuple[Request, str]:
+    """The request for ``--device`` and a note saying where the device was found.
+
+    ``inspection`` None: no container, only the host (``lift --check``): a path is looked up on
+    the host, numeric spellings are taken as given.
+    """
+    numeric = Device.parse_numeric(text, field)  # one reader of device spellings (core)
     if numeric is not None and not text.strip().startswith("/"):
         return Request.of(numeric, access), "given"
-    recorded = inspection.devices.get(os.path.normpath(text))
+    recorded = None if inspection is None else inspection.devices.get(os.path.normpath(text))
     if recorded is not None:
         return Request(recorded[0], recorded[1], recorded[2], access), "container"
     if live:
-        pid = inspection.target.pid
+        pid = None if inspection is None else inspection.target.pid
         if pid is not None:
             node = _node(f"/proc/{pid}/root{os.path.normpath(text)}", unreadable_is_absent=True)
             if node is not None:
                 return Request(node[0], node[1], node[2], access), "container"
-        node = _node(text)
+        node = _node(text, field=field)
         if node is not None:
             return Request(node[0], node[1], node[2], access), "host"
     if numeric is not None:  # systemd's spelling (/dev/char/M:m), link or not
         return Request.of(numeric, access), "given"
-    where = "in the container or on the host" if live else "in the snapshot's device list"
-    raise NotFound(f"no such device node {where} (give it as 'c MAJOR:MINOR')", field="device", value=text)
+    if inspection is None:
+        where = "on the host"
+    else:
+        where = "in the container or on the host" if live else "in the snapshot's device list"
+    raise NotFound(f"no such device node {where} (give it as 'c MAJOR:MINOR')", field=field, value=text)
+
+
+def host_request(text: str, field: str = "check") -> Request:
+    """``'DEVICE ACCESS'`` with any spelling ``--device`` takes (``c 195:255 rw``, ``195:255 r``,
+    ``/dev/char/195:255 w``, ``/dev/null rw``), a path looked up on the host: for commands that
+    ask about programs, not a container (``lift --check``)."""
+    device_text, _, access_text = text.strip().rpartition(" ")
+    if not device_text.strip() or ":" in access_text:
+        raise InputError(
+            "expected 'DEVICE ACCESS', e.g. 'c 195:255 rw' or '/dev/null r'", field=field, value=text
+        )
+    access = parse_request_access(access_text, field)
+    return resolve_device(device_text, None, access, live=True, field=field)[0]
 
 
 def explain_device(inspection: Inspection, device: str, access: int, *, live: bool,
@@ -177,12 +208,36 @@ class Explanation:
             "denied_by": [{"cgroup": c, "id": p.id, "name": p.name} for c, p in self.denied_by],
             "after_reload": {
                 "allowed": self.after_allowed,
-                "changed": self.after_allowed != self.allowed,
+                "changed": reload_changes(self.allowed, self.after_allowed),
                 "layers": [la.to_json() for la in self.after_layers],
                 "notes": list(self.after_notes),
             },
             "systemd": self.inspection.systemd,
             "findings": [f.to_json() for f in self.findings],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PodExplanation:
+    """One request for each container a target names (a pod): a pod is no enforcement point,
+    so there is no verdict of its own -- it is allowed when every container is, denied when one
+    is, unknown otherwise."""
+
+    spec: str
+    containers: tuple[Explanation, ...]
+
+    @property
+    def allowed(self) -> bool | None:
+        return all_allow(c.allowed for c in self.containers)
+
+    def to_json(self) -> dict[str, Any]:
+        requests = {c.request for c in self.containers}  # a path may differ per container
+        return {
+            "target": {"spec": self.spec, "kind": "pod"},
+            "device": self.containers[0].device,
+            "request": self.containers[0].request.to_json() if len(requests) == 1 else None,
+            "allowed": self.allowed,
+            "containers": [c.to_json() for c in self.containers],
         }
 
 
@@ -231,11 +286,11 @@ def explain(inspection: Inspection, request: Request, device: str = "", device_s
     predicted = predict_reload(views, inspection, lifts)
     after_answers = [_after_answers(layer, request) for layer in predicted]
     after_allowed = all_allow([la.allowed for la in after_answers] + ([v1_allowed] if v1 is not None else []))
-    notes = tuple(n for layer in predicted for n in layer.notes)
+    notes = reload_notes(predicted)
     effective = effective_policy(views, v1)
     findings = request_findings(
         request, layer_verdicts, predicted, allowed, after_allowed, effective,
-        reload_trigger(inspection.systemd_version), inspection.target.runtime,
+        reload_trigger(inspection.systemd_version), inspection.target.runtime, inspection.devices,
     )  # fmt: skip
     from cgdev.ops.spec_devices import revise  # the spec names the device: say why systemd lacks it
 

@@ -12,12 +12,12 @@ Two entry points: ``structural_findings`` (no request: audit and show) and ``req
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from cgdev.core.model import Request, access_to_str
+from cgdev.core.model import ACC_M, ACC_R, ACC_W, Request, access_to_str
 from cgdev.core.policy import Policy
 from cgdev.ops.layers import LayerView, UnitRecord, Verdict
 from cgdev.ops.reload import PredictedLayer, ProgramOrigin
@@ -65,14 +65,18 @@ class Finding:
 def grant_durable(trigger: str, unit: str | None = None, request: Request | None = None) -> Fix:
     """The durable grant, with the unit and device filled in when they are known."""
     device = "/dev/char/MAJ:MIN rw"
+    grant = "cgdev grant TARGET DEVICE"
     if request is not None:
         kind = "char" if request.type == "c" else "block"
         device = f"/dev/{kind}/{request.major}:{request.minor} {access_to_str(request.access)}"
+        number = f"'{request.type} {request.major}:{request.minor}'"
+        grant = f"cgdev grant {unit or 'TARGET'} {number} --access {access_to_str(request.access)}"
     return Fix(
-        f"grant on every layer durably: add the device to the unit's DeviceAllow (`systemctl "
-        f"set-property --runtime {unit or 'UNIT'} DeviceAllow='{device}'`, which also regenerates "
-        "systemd's program) and replace each other denying program with one that allows it "
-        "(`cgdev grant TARGET DEVICE` does both, verified, and rolls back on failure)",
+        f"grant on every layer durably: `{grant}` replaces each denying program with one that "
+        "allows exactly the device too and adds it to the unit's DeviceAllow, verified and rolled "
+        f"back on failure; by hand, `systemctl set-property --runtime {unit or 'UNIT'} "
+        f"DeviceAllow='{device}'` fixes systemd's layer (it regenerates its program) and the other "
+        "denying programs must be replaced",
         f"works now and survives the next {trigger}; a runtime `update` that rebuilds its own "
         "program from the spec can still drop it",
     )
@@ -107,13 +111,48 @@ RELOAD_NOW: Final = Fix(
 )
 INSPECT_OPAQUE: Final = Fix(
     "inspect it (`cgdev disasm`, bpftool prog dump xlated) and find which tool attached it",
-    "cgdev answers concrete requests for it exactly but cannot predict it as a rule list",
+    "cgdev answers concrete requests for it exactly, except where a request reaches a helper call "
+    "(then its verdict is unknown), but cannot predict it as a rule list",
 )
 
 
 def _examples(policy_gap: Policy) -> str:
     shown = [str(m.request) for m in Policy.deny_all().diff(policy_gap, limit=EXAMPLES)]
     return ", ".join(shown)
+
+
+# The accesses a person asks for, most telling first: opening a node matters more than mknod.
+_SHOWN_ACCESS: Final = (ACC_R | ACC_W, ACC_R, ACC_W, ACC_M)
+
+
+def _node_examples(
+    gap: Policy, devices: Mapping[str, tuple[str, int, int]], request: Request | None = None
+) -> list[str]:
+    """Examples of ``gap`` a user recognises: ``request`` first (when in the gap), then the
+    container's own device nodes in the gap, opened before mknod-only, as ``c 10:200 rw
+    (/dev/net/tun)``; at most EXAMPLES."""
+    shown: list[tuple[int, str]] = []
+    seen: set[tuple[str, int, int]] = set()
+    if request is not None:
+        seen.add((request.type, request.major, request.minor))
+        if gap.allows(request):
+            shown.append((-1, str(request)))
+    for path, (dev_type, major, minor) in sorted(devices.items()):
+        if (dev_type, major, minor) in seen:
+            continue
+        for rank, access in enumerate(_SHOWN_ACCESS):
+            if gap.verdict(dev_type, major, minor, access):
+                seen.add((dev_type, major, minor))
+                shown.append((rank, f"{Request(dev_type, major, minor, access)} ({path})"))
+                break
+    shown.sort(key=lambda item: item[0])  # stable: paths stay sorted within one access
+    return [text for _, text in shown[:EXAMPLES]]
+
+
+def _device_examples(gap: Policy, devices: Mapping[str, tuple[str, int, int]]) -> str:
+    """The container's nodes in ``gap``; the policy's own first boxes (``b 0:0 m``...) only when
+    none of its nodes is in it (an audit, a snapshot without nodes)."""
+    return ", ".join(_node_examples(gap, devices)) or _examples(gap)
 
 
 def _unit_name(unit: UnitRecord | None) -> str | None:
@@ -204,9 +243,12 @@ def structural_findings(
     effective: Policy | None,
     after: Policy | None,
     trigger: str,
+    devices: Mapping[str, tuple[str, int, int]] | None = None,
 ) -> list[Finding]:
     """What is wrong with a target as a whole (no particular device asked); ``trigger`` names
-    what makes systemd rebuild its program (``reload.reload_trigger``)."""
+    what makes systemd rebuild its program (``reload.reload_trigger``); ``devices`` the
+    container's device nodes (``Inspection.devices``), which examples are taken from."""
+    nodes = devices or {}
     out = _common_findings(views, predicted, trigger)
     if effective is not None and effective == Policy.allow_all():
         out.append(
@@ -224,11 +266,12 @@ def structural_findings(
                 continue
             gap = inner_policy.minus(outer_policy)
             if gap != Policy.deny_all():
+                examples = _device_examples(gap, nodes)
                 out.append(
                     Finding(
                         FindingCode.DOUBLE_FILTER,
                         f"{inner.cgroup}'s program allows devices that systemd's filter on {outer.cgroup} "
-                        f"denies (e.g. {_examples(gap)}): a grant made only on the inner layer has no effect",
+                        f"denies (e.g. {examples}): a grant made only on the inner layer has no effect",
                         (
                             grant_durable(trigger, _unit_name(outer.unit)),
                             SPEC_OR_CDI,
@@ -244,7 +287,7 @@ def structural_findings(
             out.append(
                 Finding(
                     FindingCode.RELOAD_DROPS_GRANT,
-                    f"allowed now but denied after the next {trigger}: {_examples(dropped)}",
+                    f"allowed now but denied after the next {trigger}: {_device_examples(dropped, nodes)}",
                     (grant_durable(trigger, _reloading_unit(predicted)), SPEC_OR_CDI),
                 )
             )
@@ -279,9 +322,11 @@ def request_findings(
     effective: Policy | None,
     trigger: str,
     runtime: str | None = None,
+    devices: Mapping[str, tuple[str, int, int]] | None = None,
 ) -> list[Finding]:
     """What explains this one request's verdict, now and after a reload (``runtime``: the
-    target's, named in the double-filter finding)."""
+    target's, named in the double-filter finding; ``devices``: the container's nodes, for examples
+    beside the request)."""
     out = _common_findings([lv.view for lv in layers], predicted, trigger)
     if effective is not None and effective == Policy.allow_all():
         out.append(Finding(FindingCode.ALLOW_ALL, "the container may open every device", (RESTRICT,)))
@@ -292,18 +337,25 @@ def request_findings(
         if program.owned_by_systemd and verdict.allowed is False
     ]
     inner_allows = [
-        lv.view.cgroup
+        lv.view
         for lv in layers
         for program, verdict in zip(lv.view.programs, lv.verdicts, strict=True)
         if not program.owned_by_systemd and verdict.allowed is True
     ]
     if denying_sd and inner_allows and not allowed:
+        inner, outer = inner_allows[-1], denying_sd[0]
+        inner_policy, outer_policy = _layer_policy(inner), _layer_policy(outer, systemd=True)
+        others = ""
+        if inner_policy is not None and outer_policy is not None:
+            gap = inner_policy.minus(outer_policy)
+            shown = [e for e in _node_examples(gap, devices or {}, request) if e != str(request)]
+            others = f"; the two also disagree on {', '.join(shown)}" if shown else ""
         out.append(
             Finding(
                 FindingCode.DOUBLE_FILTER,
-                f"{request} is allowed by the runtime's program on {inner_allows[-1]} but denied by "
-                f"systemd's filter on {denying_sd[0].cgroup} ({_double_filter_cause(runtime)}): "
-                "every layer must allow it",
+                f"{request} is allowed by the runtime's program on {inner.cgroup} but denied by "
+                f"systemd's filter on {outer.cgroup} ({_double_filter_cause(runtime)}): "
+                f"every layer must allow it{others}",
                 (
                     grant_durable(trigger, _unit_name(denying_sd[0].unit), request),
                     SPEC_OR_CDI,

@@ -172,6 +172,29 @@ def inspect(target_spec: str, host: HostView, *, with_devices: bool = True) -> I
         )
 
 
+def inspect_all(target_spec: str, host: HostView, *, with_devices: bool = True) -> list[Inspection]:
+    """Like ``inspect``, for every container ``target_spec`` names: one, or each container of a
+    pod (a pod is not an enforcement point; its containers are)."""
+    from cgdev.ops.collect import collect
+    from cgdev.ops.targets import resolve_all
+
+    with systemd_session(host) as (client, status):
+        targets = resolve_all(
+            target_spec, runtime_roots=host.runtime_roots, systemd=client, systemd_root=host.systemd_root
+        )
+        return [
+            collect(
+                target,
+                systemd=client,
+                systemd_status=status,
+                systemd_root=host.systemd_root,
+                systemd_fs_root=host.systemd_fs_root,
+                with_devices=with_devices,
+            )
+            for target in targets
+        ]
+
+
 def systemd_layers(host: HostView, cgroup: str) -> list[Layer]:
     """The device programs on every level from systemd's cgroup root down to ``cgroup`` (named as
     that systemd names it, e.g. a lab's own view), outermost first; no unit, no bus."""

@@ -42,6 +42,8 @@ class ProgramRecord(msgspec.Struct, frozen=True, rename={"xlated": "xlated_b64"}
     """One attached device program as the kernel reported it (``xlated`` empty if withheld).
 
     In a snapshot ``xlated`` is ``xlated_b64``, base64 (msgspec's encoding of bytes).
+    ``helpers`` names the helper calls of ``xlated`` (``(translated call offset, kernel
+    symbol)`` pairs), resolved where the program was read, since only that kernel's symbols can.
     """
 
     id: int
@@ -50,6 +52,7 @@ class ProgramRecord(msgspec.Struct, frozen=True, rename={"xlated": "xlated_b64"}
     attach_flags: int = 0
     xlated: bytes = b""
     blinded: bool = False
+    helpers: tuple[tuple[int, str], ...] = ()
 
 
 # A device node as a snapshot records it, held to what the live path accepts (b or c, numbers
@@ -226,14 +229,16 @@ class LiftCache:
             return ProgramView(record, None, reason)
         hit = self._results.get(record.xlated)
         if hit is None:
-            hit = self._lift(record.xlated, record.blinded)
+            hit = self._lift(record.xlated, record.blinded, record.helpers)
             self._results[record.xlated] = hit
         return ProgramView(record, hit[0], hit[1])
 
-    def _lift(self, raw: bytes, blinded: bool) -> tuple[LiftResult | None, str | None]:
+    def _lift(
+        self, raw: bytes, blinded: bool, helpers: tuple[tuple[int, str], ...]
+    ) -> tuple[LiftResult | None, str | None]:
         self.lifted += 1
         try:
-            return lift(decode(raw), blinded=blinded), None
+            return lift(decode(raw), blinded=blinded, calls=dict(helpers)), None
         except CgdevError as err:
             return None, f"not a loadable device program: {err}"
 

@@ -61,6 +61,7 @@ class LiftReport:
     programs: tuple[ProgramLift, ...]
     overall: tuple[Check, ...]  # per request: every program must allow
     with_policy: bool = True
+    notes: tuple[str, ...] = ()
 
     @property
     def all_allowed(self) -> bool:
@@ -70,6 +71,7 @@ class LiftReport:
         return {
             "programs": [p.to_json(self.with_policy) for p in self.programs],
             "checks": [{"request": str(c.request), "allowed": c.allowed} for c in self.overall],
+            "notes": list(self.notes),
         }
 
 
@@ -80,7 +82,7 @@ def _lift_one(source: ProgramSource, requests: Sequence[Request]) -> ProgramLift
         unreadable = LiftResult((), None, source.unreadable, "unknown")
         return ProgramLift(source, unreadable, None, tuple(Check(r, None) for r in requests))
     try:
-        result = lift(source.insns, blinded=source.blinded)
+        result = lift(source.insns, blinded=source.blinded, calls=source.helpers)
     except ProgramError as err:
         raise InputError(f"{source.label}: {err}") from None
     policy_rules = None
@@ -103,11 +105,31 @@ def _lift_one(source: ProgramSource, requests: Sequence[Request]) -> ProgramLift
     return ProgramLift(source, result, policy_rules, tuple(checks))
 
 
+def parents_note(cgroup: str) -> str:
+    """Why ``lift --cgroup X --check`` is not the container's verdict: the programs on X's parent
+    cgroups also decide (every program on the path must allow), and ``explain`` asks them all."""
+    from cgdev.ops.program_input import parent_program_count
+
+    rel, count = parent_program_count(cgroup)
+    return (
+        f"only the programs attached to {rel} are checked; its parent cgroups are not considered "
+        f"({count} device program{'' if count == 1 else 's'} there): "
+        f"cgdev explain {rel} --device DEV gives the verdict across every layer"
+    )
+
+
 def lift_programs(
-    sources: Sequence[ProgramSource], requests: Sequence[Request], *, with_policy: bool = True
+    sources: Sequence[ProgramSource],
+    requests: Sequence[Request],
+    *,
+    with_policy: bool = True,
+    cgroup: str | None = None,
 ) -> LiftReport:
+    """``cgroup``: the programs are every one attached there (``lift --cgroup``), which a check
+    must not present as the container's verdict."""
     programs = tuple(_lift_one(source, requests) for source in sources)
     overall = tuple(
         Check(request, all_allow(p.checks[i].allowed for p in programs)) for i, request in enumerate(requests)
     )
-    return LiftReport(programs, overall, with_policy)
+    notes = (parents_note(cgroup),) if cgroup is not None and requests else ()
+    return LiftReport(programs, overall, with_policy, notes)

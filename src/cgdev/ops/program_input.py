@@ -27,6 +27,7 @@ class ProgramSource:
     cgroup: str | None = None
     unreadable: str | None = None
     blinded: bool = False  # the kernel gave the instructions with constants blinded
+    helpers: dict[int, str] | None = None  # a kernel dump's call names (None: calls hold helper ids)
 
     def to_json(self) -> dict[str, object]:
         return {"source": self.label, "id": self.prog_id, "name": self.name, "cgroup": self.cgroup}
@@ -52,14 +53,16 @@ def _decode_file(path: str) -> tuple[Insn, ...]:
         raise InputError(str(err), field="file", value=path) from None
 
 
-def _text_file(path: str) -> tuple[Insn, ...]:
-    from cgdev.core.disasm import parse_bpftool_text
+def _text_file(path: str) -> ProgramSource:
+    """A bpftool listing: a kernel dump, so its calls are offsets, named by the listing itself."""
+    from cgdev.core.disasm import call_names, parse_bpftool_text
 
-    raw = _read_file(path, "text")
+    text = _read_file(path, "text").decode("utf-8", errors="replace")
     try:
-        return parse_bpftool_text(raw.decode("utf-8", errors="replace"))
+        insns = parse_bpftool_text(text)
     except InputError as err:
         raise InputError(str(err), field="text", value=path) from None
+    return ProgramSource(f"text {path}", insns, helpers=call_names(text))
 
 
 def _from_fd(fd: object, label: str, cgroup: str | None = None) -> ProgramSource:
@@ -77,7 +80,17 @@ def _from_fd(fd: object, label: str, cgroup: str | None = None) -> ProgramSource
             cgroup,
             "the kernel withheld the instructions (blinded or restricted: bpf_jit_harden / kptr_restrict)",
         )
-    return ProgramSource(label, decode(info.xlated), info.name, info.id, cgroup, blinded=info.blinded)
+    from cgdev.ops.collect import helper_names
+
+    return ProgramSource(
+        label,
+        decode(info.xlated),
+        info.name,
+        info.id,
+        cgroup,
+        blinded=info.blinded,
+        helpers=helper_names(info.xlated),
+    )
 
 
 def _by_id(prog_id: int, cgroup: str | None = None) -> ProgramSource:
@@ -111,7 +124,7 @@ def read_programs(
     if file is not None:
         return [ProgramSource(f"file {file}", _decode_file(file))]
     if text is not None:
-        return [ProgramSource(f"text {text}", _text_file(text))]
+        return [_text_file(text)]
     if prog_id is not None:
         return [_by_id(prog_id)]
     from cgdev.adapters import bpf
@@ -125,3 +138,21 @@ def read_programs(
     with bpf.open_cgroup(host) as cgroup_fd:
         ids = bpf.prog_query(cgroup_fd).ids
     return [_by_id(prog_id, rel) for prog_id in ids]
+
+
+def parent_program_count(cgroup: str) -> tuple[str, int]:
+    """``cgroup`` as explain prints it, and how many device programs sit on the cgroups above it
+    (a parent that cannot be read counts nothing: the note that uses this is advice, not a
+    verdict)."""
+    from cgdev.adapters import bpf, cgroupfs
+    from cgdev.errors import CgdevError
+
+    host, rel = _cgroup_dir(cgroup)
+    count = 0
+    for parent in cgroupfs.ancestors(host)[:-1]:
+        try:
+            with bpf.open_cgroup(parent) as fd:
+                count += len(bpf.prog_query(fd).ids)
+        except CgdevError:
+            continue
+    return rel, count

@@ -145,6 +145,23 @@ def reload_trigger(systemd_version: str) -> str:
     return f"set-property or restart of the unit (systemd {systemd_version}: not a daemon-reload)"
 
 
+def unasked_note(status: str) -> str:
+    """The one note for every cgroup systemd may own when it was not asked: the same text for
+    each, so a result lists it once (``reload_notes``), and advice only where advice helps."""
+    why = "--no-systemd" if status == SystemdStatus.OFF else "unreachable; --bus names its bus"
+    return f"systemd was not asked ({why}): what a reload attaches on its cgroups is unknown"
+
+
+def reload_notes(layers: list[PredictedLayer]) -> tuple[str, ...]:
+    """Every layer's notes, each text once, in order."""
+    return tuple(dict.fromkeys(n for layer in layers for n in layer.notes))
+
+
+def reload_changes(now: bool | None, after: bool | None) -> bool | None:
+    """Whether a reload changes a verdict: unknown when either side is (never "changed")."""
+    return None if now is None or after is None else now != after
+
+
 SYSTEMD_UNIT_SUFFIXES: Final = (".scope", ".service", ".slice")
 
 
@@ -159,10 +176,7 @@ def predict_layer(view: LayerView, inspection: Inspection, cache: LiftCache) -> 
         # A cgroup systemd probably owns, and systemd was not asked: whatever a reload attaches
         # here is unknown.  Saying "unchanged" would be a guess that hides the runc/hook case.
         kept = [PredictedProgram(ProgramOrigin.KEPT, view=p) for p in view.programs if not p.owned_by_systemd]
-        note = (
-            f"systemd was not asked ({inspection.systemd}): what a reload attaches on {view.cgroup} "
-            "is unknown (run as root with systemd's bus reachable, or pass --bus)"
-        )
+        note = unasked_note(inspection.systemd)
         return PredictedLayer(
             view.cgroup, None, (*kept, PredictedProgram(ProgramOrigin.UNKNOWN)), systemd_owned, (note,)
         )

@@ -24,7 +24,13 @@ from cgdev.ops.layers import (
     devices_list_policy,
     effective_policy,
 )
-from cgdev.ops.reload import PredictedLayer, predict_reload, predicted_policy, reload_trigger
+from cgdev.ops.reload import (
+    PredictedLayer,
+    predict_reload,
+    predicted_policy,
+    reload_notes,
+    reload_trigger,
+)
 
 MAX_EXAMPLES = 20
 
@@ -85,7 +91,7 @@ class ShowResult:
                 "gained": None if gained is None else _requests(gained),
                 "lost": None if lost is None else _requests(lost),
                 "layers": [_predicted_json(layer) for layer in self.predicted],
-                "notes": [n for layer in self.predicted for n in layer.notes],
+                "notes": list(reload_notes(list(self.predicted))),
             },
             "systemd": self.inspection.systemd,
             "findings": [f.to_json() for f in self.findings],
@@ -139,5 +145,5 @@ def show(inspection: Inspection, cache: LiftCache | None = None) -> ShowResult:
     predicted = predict_reload(views, inspection, lifts)
     after = predicted_policy(predicted, v1)
     trigger = reload_trigger(inspection.systemd_version)
-    findings = structural_findings(views, predicted, effective, after, trigger)
+    findings = structural_findings(views, predicted, effective, after, trigger, inspection.devices)
     return ShowResult(inspection, tuple(views), v1, effective, tuple(predicted), after, tuple(findings))

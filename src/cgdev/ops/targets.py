@@ -328,6 +328,46 @@ def _pick(spec: str, candidates: list[_Candidate]) -> Target:
     raise InputError(f"target {spec}: ambiguous, matches {len(pool)} containers: {listed}{more}")
 
 
+def pod_containers(pod: Target, mount: str) -> list[Target]:
+    """The containers of a pod: the engine-named cgroups under its slice (breadth-first, not
+    inside a container), each at the cgroup its processes are in (``process_leaf``).
+
+    A pod is not an enforcement point: each container has its own programs below the slice, so a
+    verdict "for the pod" would be the slice's alone (issue 12: "allow" while a container got
+    EPERM).  Callers answer for each container, or refuse the pod as ambiguous.
+    """
+    out: list[Target] = []
+    queue: deque[str] = deque([cgroupfs.cgroup_path(pod.cgroup, mount=mount)])
+    while queue:
+        for entry in _subdirs(queue.popleft()):
+            named = classify(entry.name)
+            if named is None or named[0] != TargetKind.CONTAINER:
+                queue.append(entry.path)
+                continue
+            leaf = process_leaf(entry.path)
+            pids = cgroup_pids(leaf)
+            out.append(
+                Target(
+                    pod.spec,
+                    TargetKind.CONTAINER,
+                    cgroupfs.relative(leaf, mount),
+                    pid=pids[0] if pids else None,
+                    runtime=named[1],
+                    container_id=named[2],
+                    unit=entry.name if entry.name.endswith(UNIT_SUFFIXES) else None,
+                    annotations={"io.kubernetes.pod.uid": pod.name} if pod.name else {},
+                )
+            )
+    return sorted(out, key=lambda t: t.cgroup)
+
+
+def container_label(target: Target) -> str:
+    """How a list of containers names one: ``crio 0123456789ab``, or its cgroup."""
+    if target.container_id:
+        return f"{target.runtime or 'container'} {target.container_id[:12]}"
+    return target.cgroup
+
+
 def resolve(
     spec: str,
     *,
@@ -340,9 +380,47 @@ def resolve(
 
     ``systemd`` is an optional ``SystemdClient`` used for unit names; ``systemd_root`` is where
     systemd's cgroup root sits in our cgroup2 view (``/`` on a host, the lab's subtree in a lab).
+    A pod resolves to its one container; a pod of several is ambiguous (``resolve_all`` gives
+    each).
     """
+    targets = resolve_all(spec, mount=mount, runtime_roots=runtime_roots, systemd=systemd,
+                          systemd_root=systemd_root)  # fmt: skip
+    if len(targets) == 1:
+        return targets[0]
+    listed = ", ".join(container_label(t) for t in targets[:MAX_LISTED])
+    more = f" (and {len(targets) - MAX_LISTED} more)" if len(targets) > MAX_LISTED else ""
+    raise InputError(
+        f"target {spec}: ambiguous, a pod of {len(targets)} containers: {listed}{more}; name one "
+        "(explain answers for each)"
+    )
+
+
+def resolve_all(
+    spec: str,
+    *,
+    mount: str | None = None,
+    runtime_roots: Sequence[tuple[str, str]] | None = None,
+    systemd: Any = None,
+    systemd_root: str = "/",
+) -> list[Target]:
+    """The containers ``spec`` names: one target, or each container of a pod (the pod's own
+    target when it holds none)."""
     if not spec or not spec.isprintable():
         raise InputError(f"target: {spec!r} is empty or not printable")
+    base = mount if mount is not None else cgroupfs.cgroup2_mount()
+    target = _resolve_one(spec, base, runtime_roots, systemd, systemd_root)
+    if target.kind != TargetKind.POD:
+        return [target]
+    return pod_containers(target, base) or [target]
+
+
+def _resolve_one(
+    spec: str,
+    mount: str | None,
+    runtime_roots: Sequence[tuple[str, str]] | None,
+    systemd: Any,
+    systemd_root: str,
+) -> Target:
     base = mount if mount is not None else cgroupfs.cgroup2_mount()
     if spec.isdigit() and os.path.exists(f"/proc/{int(spec)}"):
         return _pid_target(spec, base)

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any, Final, Literal
 
 from cgdev.ops.audit import AuditResult
-from cgdev.ops.explain import Explanation, LayerAnswer
+from cgdev.ops.explain import Explanation, LayerAnswer, PodExplanation
 from cgdev.ops.findings import Finding, Fix
 from cgdev.ops.lift_report import LiftReport
 from cgdev.ops.reload import ProgramOrigin, reload_trigger
@@ -121,7 +121,7 @@ def _fix_lines(action: str) -> tuple[str, list[str]]:
 
 def _mark(allowed: bool | None) -> str:
     if allowed is None:
-        return "[yellow]?[/]"
+        return "[yellow]unknown[/]"
     return "[green]allow[/]" if allowed else "[bold red]DENY[/]"
 
 
@@ -190,14 +190,43 @@ def verdict_line(result: Explanation) -> str:
     return line
 
 
-def print_explanation(result: Explanation, console: Any = None, *, quiet: bool = False) -> None:
-    """``console``: a rich Console to print on (the lab demo's); default: stdout."""
-    from rich.markup import escape
-
+def print_explanation(
+    result: Explanation | PodExplanation, console: Any = None, *, quiet: bool = False
+) -> None:
+    """``console``: a rich Console to print on (the lab demo's); default: stdout.  A pod: each
+    container's explanation, then the pod's verdict naming the containers that decide it (``-q``:
+    that last line only)."""
     console = console if console is not None else _console()
+    if isinstance(result, PodExplanation):
+        from rich.markup import escape
+        from rich.rule import Rule
+
+        from cgdev.ops.targets import container_label
+
+        if not quiet:
+            for one in result.containers:
+                console.print(Rule(escape(container_label(one.inspection.target)), align="left"))
+                _print_one(one, console)
+            console.print(Rule())
+        count = len(result.containers)
+        deciding = [container_label(c.inspection.target) for c in result.containers if c.allowed is not True]
+        which = (
+            f" ({', '.join(escape(d) for d in deciding)})" if deciding and result.allowed is not True else ""
+        )
+        console.print(  # one line, never wrapped: scripts and -q read it
+            f"pod {escape(result.spec)}, {count} containers: verdict now: {_mark(result.allowed)}{which}",
+            soft_wrap=True,
+        )
+        return
     if quiet:
         console.print(verdict_line(result))
         return
+    _print_one(result, console)
+
+
+def _print_one(result: Explanation, console: Any) -> None:
+    from rich.markup import escape
+
     req = result.request
     asked = result.device if result.device == str(req) else f"{result.device} ({req})"
     target = result.inspection.target
@@ -397,3 +426,5 @@ def print_lift(report: LiftReport, cgroup: str | None = None) -> None:
     if len(programs) > 1 or not programs:
         for overall in report.overall:
             print(f"overall {overall.request}: {_WORD[overall.allowed]} (every program must allow)")
+    for note in report.notes:
+        print(f"note: {note}")

@@ -8,10 +8,11 @@ follow exactly is opaque, with the reason, and is then answered concretely (``Li
 from __future__ import annotations
 
 import gc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from cgdev.core import interp
 from cgdev.core.fingerprint import is_cgdev_program
+from cgdev.core.helpers import call_text
 from cgdev.core.isa import Insn
 from cgdev.core.lift.assembly import Pieces, policy_of_terminals
 from cgdev.core.lift.coverage import gaps
@@ -21,13 +22,19 @@ from cgdev.core.lift.result import LiftResult
 from cgdev.core.lift.widen import lifted_rules
 
 
-def lift(insns: Sequence[Insn], *, blinded: bool = False) -> LiftResult:
+def lift(
+    insns: Sequence[Insn], *, blinded: bool = False, calls: Mapping[int, str] | None = None
+) -> LiftResult:
     """Lift a program; raises ``ProgramError`` for programs the kernel would refuse to load.
 
     ``blinded`` says the kernel gave the program with its constants blinded (``bpf_jit_harden``:
     the adapter sees the verifier's AX register in the dump); such a program is opaque, its
     verdicts still available through ``decide``.  Without it the core does not guess: bytes that
     use AX, or that are all zero, are no device program (``ProgramError``).
+
+    ``calls`` names the helper calls of a kernel dump (translated offset -> symbol, from the
+    kernel's symbols); None when the calls hold helper ids (a program as loaded).  A helper call
+    makes the program opaque, and the reason names the helper as bpftool prints it.
     """
     program = tuple(insns)
     interp.check(program, blinded=blinded)
@@ -44,7 +51,12 @@ def lift(insns: Sequence[Insn], *, blinded: bool = False) -> LiftResult:
         policy = policy_of_terminals(executor_terminals, pieces_of)
         rules = lifted_rules(executor_terminals, pieces_of, chain=generator != "cgdev")
     except Opaque as err:
-        return LiftResult(program, None, err.reason, generator)
+        reason = err.reason
+        jop = program[err.pc].jmp_op
+        if jop is not None and jop.mnemonic == "call":
+            named = call_text(program[err.pc].imm, calls)
+            reason = f"instruction {err.pc}: helper call {named}: the verdict depends on the helper"
+        return LiftResult(program, None, reason, generator)
     finally:
         if collecting:
             gc.enable()

@@ -160,9 +160,10 @@ def single_or_any(values: IntervalSet | None) -> int | bool | None:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Which block decided one request: ``rule`` is None for opaque programs."""
+    """Which block decided one request: ``rule`` is None for opaque programs; ``allowed`` None
+    when the request's path reaches a helper call (the verdict is the helper's, unknown)."""
 
-    allowed: bool
+    allowed: bool | None
     rule: LiftedRule | None
     insn_range: tuple[int, int]
     executed: int
@@ -196,7 +197,10 @@ class LiftResult:
     def decide(self, request: Request) -> Decision:
         """Run the request concretely and name the block (and lifted rule) that decided it."""
         path: list[tuple[int, bool]] = []
-        outcome = interp.run(self.insns, request, checked=True, blinded=self.blinded, path=path)
+        try:
+            outcome = interp.run(self.insns, request, checked=True, blinded=self.blinded, path=path)
+        except interp.UnmodelledCall as call:
+            return Decision(None, None, (call.pc, call.pc), 0)  # the call decides, not the request
         insn_range = _deciding_block(self.insns, path)
         ctx = _ctx_index(request)
         rule = None
