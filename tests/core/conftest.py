@@ -10,13 +10,8 @@ from pathlib import Path
 
 import pytest
 
-_HERE = Path(__file__).parent
-
-_KERNEL_FIXTURES = frozenset({"root_bpf", "probe", "scratch_cgroup", "bpffs_dir"})
+from markers import mark_by_fixtures
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # the hook sees every collected item, not only this directory's
-    for item in (i for i in items if _HERE in i.path.parents):
-        if _KERNEL_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.root)
+    mark_by_fixtures(items, Path(__file__).parent)

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-_HERE = Path(__file__).parent
+from markers import mark_by_fixtures
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # the hook sees every collected item, not only this directory's
-    for item in (i for i in items if _HERE in i.path.parents):
-        item.add_marker(pytest.mark.lab)
+    mark_by_fixtures(items, Path(__file__).parent, always="lab")

@@ -35,7 +35,9 @@ decision tree; runc, crun, crun-1.8 and systemd emit, instruction for instructio
 """
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_rule_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a rule list comes from: RULEs on the command line, ``--config`` or ``--rules`` (the
+    same for every command that reads rules: compile, convert)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("rules", nargs="*", metavar="RULE", help="rules in v1 or systemd syntax")
     source = parser.add_mutually_exclusive_group()
@@ -43,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--rules", dest="rules_file", type=Path, metavar="FILE", help="a rule file, any syntax"
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_rule_input_arguments(parser)
     parser.add_argument("--semantics", choices=SEMANTICS, help="how to read the rule list (default: ordered)")
     parser.add_argument("--shape", choices=SHAPES, default="cgdev", help="whose program to emit")
     parser.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the program here (--format)")

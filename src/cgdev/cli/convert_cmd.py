@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from cgdev.present.json_out import print_json
 
@@ -22,16 +21,11 @@ more, and a warning names anything the target syntax cannot say (no warning: exa
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cgdev.cli.compile_cmd import add_rule_input_arguments
     from cgdev.ops.compile_rules import SEMANTICS
     from cgdev.ops.convert import SOURCES, TARGETS
 
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("rules", nargs="*", metavar="RULE", help="rules in v1 or systemd syntax")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", type=Path, metavar="FILE", help="an OCI config.json")
-    source.add_argument(
-        "--rules", dest="rules_file", type=Path, metavar="FILE", help="a rule file, any syntax"
-    )
+    add_rule_input_arguments(parser)
     parser.add_argument("--from", dest="source", required=True, choices=SOURCES, help="the input's syntax")
     parser.add_argument("--to", dest="target", required=True, choices=TARGETS,
                         help="the output's syntax (rules: cgdev's minimal ordered list)")  # fmt: skip

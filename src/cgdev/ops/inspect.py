@@ -24,6 +24,7 @@ from cgdev.adapters import cgroupfs
 from cgdev.adapters.runtime_state import DEFAULT_ROOTS, runtime_roots
 from cgdev.errors import BusUnreachable, InputError, NotFound
 from cgdev.ops.layers import Inspection, Layer, SystemdStatus
+from cgdev.ops.targets import Target
 
 BUS_SOCKET: Final = "run/dbus/system_bus_socket"
 _PROC_ROOT: Final = re.compile(r"^/proc/(\d+)/root/?$")
@@ -155,44 +156,38 @@ def systemd_warning(status: str) -> str | None:
 
 def inspect(target_spec: str, host: HostView, *, with_devices: bool = True) -> Inspection:
     """Resolve ``target_spec`` on ``host`` and collect its layers (kernel, systemd, device nodes)."""
-    from cgdev.ops.collect import collect
     from cgdev.ops.targets import resolve
 
     with systemd_session(host) as (client, status):
         target = resolve(
             target_spec, runtime_roots=host.runtime_roots, systemd=client, systemd_root=host.systemd_root
         )
-        return collect(
-            target,
-            systemd=client,
-            systemd_status=status,
-            systemd_root=host.systemd_root,
-            systemd_fs_root=host.systemd_fs_root,
-            with_devices=with_devices,
-        )
+        return _collect(target, host, client, status, with_devices)
+
+
+def _collect(target: Target, host: HostView, client: Any, status: str, with_devices: bool) -> Inspection:
+    from cgdev.ops.collect import collect
+
+    return collect(
+        target,
+        systemd=client,
+        systemd_status=status,
+        systemd_root=host.systemd_root,
+        systemd_fs_root=host.systemd_fs_root,
+        with_devices=with_devices,
+    )
 
 
 def inspect_all(target_spec: str, host: HostView, *, with_devices: bool = True) -> list[Inspection]:
     """Like ``inspect``, for every container ``target_spec`` names: one, or each container of a
     pod (a pod is not an enforcement point; its containers are)."""
-    from cgdev.ops.collect import collect
     from cgdev.ops.targets import resolve_all
 
     with systemd_session(host) as (client, status):
         targets = resolve_all(
             target_spec, runtime_roots=host.runtime_roots, systemd=client, systemd_root=host.systemd_root
         )
-        return [
-            collect(
-                target,
-                systemd=client,
-                systemd_status=status,
-                systemd_root=host.systemd_root,
-                systemd_fs_root=host.systemd_fs_root,
-                with_devices=with_devices,
-            )
-            for target in targets
-        ]
+        return [_collect(target, host, client, status, with_devices) for target in targets]
 
 
 def systemd_layers(host: HostView, cgroup: str) -> list[Layer]:
