@@ -50,7 +50,7 @@ def _yaml_load(text: str) -> Any:
 
     base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-    class Loader(base):  # type: ignore[misc,valid-type]
+    class Loader(base):  # type: ignore[misc,valid-type]  # base picked at run time: C or Python loader
         pass
 
     def mapping(loader: Any, node: Any, deep: bool = False) -> Any:
@@ -154,7 +154,7 @@ def load_registry(dirs: Sequence[str] = DEFAULT_DIRS) -> CdiRegistry:
         except InputError as err:
             errors.append(err)
             continue
-        loaded.append(LoadedSpec(path, priority, spec))  # type: ignore[arg-type]
+        loaded.append(LoadedSpec(path, priority, spec))  # type: ignore[arg-type]  # msgspec's decoded Spec
     return build_registry(dirs, loaded, errors)
 
 

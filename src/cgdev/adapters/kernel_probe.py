@@ -87,9 +87,9 @@ def _run_child(procs_fd: int, plan: list[tuple[bool, str | int, int]], fresh: st
         for i, (is_open, target, arg) in enumerate(plan):
             try:
                 if is_open:
-                    close(opn(target, arg))  # type: ignore[arg-type]
+                    close(opn(target, arg))  # type: ignore[arg-type]  # the plan's open entries are (path, flags)
                 else:
-                    mknod(fresh, target, arg)  # type: ignore[arg-type]
+                    mknod(fresh, target, arg)  # type: ignore[arg-type]  # and its mknod entries (mode, rdev)
                     unlink(fresh)
             except OSError as exc:
                 results[i] = exc.errno or errno.EIO

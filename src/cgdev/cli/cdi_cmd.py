@@ -100,7 +100,7 @@ def _print_list(registry: object) -> None:
 def _print_resolution(doc: dict[str, object]) -> None:
     linux = doc["linux"]
     assert isinstance(linux, dict)
-    print(f"{', '.join(doc['names'])}  (from {', '.join(doc['specs'])})")  # type: ignore[arg-type]
+    print(f"{', '.join(doc['names'])}  (from {', '.join(doc['specs'])})")  # type: ignore[arg-type]  # the JSON document's lists of str
     print("linux.devices:")
     for dev in linux["devices"]:
         mode = f"  fileMode {dev['fileMode']:04o}" if "fileMode" in dev else ""
@@ -112,5 +112,5 @@ def _print_resolution(doc: dict[str, object]) -> None:
         values = doc[key]
         if values:
             print(f"{key}:")
-            for value in values:  # type: ignore[attr-defined]
+            for value in values:  # type: ignore[attr-defined]  # a list in the JSON document
                 print(f"  {value}")

@@ -73,7 +73,7 @@ FLAGS: dict[str, str] = {
 class _Parser(argparse.ArgumentParser):
     """argparse exits with status 2 on usage errors already; keep its message to one line."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> None:  # type: ignore[override]  # argparse's is NoReturn; exit() is
         self.exit(2, one_line(f"{self.prog}: error: {message}") + "\n")
 
 

@@ -216,7 +216,7 @@ def _lookup(document: object, path: str) -> object:
     node = document
     for key, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
         try:
-            node = node[key] if key else node[int(index)]  # type: ignore[index]
+            node = node[key] if key else node[int(index)]  # type: ignore[index]  # any JSON node; errors caught
         except (KeyError, IndexError, TypeError):
             return None
     return node

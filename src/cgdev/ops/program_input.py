@@ -68,7 +68,7 @@ def _text_file(path: str) -> ProgramSource:
 def _from_fd(fd: object, label: str, cgroup: str | None = None) -> ProgramSource:
     from cgdev.adapters import bpf
 
-    info = bpf.prog_info(fd)  # type: ignore[arg-type]
+    info = bpf.prog_info(fd)  # type: ignore[arg-type]  # an Fd or an int, as the callers hand it
     if info.type != bpf.BPF_PROG_TYPE_CGROUP_DEVICE:
         raise InputError(f"{label}: program type {info.type} is not a cgroup device program")
     if not info.xlated_readable:
