@@ -92,9 +92,10 @@ class StackLab:
         return self.call(scenario.start_preset, self.lab, preset, self.runtimes[preset.runtime])
 
     def layers(self, cgroup: str) -> list[Any]:
-        from cgdev.lab.program_path import path_layers
+        """Every cgroup from this lab's root to ``cgroup``, as explain reads it (``--ns-pid``)."""
+        from cgdev.ops.inspect import HostView, systemd_layers
 
-        return path_layers(self.lab, cgroup)
+        return systemd_layers(HostView.for_ns_pid(self.lab.pid1), cgroup)
 
 
 @pytest.fixture(scope="module", params=STACKS)
