@@ -21,6 +21,9 @@ it, and ``apply`` is the only place that changes anything.  What a plan does, an
 - v1 (hybrid hosts): a ``devices.allow`` line when the v1 devices cgroup denies a grant;
 - an opaque program on the path is refused: its policy is unknown, so "exactly plus the request"
   cannot be built (exit 2, nothing changed).
+
+Over 400 lines because the request, the three action kinds and the per-generator rebuilding are
+one decision read top to bottom; the actions' ``describe``/``to_json`` are what ``--dry-run`` shows.
 """
 
 from __future__ import annotations
