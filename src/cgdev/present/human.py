@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from cgdev.ops.audit import AuditResult
 from cgdev.ops.explain import Explanation, LayerAnswer, PodExplanation
 from cgdev.ops.findings import Finding, Fix
-from cgdev.ops.lift_report import LiftReport
 from cgdev.ops.reload import ProgramOrigin, reload_trigger
-from cgdev.ops.show import ShowResult
+
+if TYPE_CHECKING:  # each command imports only the results it renders (explain must stay fast)
+    from cgdev.ops.audit import AuditResult
+    from cgdev.ops.lift_report import LiftReport
+    from cgdev.ops.show import ShowResult
 
 
 class ColorMode(StrEnum):
