@@ -40,9 +40,7 @@ class NodeDir:
         if self.path and self.owner == os.getpid():
             return self.path
         libc = ctypes.CDLL(None, use_errno=True)
-        import tempfile  # only on the first probe: it pulls in random and hashlib
-
-        path = tempfile.mkdtemp(prefix=f"{PROBE_MOUNT_PREFIX}{os.getpid()}-")
+        path = _private_dir(f"{PROBE_MOUNT_PREFIX}{os.getpid()}-")
         target = os.fsencode(path)
         if libc.mount(b"cgdev-probe", target, b"tmpfs", _MS_NOSUID | _MS_NOEXEC, b"mode=0700") != 0:
             err = ctypes.get_errno()
@@ -89,12 +87,25 @@ class NodeDir:
         self.nodes.clear()
 
 
+def _private_dir(prefix: str) -> str:
+    """A new 0700 directory in $TMPDIR (or /tmp), as ``tempfile.mkdtemp`` makes one, without its
+    import cost (random, hashlib, shutil: a few ms on every ``cgdev grant``, which probes once)."""
+    base = os.environ.get("TMPDIR") or "/tmp"
+    while True:
+        path = os.path.join(base, prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+
+
 def _unmount(path: str) -> None:
+    """Detach the tmpfs (its nodes go with it) and remove the then empty directory."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.umount2(os.fsencode(path), _MNT_DETACH)
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
 
 
 node_dir = NodeDir()
