@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 from cgdev.adapters.systemd_client import (
     MANAGER_INTERFACE,
@@ -29,6 +26,7 @@ from cgdev.adapters.systemd_client import (
     bus_socket_path,
 )
 from cgdev.adapters.systemd_properties import cgroup_interface
+from timing import median_ms
 
 
 def default_address() -> str | None:
@@ -42,17 +40,6 @@ def default_address() -> str | None:
     except Exception:  # the lab module is optional for a benchmark: fall back quietly
         pass
     return None
-
-
-def median_ms(action: Callable[[], object], runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        action()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
 
 
 def busctl(address: str, *args: str) -> str:
@@ -122,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [
             (
                 "jeepney, open connection: GetUnit + GetAll",
-                median_ms(lambda: client.unit_properties(unit), args.n),
+                median_ms(lambda: client.unit_properties(unit), args.n, 3),
             ),
         ]
 
@@ -131,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             c.unit_properties(unit)
 
     rows += [
-        ("jeepney, new connection + GetUnit + GetAll", median_ms(cold, args.n)),
+        ("jeepney, new connection + GetUnit + GetAll", median_ms(cold, args.n, 3)),
         (
             "python process: import + connect + GetUnit + GetAll",
             median_ms(lambda: fresh_process(bus, unit), 20, 1),
@@ -139,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         ("python process doing nothing (baseline of the row above)", median_ms(empty_process, 20, 1)),
         (
             "busctl call GetUnit + busctl call GetAll (2 processes)",
-            median_ms(lambda: busctl_get_all(bus, unit), args.busctl_n),
+            median_ms(lambda: busctl_get_all(bus, unit), args.busctl_n, 3),
         ),
         (
             "busctl call GetUnit + busctl get-property x5 (2 processes)",
-            median_ms(lambda: busctl_get_property(bus, unit, interface), args.busctl_n),
+            median_ms(lambda: busctl_get_property(bus, unit, interface), args.busctl_n, 3),
         ),
     ]
 

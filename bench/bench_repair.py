@@ -30,16 +30,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from timing import median_ms
+
 NAME = os.environ.get("CGDEV_BENCH_NAME", "rep-bench")  # another name: two runs side by side
-
-
-def median_ms(action: Callable[[], object], runs: int) -> float:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
 
 
 def cli_options(lab: Any) -> list[str]:
