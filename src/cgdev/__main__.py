@@ -1,7 +1,5 @@
 """``python -m cgdev`` is the same as the ``cgdev`` console script."""
 
-import sys
+from cgdev.cli.main import entry
 
-from cgdev.cli.main import main
-
-sys.exit(main())
+entry()

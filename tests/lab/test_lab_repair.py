@@ -272,6 +272,22 @@ def _kill_before_action(kill_at: int) -> None:  # pragma: no cover - runs in a c
     apply.apply_plan = killing  # type: ignore[assignment]
 
 
+def test_the_fast_exit_still_unmounts_the_probe_tmpfs(lab: LabHandle, lab_view: Lab) -> None:
+    """A grant verifies with the kernel probe, which mounts a node tmpfs and unmounts it in an exit
+    handler; the executable ends with ``os._exit`` (cli.main.entry) after running the handlers, so
+    no ``cgdev-probe-<pid>-`` mount may be left behind."""
+    from cgdev.adapters import cgroupfs, probe_nodes
+
+    with container_from(lab, "crun-sd", "rep-exit") as container:
+        argv = [sys.executable, "-m", "cgdev", "grant", container.id, "c 195:255", *lab_view.options]
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+        assert "verified: kernel probe" in out  # the probe (and its tmpfs) was used
+        marker = f"{probe_nodes.PROBE_MOUNT_PREFIX}{child.pid}-"
+        assert [m.mountpoint for m in cgroupfs.mounts() if marker in m.mountpoint] == []
+
+
 def test_a_grant_killed_half_way_is_finished_by_a_rerun(lab: LabHandle, lab_view: Lab) -> None:
     """Crash safety at each step: the child dies before action i; the layers are old or new, the
     container keeps /dev/null, and a rerun completes the grant."""

@@ -1,0 +1,29 @@
+"""The ``cgdev`` executable's fast exit (cli.main.entry): exit statuses and output survive
+``os._exit``.  Run as real processes, because what is tested is the process's end.  That the exit
+handlers still run is tested where one exists: tests/lab/test_lab_repair.py (the probe's tmpfs)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def _cgdev(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cgdev", *argv], capture_output=True, text=True, timeout=60)
+
+
+def test_exit_statuses_and_output_survive_the_fast_exit() -> None:
+    helped = _cgdev("--help")
+    assert helped.returncode == 0 and "usage: cgdev" in helped.stdout
+    assert _cgdev("no-such-command").returncode == 2
+    compiled = _cgdev("compile", "allow c 1:3 rw", "--json")
+    assert compiled.returncode == 0 and compiled.stdout.rstrip().endswith("}")  # flushed in full
+    bad = _cgdev("compile", "allow c 1:3 rx")
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1
+
+
+def test_a_closed_pipe_is_not_a_traceback() -> None:
+    # the reader goes away before cgdev writes: no BrokenPipeError traceback, no hang
+    shell = f"{sys.executable} -m cgdev man | head -c 1 >/dev/null"
+    done = subprocess.run(["sh", "-c", shell], capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr
