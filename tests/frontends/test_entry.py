@@ -27,3 +27,14 @@ def test_a_closed_pipe_is_not_a_traceback() -> None:
     shell = f"{sys.executable} -m cgdev man | head -c 1 >/dev/null"
     done = subprocess.run(["sh", "-c", shell], capture_output=True, text=True, timeout=60)
     assert "Traceback" not in done.stderr
+
+
+def test_options_may_come_between_positionals() -> None:
+    """``cgdev grant CTR --dry-run DEV`` once read CTR as all of ``TARGET DEVICE...`` and refused
+    DEV; options between positionals must be read as users of every other CLI expect."""
+    split = _cgdev("compile", "allow c 1:3 rw", "--json", "allow c 1:5 r")
+    joined = _cgdev("compile", "--json", "allow c 1:3 rw", "allow c 1:5 r")
+    assert split.returncode == 0, split.stderr
+    assert split.stdout == joined.stdout
+    # a command with nested sub-commands keeps argparse's own order rules
+    assert _cgdev("lab", "--help").returncode == 0

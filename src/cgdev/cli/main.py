@@ -14,6 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 # name -> module (or ``module:ATTR`` for one of several commands a module defines); the order is
 # the order of ``cgdev --help``.
@@ -72,7 +73,31 @@ FLAGS: dict[str, str] = {
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse exits with status 2 on usage errors already; keep its message to one line."""
+    """argparse, with options allowed between positionals and usage errors on one line.
+
+    Plain argparse takes a command's positionals in one go: ``cgdev grant CTR --dry-run DEV`` read
+    ``CTR`` as the whole of ``TARGET DEVICE...`` and refused ``DEV``.  A parser without
+    sub-commands or a remainder argument therefore parses intermixed (options anywhere), as users
+    of every other CLI expect.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[Any, list[str]]:
+        if self._intermixing or not self._can_intermix():
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+    def _can_intermix(self) -> bool:
+        """argparse refuses to intermix around sub-commands, remainders and grouped positionals."""
+        if any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in self._actions):
+            return False
+        grouped = (a for g in self._mutually_exclusive_groups for a in g._group_actions)
+        return all(a.option_strings for a in grouped)
 
     def error(self, message: str) -> None:  # type: ignore[override]  # argparse's is NoReturn; exit() is
         self.exit(2, one_line(f"{self.prog}: error: {message}") + "\n")
