@@ -15,6 +15,8 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -97,3 +99,47 @@ def test_runc_skipped_entry_is_named_and_the_proposed_grant_survives_reload(lab:
         assert _allowed(view, container)  # the grant explain proposed survives the reload
         scenario.apply_step(lab.running, "set-property", container)
         assert _allowed(view, container)
+
+
+def test_audit_names_the_missing_link_and_with_links_runc_keeps_the_device(lab: LabHandle) -> None:
+    """Issue 9 items 4 and links acceptance: audit reports the /dev/char link runc 1.1.5 would need
+    for a device in a running container's spec; after `cgdev links --create` a container created
+    with the same spec keeps the device in DeviceAllow, and the kernel allows it after a reload.
+
+    The lab shares the host's /dev, so the node and link are made and removed by this test."""
+    view = Lab(lab)
+    dev = f"/proc/{lab.pid1}/root/dev"
+    if os.path.lexists(f"{dev}/char/195:255") or os.path.exists("/sys/dev/char/195:255"):
+        pytest.skip("the host already has a /dev/char/195:255 link (or sysfs entry): nothing to create")
+    with runc_with_gpu_in_spec(lab, "r2-links-a") as first:
+        done = view.cgdev("audit", "--json")
+        assert done.returncode == 1, done.stderr  # a certain missing link is a finding
+        (missing,) = [m for m in json.loads(done.stdout)["missing_links"] if m["device"] == "c 195:255"]
+        assert missing["link"] == "/dev/char/195:255" and missing["certain"] is True
+        assert first.id in missing["containers"] and "1.1.5" in missing["runc"]
+        quiet = view.cgdev("audit", "-q")
+        assert "missing /dev/char links" in quiet.stdout, quiet.stdout
+
+    node = f"{dev}/cgdev-test-nvidiactl"
+    made_char_dir = not os.path.isdir(f"{dev}/char")
+    os.mknod(node, 0o600 | 0o020000, os.makedev(195, 255))
+    try:
+        argv = [sys.executable, "-m", "cgdev", "links", "--create", "--no-cdi", "--dev", dev, "--json"]
+        created = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert created.returncode == 0, created.stderr
+        assert os.readlink(f"{dev}/char/195:255") == "../cgdev-test-nvidiactl"
+        with runc_with_gpu_in_spec(lab, "r2-links-b") as second:
+            done = view.cgdev("audit", "--json")
+            report = json.loads(done.stdout)
+            assert not [m for m in report["missing_links"] if m["device"] == "c 195:255"]
+            row = next(r for r in report["containers"] if r["container_id"] == second.id)
+            assert "spec-device-skipped" not in [f["code"] for f in row["findings"]]
+            scenario.apply_step(lab.running, "daemon-reload", second)
+            assert _allowed(view, second)  # runc kept the entry: the reload keeps the device
+    finally:
+        for path in (f"{dev}/char/195:255", node):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if made_char_dir:
+            with contextlib.suppress(OSError):
+                os.rmdir(f"{dev}/char")

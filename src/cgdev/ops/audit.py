@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from cgdev.core.policy import Policy
     from cgdev.ops.inspect import HostView
     from cgdev.ops.reload import PredictedLayer
+    from cgdev.ops.spec_devices import MissingLink
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +83,11 @@ class AuditResult:
     seconds: float
     systemd: str
     errors: tuple[str, ...] = field(default_factory=tuple)
+    missing_links: tuple[MissingLink, ...] = ()  # the node's, not one container's
 
     @property
     def has_findings(self) -> bool:
-        return any(row.findings for row in self.rows)
+        return any(row.findings for row in self.rows) or any(m.certain for m in self.missing_links)
 
     def to_json(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
@@ -107,7 +109,14 @@ class AuditResult:
             },
             "systemd": self.systemd,
             "errors": list(self.errors),
+            "missing_links": [_builtins(m) for m in self.missing_links],
         }
+
+
+def _builtins(value: Any) -> Any:
+    import msgspec
+
+    return msgspec.to_builtins(value)
 
 
 class _Reader:
@@ -279,6 +288,11 @@ def audit(
             findings = revise_audit(target, findings, cached.predicted, cached.effective, cached.after,
                                     systemd_fs_root)  # fmt: skip
         rows.append(AuditRow(target, cached.programs, cached.opaque, findings))
+    from cgdev.adapters.runtime_binaries import binary_version
+    from cgdev.ops.spec_devices import missing_links
+
+    links = missing_links([row.target for row in rows], systemd_fs_root, version or None,
+                          lambda: binary_version("runc", systemd_fs_root))  # fmt: skip
     return AuditResult(
         rows=tuple(rows),
         cgroups_walked=walked,
@@ -289,6 +303,7 @@ def audit(
         seconds=time.perf_counter() - started,
         systemd=systemd_status,
         errors=tuple(errors),
+        missing_links=links,
     )
 
 

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from cgdev.core.model import Request, Rule, access_to_str
 from cgdev.ops.findings import SPEC_OR_CDI, Finding, FindingCode, Fix
@@ -192,3 +194,56 @@ def _skipped(request: Request, inspection: Inspection, unit: str, fs_root: str, 
         ),
         layer,
     )
+
+
+class MissingLink(msgspec.Struct, frozen=True):
+    """A ``/dev/char`` (or ``/dev/block``) link the node's runc needs for a device that running
+    containers' specs list: without it, runc leaves the device out of ``DeviceAllow`` for the next
+    container created with it, which then loses it at the first reload (issue 9 item 4).
+
+    ``certain`` is False when runc's or systemd's version is unknown: then the link is missing and
+    runc 1.1.3-1.1.6 would skip the device, but whether this node's runc is one is not known."""
+
+    link: str
+    device: str
+    containers: tuple[str, ...]
+    runc: str | None
+    certain: bool
+
+
+def missing_links(
+    targets: Sequence[Target],
+    systemd_fs_root: str,
+    systemd_version: str | None,
+    runc_version: Callable[[], str | None],
+) -> tuple[MissingLink, ...]:
+    """The links runc would need for the exact devices in runc containers' specs, where they are
+    missing and this node's runc checks for them.  ``runc_version`` is asked only when a link is
+    missing (it runs the binary)."""
+    from cgdev.core.semantics.runc_dev_char import dev_char_check, runc_passes_device
+
+    wanted: dict[Request, list[str]] = {}
+    for target in targets:
+        if not (target.runtime or "").lower().startswith("runc"):
+            continue
+        for rule in spec_rules(target) or ():
+            if rule.allow and rule.major is not None and rule.minor is not None and str(rule.type) in "cb":
+                node = Request(str(rule.type), rule.major, rule.minor, 0)  # the node, not an access
+                wanted.setdefault(node, []).append(target.container_id or target.spec)
+    absent = []
+    for request, users in wanted.items():
+        link, _, sys_link = _link_paths(request, systemd_fs_root)
+        if not os.path.exists(os.path.join(systemd_fs_root, link.lstrip("/"))):  # runc stats it
+            absent.append((request, link, sys_link, users))
+    if not absent:
+        return ()
+    runc = runc_version()
+    check = dev_char_check(runc, systemd_version)
+    found = []
+    for request, link, sys_link, users in absent:
+        passes = runc_passes_device(check, False, sys_link)
+        if passes is True:
+            continue
+        text = f"{request.type} {request.major}:{request.minor}"
+        found.append(MissingLink(link, text, tuple(sorted(set(users))), runc, passes is False))
+    return tuple(found)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # each command imports only the results it renders (explain m
     from cgdev.ops.audit import AuditResult
     from cgdev.ops.lift_report import LiftReport
     from cgdev.ops.show import ShowResult
+    from cgdev.ops.spec_devices import MissingLink
 
 
 class ColorMode(StrEnum):
@@ -348,6 +349,7 @@ def audit_summary(result: AuditResult) -> str:
     codes = ", ".join(sorted({str(f.code) for row in flagged for f in row.findings}))
     line = f"{count} container{'' if count == 1 else 's'}, {len(flagged)} with findings"
     line += f" ({codes})" if codes else ""
+    line += f", {len(result.missing_links)} missing /dev/char links" if result.missing_links else ""
     return line + (f", {len(result.errors)} skipped" if result.errors else "")
 
 
@@ -393,8 +395,23 @@ def print_audit(result: AuditResult, console: Any = None, *, wide: bool = False,
             escape(found) if row.findings else "[green]-[/]",
         )
     console.print(table)
+    for missing in result.missing_links:
+        console.print(escape(missing_link_line(missing)), soft_wrap=True)
     for error in result.errors:
         console.print(f"[yellow]skipped: {escape(error)}[/]", soft_wrap=True)
+
+
+def missing_link_line(missing: MissingLink) -> str:
+    """One line per missing link: which device, whose specs, why it matters, the fix."""
+    users = ", ".join(c[:12] for c in missing.containers[:3]) + (
+        " ..." if len(missing.containers) > 3 else ""
+    )
+    who = f"runc ({missing.runc})" if missing.certain else "runc 1.1.3-1.1.6 (this node's version is unknown)"
+    return (
+        f"missing link {missing.link} for {missing.device} (in the spec of {users}): {who} leaves the "
+        "device out of DeviceAllow for containers created from now on, and they lose it at the next "
+        "daemon-reload; fix: `cgdev links --create`"
+    )
 
 
 _WORD = {True: "allowed", False: "denied", None: "unknown"}
