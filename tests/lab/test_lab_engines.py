@@ -89,6 +89,8 @@ def test_engine_container_is_explained_by_name_and_id_as_the_kernel_answers(
     record = lab.run_engine(engine, name, runtime=runtime, annotations={"cgdev.test/case": name})
     started.append(record)
     assert record.engine is engine and record.name == name and record.driver == "systemd"
+    said = lab.exec(["podman" if engine is Engine.PODMAN else "containerd", "--version"]).stdout
+    assert record.engine_version and record.engine_version in said, (record.engine_version, said)
     assert record.scope is not None and record.cgroup.split("/")[2] == record.scope
     host = _host_view(lab)
     lab_root = host.systemd_root.rstrip("/")

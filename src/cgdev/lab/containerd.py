@@ -16,6 +16,7 @@ lack; the env because a ``--rootfs`` container gets no image config).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -140,5 +141,6 @@ def exec_argv(name: str, exec_id: str, argv: Sequence[str]) -> list[str]:
 
 def version(lab: Lab) -> str | None:
     done = lab.exec(["containerd", "--version"], check=False, timeout=10)
-    words = done.stdout.split()
-    return words[2].split("~")[0] if done.returncode == 0 and len(words) > 2 else None
+    words = done.stdout.split()  # containerd github.com/containerd/containerd[/v2] 2.1.9+unknown ...
+    found = re.match(r"\d+(?:\.\d+)+", words[2]) if done.returncode == 0 and len(words) > 2 else None
+    return found.group(0) if found else None

@@ -54,6 +54,7 @@ class EngineContainer(msgspec.Struct, frozen=True, kw_only=True):
     annotations: dict[str, str] = {}
     devices: list[str] = []
     hooks_dir: str | None = None
+    engine_version: str | None = None  # read from the engine's binary in the lab, never assumed
 
     @property
     def config_json(self) -> str:

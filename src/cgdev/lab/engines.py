@@ -96,6 +96,9 @@ def run_engine_container(
 
     with lab_lock(limit):
         require_same_lab(lab)
+        from cgdev.lab.engine_packages import ensure_engine
+
+        ensure_engine(lab, chosen, limit)
         label, runtime_path = _runtime(lab, runtime)
         rootfs = str(_engine_rootfs())
         old = records.find(name)
@@ -107,6 +110,7 @@ def run_engine_container(
                                   annotations=checked_annotations, args=args)  # fmt: skip
             container_id, pid, bundle_dir = podman.start(lab, base, run, limit)
             scope = f"libpod-{container_id}.scope"
+            version = podman.version(lab)
         else:
             containerd.ensure_daemon(lab, limit)
             containerd.remove(lab, name, limit)  # a leftover of that name (no record of it)
@@ -114,6 +118,7 @@ def run_engine_container(
                                       annotations=checked_annotations, args=args)  # fmt: skip
             container_id, pid, bundle_dir = containerd.start(lab, run, name, limit)
             scope = f"cri-containerd-{name}.scope"
+            version = containerd.version(lab)
         from cgdev.lab.runtime import lab_process_cgroup
 
         record = EngineContainer(
@@ -130,6 +135,7 @@ def run_engine_container(
             annotations=checked_annotations,
             devices=checked_devices,
             hooks_dir=hooks_dir,
+            engine_version=version,
         )
         records.save(record, lab.state)
         return record
