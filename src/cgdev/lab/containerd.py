@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Final
 
 from cgdev.errors import EnvError
@@ -57,10 +58,14 @@ def config_toml() -> str:
 
 
 def ctr(*argv: str) -> list[str]:
-    return ["ctr", "--address", SOCKET, "--namespace", NAMESPACE, *argv]
+    """ctr on our socket and namespace; a daemon that is gone fails the dial instead of retrying it."""
+    return ["ctr", "--address", SOCKET, "--namespace", NAMESPACE, "--connect-timeout", "5s", *argv]
 
 
 def _answers(lab: Lab) -> bool:
+    """containerd answers on its socket; without a socket ctr would retry its dial for a long time."""
+    if not Path(f"/proc/{lab.pid1}/root{SOCKET}").is_socket():
+        return False
     return lab.exec(ctr("version"), check=False, timeout=10).returncode == 0
 
 
@@ -121,7 +126,13 @@ def start(lab: Lab, run: Sequence[str], name: str, timeout: float) -> tuple[str,
 
 
 def remove(lab: Lab, name: str, timeout: float) -> None:
-    """Kill and delete the task, then the container; one that is already gone is fine."""
+    """Kill and delete the task, then the container; one that is already gone is fine.
+
+    containerd not answering is an ``EnvError``: its containers cannot be removed through it
+    (stopping the lab still kills them).
+    """
+    if not _answers(lab):
+        raise EnvError(f"containerd does not answer on {SOCKET}: cannot remove {name}")
     lab.exec(ctr("task", "kill", "--signal", "SIGKILL", name), check=False, timeout=timeout)
     lab.exec(ctr("task", "delete", "--force", name), check=False, timeout=timeout)
     done = lab.exec(ctr("container", "delete", name), check=False, timeout=timeout)
@@ -131,6 +142,8 @@ def remove(lab: Lab, name: str, timeout: float) -> None:
 
 def listed(lab: Lab) -> list[str]:
     """The containers containerd has in our namespace ([] when it is not running)."""
+    if not _answers(lab):
+        return []
     done = lab.exec(ctr("container", "list", "--quiet"), check=False, timeout=10)
     return done.stdout.split() if done.returncode == 0 else []
 

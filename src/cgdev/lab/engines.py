@@ -113,7 +113,8 @@ def run_engine_container(
             version = podman.version(lab)
         else:
             containerd.ensure_daemon(lab, limit)
-            containerd.remove(lab, name, limit)  # a leftover of that name (no record of it)
+            if name in containerd.listed(lab):  # a leftover of that name (no record of it)
+                containerd.remove(lab, name, limit)
             run = containerd.run_argv(name, rootfs, runtime_path, driver, devices=checked_devices,
                                       annotations=checked_annotations, args=args)  # fmt: skip
             container_id, pid, bundle_dir = containerd.start(lab, run, name, limit)
