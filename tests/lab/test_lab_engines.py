@@ -119,6 +119,23 @@ def test_engine_container_is_explained_by_name_and_id_as_the_kernel_answers(
     assert by_unit.cgroup == lab_root + record.cgroup
 
 
+@pytest.mark.parametrize("engine", [Engine.PODMAN, Engine.CONTAINERD])
+def test_the_cgroupfs_driver_too(lab: LabHandle, started: list[EngineContainer], engine: Engine) -> None:
+    """podman --cgroup-manager cgroupfs (libpod_parent/libpod-<id>), ctr without the systemd flag."""
+    _require_engine(lab, engine)
+    record = lab.run_engine(engine, _name(engine, "runc", "cgfs"), runtime="runc", driver="cgroupfs")
+    started.append(record)
+    assert record.scope is None and not record.cgroup.startswith("/system.slice")
+    kernel = _kernel(record, lab, [NULL, NVIDIACTL])
+    assert kernel == [True, False]
+    host = _host_view(lab)
+    for spec in (record.name, record.id):
+        inspection = inspect(spec, host)
+        assert inspection.target.cgroup == host.systemd_root.rstrip("/") + record.cgroup
+        answers = [explain(inspection, r, "", "container", LiftCache()).allowed for r in (NULL, NVIDIACTL)]
+        assert answers == kernel, (spec, answers)
+
+
 @pytest.mark.parametrize(("engine", "runtime"), [CASES[0], CASES[1], CASES[2]])
 def test_a_device_given_to_the_engine_is_allowed_on_every_layer(
     lab: LabHandle, started: list[EngineContainer], engine: Engine, runtime: str

@@ -326,9 +326,10 @@ def _run_engine(args: argparse.Namespace) -> int:
         options.pop("name"),
         **options,
     )
+    short_id = record.id if record.id == record.name else record.id[:12]
     human = (
         f"started {record.engine.value} {record.name} ({record.runtime}, {record.driver}): "
-        f"id {record.id[:12]}, pid {record.pid} in the lab, cgroup {record.cgroup}"
+        f"id {short_id}, pid {record.pid} in the lab, cgroup {record.cgroup}"
         + (f", scope {record.scope}" if record.scope else "")
     )
     import msgspec
