@@ -96,6 +96,24 @@ class LabHandle:
         rt = self._containers.runtime_named(container.runtime, self.runtimes)
         return runtime.open_in_container(self.running, rt, container.driver, container.id, bundle.PROBE_NODES)
 
+    def run_engine(self, engine: str, name: str, **options: Any) -> Any:
+        """Start ``name`` with podman or containerd (``cgdev.lab.engines.run_engine_container``'s
+        options: runtime= a lab runtime or a binary path, devices=, annotations=, hooks_dir=)."""
+        from cgdev.lab import engines
+
+        return engines.run_engine_container(self.running, engine, name, **options)
+
+    def remove_engine(self, name: str) -> None:
+        from cgdev.lab import engines
+
+        engines.remove_engine_container(self.running, name)
+
+    def probe_engine(self, record: Any, nodes: Sequence[str] = ("null", "nvidiactl")) -> dict[str, str]:
+        """Open each ``/dev/<node>`` read-write inside an engine container (through the engine)."""
+        from cgdev.lab import engines
+
+        return engines.probe(self.running, record, tuple(nodes))
+
     def restart(self) -> Any:
         """down + up; returns the down report (tests of cleanliness use it)."""
         report = self._control.down()

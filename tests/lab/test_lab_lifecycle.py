@@ -21,6 +21,10 @@ def test_down_leaves_nothing_and_up_restarts(lab: LabHandle) -> None:
     hooksim.hook_cgroup(str(lab.cgroup_root / container.cgroup.lstrip("/")), 195, 255)
     program_ids = [p.id for layer in _path(container.cgroup) for p in layer.programs]
     assert program_ids
+    # engine containers (podman, containerd) go with down too: removed first, their state with /run
+    engine_names = ["lab-test-down-podman", "lab-test-down-ctr"]
+    lab.run_engine("podman", engine_names[0], runtime="crun")
+    lab.run_engine("containerd", engine_names[1], runtime="runc")
     old_pid1, cgroup_root = lab.pid1, lab.cgroup_root
     mountinfo = Path(f"/proc/{old_pid1}/mountinfo").read_text()
     assert "/run/cgdev-dev" in mountinfo  # the lab's mounts exist, in its own namespace
@@ -28,6 +32,7 @@ def test_down_leaves_nothing_and_up_restarts(lab: LabHandle) -> None:
     report = lab.restart()
 
     assert report.was_running and "lab-test-down" in report.deleted
+    assert set(engine_names) <= set(report.deleted) and report.errors == []
     assert report.leftovers == []
     # independent checks of what leftovers() claims
     assert (

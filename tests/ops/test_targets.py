@@ -84,6 +84,57 @@ def test_list_containers_skips_garbage(tmp_path: Path) -> None:
     assert [s.id for s in found] == ["good"]
 
 
+def _podman_bundle(storage: Path, container_id: str) -> Path:
+    """containers/storage's layout as podman 4.3.1 writes it (``<driver>-containers/<id>/userdata``)."""
+    bundle = storage / "vfs-containers" / container_id / "userdata"
+    bundle.mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps({"annotations": {"io.container.manager": "libpod"}}))
+    return bundle
+
+
+def test_podman_names_come_from_containers_storage_beside_the_bundle(tmp_path: Path) -> None:
+    """podman puts no name annotation in the spec: its name is in containers.json (as in the lab)."""
+    ids = ["a" * 64, "b" * 64]
+    root = tmp_path / "crun"
+    for cid in ids:
+        (root / cid).mkdir(parents=True)
+        bundle = _podman_bundle(tmp_path / "storage", cid)
+        (root / cid / "status").write_bytes(CRUN_STATUS % str(bundle).encode())
+    records = [
+        {"id": ids[0], "names": ["web"], "layer": "x", "metadata": "{}"},
+        {"id": "c" * 64, "names": ["o"]},
+    ]
+    (tmp_path / "storage" / "vfs-containers" / "containers.json").write_text(json.dumps(records))
+    found = {s.id: s for s in list_containers([("crun", str(root))])}
+    assert found[ids[0]].name == "web" and found[ids[0]].named("web")
+    assert found[ids[1]].name is None  # not in containers.json: no name, no error
+    assert found[ids[0]].annotations == {"io.container.manager": "libpod"}
+
+
+def test_a_broken_containers_json_gives_no_names_and_no_error(tmp_path: Path) -> None:
+    root, cid = tmp_path / "crun", "d" * 64
+    (root / cid).mkdir(parents=True)
+    bundle = _podman_bundle(tmp_path / "storage", cid)
+    (root / cid / "status").write_bytes(CRUN_STATUS % str(bundle).encode())
+    (tmp_path / "storage" / "vfs-containers" / "containers.json").write_text('[{"id": 5}')
+    (state,) = list_containers([("crun", str(root))])
+    assert state.name is None and state.engine_names == ()
+
+
+def test_a_root_ending_in_star_is_a_directory_of_roots(tmp_path: Path) -> None:
+    """containerd's runc shim keeps one runtime root per namespace: /run/containerd/runc/<ns>."""
+    for namespace, cid in (("k8s.io", "c1"), ("default", "c2")):
+        state_dir = tmp_path / "runc" / namespace / cid
+        state_dir.mkdir(parents=True)
+        data = {"id": cid, "init_process_pid": 0, "config": {"labels": [f"bundle=/b/{cid}"]}}
+        (state_dir / "state.json").write_text(json.dumps(data))
+    found = list_containers([("runc", f"{tmp_path}/runc/*"), ("runc", f"{tmp_path}/missing/*")])
+    assert sorted((s.runtime, s.id, s.bundle) for s in found) == [
+        ("runc", "c1", "/b/c1"),
+        ("runc", "c2", "/b/c2"),
+    ]
+
+
 def test_runtime_root_must_exist(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="--runtime-root"):
         runtime_roots([str(tmp_path / "nope")])

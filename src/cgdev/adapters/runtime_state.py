@@ -26,12 +26,18 @@ from typing import Final
 from cgdev.adapters import cgroupfs
 from cgdev.errors import CgdevError, InputError, NeedsRoot
 
-# The roots each runtime uses when run as root (their --root default).
+# The roots each runtime uses when run as root (their --root default).  A root ending in ``/*``
+# is a directory of roots: containerd's runc shim keeps one per namespace (``--root
+# /run/containerd/runc/<namespace>``), whichever of runc or crun it runs.
 DEFAULT_ROOTS: Final[tuple[tuple[str, str], ...]] = (
     ("crun", "/run/crun"),
     ("runc", "/run/runc"),
     ("youki", "/run/youki"),
+    ("runc", "/run/containerd/runc/*"),
 )
+ROOTS_GLOB: Final = "/*"
+# A bundle that containers/storage made (podman, CRI-O): ``<storage>/<driver>-containers/<id>/userdata``.
+_STORAGE_BUNDLE: Final = re.compile(r"^(.*/[a-z0-9]+-containers)/([0-9a-f]{64})/userdata/?$")
 
 # Annotations engines put a human container name in, most specific first.
 NAME_ANNOTATIONS: Final = (
@@ -60,13 +66,19 @@ class ContainerState:
     annotations: dict[str, str] = field(default_factory=dict)
     state_file: str = ""
     ns_pid: int | None = None  # the pid as recorded, when the runtime runs in another PID namespace
+    # The names an engine keeps outside the spec (podman's and CRI-O's containers/storage).
+    engine_names: tuple[str, ...] = ()
 
     @property
     def name(self) -> str | None:
         for key in NAME_ANNOTATIONS:
             if self.annotations.get(key):
                 return self.annotations[key]
-        return None
+        return self.engine_names[0] if self.engine_names else None
+
+    def named(self, spec: str) -> bool:
+        """Whether ``spec`` is one of this container's names (annotation or engine record)."""
+        return spec == self.name or spec in self.engine_names
 
 
 # -- the on-disk formats: runtime_state_files, imported when a file is read -------------------
@@ -98,6 +110,51 @@ def _bundle_annotations(bundle: str, fs_root: str = "/") -> dict[str, str]:
 
 
 _FOREIGN_ROOT: Final = re.compile(r"^(/proc/\d+/root)/")
+
+
+class _StorageNames:
+    """containers/storage's ``containers.json`` (id -> names), read once per file version.
+
+    podman 4 puts a container's name in no annotation: its name lives in its engine's records,
+    and containers/storage's JSON file beside the bundle is the one of them that is plain JSON
+    (libpod's database is BoltDB).  Cached by (path, mtime) so a listing reads each file once.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[int, dict[str, tuple[str, ...]]]] = {}
+
+    def names(self, bundle: str, container_id: str, fs_root: str = "/") -> tuple[str, ...]:
+        match = _STORAGE_BUNDLE.match(bundle)
+        if match is None or match.group(2) != container_id:
+            return ()
+        path = os.path.join(fs_root, match.group(1).lstrip("/"), "containers.json")
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError:
+            return ()
+        cached = self._cache.get(path)
+        if cached is None or cached[0] != mtime:
+            cached = (mtime, _read_storage_names(path))
+            self._cache[path] = cached
+        return cached[1].get(container_id, ())
+
+
+def _read_storage_names(path: str) -> dict[str, tuple[str, ...]]:
+    from cgdev.adapters import runtime_state_files as files
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return {}
+    try:
+        records = files.decode(data, type=list[files.StorageContainer])
+    except files.DECODE_ERRORS:
+        return {}
+    return {r.id: tuple(r.names or ()) for r in records}
+
+
+_STORAGE = _StorageNames()
 
 
 def bundle_seen_from_here(bundle: str | None, state_file: str) -> str | None:
@@ -194,10 +251,13 @@ def read_container(runtime: str, state_dir: str, fs_root: str = "/") -> Containe
 
         try:
             if filename == "status":
-                return parse_crun_status(container_id, data, path, fs_root)
-            return parse_state_json(data, path, runtime)
+                state = parse_crun_status(container_id, data, path, fs_root)
+            else:
+                state = parse_state_json(data, path, runtime)
         except files.DECODE_ERRORS:
             return None
+        names = _STORAGE.names(state.bundle, state.id, fs_root) if state.bundle else ()
+        return dataclasses.replace(state, engine_names=names) if names else state
     return None
 
 
@@ -224,7 +284,7 @@ def list_containers(roots: Sequence[tuple[str, str]] | None = None) -> list[Cont
     another PID namespace has its recorded pids translated (``ns_pid`` keeps the recorded one).
     """
     found: list[ContainerState] = []
-    for runtime, root in DEFAULT_ROOTS if roots is None else roots:
+    for runtime, root in _expand(DEFAULT_ROOTS if roots is None else roots):
         try:
             with os.scandir(root) as entries:
                 dirs = sorted(e.path for e in entries if e.is_dir(follow_symlinks=False))
@@ -239,6 +299,24 @@ def list_containers(roots: Sequence[tuple[str, str]] | None = None) -> list[Cont
             if state is not None:
                 found.append(state if holder is None else to_host(state, holder))
     return found
+
+
+def _expand(roots: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Each ``DIR/*`` root replaced by the directories in ``DIR`` (none when it is missing)."""
+    out: list[tuple[str, str]] = []
+    for runtime, root in roots:
+        if not root.endswith(ROOTS_GLOB):
+            out.append((runtime, root))
+            continue
+        parent = root[: -len(ROOTS_GLOB)] or "/"
+        try:
+            with os.scandir(parent) as entries:
+                out += sorted((runtime, e.path) for e in entries if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError:
+            raise NeedsRoot(f"listing runtime state in {parent} needs root") from None
+    return out
 
 
 # -- runtimes in another PID namespace (a lab, a node inside a container) --------------------------

@@ -58,3 +58,10 @@ class BundleConfig(msgspec.Struct):
     """A bundle's ``config.json``: crun keeps a container's annotations only there."""
 
     annotations: dict[str, str] | None = None
+
+
+class StorageContainer(msgspec.Struct):
+    """One entry of containers/storage's ``<driver>-containers/containers.json`` (podman, CRI-O)."""
+
+    id: str
+    names: list[str] | None = None

@@ -38,6 +38,16 @@ RUN_DESCRIPTION = """\
 Start a container in the lab from a preset (see `cgdev lab scenario --list`) or from an OCI
 config.json, and print its cgroup (and systemd scope). A container of the same id is deleted
 first, and the output then says "replaced"; if it cannot be deleted, nothing is started (exit 3).
+
+With --engine podman|containerd the container is started by that engine instead, against the
+lab's systemd, from the lab's busybox rootfs (no registry needed), running `sleep`:
+  cgdev lab run --engine podman --runtime runc --name p1 --device /dev/null
+  cgdev lab run --engine podman --hooks-dir /etc/containers/oci/hooks.d --annotation k=v --name p2
+  cgdev lab run --engine containerd --runtime /usr/local/bin/my-runtime --name c1
+--runtime takes a lab runtime (crun, runc, crun-1.8.1) or any runtime binary's absolute path as
+the lab sees it (podman --runtime PATH, ctr run --runc-binary PATH). The engines keep their
+storage, state and sockets in the lab's private /run: `cgdev lab down` removes it all. Explain
+such a container by name or id: `cgdev explain --lab p1 --device /dev/null`. See docs/lab-engines.md.
 """
 SCENARIO_DESCRIPTION = """\
 Run each preset's timeline -- start, hook-sim, daemon-reload, set-property -- on the real stack,
@@ -96,12 +106,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("preset", nargs="?", help="a preset name (see `cgdev lab scenario --list`)")
     run.add_argument("--config", type=Path, help="an OCI config.json instead of a preset (a relative "
                      "root.path, as `crun spec` writes, gets the lab's busybox rootfs)")  # fmt: skip
-    run.add_argument("--runtime", help=f"{from_names} (default: the preset's, else crun)")
+    run.add_argument("--runtime", help=f"{from_names} (default: the preset's, else crun); with "
+                     "--engine also an absolute path of any runtime binary")  # fmt: skip
+    run.add_argument("--engine", help="podman or containerd: start the container with that engine")
+    run.add_argument("--device", action="append", default=[], metavar="SPEC",
+                     help="with --engine: a device to add (podman: PATH[:PATH][:rwm] or a CDI name "
+                     "vendor/class=name; containerd: a device path); repeatable")  # fmt: skip
+    run.add_argument("--annotation", action="append", default=[], metavar="KEY=VALUE",
+                     help="with --engine: an OCI annotation; repeatable")  # fmt: skip
+    run.add_argument("--hooks-dir", metavar="DIR", help="with --engine podman: podman's --hooks-dir")
     run.add_argument("--cgroup-driver", help="systemd or cgroupfs (default: the preset's, else systemd)")
     run.add_argument("--name", help="container id: a letter or digit, then letters, digits, _ . - "
                      "(default: lab-<preset>, or lab-config; scn-* is the scenarios')")  # fmt: skip
 
-    rm = action("delete", "delete a container started with `cgdev lab run`")
+    rm = action("delete", "delete a container started with `cgdev lab run` (with or without --engine)")
     rm.add_argument("container")
 
     pr = action("probe", "open /dev/null and /dev/nvidiactl inside a container (EPERM = denied)")
@@ -223,6 +241,10 @@ def _status(args: argparse.Namespace) -> int:
     lines += [
         f"  container {c['id']} ({c['runtime']}, {c['driver']}) in {c['cgroup']}" for c in st.containers
     ]
+    lines += [
+        f"  {c['engine']} {c['name']} ({c['runtime']}, {c['driver']}) in {c['cgroup']}"
+        for c in st.engine_containers
+    ]
     _emit(args, asdict(st), "\n".join(lines))
     return 0
 
@@ -246,6 +268,12 @@ def _exec(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from cgdev.lab import bundle, containers, instance, presets, runtime, scenario
 
+    if args.engine is not None:
+        return _run_engine(args)
+    for flag, given in (("--device", args.device), ("--annotation", args.annotation),
+                        ("--hooks-dir", args.hooks_dir)):  # fmt: skip
+        if given:
+            raise InputError(f"run {flag}: only with --engine podman|containerd")
     if (args.preset is None) == (args.config is None):
         raise InputError("run: give either a preset name or --config FILE (not both)")
     preset = presets.get(args.preset) if args.preset else None
@@ -270,6 +298,46 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_input(args: argparse.Namespace) -> dict[str, Any]:
+    """``run --engine``'s options, checked before anything runs (bad input: exit 2, no change)."""
+    from cgdev.lab import engine_record
+
+    engine = engine_record.check_engine(args.engine)
+    if args.preset is not None or args.config is not None:
+        raise InputError("run --engine: presets and --config are for the lab's own containers; give --name")
+    name = engine_record.check_name(engine, args.name or f"lab-{engine.value}")
+    annotations = dict(engine_record.check_annotation(a) for a in args.annotation)
+    devices = [engine_record.check_device(engine, d) for d in args.device]
+    engine_record.check_hooks_dir(engine, args.hooks_dir)
+    from cgdev.lab import runtime
+
+    driver = runtime.check_driver(args.cgroup_driver or "systemd")
+    return {"engine": engine, "name": name, "runtime": args.runtime or "crun", "driver": driver,
+            "devices": devices, "annotations": annotations, "hooks_dir": args.hooks_dir}  # fmt: skip
+
+
+def _run_engine(args: argparse.Namespace) -> int:
+    from cgdev.lab import engines, instance
+
+    options = _engine_input(args)
+    record = engines.run_engine_container(
+        instance.require_lab(),
+        options.pop("engine"),
+        options.pop("name"),
+        **options,
+    )
+    short_id = record.id if record.id == record.name else record.id[:12]
+    human = (
+        f"started {record.engine.value} {record.name} ({record.runtime}, {record.driver}): "
+        f"id {short_id}, pid {record.pid} in the lab, cgroup {record.cgroup}"
+        + (f", scope {record.scope}" if record.scope else "")
+    )
+    import msgspec
+
+    _emit(args, msgspec.to_builtins(record), human)
+    return 0
+
+
 def _check_name(name: str | None) -> None:
     """``run --name``: an id both runtimes accept and no scenario's, before anything is written."""
     if name is None:
@@ -282,9 +350,15 @@ def _check_name(name: str | None) -> None:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    from cgdev.lab import containers, instance
+    from cgdev.lab import containers, engine_record, instance
 
-    containers.delete_container(instance.require_lab(), args.container)
+    lab = instance.require_lab()
+    if engine_record.find(args.container) is not None:
+        from cgdev.lab import engines
+
+        engines.remove_engine_container(lab, args.container)
+    else:
+        containers.delete_container(lab, args.container)
     _emit(args, {"deleted": args.container}, f"deleted {args.container}")
     return 0
 
@@ -293,6 +367,15 @@ def _probe(args: argparse.Namespace) -> int:
     from cgdev.lab import bundle, containers, instance, runtime
 
     lab = instance.require_lab()
+    from cgdev.lab import engine_record
+
+    engine_container = engine_record.find(args.container)
+    if engine_container is not None:
+        from cgdev.lab import engines
+
+        verdicts = engines.probe(lab, engine_container)
+        _emit(args, verdicts, "  ".join(f"/dev/{n}: {v}" for n, v in verdicts.items()))
+        return 1 if "EPERM" in verdicts.values() else 0
     record = containers.find_container(args.container)
     verdicts = runtime.open_in_container(
         lab, containers.container_runtime(record), record.driver, record.id, bundle.PROBE_NODES
@@ -365,8 +448,10 @@ def run(args: argparse.Namespace) -> int:
     from cgdev.lab.paths import check_stack, using_stack
 
     stack = check_stack(args.stack)
-    if args.action == "run":
-        _check_name(args.name)  # bad input is exit 2 whoever runs it
+    if args.action == "run" and args.engine is not None:
+        _engine_input(args)  # bad input is exit 2 whoever runs it
+    elif args.action == "run":
+        _check_name(args.name)
     if args.action not in ("scenario",) or not getattr(args, "list", False):
         from cgdev.lab.control import require_root
 

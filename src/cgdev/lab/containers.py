@@ -77,11 +77,11 @@ def start_container(
         raise InputError(f"container {container_id!r}: the config's linux section is not an object")
     linux["cgroupsPath"] = runtime.cgroups_path(rt, driver, container_id)
     with lab_lock(limit):
-        _require_same_lab(lab)
+        require_same_lab(lab)
         return _start_locked(lab, container_id, rt, driver, config, preset, limit)
 
 
-def _require_same_lab(lab: Lab) -> None:
+def require_same_lab(lab: Lab) -> None:
     """Under the lock: the lab found before taking it is still the one running (``down`` may have won)."""
     current = find_lab(lab.state)
     if current is None or current.pid1 != lab.pid1:
@@ -164,7 +164,7 @@ def delete_container(lab: Lab, container_id: str, *, timeout: float | None = Non
     """Delete a recorded container, under the lab lock (never while ``down`` or a start runs)."""
     with lab_lock(lab_timeout() if timeout is None else timeout):
         record = find_container(container_id)
-        _require_same_lab(lab)
+        require_same_lab(lab)
         _delete(lab, record)
 
 

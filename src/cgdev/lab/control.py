@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from cgdev.adapters import cgroupfs
 from cgdev.errors import EnvError, NeedsRoot
-from cgdev.lab import bundle, containers, install, leftovers
+from cgdev.lab import bundle, containers, engine_record, install, leftovers
 from cgdev.lab.instance import Lab, console_tail, find_lab, system_version
 from cgdev.lab.lock import lab_lock
 from cgdev.lab.paths import StateFiles, current_stack, lab_cgroup, lab_timeout
@@ -119,7 +119,14 @@ def _stop(limit: float, errors: list[str] | None = None) -> list[str]:
     """
     errors = [] if errors is None else errors
     lab = find_lab()
-    deleted = [] if lab is None else containers.delete_all(lab, errors)
+    deleted = []
+    if lab is not None:
+        from cgdev.lab import engines
+
+        # First: the lab's runtimes list the engines' containers too (podman's crun ones are in
+        # /run/crun) and deleting them under the engine would leave it a dangling record.
+        deleted += engines.remove_all(lab, errors)
+        deleted += containers.delete_all(lab, errors)
     stop_systemd(limit)
     for leftover in (current_stack().var_dir / "bundles").glob("*"):
         bundle.remove_bundle(leftover.name)
@@ -151,6 +158,8 @@ class Status:
     systemd_version: str | None = None
     runtimes: dict[str, str] = field(default_factory=dict)
     containers: list[dict[str, Any]] = field(default_factory=list)
+    # podman / containerd containers (``engines``): engine, name, id, runtime, driver, cgroup
+    engine_containers: list[dict[str, Any]] = field(default_factory=list)
 
 
 def status() -> Status:
@@ -181,6 +190,17 @@ def status() -> Status:
         containers=[
             {"id": c.id, "runtime": c.runtime, "driver": c.driver, "cgroup": c.cgroup}
             for c in containers.containers()
+        ],
+        engine_containers=[
+            {
+                "engine": c.engine.value,
+                "name": c.name,
+                "id": c.id,
+                "runtime": c.runtime,
+                "driver": c.driver,
+                "cgroup": c.cgroup,
+            }
+            for c in engine_record.load_all(lab.state)
         ],
     )
 

@@ -206,9 +206,13 @@ def state_driver(lab: Lab, runtime: Runtime, container_id: str) -> Driver:
 
 # The probe opens each node read-write (what NVML does) and names the errno; there is no NVIDIA
 # driver in the lab, so an *allowed* open of /dev/nvidiactl fails with ENXIO, a denied one EPERM.
+# A missing node is ENOENT and a non-device "notdev" without opening it: the shell's <> creates a
+# missing file (an engine's /dev is a writable tmpfs), and that open would read as allowed.
 PROBE_SCRIPT: Final = """
 for d in "$@"; do
-  if e=$( (exec 3<>"/dev/$d") 2>&1 ); then r=ok; else
+  if [ ! -e "/dev/$d" ]; then r=ENOENT
+  elif [ ! -c "/dev/$d" ] && [ ! -b "/dev/$d" ]; then r=notdev
+  elif e=$( (exec 3<>"/dev/$d") 2>&1 ); then r=ok; else
     case $e in
       *"Operation not permitted"*) r=EPERM;;
       *"No such device or address"*) r=ENXIO;;
@@ -230,6 +234,13 @@ def open_in_container(
         check=False,
         timeout=15,
     )
+    return parse_probe(done, nodes, container_id)
+
+
+def parse_probe(
+    done: subprocess.CompletedProcess[str], nodes: tuple[str, ...], container_id: str
+) -> dict[str, str]:
+    """``PROBE_SCRIPT``'s answer: ``{node: verdict}``; an ``EnvError`` when a node has none."""
     verdicts = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
     missing = [n for n in nodes if n not in verdicts]
     if missing:

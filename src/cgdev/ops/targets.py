@@ -248,7 +248,7 @@ def _state_cgroup(state: ContainerState, mount: str) -> tuple[str | None, Contai
 def _state_candidates(spec: str, states: Sequence[ContainerState], mount: str) -> list[_Candidate]:
     out = []
     for state in states:
-        exact = spec in (state.id, state.name)
+        exact = spec == state.id or state.named(spec)
         if not exact and not state.id.startswith(spec):
             continue
         cgroup, state = _state_cgroup(state, mount)
