@@ -70,3 +70,27 @@ def test_audit_counts_the_v1_devices_layer_on_hybrid_hosts(node: ScratchNode) ->
     assert "allow-all" not in codes[node.rel(restricted)]
     assert "allow-all" in codes[node.rel(open_)]
     assert result.shapes == 2  # same programs (none), different devices.list
+
+
+@requires_root_bpf
+def test_audit_names_the_pod_from_kubelet_cgroups(node: ScratchNode) -> None:  # noqa: F811
+    """Pods from the kubelet's cgroup names alone, both drivers (issue 10 item 4): no API server."""
+    uid = "0c1d2e3f-4a5b-6c7d-8e9f-0a1b2c3d4e5f"
+    systemd_leaf = node.cgroup(
+        "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
+        + uid.replace("-", "_")
+        + ".slice/cri-containerd-"
+        + "ab" * 32
+        + ".scope"
+    )
+    cgroupfs_leaf = node.cgroup(f"kubepods/besteffort/pod{uid}/" + "cd" * 32)
+    outside = node.cgroup("system.slice/crio-" + "ef" * 32 + ".scope")
+    for leaf in (systemd_leaf, cgroupfs_leaf, outside):
+        node.spawn(leaf)
+    result = audit(root=node.rel(node.root))
+    rows = {row.target.cgroup: row.to_json() for row in result.rows}
+    assert set(rows) == {node.rel(p) for p in (systemd_leaf, cgroupfs_leaf, outside)}
+    picked = [(r["runtime"], r["container_id"][:2], r["pod_uid"]) for r in rows.values()]
+    assert sorted(picked, key=str) == sorted(
+        [("cri-containerd", "ab", uid), ("cgroupfs", "cd", uid), ("crio", "ef", None)], key=str
+    )

@@ -8,7 +8,8 @@ prediction, findings) once per distinct *shape* — the sequence of programs and
 path — re-labelling the cached findings with each container's own cgroup names.
 
 Containers are recognised by name (engine scopes, cgroupfs-driver 64-hex ids: ``targets.classify``)
-and from the runtimes' state directories (any cgroup naming scheme).
+and from the runtimes' state directories (any cgroup naming scheme); the pod UID comes from the
+kubelet's cgroup names (``core.cgroup_names``), so no API server is asked.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from cgdev.ops.layers import (
     effective_policy,
 )
 from cgdev.ops.reload import predict_reload, predicted_policy, reload_trigger
-from cgdev.ops.targets import Target, TargetKind, cgroup_pids, classify, process_leaf
+from cgdev.ops.targets import Target, TargetKind, cgroup_pids, classify, process_leaf, with_cgroup_names
 
 if TYPE_CHECKING:
     from cgdev.core.policy import Policy
@@ -64,6 +65,7 @@ class AuditRow:
             "kind": self.target.kind,
             "runtime": self.target.runtime,
             "container_id": self.target.container_id,
+            "pod_uid": self.target.pod_uid,
             "name": self.target.name,
             "pid": self.target.pid,
             "programs": self.programs,
@@ -240,7 +242,7 @@ def _container_targets(
         if walk_rel != "/" and not (rel == walk_rel or rel.startswith(walk_rel + "/")):
             continue
         found[rel] = Target.of_container(state.id, rel, state)
-    return sorted(found.values(), key=lambda t: t.cgroup), walked
+    return sorted((with_cgroup_names(t) for t in found.values()), key=lambda t: t.cgroup), walked
 
 
 def audit(

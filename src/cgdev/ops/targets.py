@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,14 +36,10 @@ import msgspec
 
 from cgdev.adapters import cgroupfs
 from cgdev.adapters.runtime_state import ContainerState, bundle_seen_from_here, list_containers
+from cgdev.core.cgroup_names import classify_name, container_of_cgroup
 from cgdev.errors import CgdevError, InputError, NeedsRoot, NotFound
 
 UNIT_SUFFIXES: Final = (".scope", ".service", ".slice", ".socket", ".mount", ".swap")
-ENGINES: Final = ("crio", "libpod", "cri-containerd", "docker", "crun", "runc", "youki")
-_ENGINE_SCOPE: Final = re.compile(rf"^({'|'.join(map(re.escape, ENGINES))})-(?!conmon-)(.+)\.scope$")
-_POD_SLICE: Final = re.compile(r"^kubepods(?:-[a-z]+)?-pod([0-9a-fA-F_]+)\.slice$")
-_POD_DIR: Final = re.compile(r"^pod([0-9a-fA-F-]{32,36})$")
-_HEX_ID: Final = re.compile(r"^[0-9a-f]{64}$")
 MAX_LISTED: Final = 8
 
 
@@ -72,6 +67,7 @@ class Target(msgspec.Struct, frozen=True):
     unit: str | None = None
     annotations: dict[str, str] = {}
     bundle: str | None = None  # the OCI bundle as seen from here (its config.json holds the spec)
+    pod_uid: str | None = None  # the Kubernetes pod, read from the cgroup's name (no API server)
 
     @staticmethod
     def of_container(spec: str, cgroup: str, state: ContainerState) -> Target:
@@ -100,19 +96,10 @@ class NamedCgroup:
 
 
 def classify(name: str) -> tuple[TargetKind, str, str] | None:
-    """``(kind, engine, id)`` when a cgroup's own name identifies a container or a pod."""
-    match = _ENGINE_SCOPE.match(name)
-    if match:
-        return TargetKind.CONTAINER, match.group(1), match.group(2)
-    match = _POD_SLICE.match(name)
-    if match:
-        return TargetKind.POD, "kubepods", match.group(1).replace("_", "-")
-    match = _POD_DIR.match(name)
-    if match:
-        return TargetKind.POD, "kubepods", match.group(1).replace("_", "-")
-    if _HEX_ID.match(name):
-        return TargetKind.CONTAINER, "cgroupfs", name
-    return None
+    """``(kind, engine, id)`` when a cgroup's own name identifies a container or a pod
+    (``core.cgroup_names.classify_name``: the one reader of engine and kubelet names)."""
+    named = classify_name(name)
+    return None if named is None else (TargetKind(named[0].value), named[1], named[2])
 
 
 def _subdirs(path: str) -> list[os.DirEntry[str]]:
@@ -361,6 +348,24 @@ def pod_containers(pod: Target, mount: str) -> list[Target]:
     return sorted(out, key=lambda t: t.cgroup)
 
 
+def with_cgroup_names(target: Target) -> Target:
+    """``target`` with what its cgroup's name says filled in where nothing better is known: the
+    pod UID, and the engine and container id of a target named by PID, path or unit.
+
+    Names alone, no API server (``core.cgroup_names``), so audit, explain and the watch daemon
+    show the pod and container on any node.
+    """
+    named = container_of_cgroup(target.cgroup)
+    if named is None:
+        return target
+    changes: dict[str, Any] = {}
+    if target.pod_uid is None and named.pod_uid is not None:
+        changes["pod_uid"] = named.pod_uid
+    if target.container_id is None and target.runtime is None and target.kind != TargetKind.POD:
+        changes.update(container_id=named.container_id, runtime=named.engine.value)
+    return msgspec.structs.replace(target, **changes) if changes else target
+
+
 def container_label(target: Target) -> str:
     """How a list of containers names one: ``crio 0123456789ab``, or its cgroup."""
     if target.container_id:
@@ -410,8 +415,9 @@ def resolve_all(
     base = mount if mount is not None else cgroupfs.cgroup2_mount()
     target = _resolve_one(spec, base, runtime_roots, systemd, systemd_root)
     if target.kind != TargetKind.POD:
-        return [target]
-    return pod_containers(target, base) or [target]
+        return [with_cgroup_names(target)]
+    pod = msgspec.structs.replace(target, pod_uid=target.name)
+    return [with_cgroup_names(t) for t in pod_containers(pod, base)] or [pod]
 
 
 def _resolve_one(

@@ -376,19 +376,25 @@ def print_audit(result: AuditResult, console: Any = None, *, wide: bool = False,
         row.target.name or (row.target.container_id or "")[:12] or row.target.spec for row in result.rows
     ]
     findings = [", ".join(sorted({str(f.code) for f in row.findings})) or "-" for row in result.rows]
+    # the pod from the kubelet's cgroup names, cut as kubectl users read UIDs; no column off Kubernetes
+    pods = [(row.target.pod_uid or "-")[:8] for row in result.rows]
+    with_pods = any(row.target.pod_uid for row in result.rows)
     fixed = max((len(n) for n in names), default=9) + 8 + 8 + max((len(f) for f in findings), default=8) + 8
-    room = max(16, width - fixed)
+    room = max(16, width - fixed - (10 if with_pods else 0))
     overflow: Literal["fold", "ellipsis"] = "fold" if wide else "ellipsis"
     table.add_column("container", overflow=overflow, no_wrap=not wide)
+    if with_pods:
+        table.add_column("pod", no_wrap=True)
     table.add_column("runtime", no_wrap=True)
     table.add_column("cgroup", overflow=overflow, no_wrap=not wide)  # shortened in the middle below
     table.add_column("programs", justify="right", no_wrap=True)
     table.add_column("findings", overflow=overflow, no_wrap=not wide)
-    for row, name, found in zip(result.rows, names, findings, strict=True):
+    for row, name, found, pod in zip(result.rows, names, findings, pods, strict=True):
         t = row.target
         cgroup = t.cgroup if wide else short_middle(t.cgroup, room)
         table.add_row(
             escape(name),  # ids cut as docker prints them
+            *([escape(pod)] if with_pods else []),
             t.runtime or "",
             escape(cgroup),
             str(row.programs),
