@@ -303,7 +303,9 @@ def test_explain_follows_the_kernel_through_every_timeline_on_the_stack(stack_la
         try:
             target = view.resolve(container.id)
             predicted: dict[str, bool | None] | None = None
-            timeline = presets.expectation(preset, version)
+            kept = presets.spec_device_kept(preset, stack_lab.runtimes[preset.runtime].version, version)
+            assert kept is not None, "the stack's runc and systemd versions decide the /dev/char check"
+            timeline = presets.expectation(preset, version, kept)
             for step, expected in zip(presets.STEPS, timeline, strict=True):
                 try:
                     if step != "start" and not scenario.apply_step(lab, step, container):
