@@ -434,3 +434,39 @@ def test_explain_shows_crun_pinned_program_and_grant_repins_it_through_hook_and_
             check_against_kernel(answers, observed, f"{preset_name} {step}")
     finally:
         stack_lab.call(scenario.containers.delete_container, lab, container.id)
+
+
+def test_the_demo_tells_the_stacks_story_and_its_prediction_holds(stack_lab: StackLab) -> None:
+    """``cgdev lab demo --stack S``: the double filter on crun 1.18-1.22 (trixie), crun's pinned
+    program and the failing hook on crun >= 1.23 (sid); on both the grant holds through the reload
+    that explain predicted, and the printed explain command answers the same from the host."""
+    import subprocess
+    import sys
+
+    from cgdev.lab import presets, scenario
+
+    pinned = stack_lab.runtimes["crun"].version_tuple >= (1, 23)
+    preset = presets.get("crun-pin-sd" if pinned else "crun-sd")
+    done = subprocess.run(
+        [sys.executable, "-m", "cgdev", "lab", "demo", "--stack", stack_lab.stack],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    try:
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+        text = " ".join(done.stdout.split())
+        assert "The prediction explain made before the reload matched" in text
+        if pinned:
+            assert "attached by systemd, from crun's pin /sys/fs/bpf/crun/" in text
+            assert "The hook FAILS" in text and "pinned-program:" in text and "double-filter" not in text
+            assert "Allowed, and still allowed after the reload." in text
+        else:
+            assert "double-filter" in text
+        command = text[text.index("cgdev explain ") :].split(" and delete it")[0].split()
+        asked = subprocess.run(
+            [sys.executable, "-m", *command], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert asked.returncode == 0 and "verdict now: allow" in asked.stdout, asked.stdout + asked.stderr
+    finally:
+        names = [c.id for c in stack_lab.call(scenario.containers.containers)]
+        if preset.container_id in names:
+            stack_lab.delete(preset.container_id)
