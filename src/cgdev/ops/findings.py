@@ -1,10 +1,12 @@
 """Findings: the known ways device access goes wrong across layers, each with its fix options.
 
 A verdict alone does not tell a user what to do; the failure modes are few and well known
-(DESIGN.md §1, anchors.md §0): crun ≥ 1.18's double filter, grants a reload will drop, systemd's
-filter coming back beside a runtime's after a reload, privileged containers, programs cgdev cannot
-read, units whose files changed on disk.  Each finding names the fix options with their
-trade-offs, because the right one depends on who owns the container.
+(DESIGN.md §1, anchors.md §0): crun 1.18-1.22's double filter, grants a reload will drop,
+systemd's filter coming back beside a runtime's after a reload, privileged containers, programs
+cgdev cannot read, units whose files changed on disk, and crun >= 1.23's program that systemd
+attaches from a ``BPFProgram=`` pin (one filter, where a hook cannot grant and ``crun update``
+refuses).  Each finding names the fix options with their trade-offs, because the right one
+depends on who owns the container.
 
 Two entry points: ``structural_findings`` (no request: audit and show) and ``request_findings``
 (one request: explain), which is sharper (it names the exact layer that denies).
