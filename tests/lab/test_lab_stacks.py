@@ -303,7 +303,9 @@ def test_explain_follows_the_kernel_through_every_timeline_on_the_stack(stack_la
         try:
             target = view.resolve(container.id)
             predicted: dict[str, bool | None] | None = None
-            timeline = presets.expectation(preset, version)
+            kept = presets.spec_device_kept(preset, stack_lab.runtimes[preset.runtime].version, version)
+            assert kept is not None, "the stack's runc and systemd versions decide the /dev/char check"
+            timeline = presets.expectation(preset, version, kept)
             for step, expected in zip(presets.STEPS, timeline, strict=True):
                 try:
                     if step != "start" and not scenario.apply_step(lab, step, container):
@@ -351,3 +353,120 @@ def test_runc_passes_a_spec_device_without_a_dev_char_link_as_the_version_rule_s
         assert stack_lab.probe(container)["nvidiactl"] == ("ENXIO" if passes else "EPERM")
     finally:
         stack_lab.delete(container.id)
+
+
+@pytest.mark.parametrize("preset_name", ["crun-pin-sd", "crun-sd-nosub"])
+def test_explain_shows_crun_pinned_program_and_grant_repins_it_through_hook_and_reload(
+    stack_lab: StackLab, preset_name: str
+) -> None:
+    """crun >= 1.23 under systemd: explain names the scope's program as crun's, pinned at
+    /sys/fs/bpf/crun/<scope>, attached by systemd; a denied device gets the pinned-program finding
+    (no double filter, no DeviceAllow by hand); after the hook (where it can run) the reload
+    findings name the pin; ``cgdev grant`` re-pins, also a pinned program the hook swapped out,
+    and the device stays allowed through daemon-reload and set-property, as explain predicts."""
+    import json
+    import subprocess
+    import sys
+
+    from test_explain_lab import LabView, check_against_kernel, explain_all
+
+    from cgdev.adapters import cgroupfs
+    from cgdev.lab import hooksim, presets, scenario
+    from cgdev.ops.layers import LiftCache
+
+    crun = stack_lab.runtimes["crun"]
+    if crun.version_tuple < (1, 23):
+        pytest.skip(f"crun {crun.version} predates BPFProgram mode (1.23)")
+    lab = stack_lab.lab
+    systemd_root = "/" + os.path.relpath(str(lab.cgroup_root), cgroupfs.cgroup2_mount())
+    view = LabView(lab.pid1, systemd_root, lab.bus_address)
+    lifts = LiftCache()
+    preset = presets.get(preset_name)
+    container = stack_lab.run_preset(preset)
+    try:
+        target = view.resolve(container.id)
+        pin = f"/sys/fs/bpf/crun/{container.scope.replace('.', '_')}"
+        answers = explain_all(view.inspect(target), lifts)
+        check_against_kernel(answers, {"null": True, "nvidiactl": False}, f"{preset_name} start")
+        nvidia = answers["nvidiactl"]
+        scope = next(la for la in nvidia.layers if la.cgroup.endswith(container.scope))
+        assert [(p.generator, p.owner, p.attached_by, p.pin) for p in scope.programs] == [
+            ("crun", "crun", "systemd", pin)
+        ]
+        codes = {f.code for f in nvidia.findings}
+        assert "pinned-program" in codes and "double-filter" not in codes
+        pinned = next(f for f in nvidia.findings if f.code == "pinned-program")
+        assert pin in pinned.message and "update` refuses" in pinned.message
+        assert "re-pins" in pinned.fix[0].action and "set-property" not in pinned.fix[0].action
+        program_json = nvidia.to_json()["layers"][nvidia.layers.index(scope)]["programs"][0]
+        assert (program_json["owner"], program_json["attached_by"], program_json["pin"]) == (
+            "crun",
+            "systemd",
+            pin,
+        )
+        if not preset.hook_fails:  # the scope is the container's cgroup: the hook replaces crun's program
+            scenario.apply_step(lab, "hook", container)
+            answers = explain_all(view.inspect(target), lifts)
+            check_against_kernel(answers, {"null": True, "nvidiactl": True}, f"{preset_name} hook")
+            hooked = answers["nvidiactl"]
+            assert hooked.after_allowed is False  # the reload (or set-property) re-attaches the pin
+            drops = next(f for f in hooked.findings if f.code == "reload-drops-grant")
+            assert f"pinned at {pin}" in drops.message and "re-pins" in drops.fix[0].action
+        else:
+            with pytest.raises(hooksim.HookRefused):
+                scenario.apply_step(lab, "hook", container)
+        done = subprocess.run(
+            [sys.executable, "-m", "cgdev", "grant", "--ns-pid", str(lab.pid1), container.id,
+             "c 195:255", "--access", "rw", "--json"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        actions = json.loads(done.stdout)["plan"]["actions"]
+        assert actions and all(pin in a["pins"] for a in actions), actions
+        answers = explain_all(view.inspect(target), lifts)
+        check_against_kernel(answers, {"null": True, "nvidiactl": True}, f"{preset_name} grant")
+        assert answers["nvidiactl"].after_allowed is True
+        for step in ("daemon-reload", "set-property"):
+            scenario.apply_step(lab, step, container)
+            observed = {node: v in ("ok", "ENXIO") for node, v in stack_lab.probe(container).items()}
+            assert observed == {"null": True, "nvidiactl": True}, (preset_name, step)
+            answers = explain_all(view.inspect(target), lifts)
+            check_against_kernel(answers, observed, f"{preset_name} {step}")
+    finally:
+        stack_lab.call(scenario.containers.delete_container, lab, container.id)
+
+
+def test_the_demo_tells_the_stacks_story_and_its_prediction_holds(stack_lab: StackLab) -> None:
+    """``cgdev lab demo --stack S``: the double filter on crun 1.18-1.22 (trixie), crun's pinned
+    program and the failing hook on crun >= 1.23 (sid); on both the grant holds through the reload
+    that explain predicted, and the printed explain command answers the same from the host."""
+    import subprocess
+    import sys
+
+    from cgdev.lab import presets, scenario
+
+    pinned = stack_lab.runtimes["crun"].version_tuple >= (1, 23)
+    preset = presets.get("crun-pin-sd" if pinned else "crun-sd")
+    done = subprocess.run(
+        [sys.executable, "-m", "cgdev", "lab", "demo", "--stack", stack_lab.stack],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    try:
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+        text = " ".join(done.stdout.split())
+        assert "The prediction explain made before the reload matched" in text
+        if pinned:
+            assert "attached by systemd, from crun's pin /sys/fs/bpf/crun/" in text
+            assert "The hook FAILS" in text and "pinned-program:" in text and "double-filter" not in text
+            assert "Allowed, and still allowed after the reload." in text
+        else:
+            assert "double-filter" in text
+        command = text[text.index("cgdev explain ") :].split(" and delete it")[0].split()
+        asked = subprocess.run(
+            [sys.executable, "-m", *command], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert asked.returncode == 0 and "verdict now: allow" in asked.stdout, asked.stdout + asked.stderr
+    finally:
+        names = [c.id for c in stack_lab.call(scenario.containers.containers)]
+        if preset.container_id in names:
+            stack_lab.delete(preset.container_id)

@@ -21,14 +21,31 @@ def test_presets_cover_the_eight_reference_cases() -> None:
     crun_181 = {"crun181-fs", "crun181-sd"}
     crun = {"crun-fs", "crun-sd", "crun-sd-nosub", "crun-sd-allow"}
     crun_pin = {"crun-pin-sd", "crun-pin-sd-allow"}  # crun >= 1.23 under systemd (BPFProgram)
-    assert set(presets.PRESETS) == crun_181 | crun | crun_pin | {"runc-fs", "runc-sd"}
+    runc = {"runc-fs", "runc-sd", "runc-sd-allow"}
+    assert set(presets.PRESETS) == crun_181 | crun | crun_pin | runc
     assert {p.name for p in presets.PRESETS.values() if p.hook_fails} == crun_pin
+    assert {p.name for p in presets.PRESETS.values() if p.dev_char_checked} == {"runc-sd-allow"}
     for preset in presets.PRESETS.values():
         assert len(preset.nvidiactl) == len(presets.STEPS)
         # set-property needs a scope: it is "not run" exactly for the cgroupfs driver
         assert (preset.nvidiactl[3] is None) == (preset.driver == "cgroupfs")
     # the double filter: crun >= 1.18 with systemd stays denied after the hook
     assert presets.get("crun-sd").nvidiactl == ("EPERM",) * 4
+
+
+def test_a_spec_device_runc_skips_is_expected_lost_at_the_next_reload() -> None:
+    """runc 1.1.5 (checks /dev/char) vs 1.3.6 on systemd 262 (does not): the timeline follows."""
+    preset = presets.get("runc-sd-allow")
+    allowed, denied = presets.ALLOWED, presets.DENIED
+    assert presets.expectation(preset, "262.1-1", True) == (allowed,) * 4
+    assert presets.expectation(preset, "252.39-1", False) == (allowed, allowed, denied, denied)
+    # systemd 257's daemon-reload re-applies nothing: the loss waits for set-property
+    assert presets.expectation(preset, "257.13-1", False) == (allowed, allowed, allowed, denied)
+    assert presets.spec_device_kept(preset, "1.3.6", "262.1-1") is True
+    assert presets.spec_device_kept(preset, "1.3.6", None) is None  # unknown stays unknown
+    if not Path("/dev/char/195:255").exists() and not Path("/sys/dev/char/195:255").exists():
+        assert presets.spec_device_kept(preset, "1.1.5", "252.39-1") is False
+    assert presets.spec_device_kept(presets.get("runc-sd"), "1.1.5", None) is True  # no spec device
 
 
 def test_unknown_preset_is_an_input_error_naming_it() -> None:

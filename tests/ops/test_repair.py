@@ -32,6 +32,7 @@ from cgdev.ops.repair.plan import (
     Change,
     DeviceAccess,
     ReplaceProgram,
+    SwapMode,
     changed_policy,
     parse_access_bits,
     parse_device,
@@ -385,3 +386,69 @@ def test_requests_cover_only_safe_masks() -> None:
     assert {r.access for r in DeviceAccess("c", 1, 3, 7).requests(Change.GRANT)} == set(REQUEST_MASKS)
     with pytest.raises(NotFound):
         parse_device("/dev/definitely-not-here", RW, inspection=inspection_of(()), live=False)
+
+
+# -- crun >= 1.23's BPFProgram mode ----------------------------------------------------------------
+
+PIN = "/sys/fs/bpf/crun/crun-x_scope"
+
+
+def _pinned_scope(attached: tuple[ProgramRecord, ...], pinned: ProgramRecord) -> Inspection:
+    """A scope whose unit hands systemd crun's pinned program (DevicePolicy=auto, no DeviceAllow)."""
+    from cgdev.ops.layers import UnitRecord
+
+    unit = UnitRecord("crun-x.scope", "/s/crun-x.scope", True, "auto", (), (("device", PIN),))
+    layers = (Layer("/", ()), Layer("/s/crun-x.scope", attached, unit))
+    target = Target("x", "cgroup", "/s/crun-x.scope")
+    return Inspection(target, layers, pins={PIN: pinned}, systemd="ok", systemd_version="262.1-1")
+
+
+def test_grant_re_pins_the_attached_pinned_program_and_adds_no_device_allow() -> None:
+    crun = record(11, shapes.shape_program(OCI_DEFAULTS, "crun"))
+    (action,) = plan(_pinned_scope((crun,), crun), Change.GRANT, (DeviceAccess("c", 195, 255, RW),)).actions
+    assert isinstance(action, ReplaceProgram)
+    assert (action.mode, action.pins, action.shape) == (SwapMode.REPLACE, (PIN,), "crun")
+
+
+def test_grant_re_pins_a_pinned_program_a_hook_swapped_out() -> None:
+    """The hook's program on the scope allows the device, crun's pinned one (not attached now)
+    denies it: the next reload attaches the pin beside the hook's, so the pin must be rewritten
+    (before: "nothing to change", and the reload denied the device)."""
+    crun = shapes.shape_program(OCI_DEFAULTS, "crun")
+    hooked = record(12, (*allow_prefix(195, 255), *crun), "lab_hooksim")
+    pinned = record(11, crun)
+    inspection = _pinned_scope((hooked,), pinned)
+    (action,) = plan(inspection, Change.GRANT, (DeviceAccess("c", 195, 255, RW),)).actions
+    assert isinstance(action, ReplaceProgram)
+    assert (action.mode, action.old_id, action.pins) == (SwapMode.PIN_ONLY, 11, (PIN,))
+    assert lift(decode(action.insns)).policy.allows(Request("c", 195, 255, RW))
+    assert "re-pin" in action.describe() and "next reload" in action.describe()
+    # granted in the pin already: nothing to do
+    done = record(13, shapes.shape_program([*OCI_DEFAULTS, Rule(True, "c", 195, 255, RW)], "crun"))
+    assert (
+        plan(_pinned_scope((hooked,), done), Change.GRANT, (DeviceAccess("c", 195, 255, RW),)).actions == ()
+    )
+
+
+def test_explain_names_the_pinned_program_crun_s_and_attached_by_systemd() -> None:
+    from cgdev.ops.explain import explain
+
+    crun = shapes.shape_program(OCI_DEFAULTS, "crun")
+    pinned = record(11, crun)
+    result = explain(_pinned_scope((pinned,), pinned), Request("c", 195, 255, RW))
+    (answer,) = result.layers[-1].programs
+    assert (answer.owner, answer.attached_by, answer.pin) == ("crun", "systemd", PIN)
+    codes = [f.code for f in result.findings]
+    assert codes == ["pinned-program"]  # one filter, crun's: no double filter
+    (finding,) = result.findings
+    assert "crun update` refuses" in finding.message and PIN in finding.message
+    assert "re-pins" in finding.fix[0].action and "set-property" not in finding.fix[0].action
+    # after a hook swapped it out, the reload findings name the pin and give the same fix
+    hooked = record(12, (*allow_prefix(195, 255), *crun), "lab_hooksim")
+    after_hook = explain(_pinned_scope((hooked,), pinned), Request("c", 195, 255, RW))
+    assert after_hook.allowed is True and after_hook.after_allowed is False
+    readd = [p for p in after_hook.after_layers[-1].programs if p.source == "pin"]
+    assert [(p.id, p.owner, p.attached_by, p.pin) for p in readd] == [(11, "crun", "systemd", PIN)]
+    drops = next(f for f in after_hook.findings if f.code == "reload-drops-grant")
+    assert f"pinned at {PIN}" in drops.message and "DeviceAllow by hand" in drops.fix[0].action
+    assert "pinned-program" not in {f.code for f in after_hook.findings}  # nothing denies now

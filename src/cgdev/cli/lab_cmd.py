@@ -60,8 +60,10 @@ Show the double-filter problem on the real stack, step by step: start a crun + s
 (lab-crun-sd) with /dev/nvidiactl but no rule for it, lift every cgroup level's device program into
 rules, run the NVIDIA-style hook, ask `cgdev explain` why /dev/nvidiactl is still denied, then
 reload systemd and check that explain's prediction held. The container is left running for your
-own `cgdev explain`. Exit 0 when the prediction held, 1 when it did not, 3 when the lab cannot
-run the demo here.
+own `cgdev explain`. Where crun >= 1.23 hands its program to systemd (BPFProgram mode, e.g.
+--stack sid) there is no double filter: the demo (lab-crun-pin-sd) shows crun's pinned program on
+the scope, the hook failing, explain's fix, `cgdev grant` re-pinning it and the reload keeping it.
+Exit 0 when the prediction held, 1 when it did not, 3 when the lab cannot run the demo here.
 """
 # how a host-side command looks into the lab: one flag (``HostView.for_ns_pid`` of its PID 1)
 ONE_FLAG = "cgdev explain --lab TARGET --device DEV  (show, snapshot and audit take --lab too)"

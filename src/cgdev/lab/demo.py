@@ -23,11 +23,12 @@ from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.core.semantics.systemd import reload_reapplies_devices
 from cgdev.lab import bundle, containers, control, hooksim, presets, runtime, scenario
 from cgdev.lab.instance import Lab
+from cgdev.lab.paths import current_stack
 from cgdev.lab.program_path import insn_count, program_allows
 from cgdev.lab.runtime import Container, Runtime
 from cgdev.ops.explain import Explanation, explain_device
 from cgdev.ops.inspect import HostView, inspect, systemd_layers
-from cgdev.ops.layers import SYSTEMD_PROGRAM_NAME, Layer, LiftCache, ProgramRecord, analyse_layers
+from cgdev.ops.layers import SYSTEMD_PROGRAM_NAME, Layer, LiftCache, ProgramRecord, analyse_layers, pin_owner
 from cgdev.ops.reload import PredictedLayer, predict_reload
 
 Out = Callable[[str], None]
@@ -40,7 +41,9 @@ OWNERS = {
 }
 
 
-def _owner(program: ProgramRecord) -> str:
+def _owner(program: ProgramRecord, pin: str | None = None) -> str:
+    if pin is not None:  # crun >= 1.23: the runtime's program, handed to systemd as BPFProgram=
+        return f"systemd, from {pin_owner(pin) or 'the runtime'}'s pin {pin}"
     return OWNERS.get(program.name, "the runtime (crun's and runc's are unnamed)")
 
 
@@ -77,6 +80,7 @@ def _show_layers(out: Out, host: HostView, container: Container, lifts: LiftCach
     A program's rules are shown the first time it appears (``seen`` holds the ids shown).
     """
     deniers = []
+    pins = {record.id: pin for pin, record in inspect(container.id, host, with_devices=False).pins.items()}
     for layer in systemd_layers(host, container.cgroup):
         mark = "  <- the container's own cgroup" if layer.cgroup == container.cgroup else ""
         out(f"  {layer.cgroup}{mark}")
@@ -86,7 +90,7 @@ def _show_layers(out: Out, host: HostView, container: Container, lifts: LiftCach
             allowed = program_allows(program, NVIDIACTL_RW)
             if not allowed:
                 deniers.append((layer, program))
-            out(f"      {_label(program)}, attached by {_owner(program)}")
+            out(f"      {_label(program)}, attached by {_owner(program, pins.get(program.id))}")
             if program.id not in seen:
                 seen.add(program.id)
                 view = lifts.view(program)
@@ -127,10 +131,16 @@ def _who_denies(deniers: list[tuple[Layer, ProgramRecord]]) -> str:
 # -- cgdev explain, pointed at the lab from the host ---------------------------------------------
 
 
-def explain_command(container: Container) -> list[str]:
+def lab_flag(lab: Lab) -> str:
+    """How a user on the host names this lab: ``--lab`` for the host stack's, ``--ns-pid=PID`` for
+    another stack's (``--lab`` always means the host stack's lab)."""
+    return "--lab" if current_stack().is_host else f"--ns-pid={lab.pid1}"
+
+
+def explain_command(container: Container, lab: Lab) -> list[str]:
     """``cgdev explain`` for the container, as a user on the host types it: ``--lab`` stands for
     the lab's runtime state, bus, systemd files and cgroup root (``HostView.for_ns_pid``)."""
-    return ["cgdev", "explain", container.id, "--lab", "--device", "/dev/nvidiactl", "--access", "rw"]
+    return ["cgdev", "explain", container.id, lab_flag(lab), "--device", "/dev/nvidiactl", "--access", "rw"]
 
 
 def _print_explanation(out: Out, result: Explanation) -> None:
@@ -211,9 +221,9 @@ def _repair(out: Out, lab: Lab, rt: Runtime, host: HostView, container: Containe
     from cgdev.ops.repair import change_devices
     from cgdev.ops.repair.plan import Change
 
-    _step(out, 5, f"""cgdev grant --lab {container.id} /dev/nvidiactl: every program on the path that denies
-          is replaced by one that allows exactly what it did plus c 195:255 rw (in its own generator's
-          shape, never a moment without a filter), and the scope's DeviceAllow learns the device,
+    _step(out, 5, f"""cgdev grant {lab_flag(lab)} {container.id} /dev/nvidiactl: every program on the path
+          that denies is replaced by one that allows exactly what it did plus c 195:255 rw (in its own
+          generator's shape, never a moment without a filter), and the scope's DeviceAllow learns the device,
           so systemd's next program allows it too.  Verified by the kernel, rolled back on
           failure.""")  # fmt: skip
     result = change_devices(container.id, host, Change.GRANT, ["/dev/nvidiactl"], "rw", why="lab demo")
@@ -252,6 +262,11 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
     """
     report = control.up(progress)
     lab, runtimes = report.lab, report.runtimes
+    crun = runtimes.get("crun")
+    if crun is not None and crun.version_tuple >= (1, 23):  # no double filter: crun pins its program
+        from cgdev.lab.demo_pinned import run_pinned_demo
+
+        return run_pinned_demo(out, report)
     preset = presets.get("crun-sd")
     skip = scenario.skip_reason(preset, runtimes)
     if skip:
@@ -293,7 +308,7 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
                 hook rewrote.  Two filters, and the hook fixed only one.""",
             )
 
-        command = explain_command(container)
+        command = explain_command(container, lab)
         _step(out, 3, f"""Ask cgdev.  `cgdev explain` reads the same layers from the host (there the lab's
               cgroups are under {host.systemd_root}), lifts every program into rules and gives each one's
               verdict with the rule and instructions that decided, the final verdict, the verdict
@@ -323,7 +338,7 @@ def run_demo(out: Out = print, progress: Out = print) -> int:
         repaired = _repair(out, lab, rt, host, container, lifts, seen, report.systemd_version)
         out(f"The container {container.id} is left running: ask cgdev yourself (add --json for the schema),")
         out("  " + shlex.join(command))
-        out(f"  cgdev revoke --lab {container.id} /dev/nvidiactl     # and back")
+        out(f"  cgdev revoke {lab_flag(lab)} {container.id} /dev/nvidiactl     # and back")
         out(f"and delete it with `cgdev lab delete {container.id}` (`cgdev lab status` lists it).\n")
         out("See all eight cases, including the ones where the hook works until the next reload:")
         out("  cgdev lab scenario all")

@@ -11,6 +11,7 @@ unstable's crun 1.28 + systemd 262 (``cgdev lab scenario --stack sid``, docs/sta
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -39,6 +40,9 @@ class Preset:
     versions: tuple[tuple[int, ...], tuple[int, ...]] = ((0,), (999,))  # [min, max) of the runtime
     # The hook has no program on the container's cgroup to prepend to and fails (nothing changes).
     hook_fails: bool = False
+    # runc + systemd: the spec's device reaches DeviceAllow only if runc's /dev/char check passes
+    # (``core.semantics.runc_dev_char``); where it does not, a reload drops it (``expectation``).
+    dev_char_checked: bool = False
 
     @property
     def container_id(self) -> str:
@@ -85,19 +89,48 @@ PRESETS: Final[dict[str, Preset]] = {
         Preset("runc-sd", "runc", "systemd",
                "runc 1.1 + systemd: the hook works until a reload re-adds sd_devices (NVML: Unknown Error)",
                (_E, _A, _E, _E), 1),
+        Preset("runc-sd-allow", "runc", "systemd",
+               "runc + systemd with 195:255 in resources.devices and no /dev/char link: runc >= 1.1.7 on "
+               "systemd >= 240 keeps it through reloads; 1.1.3-1.1.6 skip it and the reload denies it",
+               (_A, _A, _A, _A), 1, static_devices=((195, 255),), dev_char_checked=True),
     )
 }  # fmt: skip
 
 
-def expectation(preset: Preset, systemd_version: str | None) -> Expectation:
+def expectation(preset: Preset, systemd_version: str | None, spec_device_kept: bool = True) -> Expectation:
     """The preset's timeline on this systemd: where a daemon-reload rebuilds no device program
-    (systemd 257), the container sees after it exactly what it saw after the hook."""
+    (systemd 257), the container sees after it exactly what it saw after the hook.
+    ``spec_device_kept`` False: runc left the spec's device out of DeviceAllow (``runc_dev_char``),
+    so systemd's program from the next reload or set-property on denies it."""
     from cgdev.core.semantics.systemd import reload_reapplies_devices
 
-    start, hook, _reload, set_property = preset.nvidiactl
+    start, hook, reload, set_property = preset.nvidiactl
+    if not spec_device_kept:
+        reload, set_property = DENIED, DENIED
     if reload_reapplies_devices(systemd_version):
-        return preset.nvidiactl
+        return (start, hook, reload, set_property)
     return (start, hook, hook, set_property)
+
+
+def spec_device_kept(preset: Preset, runc_version: str, systemd_version: str | None) -> bool | None:
+    """Whether runc passes the preset's spec devices to systemd on this host (True for presets
+    without the check); None when the versions leave it unknown."""
+    if not preset.dev_char_checked:
+        return True
+    from cgdev.core.semantics.runc_dev_char import dev_char_check, runc_passes_device
+
+    check = dev_char_check(runc_version, systemd_version)
+    kept = [
+        runc_passes_device(
+            check,
+            os.path.exists(f"/dev/char/{major}:{minor}"),
+            os.path.exists(f"/sys/dev/char/{major}:{minor}"),
+        )
+        for major, minor in preset.static_devices
+    ]
+    if any(k is None for k in kept):
+        return None
+    return all(kept)
 
 
 def get(name: str) -> Preset:

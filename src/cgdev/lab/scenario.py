@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from cgdev.lab import bundle, containers, hooksim, runtime
 from cgdev.lab.instance import Lab, system_version
-from cgdev.lab.presets import STEPS, Preset, expectation
+from cgdev.lab.presets import STEPS, Preset, expectation, spec_device_kept
 from cgdev.lab.program_path import insn_count
 from cgdev.lab.runtime import Container, Runtime
 from cgdev.lab.table import format_table
@@ -155,7 +155,14 @@ def run_scenario(lab: Lab, preset: Preset, runtimes: dict[str, Runtime]) -> Scen
         return result
     rt = runtimes[preset.runtime]
     result.runtime_version = rt.version
-    timeline = expectation(preset, system_version(lab, check=False))
+    version = system_version(lab, check=False)
+    kept = spec_device_kept(preset, rt.version, version)
+    if kept is None:
+        result.skipped = (
+            f"whether runc {rt.version} keeps the spec's device under systemd {version} is unknown"
+        )
+        return result
+    timeline = expectation(preset, version, kept)
     container = start_preset(lab, preset, rt)
     result.container_cgroup = container.cgroup
     host = HostView.for_ns_pid(lab.pid1)

@@ -134,6 +134,11 @@ class ProgramAnswer:
     source: ProgramOrigin
     opaque: str | None
     verdict: Verdict
+    # Who made it and who attached it (``ProgramView.owner`` / ``attached_by``): a pinned program
+    # (crun >= 1.23) is the runtime's, attached by systemd from ``pin``.
+    owner: str | None = None
+    attached_by: str | None = None
+    pin: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -143,6 +148,9 @@ class ProgramAnswer:
             "generator": self.generator,
             "source": self.source,
             "opaque": self.opaque,
+            "owner": self.owner,
+            "attached_by": self.attached_by,
+            "pin": self.pin,
             **self.verdict.to_json(),
         }
 
@@ -245,7 +253,16 @@ def _answers(view: LayerView, request: Request) -> tuple[LayerAnswer, tuple[Verd
     verdicts = tuple(p.verdict(request) for p in view.programs)
     programs = tuple(
         ProgramAnswer(
-            p.record.id, p.record.name, p.record.tag, p.generator, ProgramOrigin.ATTACHED, p.opaque, v
+            p.record.id,
+            p.record.name,
+            p.record.tag,
+            p.generator,
+            ProgramOrigin.ATTACHED,
+            p.opaque,
+            v,
+            p.owner,
+            p.attached_by,
+            p.pin,
         )
         for p, v in zip(view.programs, verdicts, strict=True)
     )
@@ -265,6 +282,9 @@ def _after_answers(layer: PredictedLayer, request: Request) -> LayerAnswer:
                 p.source,
                 None if p.view is None else p.view.opaque,
                 p.verdict(request),
+                p.owner,
+                p.attached_by,
+                None if p.view is None else p.view.pin,
             )
         )
     return LayerAnswer(layer.cgroup, layer.unit, tuple(programs))

@@ -1,10 +1,12 @@
 """Findings: the known ways device access goes wrong across layers, each with its fix options.
 
 A verdict alone does not tell a user what to do; the failure modes are few and well known
-(DESIGN.md §1, anchors.md §0): crun ≥ 1.18's double filter, grants a reload will drop, systemd's
-filter coming back beside a runtime's after a reload, privileged containers, programs cgdev cannot
-read, units whose files changed on disk.  Each finding names the fix options with their
-trade-offs, because the right one depends on who owns the container.
+(DESIGN.md §1, anchors.md §0): crun 1.18-1.22's double filter, grants a reload will drop,
+systemd's filter coming back beside a runtime's after a reload, privileged containers, programs
+cgdev cannot read, units whose files changed on disk, and crun >= 1.23's program that systemd
+attaches from a ``BPFProgram=`` pin (one filter, where a hook cannot grant and ``crun update``
+refuses).  Each finding names the fix options with their trade-offs, because the right one
+depends on who owns the container.
 
 Two entry points: ``structural_findings`` (no request: audit and show) and ``request_findings``
 (one request: explain), which is sharper (it names the exact layer that denies).
@@ -44,6 +46,7 @@ class FindingCode(StrEnum):
     DOUBLE_FILTER = "double-filter"
     RELOAD_DROPS_GRANT = "reload-drops-grant"
     SPEC_DEVICE_SKIPPED = "spec-device-skipped"  # ops.spec_devices: in the spec, not in DeviceAllow
+    PINNED_PROGRAM = "pinned-program"  # a runtime's program systemd attaches from a BPFProgram= pin
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +68,10 @@ class Finding:
 def grant_durable(trigger: str, unit: str | None = None, request: Request | None = None) -> Fix:
     """The durable grant, with the unit and device filled in when they are known."""
     device = "/dev/char/MAJ:MIN rw"
-    grant = "cgdev grant TARGET DEVICE"
+    grant = _grant_command(unit, request)
     if request is not None:
         kind = "char" if request.type == "c" else "block"
         device = f"/dev/{kind}/{request.major}:{request.minor} {access_to_str(request.access)}"
-        number = f"'{request.type} {request.major}:{request.minor}'"
-        grant = f"cgdev grant {unit or 'TARGET'} {number} --access {access_to_str(request.access)}"
     return Fix(
         f"grant on every layer durably: `{grant}` replaces each denying program with one that "
         "allows exactly the device too and adds it to the unit's DeviceAllow, verified and rolled "
@@ -79,6 +80,30 @@ def grant_durable(trigger: str, unit: str | None = None, request: Request | None
         "denying programs must be replaced",
         f"works now and survives the next {trigger}; a runtime `update` that rebuilds its own "
         "program from the spec can still drop it",
+    )
+
+
+def _grant_command(unit: str | None, request: Request | None) -> str:
+    if request is None:
+        return "cgdev grant TARGET DEVICE"
+    number = f"'{request.type} {request.major}:{request.minor}'"
+    return f"cgdev grant {unit or 'TARGET'} {number} --access {access_to_str(request.access)}"
+
+
+def grant_pinned(trigger: str, unit: str | None, pins: Sequence[str], request: Request | None = None) -> Fix:
+    """The durable grant where the runtime hands its program to systemd as a ``BPFProgram=``
+    pin (crun >= 1.23): the pin is what every reload re-attaches, so it is what must change;
+    ``DeviceAllow`` must not (with ``DevicePolicy=auto`` it would make systemd attach an
+    allowlist of its own beside the runtime's, a double filter), and ``crun update`` refuses."""
+    where = ", ".join(pins) or "the unit's BPFProgram= pin"
+    return Fix(
+        f"grant it in the pinned program: `{_grant_command(unit, request)}` replaces the program "
+        f"{where} holds (and any attached program that denies) with one that allows exactly the "
+        "device too and re-pins it (systemd re-attaches what the pin holds), verified and rolled "
+        "back on failure; do not add DeviceAllow by hand: with DevicePolicy=auto systemd would "
+        "attach its own allowlist beside the runtime's program",
+        f"works now and survives the next {trigger}; `crun update` refuses device changes in this "
+        "mode, and a recreated container gets the runtime's program from its spec again",
     )
 
 
@@ -167,6 +192,25 @@ def _reloading_unit(predicted: Sequence[PredictedLayer]) -> str | None:
     return None
 
 
+def _reattached_pins(predicted: Sequence[PredictedLayer]) -> tuple[str | None, tuple[str, ...]]:
+    """The unit and pins whose programs a reload re-attaches (crun >= 1.23's BPFProgram mode)."""
+    for layer in predicted:
+        pins = tuple(
+            p.view.pin for p in layer.added if p.source == ProgramOrigin.PIN and p.view and p.view.pin
+        )
+        if pins:
+            return _unit_name(layer.unit), pins
+    return None, ()
+
+
+def _reload_grant(trigger: str, predicted: Sequence[PredictedLayer], request: Request | None = None) -> Fix:
+    """The durable grant for what a reload takes away: in the pin when a pin brings it back."""
+    unit, pins = _reattached_pins(predicted)
+    if pins and _reloading_unit(predicted) is None:
+        return grant_pinned(trigger, unit, pins, request)
+    return grant_durable(trigger, _reloading_unit(predicted), request)
+
+
 def _systemd_layers(views: Sequence[LayerView]) -> list[LayerView]:
     return [v for v in views if any(p.owned_by_systemd for p in v.programs)]
 
@@ -223,14 +267,15 @@ def _common_findings(
                 )
             )
         for added in layer.added:
-            if added.source == ProgramOrigin.PIN:
+            if added.source == ProgramOrigin.PIN and added.view is not None:
+                pin = added.view.pin or "?"
                 out.append(
                     Finding(
                         FindingCode.RELOAD_ADDS_FILTER,
-                        f"the next {trigger} re-attaches the pinned BPFProgram "
-                        f"{added.view.record.id if added.view else '?'} on {layer.cgroup}, "
+                        f"the next {trigger} re-attaches {added.owner or 'the runtime'}'s program "
+                        f"{added.view.record.id} pinned at {pin} (BPFProgram=) on {layer.cgroup}, "
                         "beside what is there",
-                        (grant_durable(trigger, _unit_name(layer.unit)), SPEC_OR_CDI),
+                        (grant_pinned(trigger, _unit_name(layer.unit), (pin,)), SPEC_OR_CDI),
                         layer.cgroup,
                     )
                 )
@@ -288,7 +333,7 @@ def structural_findings(
                 Finding(
                     FindingCode.RELOAD_DROPS_GRANT,
                     f"allowed now but denied after the next {trigger}: {_device_examples(dropped, nodes)}",
-                    (grant_durable(trigger, _reloading_unit(predicted)), SPEC_OR_CDI),
+                    (_reload_grant(trigger, predicted), SPEC_OR_CDI),
                 )
             )
     return out
@@ -308,8 +353,8 @@ def _double_filter_cause(runtime: str | None) -> str:
     name = (runtime or "").lower()
     if name.startswith("runc"):
         return "runc with the systemd driver: a daemon-reload or set-property re-attached systemd's filter"
-    if name.startswith("crun") or not name:
-        return "crun >= 1.18 with the systemd driver"
+    if name.startswith("crun") or not name:  # >= 1.23 hands its program to systemd where it can
+        return "crun 1.18-1.22 with the systemd driver, or a later crun that could not pin its program"
     return f"{runtime} with the systemd driver"
 
 
@@ -365,13 +410,47 @@ def request_findings(
                 denying_sd[0].cgroup,
             )
         )
+    out.extend(_pinned_denials(request, layers, trigger))
     if allowed is True and allowed_after is False:
+        _, pins = _reattached_pins(predicted)
+        missing = (
+            f"the program pinned at {', '.join(pins)}, which systemd re-attaches"
+            if pins and _reloading_unit(predicted) is None
+            else "the unit's DeviceAllow"
+        )
         out.append(
             Finding(
                 FindingCode.RELOAD_DROPS_GRANT,
                 f"{request} is allowed now but the next {trigger} denies it: the grant "
-                "is not in the unit's DeviceAllow (a hook or a direct program edit made it)",
-                (grant_durable(trigger, _reloading_unit(predicted), request), SPEC_OR_CDI),
+                f"is not in {missing} (a hook or a direct program edit made it)",
+                (_reload_grant(trigger, predicted, request), SPEC_OR_CDI),
             )
         )
+    return out
+
+
+def _pinned_denials(request: Request, layers: Sequence[LayerVerdicts], trigger: str) -> list[Finding]:
+    """A request denied by a program systemd attaches from a runtime's pin (crun >= 1.23 under
+    systemd): one filter, the runtime's, on the unit's cgroup; the container's own cgroup has none,
+    so the usual ways in fail here -- a hook that edits the container's cgroup (libnvidia-container's
+    legacy hook) has no program to prepend to, and ``crun update`` refuses device changes."""
+    out: list[Finding] = []
+    for lv in layers:
+        for program, verdict in zip(lv.view.programs, lv.verdicts, strict=True):
+            if program.pin is None or verdict.allowed is not False:
+                continue
+            owner = program.owner or "the runtime"
+            unit = _unit_name(lv.view.unit)
+            out.append(
+                Finding(
+                    FindingCode.PINNED_PROGRAM,
+                    f"{request} is denied by {owner}'s program {program.record.id} on {lv.view.cgroup}, "
+                    f"which {owner} pinned at {program.pin} and systemd attaches (BPFProgram=, "
+                    f"{owner} >= 1.23 with the systemd driver): it is the container's only device filter "
+                    "and comes from its spec; a hook that edits the container's own cgroup cannot "
+                    f"grant there, and `{owner} update` refuses device changes in this mode",
+                    (grant_pinned(trigger, unit, (program.pin,), request), SPEC_OR_CDI),
+                    lv.view.cgroup,
+                )
+            )
     return out

@@ -13,7 +13,7 @@ lifted once per distinct instruction bytes (``LiftCache``), whatever their id or
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
@@ -180,6 +180,9 @@ class ProgramView:
     record: ProgramRecord
     lifted: LiftResult | None
     error: str | None = None
+    # The layer unit's ``BPFProgram=device:`` pin (systemd's path) that holds this very program:
+    # crun >= 1.23 pins its program there and systemd attaches it (``analyse_layers`` sets it).
+    pin: str | None = None
 
     @property
     def policy(self) -> Policy | None:
@@ -202,6 +205,22 @@ class ProgramView:
         systemd`` in a hook) stays after a reload, so the shape alone must not decide."""
         return self.record.name == SYSTEMD_PROGRAM_NAME
 
+    @property
+    def owner(self) -> str | None:
+        """Who made the program: ``systemd`` for its own, the pin's writer for a pinned one
+        (crun pins under ``<bpffs>/crun/``; else the program's generator); None: not known
+        (a runtime's or a hook's program attached directly says nothing about who attached it)."""
+        if self.owned_by_systemd:
+            return "systemd"
+        if self.pin is None:
+            return None
+        return pin_owner(self.pin) or self.generator
+
+    @property
+    def attached_by(self) -> str | None:
+        """``systemd`` when systemd attached it (its own, or a ``BPFProgram=`` pin); None: unknown."""
+        return "systemd" if self.owned_by_systemd or self.pin is not None else None
+
     def decide(self, request: Request) -> Decision | None:
         """The deciding block for one request; None when the program cannot be run at all."""
         if self.lifted is None:
@@ -214,6 +233,25 @@ class ProgramView:
             return Verdict(None, None, None)
         rule = None if decision.rule is None else str(decision.rule)
         return Verdict(decision.allowed, rule, decision.insn_range)
+
+
+# Where runtimes pin the programs they hand to systemd (``BPFProgram=device:PATH``).
+_PIN_OWNERS: Final = {"crun": "crun"}
+
+
+def pin_owner(path: str) -> str | None:
+    """The runtime a pin path belongs to (``/sys/fs/bpf/crun/crun-x_scope`` -> ``crun``), None if
+    the path is nobody's known place."""
+    parts = [p for p in path.split("/") if p]
+    for index, part in enumerate(parts[:-1]):
+        if part in _PIN_OWNERS and index > 0 and parts[index - 1] == "bpf":
+            return _PIN_OWNERS[part]
+    return None
+
+
+def unit_pins(unit: UnitRecord | None) -> tuple[str, ...]:
+    """The unit's ``BPFProgram=device:`` pins (systemd's paths)."""
+    return () if unit is None else tuple(path for kind, path in unit.bpf_program if kind == "device")
 
 
 class LiftCache:
@@ -258,8 +296,20 @@ class LayerView:
 
 
 def analyse_layers(inspection: Inspection, cache: LiftCache | None = None) -> list[LayerView]:
+    """Each layer with its programs lifted; a program a ``BPFProgram=device:`` pin of the layer's
+    unit holds is marked with that pin (systemd attaches it, the runtime made it)."""
     lifts = cache if cache is not None else LiftCache()
-    return [LayerView(layer, tuple(lifts.view(p) for p in layer.programs)) for layer in inspection.layers]
+    out = []
+    for layer in inspection.layers:
+        pinned = {inspection.pins[pin].id: pin for pin in unit_pins(layer.unit) if pin in inspection.pins}
+        views = []
+        for record in layer.programs:
+            view = lifts.view(record)
+            if record.id in pinned:
+                view = replace(view, pin=pinned[record.id])
+            views.append(view)
+        out.append(LayerView(layer, tuple(views)))
+    return out
 
 
 def devices_list_policy(lines: tuple[str, ...] | None) -> Policy | None:

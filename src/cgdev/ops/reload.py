@@ -27,7 +27,7 @@ files; when they cannot be read it says so instead of guessing their content.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
@@ -42,6 +42,7 @@ from cgdev.ops.layers import (
     SystemdStatus,
     UnitRecord,
     Verdict,
+    unit_pins,
 )
 
 if TYPE_CHECKING:  # systemd's semantics are imported only when a unit manages devices
@@ -87,6 +88,18 @@ class PredictedProgram:
         if self.sd is not None or self.source == ProgramOrigin.UNKNOWN:
             return "systemd"
         return "unknown" if self.view is None else self.view.generator
+
+    @property
+    def owner(self) -> str | None:
+        if self.sd is not None or self.source == ProgramOrigin.UNKNOWN:
+            return "systemd"
+        return None if self.view is None else self.view.owner
+
+    @property
+    def attached_by(self) -> str | None:
+        if self.sd is not None or self.source in (ProgramOrigin.UNKNOWN, ProgramOrigin.PIN):
+            return "systemd"
+        return None if self.view is None else self.view.attached_by
 
     def verdict(self, request: Request) -> Verdict:
         if self.source == ProgramOrigin.UNKNOWN:
@@ -194,7 +207,7 @@ def predict_layer(view: LayerView, inspection: Inspection, cache: LiftCache) -> 
     if not reload_reapplies_devices(inspection.systemd_version):
         notes.append(
             f"systemd {inspection.systemd_version} does not rebuild device programs on daemon-reload "
-            f"(fixed in systemd 258): this prediction is for the next set-property or restart of "
+            f"(252 and 262 do, measured): this prediction is for the next set-property or restart of "
             f"{unit.unit}; a daemon-reload leaves the programs attached now"
         )
     policy, allow = unit.device_policy, unit.device_allow
@@ -205,14 +218,13 @@ def predict_layer(view: LayerView, inspection: Inspection, cache: LiftCache) -> 
     if sd.attached:
         programs.append(PredictedProgram(ProgramOrigin.SYSTEMD, sd=sd, unit=unit.unit))
     attached_ids = {p.view.record.id for p in programs if p.view is not None}
-    for kind, pin in unit.bpf_program:
-        if kind != "device":
-            continue
+    for pin in unit_pins(unit):
         record = inspection.pins.get(pin)
         if record is None:
             notes.append(f"BPFProgram pin {pin} is missing: systemd will log an error and attach nothing")
         elif record.id not in attached_ids:
-            programs.append(PredictedProgram(ProgramOrigin.PIN, view=cache.view(record), unit=unit.unit))
+            pinned = replace(cache.view(record), pin=pin)
+            programs.append(PredictedProgram(ProgramOrigin.PIN, view=pinned, unit=unit.unit))
             attached_ids.add(record.id)
     if unit.reload_keeps_devices:
         pass  # NeedDaemonReload=yes or not, a reload loads the device settings loaded now: exact

@@ -109,6 +109,9 @@ def _layer_json(view: LayerView) -> dict[str, Any]:
                 "tag": p.record.tag,
                 "attach_flags": p.record.attach_flags,
                 "generator": p.generator,
+                "owner": p.owner,
+                "attached_by": p.attached_by,
+                "pin": p.pin,
                 "opaque": p.opaque,
                 "instructions": len(p.record.xlated) // 8,
                 "lifted_rules": [] if p.lifted is None else [str(r) for r in p.lifted.rules],
@@ -129,6 +132,9 @@ def _predicted_json(layer: PredictedLayer) -> dict[str, Any]:
                 "id": None if p.view is None else p.view.record.id,
                 "name": p.name,
                 "generator": p.generator,
+                "owner": p.owner,
+                "attached_by": p.attached_by,
+                "pin": None if p.view is None else p.view.pin,
                 "allows": rules_json(p.policy),
             }
             for p in layer.programs

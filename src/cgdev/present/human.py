@@ -148,7 +148,8 @@ def _layers_tree(title: str, layers: tuple[LayerAnswer, ...], console: Any) -> A
             continue
         node = tree.add(escape(short_middle(layer.cgroup, room)))
         if layer.unit is not None:  # its own line, wrapped: the DeviceAllow list can be long
-            node.add(f"[dim]{escape(layer.unit.unit)}: {escape(_unit_properties(layer.unit))}[/]")
+            props = _unit_properties(layer.unit, with_bpf=bool(layer.unit.bpf_program))
+            node.add(f"[dim]{escape(layer.unit.unit)}: {escape(props)}[/]")
         if not layer.programs:
             node.add("[dim]no device program[/]")
         for p in layer.programs:
@@ -161,8 +162,16 @@ def _layers_tree(title: str, layers: tuple[LayerAnswer, ...], console: Any) -> A
             )
             rule = escape(p.verdict.rule or p.opaque or "")
             label = f"{ident} {escape(p.name or 'unnamed')} ({p.generator}){source}"
-            node.add(f"{_mark(p.verdict.allowed)} {label}: {rule}{where}")
+            line = node.add(f"{_mark(p.verdict.allowed)} {label}: {rule}{where}")
+            if p.pin is not None:
+                line.add(f"[dim]{escape(pinned_text(p.owner, p.pin))}[/]")
     return tree
+
+
+def pinned_text(owner: str | None, pin: str) -> str:
+    """How a pinned program is described: the runtime made it, systemd attaches it (crun >= 1.23
+    hands its program over as ``BPFProgram=device:PIN``), so systemd re-attaches it on reload."""
+    return f"{owner or 'a runtime'}'s program, pinned at {pin}; attached by systemd (BPFProgram=)"
 
 
 def print_findings(console: Any, findings: tuple[Finding, ...]) -> None:
@@ -303,6 +312,8 @@ def print_show(result: ShowResult, console: Any = None, *, quiet: bool = False) 
             sub = node.add(
                 f"#{p.record.id} {escape(p.record.name or 'unnamed')} ({p.generator}) tag {p.record.tag}"
             )
+            if p.pin is not None:
+                sub.add(f"[dim]{escape(pinned_text(p.owner, p.pin))}[/]")
             if p.opaque:
                 sub.add(f"[yellow]opaque: {escape(p.opaque)}[/]")
             elif p.lifted is not None:

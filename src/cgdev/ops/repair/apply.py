@@ -36,6 +36,7 @@ from cgdev.ops.repair.plan import (
     Plan,
     ReplaceProgram,
     SetUnitDeviceAllow,
+    SwapMode,
     V1DevicesWrite,
     changed_policy,
 )
@@ -114,7 +115,32 @@ def _repin(path: str, prog: bpf.Fd) -> None:
         raise
 
 
+def _repin_only(action: ReplaceProgram, held: _Held, fs_root: str) -> Undo:
+    """A pinned program that is not attached now: only its pins change (systemd attaches the new
+    one on the next reload)."""
+    old = held.keep(bpf.prog_fd_by_id(action.old_id))
+    new = held.keep(bpf.prog_load(action.insns, name=action.name))
+    pins = [os.path.join(fs_root, pin.lstrip("/")) for pin in action.pins]
+    repinned: list[str] = []
+    try:
+        for path in pins:
+            _repin(path, new)
+            repinned.append(path)
+    except (CgdevError, OSError):
+        for path in repinned:
+            _repin(path, old)
+        raise
+
+    def undo() -> None:
+        for path in pins:
+            _repin(path, old)
+
+    return undo
+
+
 def _replace_program(action: ReplaceProgram, held: _Held, mount: str, fs_root: str) -> Undo:
+    if action.mode is SwapMode.PIN_ONLY:
+        return _repin_only(action, held, fs_root)
     cg = held.keep(bpf.open_cgroup(cgroupfs.cgroup_path(action.cgroup, mount=mount)))
     old = held.keep(bpf.prog_fd_by_id(action.old_id))
     new = held.keep(bpf.prog_load(action.insns, name=action.name))

@@ -18,6 +18,8 @@ it, and ``apply`` is the only place that changes anything.  What a plan does, an
   attach one;
 - a ``BPFProgram=device:`` pin holding a replaced program (crun >= 1.23 hands its program to
   systemd that way) is re-pinned to the new one, since a reload re-attaches what the pin holds;
+  so is a pin whose program is not attached now (a hook swapped it out) but denies: the next
+  reload attaches it beside the rest (``SwapMode.PIN_ONLY``);
 - v1 (hybrid hosts): a ``devices.allow`` line when the v1 devices cgroup denies a grant;
 - an opaque program on the path is refused: its policy is unknown, so "exactly plus the request"
   cannot be built (exit 2, nothing changed).
@@ -28,7 +30,7 @@ one decision read top to bottom; the actions' ``describe``/``to_json`` are what 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final
 
@@ -53,6 +55,7 @@ from cgdev.ops.layers import (
     UnitRecord,
     analyse_layers,
     devices_list_policy,
+    unit_pins,
 )
 from cgdev.ops.targets import Target
 
@@ -78,6 +81,7 @@ class SwapMode(StrEnum):
 
     REPLACE = "replace"
     ATTACH_DETACH = "attach-detach"
+    PIN_ONLY = "pin-only"  # a pinned program not attached now (a hook replaced it): re-pin only
 
 
 # -- the request -----------------------------------------------------------------------------------
@@ -173,6 +177,12 @@ class ReplaceProgram:
     kind: ActionKind = ActionKind.REPLACE_PROGRAM
 
     def describe(self) -> str:
+        if self.mode is SwapMode.PIN_ONLY:
+            return (
+                f"re-pin {', '.join(self.pins)}: program #{self.old_id} ({self.old_generator}), not "
+                f"attached to {self.cgroup} now, replaced by a {self.shape}-shaped program of "
+                f"{len(self.insns) // 8} instructions (systemd attaches it on the next reload)"
+            )
         how = "BPF_F_REPLACE" if self.mode is SwapMode.REPLACE else "attach the new, then detach the old"
         pinned = f"; re-pin {', '.join(self.pins)}" if self.pins else ""
         return (
@@ -310,9 +320,10 @@ def plan(
     box = Policy.deny_all()
     for device in devices:
         box = box | device.box(change)
-    views = analyse_layers(inspection, cache)
+    lifts = cache if cache is not None else LiftCache()
+    views = analyse_layers(inspection, lifts)
     for view in views:
-        for program in view.programs:
+        for program in (*view.programs, *_unattached_pinned(view, inspection, lifts)):
             if program.policy is None:
                 raise InputError(
                     f"program #{program.record.id} {program.record.name or '(no name)'} on {view.cgroup} "
@@ -338,6 +349,11 @@ def plan(
                 continue  # systemd swaps its own program when the unit changes
             pins = _pins_holding(view, inspection, program.record.id)
             actions.append(_replace(view, program, box, change, shape, pins))
+        for program in _unattached_pinned(view, inspection, lifts):
+            assert program.policy is not None and program.pin is not None
+            if _needs_change(program.policy, box, change):  # else the next reload brings it back
+                pins = _pins_holding(view, inspection, program.record.id)
+                actions.append(_replace(view, program, box, change, shape, pins, SwapMode.PIN_ONLY))
         if unit_action is not None:
             actions.append(unit_action)
     if not systemd_ok:
@@ -354,6 +370,19 @@ def plan(
         for device in devices:
             actions.append(V1DevicesWrite(inspection.target.pid, "allow", str(device)))
     return Plan(change, inspection.target, devices, tuple(actions), tuple(notes))
+
+
+def _unattached_pinned(view: LayerView, inspection: Inspection, cache: LiftCache) -> list[ProgramView]:
+    """The programs the unit's pins hold that are not attached to its cgroup now (a hook replaced
+    crun's pinned program there): the next reload attaches them beside what is there, so a grant
+    rewrites them too, or it would not last."""
+    attached = {p.record.id for p in view.programs}
+    out: dict[int, ProgramView] = {}
+    for pin in unit_pins(view.unit):
+        record = inspection.pins.get(pin)
+        if record is not None and record.id not in attached and record.id not in out:
+            out[record.id] = replace(cache.view(record), pin=pin)
+    return list(out.values())
 
 
 def _pins_holding(view: LayerView, inspection: Inspection, prog_id: int) -> tuple[str, ...]:
@@ -375,13 +404,15 @@ def _replace(
     change: Change,
     shape: str,
     pins: tuple[str, ...] = (),
+    mode: SwapMode | None = None,
 ) -> ReplaceProgram:
     assert program.policy is not None and program.lifted is not None
     wanted = changed_policy(program.policy, box, change)
     insns, shape_used = shaped_program(wanted, program, shape, box, change)
     old_name = program.record.name
     name = CGDEV_PROGRAM_NAME if program.owned_by_systemd or not old_name else old_name[:BPF_NAME_MAX]
-    mode = SwapMode.REPLACE if len(view.programs) == 1 else SwapMode.ATTACH_DETACH
+    if mode is None:
+        mode = SwapMode.REPLACE if len(view.programs) == 1 else SwapMode.ATTACH_DETACH
     return ReplaceProgram(
         cgroup=view.cgroup,
         old_id=program.record.id,
