@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "man": "cgdev.cli.man_cmd",
     "cdi": "cgdev.cli.cdi_cmd",
     "links": "cgdev.cli.links_cmd",
+    "hook": "cgdev.hook.command",
 }
 
 
@@ -67,6 +68,10 @@ FLAGS: dict[str, str] = {
     "attach_cgroup": "CGROUP",
     "from": "--from",
     "to": "--to",
+    "dir": "--dir",
+    "variant": "--variant",
+    "hook_path": "--hook-path",
+    "policy": "--policy",
 }
 
 
