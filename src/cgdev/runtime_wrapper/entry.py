@@ -148,12 +148,16 @@ def failure(opts: Options, inv: Invocation | None, message: str, exit_code: int)
 def prepare(opts: Options, inv: Invocation) -> int | None:
     """Edit the bundle of a create/run; None to go on and exec, an exit status to stop."""
     who = f"{inv.command} {inv.container_id}: "
-    bundle = inv.bundle if inv.bundle.startswith("/") else os.path.join(os.getcwd(), inv.bundle)
+    bundle = inv.bundle
+    if not bundle.startswith("/"):  # relative to the runtime's working directory; ".." stays and is refused
+        while bundle.startswith("./"):
+            bundle = bundle[2:]
+        bundle = os.getcwd() if bundle in ("", ".") else os.path.join(os.getcwd(), bundle)
     try:
         from cgdev.ops.spec_inject import inject_entitled
 
         done = inject_entitled(
-            os.path.normpath(bundle),
+            bundle,
             policy_path=opts.policy,
             cdi_dirs=opts.cdi_dirs,
             bundle_dirs=opts.bundle_dirs,

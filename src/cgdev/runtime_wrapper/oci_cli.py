@@ -114,9 +114,10 @@ def _parse_create(inv: Invocation, argv: list[str]) -> None:
             i += 1
             continue
         name, eq, value = arg.partition("=")
-        if name[:2] in ("-b", "-f") and len(name) > 2 and not eq:  # crun's -bDIR
+        if _long(name) in CREATE_VALUE or _long(name) in CREATE_FLAG:
+            name = _long(name)  # runc's -bundle
+        elif name[:2] in ("-b", "-f") and len(name) > 2 and not eq:  # crun's -bDIR
             name, eq, value = name[:2], "=", name[2:]
-        name = _long(name)
         if name in CREATE_VALUE:
             if not eq:
                 i += 1
