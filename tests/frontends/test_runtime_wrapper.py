@@ -414,3 +414,35 @@ def test_cgdev_runtime_is_the_same_front_end(setup: Setup) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 7, done.stderr
     assert config_of(bundle)["linux"]["devices"][0]["path"] == "/dev/nvidiactl"
+
+
+PROBE_IMPORTS = """
+import sys
+before = set(sys.modules)
+from cgdev.runtime_wrapper import entry
+def execv(path, argv):
+    print(" ".join(sorted(set(sys.modules) - before)))
+    sys.exit(0)
+entry.os.execv = execv
+entry.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("command", ["state", "create"])
+def test_the_fast_paths_import_nothing_but_cgdev_and_the_json_scanner(setup: Setup, command: str) -> None:
+    """A plain exec and a create with no claim load no typing, dataclasses, re, json or msgspec:
+    the wrapper runs for every step of every container (bench/bench_runtime.py measures it)."""
+    bundle = setup.bundle(annotations={"org.example/other": "x"})
+    argv = [command, "--bundle", str(bundle), "c1"] if command == "create" else [command, "c1"]
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE_IMPORTS, *setup.options(), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout.split()
+    assert loaded, "nothing reported"
+    extra = [m for m in loaded if not m.startswith("cgdev") and m not in ("_json", "__future__")]
+    assert extra == [], extra
+    assert ("cgdev.adapters.oci_bundle" in loaded) is (command == "create")

@@ -18,14 +18,16 @@ container being created, and the engine creates it again from its own copy of th
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-from collections.abc import Sequence
-from typing import Any, Final
 
 from cgdev.core import strict_json
 from cgdev.errors import EnvError, InputError
+
+TYPE_CHECKING = False  # typing and collections cost the wrapper runtime more than its whole fast path
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Final
 
 # Where engines keep bundles (rootful): podman and CRI-O (containers/storage), containerd and
 # Docker (the v2 task dirs), and the cgdev lab.  The node's policy and --bundle-dir add more.
@@ -135,6 +137,8 @@ class Bundle:
     def replace(self, config: dict[str, Any]) -> None:
         """Write ``config`` as config.json: the old file or the whole new one, never a mix; the new
         file keeps the old one's mode and owner."""
+        import contextlib  # here, not at the top: the no-claim path never writes
+
         import msgspec
 
         try:
@@ -146,7 +150,7 @@ class Bundle:
         old = self._stat
         try:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(TEMP, dir_fd=self.fd)
+                os.unlink(TEMP, dir_fd=self.fd)  # what a killed earlier attempt left
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(TEMP, flags, 0o600, dir_fd=self.fd)
             try:

@@ -9,7 +9,9 @@ is reported like any other malformed document.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing costs the wrapper runtime more than the scan
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class JsonError(ValueError):

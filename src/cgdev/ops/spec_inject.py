@@ -15,14 +15,15 @@ names a device or a policy file exists.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
 
 from cgdev.adapters.oci_bundle import DEFAULT_BUNDLE_DIRS, Bundle
 from cgdev.errors import InputError
 
+TYPE_CHECKING = False  # typing, collections.abc and dataclasses would cost more than this module's work
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any, Final
+
     from cgdev.core.spec_edit import SpecEdit
 
 DEFAULT_POLICY_PATH: Final = "/etc/cgdev/policy.yaml"  # = cgdev.core.node_policy.DEFAULT_POLICY_PATH
@@ -30,13 +31,16 @@ DEFAULT_POLICY_PATH: Final = "/etc/cgdev/policy.yaml"  # = cgdev.core.node_polic
 _CLAIM_PREFIXES: Final = ("cdi.k8s.io/", "cgdev.io/devices")
 
 
-@dataclass(frozen=True, slots=True)
 class Injection:
-    """What the edit did: the log lines of refused claims, and the edit (None: nothing entitled)."""
+    """What the edit did: the log lines of refused claims, and the edit (None: nothing entitled).
+    A plain class: ``dataclasses`` imports ``re`` and ``inspect``, more than the no-claim path costs."""
 
-    bundle: str
-    refusals: tuple[str, ...] = ()
-    edit: SpecEdit | None = None
+    __slots__ = ("bundle", "edit", "refusals")
+
+    def __init__(self, bundle: str, refusals: tuple[str, ...] = (), edit: SpecEdit | None = None) -> None:
+        self.bundle = bundle
+        self.refusals = refusals
+        self.edit = edit
 
     @property
     def written(self) -> bool:
