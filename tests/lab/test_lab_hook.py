@@ -217,3 +217,48 @@ def test_hostile_claims_get_nothing_on_any_layer(
         assert not any(" grant " in line for line in lines)
         for source, claim in [*(("annotation", c) for c in CLAIMS), ("cdi", "example.com/gpu=nope")]:
             assert sum(f"refused {source} {claim!r}: " in line for line in lines) == 2, (claim, lines)
+
+
+def deny_nvidiactl() -> bytes:
+    """A later hook's rewrite of the leaf that loses the grant: deny c 195:255, allow the rest."""
+    from cgdev.core import isa
+    from cgdev.core.model import CHAR
+
+    return isa.encode(
+        isa.assemble(
+            [
+                isa.ldx("h", 2, 1, 0),
+                isa.ldx("w", 4, 1, 4),
+                isa.ldx("w", 5, 1, 8),
+                isa.jmp("jne", 2, "allow", imm=CHAR),
+                isa.jmp("jne", 4, "allow", imm=195),
+                isa.jmp("jne", 5, "allow", imm=255),
+                isa.alu32("mov", 0, imm=0),
+                isa.exit_(),
+                isa.Label("allow"),
+                isa.alu32("mov", 0, imm=1),
+                isa.exit_(),
+            ]
+        )
+    )
+
+
+@pytest.mark.parametrize("runtime", ["crun", "runc"])
+def test_poststart_repairs_a_leaf_a_later_hook_rewrote(lab: LabHandle, tmp_path: Path, runtime: str) -> None:
+    setup = HookSetup(tmp_path)
+    with hooked(lab, runtime, f"hook-fix-{runtime}", setup, {"cdi.k8s.io/gpu": "example.com/gpu=ctl"}) as ctr:
+        assert kernel(lab, ctr, [NVIDIACTL]) == [True]
+        with bpf.open_cgroup(str(lab.cgroup_root) + ctr.cgroup) as leaf:
+            prog = bpf.prog_load(deny_nvidiactl(), name="later_hook")
+            bpf.prog_attach(leaf, prog, multi=True)
+            prog.close()
+        assert kernel(lab, ctr, [NVIDIACTL]) == [False]
+        annotations = {"cdi.k8s.io/gpu": "example.com/gpu=ctl"}
+        state = {"ociVersion": "1.0.2", "id": ctr.id, "status": "running", "pid": ctr.pid,
+                 "bundle": ctr.bundle, "annotations": annotations}  # fmt: skip
+        hook = setup.hook("poststart")
+        argv = ["env", *hook["env"], *hook["args"]]  # as the runtime runs it, inside the lab
+        done = lab.running.exec(argv, input=json.dumps(state), check=False, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert kernel(lab, ctr, [NVIDIACTL, *NEIGHBOURS]) == [True, False, False]
+        assert any("poststart: grant c 195:255 rw: done" in line for line in setup.lines()), setup.lines()
