@@ -60,7 +60,7 @@ def parse_options(argv: list[str]) -> Options:
             raise ValueError(f"unknown argument {arg!r}")
         if not eq:
             i += 1
-            if i >= len(argv):
+            if i >= len(argv) or argv[i].startswith("--"):
                 raise ValueError(f"{name} needs a value")
             value = argv[i]
         if name == "--fail":
