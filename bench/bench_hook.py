@@ -117,8 +117,9 @@ def lab_rows(n: int, tmp: str) -> list[tuple[str, float]]:
             if annotations:
                 config["annotations"] = annotations
             if hooks:
-                config["hooks"] = {stage: [{"path": sys.executable, "args": [*hook_args, "--stage", stage],
-                                            "env": env}] for stage in ("createRuntime", "poststart")}  # fmt: skip
+                stages = ("createRuntime", "poststart")
+                entry = {"path": sys.executable, "env": env}
+                config["hooks"] = {s: [{**entry, "args": [*hook_args, "--stage", s]}] for s in stages}
             samples.append(median_ms(lambda config=config: start(config), 1))
             containers.delete_container(lab, NAME)
         samples.sort()
@@ -149,8 +150,9 @@ def lab_rows(n: int, tmp: str) -> list[tuple[str, float]]:
         samples = sorted(grant_once() for _ in range(n))
         rows.append(("hook, CDI grant on every layer (lab, nsenter)", samples[len(samples) // 2]))
         lab.exec([*in_lab, *hook_args], input=grant_state)
-        rows.append(("hook, poststart re-check, nothing to do (lab, nsenter)", median_ms(
-            lambda: lab.exec([*in_lab, *hook_args, "--stage", "poststart"], input=grant_state), n, 1)))  # fmt: skip
+        recheck = [*in_lab, *hook_args, "--stage", "poststart"]
+        rows.append(("hook, poststart re-check, nothing to do (lab, nsenter)",
+                     median_ms(lambda: lab.exec(recheck, input=grant_state), n, 1)))  # fmt: skip
     finally:
         containers.delete_container(lab, NAME)
     return rows
