@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_STATE_BYTES = 1 << 20  # an OCI state is a few kB; annotations are bounded by the engines
+MAX_POLICY_BYTES = 1 << 20  # = cgdev.ops.entitled.MAX_POLICY_BYTES (a larger file is refused there)
 DEFAULT_POLICY_PATH = "/etc/cgdev/policy.yaml"  # = cgdev.core.node_policy.DEFAULT_POLICY_PATH
 _KEYS = (b"cdi.k8s.io/", b"cgdev.io/devices")
 _USAGE = (
@@ -60,7 +61,7 @@ def parse_options(argv: list[str]) -> Options:
             raise ValueError(f"unknown argument {arg!r}")
         if not eq:
             i += 1
-            if i >= len(argv):
+            if i >= len(argv) or argv[i].startswith("--"):
                 raise ValueError(f"{name} needs a value")
             value = argv[i]
         if name == "--fail":
@@ -162,12 +163,12 @@ def may_entitle(state: State, policy_path: str) -> bool:
         return True
     try:
         with open(policy_path, "rb") as fh:
-            head = fh.read()
+            head = fh.read(MAX_POLICY_BYTES + 1)
     except FileNotFoundError:
         return False
     except OSError:
         return True  # an unreadable policy is the slow path's error to report
-    return b"images" in head or b"namespaces" in head
+    return len(head) > MAX_POLICY_BYTES or b"images" in head or b"namespaces" in head
 
 
 def log_line(opts: Options, line: str) -> None:

@@ -21,11 +21,11 @@ from cgdev.ops.entitled import entitled_devices, read_node_policy
 if TYPE_CHECKING:
     from cgdev.hook.entry import Options, State
 
-STAGES = {"creating": "createRuntime", "created": "createRuntime", "running": "poststart"}
-
 
 def run(state: State, opts: Options) -> int:
-    stage = opts.stage or STAGES.get(state.status, state.status)
+    # The state's status does not tell the stage (runc says "creating" at createRuntime and
+    # "created" at poststart, crun "created" and "running"): only --stage does.
+    stage = opts.stage or f"status {state.status}"
     if state.pid <= 0:
         raise HookInputError(f"state: field 'pid' {state.pid}: no process to grant to at {stage}")
     policy = read_node_policy(opts.policy)
@@ -42,7 +42,7 @@ def run(state: State, opts: Options) -> int:
 
     names = ", ".join(decision.resolution.names) or "policy"
     results = grant_entitled(str(state.pid), decision.resolution.device_rules, HostView.local(),
-                             why=f"hook {stage}: {names}")  # fmt: skip
+                             why=f"hook {stage} {state.id}: {names}")  # fmt: skip
     for result in results:
         log_line(opts, f"{who}{stage}: {result.line()}")
         if result.exit_code != 0:
