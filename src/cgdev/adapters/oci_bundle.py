@@ -105,8 +105,11 @@ class Bundle:
         try:
             fd = os.open(CONFIG, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
         except OSError as err:
-            why = "a symlink" if err.errno == 40 else f"cannot open: {err.strerror}"
-            raise InputError(why, field="config", value=path) from None
+            if err.errno in (40, 20):  # ELOOP, ENOTDIR: as for every component before it
+                raise InputError(
+                    "a symlink or not a directory on the way", field="bundle", value=path
+                ) from None
+            raise InputError(f"cannot open {path}: {err.strerror}", field="bundle", value=self.path) from None
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
