@@ -12,7 +12,9 @@ the OCI hook and the node daemon, and each front end spells the field its own wa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+TYPE_CHECKING = False  # collections.abc is not free, and the wrapper runtime imports this module
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 class CgdevError(Exception):

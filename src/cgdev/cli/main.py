@@ -38,6 +38,8 @@ COMMANDS: dict[str, str] = {
     "man": "cgdev.cli.man_cmd",
     "cdi": "cgdev.cli.cdi_cmd",
     "links": "cgdev.cli.links_cmd",
+    "hook": "cgdev.hook.command",
+    "runtime": "cgdev.runtime_wrapper.command",
 }
 
 
@@ -69,6 +71,10 @@ FLAGS: dict[str, str] = {
     "attach_cgroup": "CGROUP",
     "from": "--from",
     "to": "--to",
+    "dir": "--dir",
+    "variant": "--variant",
+    "hook_path": "--hook-path",
+    "policy": "--policy",
 }
 
 
@@ -149,6 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cgdev.errors import CgdevError, with_flags
 
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["runtime"] and args_list[1:] not in (["-h"], ["--help"]):
+        # an OCI runtime's arguments (``--root R create ...``): argparse must not read them
+        from cgdev.runtime_wrapper.entry import main as runtime_main
+
+        return runtime_main(args_list[1:])
     first = next((a for a in args_list if not a.startswith("-")), None)
     parser = build_parser(first if first in COMMANDS else None)
     args = parser.parse_args(args_list)

@@ -1,0 +1,1 @@
+"""The wrapper runtime front end (``cgdev-runtime``, ``cgdev runtime``): see ``entry``."""
