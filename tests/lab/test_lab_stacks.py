@@ -461,7 +461,8 @@ def test_the_demo_tells_the_stacks_story_and_its_prediction_holds(stack_lab: Sta
             assert "Allowed, and still allowed after the reload." in text
         else:
             assert "double-filter" in text
-        command = text[text.index("cgdev explain ") :].split(" and delete it")[0].split()
+        printed = next(line for line in done.stdout.splitlines() if line.startswith("  cgdev explain "))
+        command = printed.split()
         asked = subprocess.run(
             [sys.executable, "-m", *command], capture_output=True, text=True, timeout=60, check=False
         )
