@@ -47,7 +47,10 @@ class ProgramLift:
     checks: tuple[Check, ...]
 
     def to_json(self, with_policy: bool = True) -> dict[str, Any]:
+        from cgdev.core.lift.generators import releases
+
         out: dict[str, Any] = {**self.source.to_json(), **self.result.to_json()}
+        out["releases"] = releases(self.result.insns, self.result.generator)
         if self.policy_rules is not None:
             out["policy_rules"] = list(self.policy_rules)
         if not with_policy:

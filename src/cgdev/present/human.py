@@ -442,7 +442,8 @@ def print_lift(report: LiftReport, cgroup: str | None = None) -> None:
         print(f"no device program is attached to {cgroup} (its parents' programs still apply)")
     for prog in programs:
         name = f" ({prog['name']})" if prog.get("name") else ""
-        print(f"{prog['source']}{name}: {prog['generator']}, {prog['instructions']} instructions")
+        made_by = f"{prog['generator']} [{prog['releases']}]" if prog.get("releases") else prog["generator"]
+        print(f"{prog['source']}{name}: {made_by}, {prog['instructions']} instructions")
         if prog["opaque"]:
             print(f"  opaque: {prog['opaque']}")
         for rule in prog["rules"]:

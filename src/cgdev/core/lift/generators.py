@@ -132,4 +132,33 @@ def recognise(insns: Sequence[Insn], cgdev: bool = False) -> str:
     return "unknown"
 
 
-__all__ = ["hook_prefix_length", "recognise"]
+# Which releases write each shape: only what was compared byte for byte with programs dumped from
+# the real runtimes (docs/stacks.md, tests/lab/test_lab_shapes.py and test_lab_stacks.py), never
+# a guess at where a range ends.  The name alone does not tell crun's two shapes apart, so the
+# shape is asked again (``releases``).
+MEASURED_RELEASES: dict[str, str] = {
+    "crun": "crun 1.21-1.28 (measured; crun's dead sentinel block)",
+    "crun-old": "crun 1.8.1 (measured; before the sentinel block)",
+    "runc": "runc 1.1.5-1.3.6 (measured)",
+    "systemd": "systemd 252-262 (measured)",
+    "youki": "youki (not measured here)",
+}
+
+
+def releases(insns: Sequence[Insn], generator: str) -> str:
+    """The releases known to emit this program's shape, for a reader to set beside the versions
+    on the node ("" when nothing is known: an unknown generator, or a hook prefix whose inner
+    program says it)."""
+    name = generator.removeprefix("libnvidia-container + ")
+    if name.startswith("libnvidia-container"):
+        return ""
+    inner = insns
+    if generator != name:
+        at = hook_prefix_length(insns)
+        inner = insns[at:] if at is not None else insns
+    if name == "crun" and not _is_crun_sentinel(inner, len(_PROLOGUE_W)):
+        name = "crun-old"
+    return MEASURED_RELEASES.get(name, "")
+
+
+__all__ = ["MEASURED_RELEASES", "hook_prefix_length", "recognise", "releases"]
