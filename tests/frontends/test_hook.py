@@ -241,3 +241,14 @@ def test_annotation_regex_matches_the_keys_the_hook_reads() -> None:
     assert pattern.match("cdi.k8s.io/nvidia-gpu_0") and pattern.match("cgdev.io/devices")
     assert not pattern.match("cdi.k8s.io/") and not pattern.match("xcdi.k8s.io/a")
     assert not pattern.match("cgdev.io/devicesx")
+
+
+def test_a_policy_with_image_entries_takes_the_slow_path_without_annotations(tmp_path: Path) -> None:
+    """Image and namespace entries grant without any annotation, so the fast path must not exit."""
+    (tmp_path / "policy.yaml").write_text("images:\n  - image: 'x/*'\n    devices: [{device: c 195:255}]\n")
+    done = run_hook(state(annotations={"io.kubernetes.cri.image-name": "x/y"}), tmp=tmp_path)
+    assert done.returncode == 2
+    (line,) = lines(done)
+    assert "outside the engines' state directories" in line  # the bundle was read: the slow path ran
+    (tmp_path / "policy.yaml").write_text("annotation:\n  enabled: false\n")
+    assert run_hook(state(), tmp=tmp_path).returncode == 0  # no image/namespace entries: the fast path

@@ -93,3 +93,17 @@ def test_broken_policy_file_is_an_error_not_the_default(
     assert str(policy) in line and "\n" not in line
     if field_part:
         assert field_part in line
+
+
+def test_a_spec_of_env_only_is_not_empty(tmp_path: Path) -> None:
+    """The wrapper runtime injects env and mounts too: such a decision is not 'nothing'."""
+    directory = tmp_path / "cdi"
+    directory.mkdir()
+    spec = {"cdiVersion": "0.3.0", "kind": "example.com/env", "devices": [
+        {"name": "e", "containerEdits": {"env": ["VISIBLE=1"]}}]}  # fmt: skip
+    (directory / "env.json").write_text(json.dumps(spec))
+    decision = entitled_devices({"cdi.k8s.io/e": "example.com/env=e"}, {}, policy_path=str(tmp_path / "none"),
+                                cdi_dirs=[str(directory)])  # fmt: skip
+    assert not decision.is_empty
+    assert decision.resolution is not None and decision.resolution.env == ("VISIBLE=1",)
+    assert decision.resolution.device_rules == ()

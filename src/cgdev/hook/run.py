@@ -35,8 +35,8 @@ def run(state: State, opts: Options) -> int:
     who = f"cgdev-hook: {state.id}: "
     for line in decision.log_lines():
         log_line(opts, who + line)
-    if decision.is_empty or decision.resolution is None:
-        return 0
+    if decision.resolution is None or not decision.resolution.device_rules:
+        return 0  # the hook grants cgroup rules only: nodes, env and mounts are the wrapper's
     from cgdev.ops.inspect import HostView
     from cgdev.ops.prevent import grant_entitled
 

@@ -50,7 +50,11 @@ class EntitlementDecision(msgspec.Struct, frozen=True):
 
     @property
     def is_empty(self) -> bool:
-        return self.resolution is None or not self.resolution.device_rules
+        """Nothing to inject or grant (no device, rule, env, mount, hook or gid)."""
+        res = self.resolution
+        return res is None or not (
+            res.devices or res.device_rules or res.env or res.mounts or res.hooks or res.additional_gids
+        )
 
     def log_lines(self) -> list[str]:
         return [r.line() for r in self.refusals]
