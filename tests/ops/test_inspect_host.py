@@ -45,11 +45,12 @@ def test_a_plain_directory_is_a_chroot_with_its_own_systemd(tmp_path: object) ->
     host = HostView.for_root(root)
     assert host.systemd_fs_root == root and host.systemd_root == "/"
     assert host.bus == f"unix:path={root}/run/dbus/system_bus_socket" and not host.require_bus
-    assert dict(host.runtime_roots) == {
-        "crun": f"{root}/run/crun",
-        "runc": f"{root}/run/runc",
-        "youki": f"{root}/run/youki",
-    }
+    assert list(host.runtime_roots) == [
+        ("crun", f"{root}/run/crun"),
+        ("runc", f"{root}/run/runc"),
+        ("youki", f"{root}/run/youki"),
+        ("runc", f"{root}/run/containerd/runc/*"),  # containerd's runc roots, one per namespace
+    ]
     assert HostView.for_root(root, systemd_root="/machine.slice/node").systemd_root == "/machine.slice/node"
 
 
