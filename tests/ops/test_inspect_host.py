@@ -95,8 +95,8 @@ def test_for_ns_pid_derives_the_four_settings_of_the_lab(lab: LabHandle) -> None
     assert namespace_cgroup_root(lab.pid1) == host.systemd_root
     assert cgroupfs.process_cgroup(lab.pid1) == host.systemd_root + "/init.scope"
     assert host.bus == lab.bus_address and host.systemd_fs_root == fs_root
-    roots = dict(host.runtime_roots)
-    assert roots["crun"] == f"{fs_root}/run/crun" and roots["runc"] == f"{fs_root}/run/runc"
+    assert ("crun", f"{fs_root}/run/crun") in host.runtime_roots
+    assert ("runc", f"{fs_root}/run/runc") in host.runtime_roots
     assert HostView.for_root(fs_root) == host  # the same host, however it is named
 
 
