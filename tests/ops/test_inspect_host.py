@@ -45,11 +45,12 @@ def test_a_plain_directory_is_a_chroot_with_its_own_systemd(tmp_path: object) ->
     host = HostView.for_root(root)
     assert host.systemd_fs_root == root and host.systemd_root == "/"
     assert host.bus == f"unix:path={root}/run/dbus/system_bus_socket" and not host.require_bus
-    assert dict(host.runtime_roots) == {
-        "crun": f"{root}/run/crun",
-        "runc": f"{root}/run/runc",
-        "youki": f"{root}/run/youki",
-    }
+    assert list(host.runtime_roots) == [
+        ("crun", f"{root}/run/crun"),
+        ("runc", f"{root}/run/runc"),
+        ("youki", f"{root}/run/youki"),
+        ("runc", f"{root}/run/containerd/runc/*"),  # containerd's shim: one root per namespace
+    ]
     assert HostView.for_root(root, systemd_root="/machine.slice/node").systemd_root == "/machine.slice/node"
 
 
@@ -94,8 +95,9 @@ def test_for_ns_pid_derives_the_four_settings_of_the_lab(lab: LabHandle) -> None
     assert namespace_cgroup_root(lab.pid1) == host.systemd_root
     assert cgroupfs.process_cgroup(lab.pid1) == host.systemd_root + "/init.scope"
     assert host.bus == lab.bus_address and host.systemd_fs_root == fs_root
-    roots = dict(host.runtime_roots)
-    assert roots["crun"] == f"{fs_root}/run/crun" and roots["runc"] == f"{fs_root}/run/runc"
+    roots = host.runtime_roots
+    assert ("crun", f"{fs_root}/run/crun") in roots and ("runc", f"{fs_root}/run/runc") in roots
+    assert ("runc", f"{fs_root}/run/containerd/runc/*") in roots
     assert HostView.for_root(fs_root) == host  # the same host, however it is named
 
 
