@@ -136,12 +136,15 @@ def test_the_cgroupfs_driver_too(lab: LabHandle, started: list[EngineContainer],
         assert answers == kernel, (spec, answers)
 
 
-@pytest.mark.parametrize(("engine", "runtime"), [CASES[0], CASES[1], CASES[2]])
-def test_a_device_given_to_the_engine_is_allowed_on_every_layer(
+@pytest.mark.parametrize(("engine", "runtime"), CASES)
+def test_a_device_given_to_the_engine_is_in_the_spec_and_explained_as_the_kernel_answers(
     lab: LabHandle, started: list[EngineContainer], engine: Engine, runtime: str
 ) -> None:
-    """podman --device / ctr --device put the node and its allow rule in the spec: every layer
-    (systemd's DeviceAllow, the runtime's program) lets 195:255 through, and explain says so."""
+    """podman --device / ctr --device put the node and its allow rule in the spec.  With crun every
+    layer (systemd's DeviceAllow, crun's program) lets 195:255 through, whatever reloads happen.
+    runc 1.1.5 skips the DeviceAllow entry when /dev/char/195:255 is missing (DESIGN §9) and its own
+    program on the scope lasts only until the next reload, which any user of the shared lab may
+    trigger: there explain must simply say what the kernel says."""
     _require_engine(lab, engine)
     device = f"{LAB_NVIDIACTL}:/dev/nvidiactl" if engine is Engine.PODMAN else LAB_NVIDIACTL
     record = lab.run_engine(engine, _name(engine, runtime, "dev"), runtime=runtime, devices=[device])
@@ -149,12 +152,14 @@ def test_a_device_given_to_the_engine_is_allowed_on_every_layer(
     config = json.loads(Path(f"/proc/{lab.pid1}/root{record.config_json}").read_text())
     rules = config["linux"]["resources"]["devices"]
     assert any(r.get("allow") and r.get("major") == 195 and r.get("minor") == 255 for r in rules), rules
-    assert _kernel(record, lab, [NVIDIACTL]) == [True]
-    if engine is Engine.PODMAN:
-        assert lab.probe_engine(record, ["nvidiactl"])["nvidiactl"] == "ENXIO"
     inspection = inspect(record.name, _host_view(lab))
     answer = explain(inspection, NVIDIACTL, "", "container", LiftCache())
-    assert answer.allowed is True and not answer.denied_by
+    kernel = _kernel(record, lab, [NVIDIACTL])
+    assert [answer.allowed] == kernel
+    if runtime == "crun":
+        assert kernel == [True] and not answer.denied_by
+        if engine is Engine.PODMAN:
+            assert lab.probe_engine(record, ["nvidiactl"])["nvidiactl"] == "ENXIO"
 
 
 def test_podman_runs_the_hooks_of_its_hooks_dir_with_the_oci_state(

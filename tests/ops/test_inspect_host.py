@@ -49,7 +49,7 @@ def test_a_plain_directory_is_a_chroot_with_its_own_systemd(tmp_path: object) ->
         ("crun", f"{root}/run/crun"),
         ("runc", f"{root}/run/runc"),
         ("youki", f"{root}/run/youki"),
-        ("runc", f"{root}/run/containerd/runc/*"),  # containerd's runc roots, one per namespace
+        ("runc", f"{root}/run/containerd/runc/*"),  # containerd's shim: one root per namespace
     ]
     assert HostView.for_root(root, systemd_root="/machine.slice/node").systemd_root == "/machine.slice/node"
 
@@ -95,8 +95,9 @@ def test_for_ns_pid_derives_the_four_settings_of_the_lab(lab: LabHandle) -> None
     assert namespace_cgroup_root(lab.pid1) == host.systemd_root
     assert cgroupfs.process_cgroup(lab.pid1) == host.systemd_root + "/init.scope"
     assert host.bus == lab.bus_address and host.systemd_fs_root == fs_root
-    assert ("crun", f"{fs_root}/run/crun") in host.runtime_roots
-    assert ("runc", f"{fs_root}/run/runc") in host.runtime_roots
+    roots = host.runtime_roots
+    assert ("crun", f"{fs_root}/run/crun") in roots and ("runc", f"{fs_root}/run/runc") in roots
+    assert ("runc", f"{fs_root}/run/containerd/runc/*") in roots
     assert HostView.for_root(fs_root) == host  # the same host, however it is named
 
 
