@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -305,3 +306,23 @@ def test_a_slice_target_is_the_slice_not_its_only_child(node: ScratchNode) -> No
     target = resolve(node.rel(slice_))
     assert target.cgroup == node.rel(slice_)
     assert resolve("cgdev-test.slice").cgroup == node.rel(slice_)
+
+
+@requires_root_bpf
+def test_resolved_targets_carry_the_pod_from_cgroup_names(node: ScratchNode) -> None:  # noqa: F811
+    """A PID, a path and a pod UID all name the pod from the kubelet's cgroup names (issue 10)."""
+    uid = "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d"
+    cid = "7e" * 32
+    pod = f"kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid.replace('-', '_')}.slice"
+    leaf = node.cgroup(f"{pod}/crio-{cid}.scope/container")
+    pid = node.spawn(leaf)
+    by_pid = resolve(str(pid))
+    assert (by_pid.kind, by_pid.pod_uid, by_pid.runtime, by_pid.container_id) == ("pid", uid, "crio", cid)
+    assert resolve(leaf).pod_uid == uid
+    by_uid = resolve(uid)  # the pod of one container resolves to it
+    assert (by_uid.cgroup, by_uid.pod_uid, by_uid.container_id) == (node.rel(leaf), uid, cid)
+    outside = node.container("crio", "8f" * 32, None, None)
+    assert resolve(outside).pod_uid is None
+    shown = subprocess.run([sys.executable, "-m", "cgdev", "explain", str(pid), "--device", "/dev/null",
+                            "--no-systemd"], capture_output=True, text=True)  # fmt: skip
+    assert f"(pod {uid})" in shown.stdout.splitlines()[0], shown.stdout + shown.stderr

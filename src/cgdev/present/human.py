@@ -243,6 +243,8 @@ def _print_one(result: Explanation, console: Any) -> None:
     asked = result.device if result.device == str(req) else f"{result.device} ({req})"
     target = result.inspection.target
     head = f"{target.spec or short_middle(target.cgroup, _path_room(console, 20))}: {asked}"
+    if target.pod_uid and target.pod_uid not in target.spec:  # from the kubelet's cgroup names
+        head += f" (pod {target.pod_uid})"
     console.print(_layers_tree(head, result.layers, console))
     if result.v1_allowed is not None:
         console.print(f"v1 devices.list: {_mark(result.v1_allowed)}")
