@@ -12,7 +12,8 @@ in one run, medians of whole processes, all against ``python3 -c pass``:
   container, bare and through the wrapper, the container deleted after each (untimed).
 
 Then the import time (``-X importtime``, self times summed) of the create paths, and the slowest
-modules.  ``python bench/bench_runtime.py [--rounds N]``.
+modules.  Bytecode is cached (in a temporary ``PYTHONPYCACHEPREFIX``), as for an installed
+package.  ``python bench/bench_runtime.py [--rounds N]``.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def lab_rows(rounds: int, base: Path) -> list[tuple[str, float]]:
         return []
     launcher = base / "cgdev-runtime.sh"
     launcher.write_text(
-        f"#!/bin/sh\nexport PYTHONPATH={SRC}\nexec {sys.executable} {base / 'launcher.py'} "
+        f"#!/bin/sh\nexport PYTHONPATH={SRC} PYTHONPYCACHEPREFIX={base / 'pycache'}\n"
+        f"exec {sys.executable} {base / 'launcher.py'} "
         f'--runtime-path {rt.path} --policy /nonexistent "$@"\n'
     )
     launcher.chmod(0o755)
@@ -152,7 +154,9 @@ def _measure(base: Path, rounds: int) -> int:
         path.mkdir(parents=True)
         (path / "config.json").write_bytes(config(claims))
     original = (claim / "config.json").read_bytes()
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    # Bytecode cached, as an installed package has it, but outside the source tree.
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONPYCACHEPREFIX": str(base / "pycache")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     options = ["--runtime-path", "/bin/true", "--policy", str(base / "none.yaml"),
                "--cdi-dir", str(base / "cdi"), "--bundle-dir", str(base / "bundles")]  # fmt: skip
     wrapper = [sys.executable, str(base / "launcher.py"), *options]
