@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cgdev.core.model import ACC_R, ACC_W, Request, Rule
-from cgdev.core.semantics import policy_of
 from cgdev.core.policy import Policy
+from cgdev.core.semantics import policy_of
 from cgdev.ops.reconcile import (
     Changed,
     DeviceState,
@@ -34,7 +34,9 @@ C = "/system.slice/runc-a.scope"
 
 def obs(allowed: bool | None, wanted: tuple[Wanted, ...] = (NVIDIACTL,), effective: Policy | None = None,
         container: str = C) -> Observation:  # fmt: skip
-    states = {w.key: DeviceState(allowed, "/system.slice/runc-a.scope", "sd_devices", "reload") for w in wanted}
+    states = {
+        w.key: DeviceState(allowed, "/system.slice/runc-a.scope", "sd_devices", "reload") for w in wanted
+    }
     return Observation(container, "runc a", wanted, states, effective)
 
 
@@ -54,7 +56,9 @@ def test_lost_then_repaired_then_restored_with_the_reaction_time() -> None:
     rec = Reconciler(repair=True)
     rec.handle(Seen(C, 0.0))
     rec.handle(Observed(obs(True), 0.1))
-    assert rec.handle(Changed(None, "daemon-reload", 10.0)).actions == (Rescan(frozenset({C}), "daemon-reload"),)
+    assert rec.handle(Changed(None, "daemon-reload", 10.0)).actions == (
+        Rescan(frozenset({C}), "daemon-reload"),
+    )
     step = rec.handle(Observed(obs(False), 10.004))
     assert kinds(step) == [ReportKind.LOST, ReportKind.REPAIRING]
     lost = step.reports[0]
@@ -143,9 +147,13 @@ wanted_sets = st.sets(st.sampled_from(DEVICES)).map(
     lambda keys: tuple(Wanted(k, RW, WantedSource.ENTITLEMENT) for k in sorted(keys))
 )
 events = st.lists(
-    st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["seen", "gone", "changed", "observe"]),
-              wanted_sets, st.dictionaries(st.sampled_from(DEVICES), st.sampled_from([True, False, None])),
-              st.floats(0, 5)),  # fmt: skip
+    st.tuples(
+        st.sampled_from(["a", "b"]),
+        st.sampled_from(["seen", "gone", "changed", "observe"]),
+        wanted_sets,
+        st.dictionaries(st.sampled_from(DEVICES), st.sampled_from([True, False, None])),
+        st.floats(0, 5),
+    ),
     max_size=60,
 )
 

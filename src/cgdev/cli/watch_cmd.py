@@ -74,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="look at every container again this often (default 300)")  # fmt: skip
     parser.add_argument("--repair-limit", type=_limit, default=(10, 60.0), metavar="COUNT/SECONDS",
                         help="at most COUNT repairs per container per SECONDS (default 10/60)")  # fmt: skip
+    parser.add_argument("--only", action="append", default=[], metavar="CONTAINER",
+                        help="watch only this container (id, id prefix or cgroup; repeatable)")  # fmt: skip
     add_system_arguments(parser)
 
 
@@ -90,5 +92,6 @@ def run(args: argparse.Namespace) -> int:
         limit=RepairLimit(*args.repair_limit),
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
+        only=tuple(args.only),
     )
     return run(host_from_args(args), options)

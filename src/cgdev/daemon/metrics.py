@@ -27,8 +27,13 @@ class Metrics:
     port shows what the watcher saw and nothing about the host)."""
 
     def __init__(self) -> None:
+        import prometheus_client
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+        # ``*_created`` series would double every counter; a process-wide switch, and this
+        # process is the daemon
+        if hasattr(prometheus_client, "disable_created_metrics"):
+            prometheus_client.disable_created_metrics()
         self.registry = CollectorRegistry()
         r = self.registry
         self.containers = Gauge("cgdev_watch_containers", "Containers watched", registry=r)

@@ -46,8 +46,8 @@ from cgdev.ops.reconcile import (
     Seen,
     Step,
 )
-from cgdev.ops.targets import Target, container_label
-from cgdev.ops.watch import IdsOfPath, Trusted, Watch
+from cgdev.ops.targets import Target
+from cgdev.ops.watch import IdsOfPath, Trusted, Watch, label
 from cgdev.present.watch_view import print_line, print_report
 
 BURST: Final = (0.0, 0.01, 0.04, 0.15, 0.8)  # delays between id polls after a signal (sums to 1 s)
@@ -66,6 +66,7 @@ class WatchOptions:
     limit: RepairLimit = DEFAULT_LIMIT
     metrics_port: int | None = None
     metrics_address: str = "127.0.0.1"
+    only: tuple[str, ...] = ()  # container ids, id prefixes or cgroups; empty: every container
 
 
 class Daemon:
@@ -78,6 +79,7 @@ class Daemon:
         self.wanted: dict[str, Any] = {}
         self.ids: dict[str, IdsOfPath | None] = {}
         self.dirty: dict[str, str] = {}
+        self.retry: dict[str, str] = {}
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.metrics: Any = None
@@ -135,6 +137,8 @@ class Daemon:
     def discover(self) -> None:
         now = time.monotonic()
         found = self.watch.discover()
+        if self.options.only:
+            found = {n: t for n, t in found.items() if _chosen(t, self.options.only)}
         for name in [n for n in self.targets if n not in found]:
             del self.targets[name]
             self.ids.pop(name, None)
@@ -147,7 +151,7 @@ class Daemon:
             if name in self.wanted and self.wanted[name] != wanted:
                 changed_wanted.append(name)
             self.wanted[name] = wanted
-            self.apply(self.reconciler.handle(Seen(name, now, container_label(target))))
+            self.apply(self.reconciler.handle(Seen(name, now, label(target))))
         if changed_wanted:
             self.apply(
                 self.reconciler.handle(Changed(frozenset(changed_wanted), "entitlements changed", now))
@@ -188,6 +192,10 @@ class Daemon:
             if self.heartbeat is not None:
                 self.heartbeat.beat()
             now = time.monotonic()
+            if self.retry:
+                retry, self.retry = self.retry, {}
+                self.dirty.update({n: c for n, c in retry.items() if n in self.targets})
+                self.wake.set()
             try:
                 self.discover()
                 self.poll_ids("program ids changed", now)
@@ -198,6 +206,11 @@ class Daemon:
                 self.full_scan()
 
     def full_scan(self) -> None:
+        if not self.targets:  # nothing to look at: done at once
+            self.say("full-scan", containers=0, seconds=0.0, complete=True)
+            if self.metrics is not None:
+                self.metrics.last_full_scan.set_to_current_time()
+            return
         self.full_scan_due = True
         self.apply(self.reconciler.handle(Changed(None, "full scan", time.monotonic())))
 
@@ -208,6 +221,7 @@ class Daemon:
         from cgdev.adapters.systemd_watch import (
             PropertiesChanged,
             Reloading,
+            SystemdOwner,
             SystemdWatcher,
             UnitNew,
             UnitRemoved,
@@ -252,6 +266,16 @@ class Daemon:
                             self.nudge("unit properties changed", at)
                     elif isinstance(event, (UnitNew, UnitRemoved)):
                         self.discover()
+                    elif isinstance(event, SystemdOwner):
+                        if not event.owner:
+                            self.say("systemd-left-bus")
+                            continue
+                        self.say("systemd-back", owner=event.owner)
+                        await watcher.resubscribe()
+                        if self.metrics is not None:
+                            self.metrics.reconnects.inc()
+                        self.discover()
+                        self.full_scan()  # what it re-attached meanwhile was not announced
                     elif isinstance(event, JobRemoved):
                         self.nudge(f"job {event.job} done", at)
             except EnvError as err:
@@ -276,12 +300,18 @@ class Daemon:
             self.full_scan_due = False
             batch, self.dirty = self.dirty, {}
             ok = True
+            started = time.monotonic()
             for name in sorted(batch):
                 if self.stopping.is_set():
                     return
-                ok = await self.look(name) and ok
-            if full and ok and self.metrics is not None:
-                self.metrics.last_full_scan.set_to_current_time()
+                if not await self.look(name):
+                    ok = False
+                    self.retry[name] = batch[name]  # looked at again at the next poll
+            if full:
+                self.say("full-scan", containers=len(batch), seconds=round(time.monotonic() - started, 4),
+                         complete=ok)  # fmt: skip
+                if ok and self.metrics is not None:
+                    self.metrics.last_full_scan.set_to_current_time()
             if self.metrics is not None:
                 self.metrics.set_codes(self.reconciler.codes())
 
@@ -356,6 +386,13 @@ class Daemon:
             self.watch.client.close()
         self.say("stopped")
         return 0
+
+
+def _chosen(target: Target, only: tuple[str, ...]) -> bool:
+    return any(
+        spec in (target.cgroup, target.container_id) or (target.container_id or "").startswith(spec)
+        for spec in only
+    )
 
 
 def run(host: HostView, options: WatchOptions, *, trusted: Trusted | None = None,

@@ -30,7 +30,7 @@ from cgdev.errors import CgdevError, NotFound
 from cgdev.ops import entitlements
 from cgdev.ops.layers import LiftCache, all_allow, analyse_layers, effective_policy
 from cgdev.ops.reconcile import DeviceKey, DeviceState, Observation, Wanted, WantedSource, wanted_union
-from cgdev.ops.targets import Target, TargetKind, container_label
+from cgdev.ops.targets import Target, TargetKind
 
 if TYPE_CHECKING:
     from cgdev.ops.inspect import HostView
@@ -187,7 +187,7 @@ class Watch:
                 state = DeviceState(False, view.cgroup, _program_name(program), cause)
                 break
             devices[w.key] = state
-        return Observation(target.cgroup, container_label(target), wanted, devices, effective, tuple(codes))
+        return Observation(target.cgroup, label(target), wanted, devices, effective, tuple(codes))
 
     def _cause(self, inspection: Any, request: Any, view: Any, program: Any) -> tuple[str, list[str]]:
         """Why this layer denies: who attached the program, and explain's findings' codes."""
@@ -229,6 +229,14 @@ class Watch:
         except CgdevError as err:
             return str(err)
         return None
+
+
+def label(target: Target) -> str:
+    """How the watcher's reports name a container: ``runc 0123...`` with the whole id (a log line
+    must identify it exactly), or its cgroup."""
+    if target.container_id:
+        return f"{target.runtime or 'container'} {target.container_id}"
+    return target.cgroup
 
 
 def _program_name(program: Any) -> str:
