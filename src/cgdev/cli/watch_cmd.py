@@ -23,7 +23,8 @@ flapping.  Only entitled devices are ever repaired.
 It follows systemd's signals (daemon-reload, unit property changes, jobs, units appearing), polls
 the program ids on each container's path every --interval seconds (BPF_PROG_QUERY only; programs
 are lifted only when their ids change), reconnects to systemd with backoff and rescans everything
-after a reconnect.  SIGTERM or SIGINT: finish the container in hand, exit 0.
+after a reconnect.  SIGHUP: look at every container now.  SIGTERM or SIGINT: finish the
+container in hand, exit 0.
 
 One line per event (`TIME EVENT key=value...`), or one JSON object per line with --json
 (docs/watch.md lists the events).  --metrics-port serves /metrics (Prometheus) and /healthz on

@@ -3,20 +3,23 @@
 Three tasks feed one reconciler (``ops.reconcile``, pure) and carry out what it decides through
 ``ops.watch`` (blocking: run in a worker thread, one at a time, so the loop keeps reading the bus):
 
-- the bus task subscribes to systemd (``adapters.systemd_watch``); a lost bus (systemd restart,
-  ``daemon-reexec``) is said once, retried with backoff, and a reconnect rescans every container
-  (nothing that happened meanwhile is missed).  systemd re-attaches its programs *after* the
-  signal that announces a reload or a property change, so a signal starts a short burst of
-  program-id polls (0, 10, 50, 200 ms, 1 s) and the containers whose ids changed are looked at;
-  the signal's arrival is the start of the reaction time;
+- the bus task subscribes to systemd (``adapters.systemd_watch``); a lost bus (a bus restart) is
+  said once, retried with backoff, and a reconnect rescans every container (nothing that happened
+  meanwhile is missed); so does systemd coming back on the bus (``daemon-reexec``), which it
+  follows through the bus's NameOwnerChanged.  No signal says "programs re-attached": systemd
+  re-attaches them during a reload (between ``Reloading(true)`` and ``Reloading(false)``) or just
+  after a property change, so each signal starts a burst of program-id polls (dense for the first
+  100 ms, thinning out over 2 s) and the containers whose ids changed are looked at; the first
+  signal's arrival starts the reaction time.  A reload also sends UnitRemoved/UnitNew for every
+  unit: they only schedule one discovery, 50 ms later;
 - the poll task, every ``interval`` seconds: containers appearing and disappearing (runtime state,
   the entitlements file), the entitlements file changing, and program ids (the safety net for what
   systemd does not announce: a hook or ``runtime update`` replacing a program);
 - the worker looks at dirty containers, reports, repairs (rate-limited by the reconciler) and looks
   again to confirm.
 
-SIGTERM/SIGINT: the worker finishes the container in hand (a repair is a transaction and the
-entitlements file is written atomically), the tasks stop, exit status 0.
+SIGHUP: a full scan now.  SIGTERM/SIGINT: the worker finishes the container in hand (a repair is
+a transaction and the entitlements file is written atomically), the tasks stop, exit status 0.
 """
 
 from __future__ import annotations
@@ -50,7 +53,27 @@ from cgdev.ops.targets import Target
 from cgdev.ops.watch import IdsOfPath, Trusted, Watch, label
 from cgdev.present.watch_view import print_line, print_report
 
-BURST: Final = (0.0, 0.01, 0.04, 0.15, 0.8)  # delays between id polls after a signal (sums to 1 s)
+# id polls after a signal, as delays between them (s): dense while systemd is likely re-attaching
+# (it does so after the signal that announces it, by tens to hundreds of ms), then thinning out; 2 s
+BURST: Final = (
+    0.0,
+    0.005,
+    0.005,
+    0.01,
+    0.01,
+    0.02,
+    0.025,
+    0.025,
+    0.05,
+    0.05,
+    0.1,
+    0.1,
+    0.1,
+    0.25,
+    0.25,
+    0.5,
+    0.5,
+)
 BACKOFF_MAX_S: Final = 5.0
 DEFAULT_LIMIT: Final = RepairLimit()
 UNIT_INTERFACES: Final = ("org.freedesktop.systemd1.Scope", "org.freedesktop.systemd1.Service",
@@ -80,6 +103,7 @@ class Daemon:
         self.ids: dict[str, IdsOfPath | None] = {}
         self.dirty: dict[str, str] = {}
         self.retry: dict[str, str] = {}
+        self._entitlements_read: object = None
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.metrics: Any = None
@@ -88,6 +112,7 @@ class Daemon:
         self.full_scan_due = True
         self.bus_up = False
         self._burst_task: asyncio.Task[None] | None = None
+        self._discovery: asyncio.Task[None] | None = None
         self._burst_at: float | None = None
         self._burst_cause = ""
         self._burst_next = 0
@@ -141,23 +166,42 @@ class Daemon:
             found = {n: t for n, t in found.items() if _chosen(t, self.options.only)}
         for name in [n for n in self.targets if n not in found]:
             del self.targets[name]
+            self.watch.gone(name)
             self.ids.pop(name, None)
             self.wanted.pop(name, None)
             self.apply(self.reconciler.handle(Gone(name, now)))
         changed_wanted = []
+        # discover() has just re-read the entitlements file if it changed
+        fresh = self._entitlements_read != self.watch.entitlements_stamp
+        self._entitlements_read = self.watch.entitlements_stamp
         for name, target in found.items():
+            known = name in self.targets
             self.targets[name] = target
+            if known and not fresh:
+                continue  # what it wants changes only with the entitlements file (its spec: never)
             wanted = self.watch.wanted(target)
             if name in self.wanted and self.wanted[name] != wanted:
                 changed_wanted.append(name)
             self.wanted[name] = wanted
-            self.apply(self.reconciler.handle(Seen(name, now, label(target))))
+            if not known:
+                self.apply(self.reconciler.handle(Seen(name, now, label(target))))
         if changed_wanted:
             self.apply(
                 self.reconciler.handle(Changed(frozenset(changed_wanted), "entitlements changed", now))
             )
         if self.metrics is not None:
             self.metrics.containers.set(len(self.targets))
+
+    def discover_soon(self, delay: float = 0.05) -> None:
+        if self._discovery is None or self._discovery.done():
+            self._discovery = asyncio.create_task(self._discover_after(delay))
+
+    async def _discover_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            self.discover()
+        except CgdevError as err:
+            self.say("poll-failed", message=str(err))
 
     def poll_ids(self, cause: str, at: float) -> bool:
         ids = self.watch.program_ids(list(self.targets.values()))
@@ -259,13 +303,14 @@ class Daemon:
                 async for event in watcher:
                     at = time.monotonic()
                     if isinstance(event, Reloading):
-                        if not event.active:
-                            self.nudge("daemon-reload", at)
+                        # systemd re-attaches its programs *during* the reload (between the two
+                        # signals): poll from the first, and time the reaction from it
+                        self.nudge("daemon-reload", at)
                     elif isinstance(event, PropertiesChanged):
                         if event.interface in UNIT_INTERFACES:
                             self.nudge("unit properties changed", at)
                     elif isinstance(event, (UnitNew, UnitRemoved)):
-                        self.discover()
+                        self.discover_soon()  # a reload sends one per unit: coalesced
                     elif isinstance(event, SystemdOwner):
                         if not event.owner:
                             self.say("systemd-left-bus")
@@ -345,6 +390,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.full_scan)  # as daemons do: look at everything now
         if self.options.metrics_port is not None:
             from cgdev.daemon.metrics import Heartbeat, Metrics, Server
 
@@ -371,7 +417,7 @@ class Daemon:
         done, _ = await asyncio.wait([*tasks, worker, stop], return_when=asyncio.FIRST_COMPLETED)
         self.stopping.set()
         self.wake.set()
-        for task in [*tasks, self._burst_task]:
+        for task in [*tasks, self._burst_task, self._discovery]:
             if task is not None:
                 task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -59,6 +59,7 @@ class Watch:
         self.cache = LiftCache()
         self._entitlements: dict[str, list[Wanted]] = {}
         self._state_stamp: tuple[int, int] | None = None
+        self._paths: dict[str, list[str]] = {}
 
     # -- discovery --------------------------------------------------------------------------------
 
@@ -81,6 +82,11 @@ class Watch:
             if cgroup not in found and os.path.isdir(cgroupfs.cgroup_path(cgroup, mount=self.mount)):
                 found[cgroup] = Target(cgroup, TargetKind.CGROUP, cgroup)
         return found
+
+    @property
+    def entitlements_stamp(self) -> tuple[int, int] | None:
+        """Which version of the entitlements file ``wanted`` answers from."""
+        return self._state_stamp
 
     def entitlements_changed(self) -> bool:
         """Re-read the entitlements file if it changed since the last read (grant, revoke, a
@@ -115,6 +121,10 @@ class Watch:
         policy = list(self.trusted(target)) if self.trusted is not None else []
         return wanted_union([self._entitlements.get(target.cgroup, []), spec, policy])
 
+    def gone(self, cgroup: str) -> None:
+        """Drop what is cached about a cgroup that is gone."""
+        self._paths.pop(cgroup, None)
+
     def forget(self, cgroup: str) -> None:
         """Drop the entitlements of a container that is gone (``entitlements.update`` drops every
         entry whose cgroup no longer exists; this one's by name, even if the cgroup lingers)."""
@@ -135,9 +145,10 @@ class Watch:
         asked: dict[str, tuple[int, ...] | None] = {}
         out: dict[str, IdsOfPath | None] = {}
         for target in targets:
-            paths = cgroupfs.ancestors(
-                cgroupfs.cgroup_path(target.cgroup, mount=self.mount), mount=self.mount
-            )
+            paths = self._paths.get(target.cgroup)
+            if paths is None:  # a cgroup's path never changes: computed once
+                leaf = cgroupfs.cgroup_path(target.cgroup, mount=self.mount)
+                paths = self._paths[target.cgroup] = cgroupfs.ancestors(leaf, mount=self.mount)
             ids: list[tuple[int, ...]] = []
             for path in paths:
                 if path not in asked:

@@ -1,0 +1,334 @@
+"""Benchmark: ``cgdev watch`` -- how long a container is denied its entitled device, and what the
+watcher costs (issue 10).
+
+Reaction (in the lab, real systemd 252): runc + systemd and crun with ``run.oci.systemd.subgroup=""``
+after the hook simulation, its leaf-only grant of /dev/nvidiactl recorded as an entitlement, with
+``cgdev watch --repair`` running.  Each round takes the device away the way systemd does: the
+unit's DeviceAllow drop-in is rewritten without it and ``daemon-reload`` re-applies it (a grant
+recorded without durability), or ``SetUnitProperties`` resets DeviceAllow (a set-property).  A
+probe process in the container's cgroup opens /dev/nvidiactl in a loop and timestamps every EPERM
+run: that is the denied window, as the container sees it.  The watcher's own reaction time (the
+signal's arrival -> the device verified restored) is read from its ``restored`` events.
+
+Scale (on this host's cgroup2, no systemd): N scratch cgroups with a device program each and an
+entitlement each; the watcher's first (cold) and a later (warm) full scan, and over 500 cgroups
+its idle CPU for --idle seconds and its RSS.  Anchor: ``python3 -c pass``.
+
+    python bench/bench_watch.py [--rounds 100] [--idle 60] [--sizes 500,5000] [--part reaction|scale|all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from timing import median_ms
+
+PRESETS = ("runc-sd", "crun-sd-nosub")
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV["PYTHONPYCACHEPREFIX"] = "/tmp/cgdev-bench-pycache"
+
+
+class Watcher:
+    """``cgdev watch --json`` as a child; events on a queue."""
+
+    def __init__(self, argv: list[str], state_dir: str) -> None:
+        env = dict(ENV, CGDEV_STATE_DIR=state_dir)
+        self.proc = subprocess.Popen([sys.executable, "-m", "cgdev", "watch", "--json", *argv], env=env,
+                                     stdout=subprocess.PIPE, text=True)  # fmt: skip
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.put(json.loads(line))
+        self.events.put(None)
+
+    def next(self, kind: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            if event is None:
+                raise SystemExit(f"the watcher exited with status {self.proc.wait()}")
+            if event["event"] == kind:
+                return event
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# -- reaction --------------------------------------------------------------------------------------
+
+
+def _prober(cgroup: str, node: str, out_fd: int, stop_fd: int) -> None:  # pragma: no cover - a child
+    """Join the container's cgroup; open ``node`` in a loop; write each denied run's length (s)."""
+    with open(os.path.join(cgroup, "cgroup.procs"), "w") as fh:
+        fh.write(str(os.getpid()))
+    libc = ctypes.CDLL(None, use_errno=True)
+    path = node.encode()
+    denied_since: float | None = None
+    while True:
+        try:
+            os.read(stop_fd, 1)
+            break
+        except BlockingIOError:
+            pass
+        fd = libc.open(path, os.O_RDWR | os.O_NONBLOCK)
+        now = time.monotonic()
+        denied = fd < 0 and ctypes.get_errno() == errno.EPERM
+        if fd >= 0:
+            os.close(fd)
+        if denied and denied_since is None:
+            denied_since = now
+        elif not denied and denied_since is not None:
+            os.write(out_fd, f"{now - denied_since:.6f}\n".encode())
+            denied_since = None
+        time.sleep(0.0002)
+
+
+@contextlib.contextmanager
+def probing(cgroup: str, node: str) -> Iterator[list[float]]:
+    windows: list[float] = []
+    out_r, out_w = os.pipe()
+    stop_r, stop_w = os.pipe2(os.O_NONBLOCK)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(out_r)
+            _prober(cgroup, node, out_w, stop_r)
+        finally:
+            os._exit(0)
+    os.close(out_w)
+    try:
+        yield windows
+    finally:
+        os.write(stop_w, b"x")
+        os.waitpid(pid, 0)
+        with os.fdopen(out_r) as fh:
+            windows.extend(float(line) for line in fh if line.strip())
+
+
+def entitlement(cgroup: str, container_id: str | None) -> Any:
+    """What the hook records for its leaf-only grant of /dev/nvidiactl."""
+    from cgdev.ops import entitlements
+
+    return entitlements.Entitlement(
+        cgroup=cgroup, container_id=container_id, target=container_id or cgroup, type="c", major=195,
+        minor=255, granted="rw", revoked="", change="grant", status="done", when=entitlements.now(),
+        why="bench: the hook's grant",
+    )  # fmt: skip
+
+
+def record_entitlements(cgroups: list[tuple[str, str | None]]) -> None:
+    from cgdev.ops import entitlements
+
+    def add(entries: dict[Any, Any]) -> None:
+        for cgroup, container_id in cgroups:
+            e = entitlement(cgroup, container_id)
+            entries[e.key] = e
+
+    entitlements.update(add)
+
+
+def reaction(rounds: int) -> list[str]:
+    from cgdev.adapters import cgroupfs
+    from cgdev.adapters.systemd_client import SystemdClient
+    from cgdev.lab import containers, install, presets, scenario
+    from cgdev.lab.instance import require_lab
+
+    lab = require_lab()  # never started or stopped here
+    runtimes = install.installed_runtimes()
+    fs = f"/proc/{lab.pid1}/root"
+    systemd_root = "/" + os.path.relpath(str(lab.cgroup_root), cgroupfs.cgroup2_mount())
+    roots = [f"{fs}/run/{rt}" for rt in ("crun", "runc") if os.path.isdir(f"{fs}/run/{rt}")]
+    options = [*(a for r in roots for a in ("--runtime-root", r)), "--bus", lab.bus_address,
+               "--systemd-root", systemd_root, "--systemd-fs-root", fs]  # fmt: skip
+    lines = []
+    for preset_name in PRESETS:
+        preset = presets.get(preset_name)
+        reason = scenario.skip_reason(preset, runtimes)
+        if reason:
+            lines.append(f"| {preset_name} | not measured: {reason} |||||")
+            continue
+        name = f"watch-bench-{preset_name}"
+        rt = containers.runtime_named(preset.runtime, runtimes)
+        container = containers.start_container(lab, name, rt, preset.driver, scenario.preset_config(preset),
+                                               preset=preset.name).container  # fmt: skip
+        state = tempfile.mkdtemp(prefix="cgdev-bench-watch-")
+        os.environ["CGDEV_STATE_DIR"] = state
+        try:
+            scenario.apply_step(lab, "hook", container)
+            scope = container.scope
+            assert scope is not None
+            cgroup = systemd_root.rstrip("/") + container.cgroup
+            record_entitlements([(cgroup, container.id)])
+            host_cgroup = str(lab.cgroup_root) + container.cgroup
+            with open(os.path.join(host_cgroup, "cgroup.procs")) as fh:
+                host_pid = int(fh.read().split()[0])
+            dropin = f"{fs}/run/systemd/transient/{scope}.d/50-DeviceAllow.conf"
+            with SystemdClient(lab.bus_address) as client:
+                original = client.unit_properties(scope).device_allow
+                w = Watcher(["--repair", "--repair-limit", "1000000/1", "--only", container.id, *options],
+                            state)  # fmt: skip
+                w.next("full-scan")
+                w.next("bus-connected")
+
+                def reload_round(dropin: str = dropin) -> None:
+                    with open(dropin) as fh:
+                        kept = [line for line in fh if "195:255" not in line]
+                    with open(dropin, "w") as fh:
+                        fh.writelines(kept)
+                    client.reload()
+
+                def set_property_round(scope: str = scope, original: Any = original) -> None:
+                    client.set_unit_property_list(scope, [("DeviceAllow", []),
+                                                          ("DeviceAllow", [list(p) for p in original]),
+                                                          ("DevicePolicy", "strict")])  # fmt: skip
+
+                first = True
+                for trigger, action in (
+                    ("daemon-reload", reload_round),
+                    ("set-property", set_property_round),
+                ):
+                    reactions: list[float] = []
+                    with probing(host_cgroup, f"/proc/{host_pid}/root/dev/nvidiactl") as windows:
+                        if first:  # the hook's grant is not durable yet: the first reload takes it
+                            client.reload()
+                            w.next("restored")
+                            first = False
+                        for _ in range(rounds):
+                            if trigger == "daemon-reload" and not os.path.exists(dropin):
+                                raise SystemExit(f"no DeviceAllow drop-in at {dropin}")
+                            action()
+                            reactions.append(w.next("restored", timeout=30)["reaction_s"])
+                        time.sleep(0.05)
+                    ms = [1000 * x for x in windows]
+                    rx = [1000 * x for x in reactions]
+                    lines.append(f"| {preset_name} | {trigger} | {len(rx)} | {len(ms)} | "
+                                 f"{statistics.median(ms):.1f} / {pct(ms, 0.99):.1f} | "
+                                 f"{statistics.median(rx):.1f} / {pct(rx, 0.99):.1f} |")  # fmt: skip
+                status = w.stop()
+                if status != 0:
+                    raise SystemExit(f"the watcher exited with status {status} on SIGTERM")
+        finally:
+            containers.delete_container(lab, name)
+    return lines
+
+
+# -- scale -----------------------------------------------------------------------------------------
+
+
+def _proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def scale(size: int, idle: float) -> str:
+    from cgdev.adapters import bpf, cgroupfs
+    from cgdev.adapters.scratch_cgroup import detach_and_remove_tree
+    from cgdev.core.compile import compile_policy
+    from cgdev.core.isa import encode
+    from cgdev.core.model import Rule
+    from cgdev.core.semantics import policy_of
+
+    mount = cgroupfs.cgroup2_mount()
+    root = os.path.join(mount, f"cgdev-bench-watch-{os.getpid()}")
+    state = tempfile.mkdtemp(prefix="cgdev-bench-watch-")
+    os.environ["CGDEV_STATE_DIR"] = state
+    policy = policy_of([Rule(True, "c", 1, 3, 6), Rule(True, "c", 195, 255, 6)])
+    os.mkdir(root)
+    try:
+        with bpf.prog_load(encode(compile_policy(policy)), name="bench_watch") as prog:
+            names = []
+            for i in range(size):
+                path = os.path.join(root, f"c{i}")
+                os.mkdir(path)
+                with bpf.open_cgroup(path) as fd:
+                    bpf.prog_attach(fd, prog)
+                names.append(cgroupfs.relative(path, mount))
+
+        record_entitlements([(cgroup, None) for cgroup in names])
+        w = Watcher(["--no-systemd", "--interval", "2"], state)
+        try:
+            cold = w.next("full-scan", timeout=600)
+            cpu_line = ""
+            if idle > 0:
+                time.sleep(2)
+                before, start = _proc_cpu_s(w.proc.pid), time.monotonic()
+                time.sleep(idle)
+                used = _proc_cpu_s(w.proc.pid) - before
+                took = time.monotonic() - start
+                cpu_line = f"{100 * used / took:.2f} % of one core over {took:.0f} s"
+            w.proc.send_signal(signal.SIGHUP)  # a full scan now, with everything lifted already
+            warm = w.next("full-scan", timeout=600)
+            rss = _rss_mb(w.proc.pid)
+        finally:
+            status = w.stop()
+        if cold["containers"] != size:
+            raise SystemExit(f"watched {cold['containers']} cgroups, made {size}")
+        return (f"| {size} | {1000 * cold['seconds']:.0f} | {1000 * warm['seconds']:.0f} | "
+                f"{cpu_line or 'not measured'} | {rss:.0f} | {status} |")  # fmt: skip
+    finally:
+        detach_and_remove_tree(root)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=100, help="rounds per trigger (default 100)")
+    parser.add_argument("--idle", type=float, default=60.0, help="idle CPU window at 500 cgroups (s)")
+    parser.add_argument("--sizes", default="500,5000", help="cgroup counts for the scan (default 500,5000)")
+    parser.add_argument("--part", default="all", choices=("reaction", "scale", "all"))
+    args = parser.parse_args()
+    anchor = median_ms(lambda: subprocess.run([sys.executable, "-c", "pass"], env=ENV), 5)
+    print("## cgdev watch (issue 10)\n")
+    print(f"Anchor: `python3 -c pass` {anchor:.1f} ms.\n")
+    if args.part in ("reaction", "all"):
+        rows = reaction(args.rounds)
+        print("Denied window (a probe loop in the container's cgroup timestamps EPERM) and the watcher's "
+              "reaction (signal arrived -> restored, verified), ms, p50 / p99; systemd 252, "
+              "`cgdev watch --repair`:\n")  # fmt: skip
+        print("| preset | trigger | rounds | denied runs | denied window p50 / p99 | reaction p50 / p99 |")
+        print("|---|---|---:|---:|---:|---:|")
+        print("\n".join(rows) + "\n")
+    if args.part in ("scale", "all"):
+        print("Scale (scratch cgroups with one device program and one entitlement each, --no-systemd, "
+              "--interval 2):\n")  # fmt: skip
+        print("| cgroups | first full scan ms | later full scan ms | idle CPU | RSS MB | exit on SIGTERM |")
+        print("|---:|---:|---:|---|---:|---:|")
+        for size in (int(s) for s in args.sizes.split(",")):
+            print(scale(size, args.idle if size == 500 else 0), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
