@@ -377,6 +377,8 @@ class Daemon:
         for action in repairs:
             error = await asyncio.to_thread(self.watch.repair, target, action.devices)
             self.apply(self.reconciler.handle(Repaired(name, action.devices, error, time.monotonic())))
+            if error is not None:  # rolled back: looking again would only try again at once
+                continue
             try:  # look again: the restored report (and the reaction time) come from the kernel
                 obs = await asyncio.to_thread(self.watch.observe, target, wanted)
             except CgdevError:

@@ -99,12 +99,18 @@ class Watch:
         if stamp == self._state_stamp and (stamp is not None or not self._entitlements):
             return False
         self._state_stamp = stamp
+        before = {(cgroup, w.key): w for cgroup, ws in self._entitlements.items() for w in ws}
         wanted: dict[str, list[Wanted]] = {}
         for e in entitlements.read():
+            mine = wanted.setdefault(e.cgroup, [])  # named at all: watched (a grant may be pending)
+            key = (e.type, e.major, e.minor)
+            if e.status != "done":  # a grant or revoke in progress: what was wanted stays wanted
+                if (e.cgroup, key) in before:
+                    mine.append(before[(e.cgroup, key)])
+                continue
             access = _bits(e.granted)
-            if access and e.status == "done":
-                wanted.setdefault(e.cgroup, []).append(Wanted((e.type, e.major, e.minor), access,
-                                                              WantedSource.ENTITLEMENT))  # fmt: skip
+            if access:
+                mine.append(Wanted(key, access, WantedSource.ENTITLEMENT))
         self._entitlements = wanted
         return True
 
@@ -126,13 +132,15 @@ class Watch:
         self._paths.pop(cgroup, None)
 
     def forget(self, cgroup: str) -> None:
-        """Drop the entitlements of a container that is gone (``entitlements.update`` drops every
-        entry whose cgroup no longer exists; this one's by name, even if the cgroup lingers)."""
+        """Drop the entitlements of a container that is gone -- only if its cgroup is gone too: a
+        container briefly missing from the runtime's state must not lose what it is entitled to."""
 
         def drop(entries: dict[tuple[str, str, int, int], entitlements.Entitlement]) -> None:
             for key in [k for k in entries if k[0] == cgroup]:
                 del entries[key]
 
+        if os.path.isdir(cgroupfs.cgroup_path(cgroup, mount=self.mount)):
+            return  # not gone after all (only out of view for a moment): its entitlements stay
         if cgroup in self._entitlements:
             entitlements.update(drop)
             self._entitlements.pop(cgroup, None)
@@ -236,7 +244,9 @@ class Watch:
                 result = change_devices(spec, self.host, Change.GRANT, names, access_to_str(access),
                                         why="cgdev watch: restored an entitled device")  # fmt: skip
                 if result.exit_code != 0:
-                    return f"grant did not complete (exit status {result.exit_code})"
+                    outcome = result.outcome
+                    why = outcome.message if outcome is not None else f"exit status {result.exit_code}"
+                    return f"grant {outcome.status if outcome else 'failed'}: {why}"
         except CgdevError as err:
             return str(err)
         return None
