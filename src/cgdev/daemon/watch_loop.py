@@ -396,7 +396,10 @@ class Daemon:
         if self.options.metrics_port is not None:
             from cgdev.daemon.metrics import Heartbeat, Metrics, Server
 
-            self.metrics = Metrics()
+            try:
+                self.metrics = Metrics()
+            except ImportError:
+                raise EnvError("--metrics-port needs prometheus-client (cgdev's daemon extra)") from None
             self.heartbeat = Heartbeat(stale_after=max(30.0, 5 * self.options.interval))
             try:
                 self.server = Server(self.metrics, self.options.metrics_address, self.options.metrics_port,
