@@ -103,6 +103,7 @@ class Daemon:
         self.ids: dict[str, IdsOfPath | None] = {}
         self.dirty: dict[str, str] = {}
         self.retry: dict[str, str] = {}
+        self.forgetting: set[str] = set()
         self._entitlements_read: object = None
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -151,8 +152,8 @@ class Daemon:
                     self.dirty.setdefault(name, action.cause)
                 self.wake.set()
             elif isinstance(action, Forget):
-                with contextlib.suppress(CgdevError):
-                    self.watch.forget(action.container)
+                self.forgetting.add(action.container)
+                self.forget_gone()
             else:
                 repairs.append(action)
         return repairs
@@ -191,6 +192,16 @@ class Daemon:
             )
         if self.metrics is not None:
             self.metrics.containers.set(len(self.targets))
+
+    def forget_gone(self) -> None:
+        """Drop the entitlements of containers that went away, once their cgroups are gone too."""
+        for name in list(self.forgetting):
+            if name in self.targets:  # back again
+                self.forgetting.discard(name)
+                continue
+            with contextlib.suppress(CgdevError):
+                if self.watch.forget(name):
+                    self.forgetting.discard(name)
 
     def discover_soon(self, delay: float = 0.05) -> None:
         if self._discovery is None or self._discovery.done():
@@ -242,6 +253,7 @@ class Daemon:
                 self.wake.set()
             try:
                 self.discover()
+                self.forget_gone()
                 self.poll_ids("program ids changed", now)
             except CgdevError as err:
                 self.say("poll-failed", message=str(err))

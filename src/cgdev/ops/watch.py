@@ -131,19 +131,21 @@ class Watch:
         """Drop what is cached about a cgroup that is gone."""
         self._paths.pop(cgroup, None)
 
-    def forget(self, cgroup: str) -> None:
-        """Drop the entitlements of a container that is gone -- only if its cgroup is gone too: a
-        container briefly missing from the runtime's state must not lose what it is entitled to."""
+    def forget(self, cgroup: str) -> bool:
+        """Drop the entitlements of a container that is gone -- only once its cgroup is gone too
+        (False: not yet): a container briefly missing from the runtime's state, or whose cgroup
+        systemd has not removed yet, must not lose what it is entitled to."""
 
         def drop(entries: dict[tuple[str, str, int, int], entitlements.Entitlement]) -> None:
             for key in [k for k in entries if k[0] == cgroup]:
                 del entries[key]
 
         if os.path.isdir(cgroupfs.cgroup_path(cgroup, mount=self.mount)):
-            return  # not gone after all (only out of view for a moment): its entitlements stay
+            return False  # not gone (yet): its entitlements stay; ask again later
         if cgroup in self._entitlements:
             entitlements.update(drop)
             self._entitlements.pop(cgroup, None)
+        return True
 
     # -- polling ----------------------------------------------------------------------------------
 
