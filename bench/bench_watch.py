@@ -326,6 +326,63 @@ def scale(size: int, idle: float) -> str:
         detach_and_remove_tree(root)
 
 
+def churn(seconds: float, rate: float, lifetime: float) -> str:
+    """Containers (cgroups with a device program and an entitlement) appearing and disappearing at
+    ``rate`` per second, each living ``lifetime`` seconds, for ``seconds``: the watcher must pick
+    each up (added), drop it (removed, its entitlement dropped) and stay healthy."""
+    from cgdev.adapters import bpf, cgroupfs
+    from cgdev.adapters.scratch_cgroup import detach_and_remove_tree
+    from cgdev.core.compile import compile_policy
+    from cgdev.core.isa import encode
+    from cgdev.core.model import Rule
+    from cgdev.core.semantics import policy_of
+    from cgdev.ops import entitlements
+
+    mount = cgroupfs.cgroup2_mount()
+    root = os.path.join(mount, f"cgdev-bench-churn-{os.getpid()}")
+    state = tempfile.mkdtemp(prefix="cgdev-bench-watch-")
+    os.environ["CGDEV_STATE_DIR"] = state
+    os.mkdir(root)
+    policy = policy_of([Rule(True, "c", 1, 3, 6)])
+    w = Watcher(["--no-systemd", "--interval", "0.5"], state)
+    events: list[dict[str, Any]] = []
+    try:
+        w.next("full-scan")
+        live: list[tuple[float, str]] = []
+        made = 0
+        start = time.monotonic()
+        with bpf.prog_load(encode(compile_policy(policy)), name="bench_churn") as prog:
+            while time.monotonic() - start < seconds:
+                now = time.monotonic()
+                path = os.path.join(root, f"c{made}")
+                os.mkdir(path)
+                with bpf.open_cgroup(path) as fd:
+                    bpf.prog_attach(fd, prog)
+                record_entitlements([(cgroupfs.relative(path, mount), None)])
+                live.append((now, path))
+                made += 1
+                while live and now - live[0][0] >= lifetime:
+                    detach_and_remove_tree(live.pop(0)[1])
+                time.sleep(max(0.0, start + made / rate - time.monotonic()))
+            for _, path in live:
+                detach_and_remove_tree(path)
+        time.sleep(3)  # a few polls: the last ones removed
+        left = len(entitlements.read())
+        rss = _rss_mb(w.proc.pid)
+        cpu = _proc_cpu_s(w.proc.pid)
+    finally:
+        status = w.stop()
+        while (event := w.events.get(timeout=10)) is not None:
+            events.append(event)
+        detach_and_remove_tree(root)
+    added = sum(e["event"] == "added" for e in events)
+    removed = sum(e["event"] == "removed" for e in events)
+    return (f"{made} cgroups made at {rate:g}/s over {seconds:g} s (each living {lifetime:g} s), "
+            f"`--interval 0.5`: {added} added and {removed} removed events after the start "
+            f"(queued ones included), {left} entitlements left, RSS {rss:.0f} MB, CPU {cpu:.1f} s, "
+            f"exit {status} on SIGTERM.")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=100, help="rounds per trigger (default 100)")
@@ -333,7 +390,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="500,5000", help="cgroup counts for the scan (default 500,5000)")
     parser.add_argument("--interval", type=float, default=0.25,
                         help="the watcher's --interval in the reaction runs (default 0.25)")  # fmt: skip
-    parser.add_argument("--part", default="all", choices=("reaction", "scale", "all"))
+    parser.add_argument("--part", default="all", choices=("reaction", "scale", "churn", "all"))
+    parser.add_argument("--churn", type=float, default=60.0, help="churn run length (s)")
     args = parser.parse_args()
     anchor = median_ms(lambda: subprocess.run([sys.executable, "-c", "pass"], env=ENV), 5)
     print("## cgdev watch (issue 10)\n")
@@ -354,6 +412,8 @@ def main() -> int:
         print("|---:|---:|---:|---|---:|---:|")
         for size in (int(s) for s in args.sizes.split(",")):
             print(scale(size, args.idle if size == 500 else 0), flush=True)
+    if args.part in ("churn", "all"):
+        print("\nChurn: " + churn(args.churn, 10.0, 1.0))
     return 0
 
 

@@ -163,6 +163,7 @@ class Daemon:
     def discover(self) -> None:
         now = time.monotonic()
         found = self.watch.discover()
+        self.forgetting.update(self.watch.vanished)
         if self.options.only:
             found = {n: t for n, t in found.items() if _chosen(t, self.options.only)}
         for name in [n for n in self.targets if n not in found]:

@@ -60,12 +60,14 @@ class Watch:
         self._entitlements: dict[str, list[Wanted]] = {}
         self._state_stamp: tuple[int, int] | None = None
         self._paths: dict[str, list[str]] = {}
+        self.vanished: list[str] = []  # entitled cgroups the last discovery found gone
 
     # -- discovery --------------------------------------------------------------------------------
 
     def discover(self) -> dict[str, Target]:
         """Every container to watch, by cgroup: those the runtimes' state names (with a live
-        process) and every cgroup the entitlements file names that still exists."""
+        process) and every cgroup the entitlements file names that still exists (those that do
+        not are listed in ``vanished``, for their entitlements to be dropped)."""
         from cgdev.adapters.runtime_state import list_containers
 
         found: dict[str, Target] = {}
@@ -78,9 +80,14 @@ class Watch:
                 continue
             found[rel] = Target.of_container(state.id, rel, state)
         self.entitlements_changed()
+        self.vanished = []
         for cgroup in self._entitlements:
-            if cgroup not in found and os.path.isdir(cgroupfs.cgroup_path(cgroup, mount=self.mount)):
+            if cgroup in found:
+                continue
+            if os.path.isdir(cgroupfs.cgroup_path(cgroup, mount=self.mount)):
                 found[cgroup] = Target(cgroup, TargetKind.CGROUP, cgroup)
+            else:  # gone before we saw it go (between polls, or while the watcher was down)
+                self.vanished.append(cgroup)
         return found
 
     @property
