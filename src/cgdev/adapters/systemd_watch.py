@@ -67,7 +67,17 @@ class PropertiesChanged:
     invalidated: tuple[str, ...]
 
 
-SystemdEvent = Reloading | JobRemoved | UnitNew | UnitRemoved | PropertiesChanged
+@dataclass(frozen=True, slots=True)
+class SystemdOwner:
+    """systemd's bus name changed hands (the bus's NameOwnerChanged): ``owner`` "" when systemd
+    left the bus (``daemon-reexec``, a restart), its new unique name when it is back.  The
+    connection to the bus survives that, but what happened meanwhile was not announced."""
+
+    owner: str
+
+
+SystemdEvent = Reloading | JobRemoved | UnitNew | UnitRemoved | PropertiesChanged | SystemdOwner
+BUS_DRIVER: Final = "org.freedesktop.DBus"
 
 
 def event_from_signal(message: Message) -> SystemdEvent | None:
@@ -86,6 +96,8 @@ def event_from_signal(message: Message) -> SystemdEvent | None:
             return UnitNew(*body)
         if member == "UnitRemoved":
             return UnitRemoved(*body)
+    elif interface == BUS_DRIVER and member == "NameOwnerChanged":
+        return SystemdOwner(body[2]) if body[0] == SYSTEMD_BUS_NAME else None
     elif interface == PROPERTIES_INTERFACE and member == "PropertiesChanged":
         changed = {name: variant[1] for name, variant in body[1].items()}
         return PropertiesChanged(message.header.fields[HeaderFields.path], body[0], changed, tuple(body[2]))
@@ -93,8 +105,12 @@ def event_from_signal(message: Message) -> SystemdEvent | None:
 
 
 def _match_rules(properties: bool) -> list[MatchRule]:
+    owner = MatchRule(type="signal", sender=BUS_DRIVER, interface=BUS_DRIVER, member="NameOwnerChanged",
+                      path="/org/freedesktop/DBus")  # fmt: skip
+    owner.add_arg_condition(0, SYSTEMD_BUS_NAME)
     rules = [
-        MatchRule(type="signal", sender=SYSTEMD_BUS_NAME, interface=MANAGER_INTERFACE, path=MANAGER_PATH)
+        MatchRule(type="signal", sender=SYSTEMD_BUS_NAME, interface=MANAGER_INTERFACE, path=MANAGER_PATH),
+        owner,
     ]
     if properties:
         rules.append(
@@ -143,6 +159,15 @@ class SystemdWatcher:
         except BaseException:
             await self.close()
             raise
+
+    async def resubscribe(self) -> None:
+        """Subscribe again (after ``SystemdOwner``: a re-executed systemd may have forgotten us);
+        "already subscribed" is fine."""
+        try:
+            await self._call(new_method_call(MANAGER, "Subscribe"))
+        except SystemdError as err:
+            if "lready" not in str(err):
+                raise
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -207,6 +232,7 @@ __all__ = [
     "PropertiesChanged",
     "Reloading",
     "SystemdEvent",
+    "SystemdOwner",
     "SystemdWatcher",
     "UnitNew",
     "UnitRemoved",

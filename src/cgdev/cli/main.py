@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "attach": "cgdev.cli.attach_cmd:ATTACH",
     "detach": "cgdev.cli.attach_cmd:DETACH",
     "check": "cgdev.cli.check_cmd",
+    "watch": "cgdev.cli.watch_cmd",
     "completion": "cgdev.cli.completion_cmd",
     "man": "cgdev.cli.man_cmd",
     "cdi": "cgdev.cli.cdi_cmd",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 from typing import Final
 
@@ -169,7 +170,10 @@ class ProgInfoAttr(ctypes.Structure):
 _libc: ctypes.CDLL | None = None
 
 
+@functools.cache
 def _syscall_number() -> int:
+    """The bpf(2) number of this machine (looked up once: ``os.uname`` is a syscall too, and the
+    watcher polls thousands of cgroups)."""
     machine = os.uname().machine
     try:
         return _SYSCALL_BPF[machine]
