@@ -134,7 +134,6 @@ def test_image_help_and_daemonset_entrypoint(image: Podman) -> None:
     assert nsenter.returncode == 0, nsenter.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="watch lands with the daemon branch")
 def test_image_runs_watch_help(image: Podman) -> None:
     done = image.run(IMAGE, "watch", "--help")
     assert done.returncode == 0 and "--repair" in done.stdout, done.stderr

@@ -149,7 +149,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 # commands that may run for minutes or forever: the cycle collector stays on for them (see entry)
-LONG_RUNNING: frozenset[str] = frozenset({"lab"})
+LONG_RUNNING: frozenset[str] = frozenset({"lab", "watch"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

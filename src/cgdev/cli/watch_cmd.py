@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from cgdev.adapters.cdi_dirs import DEFAULT_DIRS as DEFAULT_CDI_DIRS
 from cgdev.cli.inspect_args import add_system_arguments
+from cgdev.core.node_policy import DEFAULT_POLICY_PATH
 
 HELP = "watch containers' device filters; report (and with --repair restore) lost entitled devices"
 DESCRIPTION = """\
@@ -75,6 +77,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="look at every container again this often (default 300)")  # fmt: skip
     parser.add_argument("--repair-limit", type=_limit, default=(10, 60.0), metavar="COUNT/SECONDS",
                         help="at most COUNT repairs per container per SECONDS (default 10/60)")  # fmt: skip
+    parser.add_argument(
+        "--policy",
+        default=DEFAULT_POLICY_PATH,
+        metavar="FILE",
+        help=f"the node's entitlement policy, as the hook reads it (default {DEFAULT_POLICY_PATH})",
+    )
+    parser.add_argument(
+        "--cdi-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a CDI spec directory the policy's CDI names resolve in (default /etc/cdi, /var/run/cdi)",
+    )
+    parser.add_argument(
+        "--no-policy", action="store_true", help="watch only the entitlements file and the containers' specs"
+    )
     parser.add_argument("--only", action="append", default=[], metavar="CONTAINER",
                         help="watch only this container (id, id prefix or cgroup; repeatable)")  # fmt: skip
     add_system_arguments(parser)
@@ -95,4 +113,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_address=args.metrics_address,
         only=tuple(args.only),
     )
-    return run(host_from_args(args), options)
+    from cgdev.ops.watch import node_policy_trust
+
+    trusted = None if args.no_policy else node_policy_trust(args.policy, args.cdi_dir or DEFAULT_CDI_DIRS)
+    return run(host_from_args(args), options, trusted=trusted)

@@ -36,6 +36,50 @@ if TYPE_CHECKING:
     from cgdev.ops.inspect import HostView
 
 Trusted = Callable[[Target], Sequence[Wanted]]
+
+
+def node_policy_trust(policy_path: str, cdi_dirs: Sequence[str]) -> Trusted:
+    """The node policy's decision for a running container, made as the hook makes it at creation
+    (``ops.entitled.entitled_devices``): only claims the policy trusts, never wider than it or the
+    CDI spec lists, so an annotation alone never entitles the watcher to repair anything.
+
+    Why cached: a container's annotations do not change while it runs, and the decision reads the
+    policy and the CDI specs; it is made once per container and policy file version (mtime), not
+    at every poll.  A policy or spec that cannot be read entitles nothing (the error is the
+    hook's to report at creation; the watcher must not repair on a guess).
+    """
+    from cgdev.core.cdi import access_bits
+    from cgdev.errors import CgdevError
+    from cgdev.ops.entitled import entitled_devices
+
+    cache: dict[tuple[str, str, float], tuple[Wanted, ...]] = {}
+
+    def trusted(target: Target) -> Sequence[Wanted]:
+        try:
+            version = os.stat(policy_path).st_mtime
+        except OSError:
+            version = 0.0  # no policy file: the default policy (installed CDI specs only)
+        key = (target.cgroup, target.container_id or "", version)
+        found = cache.get(key)
+        if found is None:
+            try:
+                decision = entitled_devices(dict(target.annotations), {}, policy_path=policy_path,
+                                            cdi_dirs=cdi_dirs)  # fmt: skip
+            except (CgdevError, OSError):
+                found = ()
+            else:
+                rules = decision.resolution.device_rules if decision.resolution is not None else ()
+                found = tuple(
+                    Wanted((r.type, r.major, r.minor), access_bits(r.access), WantedSource.POLICY)
+                    for r in rules
+                    if r.allow and r.type in ("b", "c") and access_bits(r.access)
+                )
+            cache[key] = found
+        return found
+
+    return trusted
+
+
 IdsOfPath = tuple[tuple[int, ...], ...]
 
 
