@@ -8,10 +8,11 @@ import json
 import os
 from pathlib import Path
 
+from test_entitled import CTL_SPEC
+
 from cgdev.ops.reconcile import Wanted, WantedSource
 from cgdev.ops.targets import Target, TargetKind
 from cgdev.ops.watch import node_policy_trust
-from test_entitled import CTL_SPEC
 
 
 def _target(annotations: dict[str, str], name: str = "c1") -> Target:
