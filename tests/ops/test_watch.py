@@ -58,7 +58,7 @@ def test_an_entitled_cgroup_is_watched_and_its_denying_layer_named(node: Scratch
     entitle(cgroup)
     entitle(cgroup, granted="rw", status="pending", minor=254)  # not done: not (yet) wanted
     entitle(cgroup, granted="", minor=253)  # all revoked: not wanted
-    watch = Watch(HostView(systemd=False, runtime_roots=()))
+    watch = Watch(HostView(systemd=False, runtime_roots=(), systemd_root=node.rel(node.root)))
     found = watch.discover()
     assert list(found) == [cgroup]
     wanted = watch.wanted(found[cgroup])
@@ -75,7 +75,7 @@ def test_an_entitled_cgroup_is_watched_and_its_denying_layer_named(node: Scratch
 def test_program_ids_change_when_a_program_is_replaced(node: ScratchNode) -> None:  # noqa: F811
     leaf, cgroup = hooked(node)
     entitle(cgroup)
-    watch = Watch(HostView(systemd=False, runtime_roots=()))
+    watch = Watch(HostView(systemd=False, runtime_roots=(), systemd_root=node.rel(node.root)))
     target = watch.discover()[cgroup]
     before = watch.program_ids([target])[cgroup]
     assert before is not None and len(before[-1]) == 1
@@ -95,7 +95,7 @@ def test_forget_drops_a_gone_containers_entitlements_only(node: ScratchNode) -> 
     other = node.rel(node.container("crio", "8d" * 32, "sd", "crun_hook"))
     entitle(cgroup)
     entitle(other)
-    watch = Watch(HostView(systemd=False, runtime_roots=()))
+    watch = Watch(HostView(systemd=False, runtime_roots=(), systemd_root=node.rel(node.root)))
     watch.discover()
     watch.forget(cgroup)  # still there
     assert sorted(e.cgroup for e in entitlements.read()) == sorted([cgroup, other])
@@ -201,3 +201,18 @@ def test_bad_options_are_one_line_and_exit_2(flag: str, value: str) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and flag in done.stderr and value in done.stderr
+
+
+@requires_root_bpf
+def test_a_kubelet_named_container_without_state_or_entitlement_is_discovered(node: ScratchNode) -> None:  # noqa: F811
+    """A node agent may not see a runtime's state (no /run/containerd mounted): the cgroup names
+    kubelet and the engine gave are enough to watch the container, with its pod."""
+    uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+    pod = f"kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid.replace('-', '_')}.slice"
+    leaf = node.cgroup(f"{pod}/cri-containerd-{'ab' * 32}.scope")
+    node.spawn(leaf)
+    watch = Watch(HostView(systemd=False, runtime_roots=(), systemd_root=node.rel(node.root)))
+    found = watch.discover()
+    target = found[node.rel(leaf)]
+    assert (target.container_id, target.pod_uid) == ("ab" * 32, uid)
+    assert watch.wanted(target) == ()  # nothing entitled: watched, never repaired

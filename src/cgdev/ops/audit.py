@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cgdev.adapters import cgroupfs
-from cgdev.adapters.runtime_state import list_containers
 from cgdev.errors import NotFound
 from cgdev.ops.collect import (
     pinned_record,
@@ -43,7 +42,7 @@ from cgdev.ops.layers import (
     effective_policy,
 )
 from cgdev.ops.reload import predict_reload, predicted_policy, reload_trigger
-from cgdev.ops.targets import Target, TargetKind, cgroup_pids, classify, process_leaf, with_cgroup_names
+from cgdev.ops.targets import Target, TargetKind, container_targets
 
 if TYPE_CHECKING:
     from cgdev.core.policy import Policy
@@ -212,39 +211,6 @@ def _relabel(findings: Sequence[Finding], names: Sequence[str]) -> tuple[Finding
     )
 
 
-def _container_targets(
-    mount: str, walk_root: str, roots: Sequence[tuple[str, str]] | None
-) -> tuple[list[Target], int]:
-    """Container cgroups by name (one walk) plus those the runtimes' state names."""
-    found: dict[str, Target] = {}
-    walked = 0
-    for path in cgroupfs.walk(walk_root):
-        walked += 1
-        kind = classify(os.path.basename(path))
-        if kind is None or kind[0] != TargetKind.CONTAINER:
-            continue
-        leaf = process_leaf(path)
-        rel = cgroupfs.relative(leaf, mount)
-        if rel not in found:
-            pids = cgroup_pids(leaf)
-            pid = pids[0] if pids else None
-            found[rel] = Target(
-                rel, TargetKind.CONTAINER, rel, pid=pid, runtime=kind[1], container_id=kind[2]
-            )
-    walk_rel = cgroupfs.relative(walk_root, mount)
-    for state in list_containers(roots):
-        if state.pid is None:
-            continue
-        try:
-            rel = cgroupfs.process_cgroup(state.pid)
-        except NotFound:  # a stale state file: the container's process is gone
-            continue
-        if walk_rel != "/" and not (rel == walk_rel or rel.startswith(walk_rel + "/")):
-            continue
-        found[rel] = Target.of_container(state.id, rel, state)
-    return sorted((with_cgroup_names(t) for t in found.values()), key=lambda t: t.cgroup), walked
-
-
 def audit(
     *,
     mount: str | None = None,
@@ -261,7 +227,7 @@ def audit(
     walk_root = cgroupfs.locate(root, mount=base)[0] if root else base
     if not os.path.isdir(walk_root):
         raise NotFound(f"no such cgroup under {base}", field="root", value=root)
-    targets, walked = _container_targets(base, walk_root, runtime_roots)
+    targets, walked = container_targets(base, walk_root, runtime_roots)
     reader = _Reader(base, systemd, systemd_root, systemd_fs_root)
     proc_devices = read_or_empty("/proc/devices")
     v1_mount = cgroupfs.v1_mount("devices")

@@ -444,3 +444,38 @@ def _resolve_one(
     if not candidates:
         raise NotFound(f"target {spec}: no process, cgroup, container or unit by that name")
     return _pick(spec, candidates)
+
+
+def container_targets(
+    mount: str, walk_root: str, roots: Sequence[tuple[str, str]] | None
+) -> tuple[list[Target], int]:
+    """Every container under ``walk_root``: the cgroups an engine or kubelet named (one walk; a node
+    agent may see cgroups whose runtime state it cannot read) plus those the runtimes' state names
+    (with a live process).  Also the number of cgroups walked.  audit and watch discover this way."""
+    found: dict[str, Target] = {}
+    walked = 0
+    for path in cgroupfs.walk(walk_root):
+        walked += 1
+        kind = classify(os.path.basename(path))
+        if kind is None or kind[0] != TargetKind.CONTAINER:
+            continue
+        leaf = process_leaf(path)
+        rel = cgroupfs.relative(leaf, mount)
+        if rel not in found:
+            pids = cgroup_pids(leaf)
+            pid = pids[0] if pids else None
+            found[rel] = Target(
+                rel, TargetKind.CONTAINER, rel, pid=pid, runtime=kind[1], container_id=kind[2]
+            )
+    walk_rel = cgroupfs.relative(walk_root, mount)
+    for state in list_containers(roots):
+        if state.pid is None:
+            continue
+        try:
+            rel = cgroupfs.process_cgroup(state.pid)
+        except NotFound:  # a stale state file: the container's process is gone
+            continue
+        if walk_rel != "/" and not (rel == walk_rel or rel.startswith(walk_rel + "/")):
+            continue
+        found[rel] = Target.of_container(state.id, rel, state)
+    return sorted((with_cgroup_names(t) for t in found.values()), key=lambda t: t.cgroup), walked

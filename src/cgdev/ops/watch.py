@@ -110,19 +110,18 @@ class Watch:
 
     def discover(self) -> dict[str, Target]:
         """Every container to watch, by cgroup: those the runtimes' state names (with a live
-        process) and every cgroup the entitlements file names that still exists (those that do
-        not are listed in ``vanished``, for their entitlements to be dropped)."""
-        from cgdev.adapters.runtime_state import list_containers
+        process), the cgroups an engine or kubelet named under systemd's root (a node agent may
+        not see every runtime's state), and every cgroup the entitlements file names that still
+        exists (those that do not are listed in ``vanished``, for their entitlements to be
+        dropped)."""
+        from cgdev.ops.targets import container_targets
 
-        found: dict[str, Target] = {}
-        for state in list_containers(self.host.runtime_roots):
-            if state.pid is None:
-                continue
-            try:
-                rel = cgroupfs.process_cgroup(state.pid)
-            except (NotFound, OSError):  # gone between listing and reading
-                continue
-            found[rel] = Target.of_container(state.id, rel, state)
+        walk_root = cgroupfs.cgroup_path(self.host.systemd_root, mount=self.mount)
+        try:
+            targets, _ = container_targets(self.mount, walk_root, self.host.runtime_roots)
+        except (NotFound, OSError):  # systemd's root went away (a lab going down): nothing to watch
+            targets = []
+        found: dict[str, Target] = {t.cgroup: t for t in targets}
         self.entitlements_changed()
         self.vanished = []
         for cgroup in self._entitlements:
