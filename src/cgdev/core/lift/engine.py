@@ -26,8 +26,10 @@ from typing import Final
 from cgdev.core.arith import alu, byteswap, compare
 from cgdev.core.interp import RejectedProgram, context_access_ok
 from cgdev.core.isa import U32, AluOp, Cls, Insn, JmpOp, Mode, Opcode, imm64, jump_target
+from cgdev.core.lift import intervals as iv
 from cgdev.core.lift.intervals import Inexact
 from cgdev.core.lift.region import Region
+from cgdev.core.lift.shared import Entry, Restricted
 from cgdev.core.lift.symbolic import MAJOR, MINOR, VAR_NAMES, Sym, branch_set, extend, rebase
 from cgdev.core.model import REQUEST_MASKS
 
@@ -37,6 +39,10 @@ CTX_MASKS: Final = tuple(m for _ in (1, 2) for m in REQUEST_MASKS)
 ALL_CONTEXTS: Final = 0xFF
 ACCESS_WORDS: Final = tuple(m << 16 | t for t, m in zip(CTX_TYPES, CTX_MASKS, strict=True))
 MAX_STATES: Final = 2_000_000
+# A join point whose merged state holds at least this many columns and boxes, and whose code
+# never reads the major, is walked once for any major (``shared``); below it, walking the real
+# region is as cheap.  Tests lower it to run every eligible join through the shared path.
+SHARE_MIN_PIECES = 16
 # enum members as module names: the step loop would otherwise pay a class attribute look-up each
 _JMP, _JMP32, _ALU, _ALU64, _LDX = Cls.JMP, Cls.JMP32, Cls.ALU, Cls.ALU64, Cls.LDX
 _LD_IMM64, _EXIT, _JA_OP = Opcode.LD_IMM64, Opcode.EXIT, JmpOp.JA
@@ -71,7 +77,7 @@ Provenance = tuple[int, int, int]
 class Terminal:
     live: int
     verdict: int
-    region: Region
+    region: Region | Restricted
     prov: Provenance
 
 
@@ -156,6 +162,27 @@ def analyse(insns: Sequence[Insn]) -> tuple[list[int], set[int]]:
     return live, targets
 
 
+def major_free(insns: Sequence[Insn]) -> list[bool]:
+    """Per instruction: no path from it loads the major (a context load at offset 4..7), so
+    what it decides depends on the minor and the access alone (jumps only go forward)."""
+    n = len(insns)
+    free = [True] * (n + 2)
+    for pc in range(n - 1, -1, -1):
+        insn = insns[pc]
+        if insn.cls is _LDX and 4 <= insn.off < 8:
+            free[pc] = False
+        elif insn.is_jump:
+            target = jump_target(insns, pc)
+            free[pc] = (target >= n or free[target]) and (insn.op == _JA_OP or free[pc + 1])
+        elif insn.code == _EXIT:
+            free[pc] = True
+        elif insn.code == _LD_IMM64:
+            free[pc] = free[pc + 2]
+        else:
+            free[pc] = free[pc + 1]
+    return free
+
+
 # -- the executor --------------------------------------------------------------------------------
 
 
@@ -187,9 +214,14 @@ class _State:
 
 
 class Executor:
-    def __init__(self, insns: Sequence[Insn]) -> None:
+    def __init__(self, insns: Sequence[Insn], parent: Executor | None = None) -> None:
         self.insns = insns
-        self.live_in, self.targets = analyse(insns)
+        self.shares = parent is None  # a shared walk starts from one box: nothing to share in it
+        if parent is None:
+            self.live_in, self.targets = analyse(insns)
+            self.major_free = major_free(insns)
+        else:  # a walk of a shared sub-program: same program, same analyses
+            self.live_in, self.targets, self.major_free = parent.live_in, parent.targets, parent.major_free
         self.pending: dict[int, dict[tuple[object, ...], _State]] = {}
         self.heap: list[int] = []
         self.terminals: list[Terminal] = []
@@ -197,19 +229,59 @@ class Executor:
         self._compare_memo: dict[tuple[object, ...], int] = {}
         self._alu_memo: dict[tuple[object, ...], int | tuple[int, ...]] = {}
 
-    def run(self) -> list[Terminal]:
-        regs: list[Value] = [None] * 11
-        regs[1] = Ptr("ctx", 0)
-        regs[10] = Ptr("stack", 0)
-        self._enqueue(0, _State(regs, {ALL_CONTEXTS: Region.everything()}, (0, -1, ALL_CONTEXTS)))
+    def run(self, pc: int = 0, state: _State | None = None) -> list[Terminal]:
+        if state is None:
+            regs: list[Value] = [None] * 11
+            regs[1] = Ptr("ctx", 0)
+            regs[10] = Ptr("stack", 0)
+            state = _State(regs, {ALL_CONTEXTS: Region.everything()}, (0, -1, ALL_CONTEXTS))
+        self._enqueue(pc, state)
+        free = self.major_free if self.shares else [False] * len(self.major_free)
         while self.heap:
             pc = heapq.heappop(self.heap)
             for state in self.pending.pop(pc).values():
                 self.states += 1
                 if self.states > MAX_STATES:
                     raise Opaque(pc, f"more than {MAX_STATES} symbolic states")
+                if free[pc] and self._share(pc, state):
+                    continue
                 self._step_block(pc, state)
         return self.terminals
+
+    def _share(self, pc: int, state: _State) -> bool:
+        """Walk the major-free code from ``pc`` once for any major and pair each outcome with the
+        regions that arrived (``shared``); False (walk it as usual) where that gains nothing or
+        does not apply: a small state, a register still holding the major, a walk that fails
+        (it may go where the real regions never do: the usual walk decides then)."""
+        groups = state.groups
+        if sum(len(region.points) + len(region.boxes) for region in groups.values()) < SHARE_MIN_PIECES:
+            return False
+        if any(isinstance(value, Sym) and value.var == MAJOR for value in state.regs):
+            return False
+        walk = Executor(self.insns, self)
+        try:
+            terminals = walk.run(pc, _State(list(state.regs), {state.live: Region.everything()}, state.prov))
+        except (Opaque, RejectedProgram):
+            return False
+        outcomes = []
+        for term in terminals:
+            region = term.region
+            assert isinstance(region, Region)  # the walk itself shares nothing
+            if region.points or any(m.base != iv.ALL_U32 or m.excluded for m, _ in region.boxes):
+                return False  # pragma: no cover - major-free code never narrows the majors
+            minors = iv.union_all(m.materialize() for _, m in region.boxes)
+            outcomes.append((term, minors))
+        if all(minors == iv.ALL_U32 for _term, minors in outcomes):
+            return False  # the code tests no minor: nothing to share
+        self.states += walk.states
+        allowed = [(term.live, minors) for term, minors in outcomes if term.verdict == 1 and minors]
+        for live, region in groups.items():
+            entry = Entry(live, region, allowed, state.live)
+            for term, minors in outcomes:
+                if term.live & live and minors:
+                    decided = Restricted(entry, minors)
+                    self.terminals.append(Terminal(term.live & live, term.verdict, decided, term.prov))
+        return True
 
     def _enqueue(self, pc: int, state: _State) -> None:
         if pc >= len(self.insns):
