@@ -15,6 +15,7 @@ from cgdev.core.lift.assembly import Cells, Pieces
 from cgdev.core.lift.engine import CTX_MASKS, CTX_TYPES, Terminal
 from cgdev.core.lift.intervals import IntervalSet
 from cgdev.core.lift.result import LiftedRule, single_or_any
+from cgdev.core.lift.shared import Restricted
 from cgdev.core.model import TYPE_OF_KERNEL
 
 WIDEN_BUDGET: Final = 2_000_000  # piece comparisons spent on widening; beyond it, exact sets stay
@@ -25,6 +26,8 @@ def lifted_rules(terminals: list[Terminal], pieces_of: Pieces, chain: bool) -> l
     first-match widening, which a tree's leaves never pass and which would only cost time."""
     groups: dict[tuple[int, int, int], list[Terminal]] = {}
     for term in terminals:
+        if isinstance(term.region, Restricted) and not pieces_of(term.region):
+            continue  # a shared walk's block that none of the regions entering it reaches
         groups.setdefault((term.prov[0], term.prov[1], term.verdict), []).append(term)
     out: list[LiftedRule] = []
     for (start, end, verdict), terms in sorted(groups.items()):
