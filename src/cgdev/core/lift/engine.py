@@ -19,7 +19,7 @@ states, memo tables); split, they would pass that state around instead.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -27,7 +27,7 @@ from cgdev.core.arith import alu, byteswap, compare
 from cgdev.core.interp import RejectedProgram, context_access_ok
 from cgdev.core.isa import U32, AluOp, Cls, Insn, JmpOp, Mode, Opcode, imm64, jump_target
 from cgdev.core.lift import intervals as iv
-from cgdev.core.lift.intervals import Inexact
+from cgdev.core.lift.intervals import Inexact, IntervalSet
 from cgdev.core.lift.region import Region
 from cgdev.core.lift.shared import Entry, Restricted
 from cgdev.core.lift.symbolic import MAJOR, MINOR, VAR_NAMES, Sym, branch_set, extend, rebase
@@ -213,6 +213,15 @@ class _State:
         return live
 
 
+_Outcomes = list[tuple[Terminal, IntervalSet]]  # a shared walk's terminals and their minors
+_Walk = tuple[_Outcomes, list[tuple[int, IntervalSet]]]  # ... and what it allows: (contexts, minors)
+_ENTRY: Final = -2  # block start of a shared walk's first block: the entering state's, put back
+
+
+def _pieces(states: Iterable[_State]) -> int:
+    return sum(len(region.points) + len(region.boxes) for state in states for region in state.groups.values())
+
+
 class Executor:
     def __init__(self, insns: Sequence[Insn], parent: Executor | None = None) -> None:
         self.insns = insns
@@ -239,49 +248,88 @@ class Executor:
         free = self.major_free if self.shares else [False] * len(self.major_free)
         while self.heap:
             pc = heapq.heappop(self.heap)
-            for state in self.pending.pop(pc).values():
-                self.states += 1
-                if self.states > MAX_STATES:
-                    raise Opaque(pc, f"more than {MAX_STATES} symbolic states")
-                if free[pc] and self._share(pc, state):
-                    continue
+            states = list(self.pending.pop(pc).values())
+            self.states += len(states)
+            if self.states > MAX_STATES:
+                raise Opaque(pc, f"more than {MAX_STATES} symbolic states")
+            if free[pc] and _pieces(states) >= SHARE_MIN_PIECES:
+                states = self._share(pc, states)
+            for state in states:
                 self._step_block(pc, state)
         return self.terminals
 
-    def _share(self, pc: int, state: _State) -> bool:
-        """Walk the major-free code from ``pc`` once for any major and pair each outcome with the
-        regions that arrived (``shared``); False (walk it as usual) where that gains nothing or
-        does not apply: a small state, a register still holding the major, a walk that fails
-        (it may go where the real regions never do: the usual walk decides then)."""
-        groups = state.groups
-        if sum(len(region.points) + len(region.boxes) for region in groups.values()) < SHARE_MIN_PIECES:
-            return False
+    def _share(self, pc: int, states: list[_State]) -> list[_State]:
+        """Pair each outcome of the major-free code from ``pc``, walked once for any major, with
+        the regions that arrived (``shared``); returns the states to walk as usual: where that
+        gains nothing or does not apply (a register still holding the major, code that tests no
+        minor, a walk that fails: it may go where the real regions never do).
+
+        States that differ only in the block they come from (majors entering a shared search by
+        their own ``goto``) share one walk and, unless the walk decides something in that block
+        (whose bounds are each state's own), one entry: their regions are disjoint."""
+        by_key: dict[tuple[object, ...], list[_State]] = {}
+        for state in states:
+            by_key.setdefault((tuple(state.regs), state.live), []).append(state)
+        rest: list[_State] = []
+        for alike in by_key.values():
+            walked = self._walk(pc, alike[0])
+            if walked is None:
+                rest.extend(alike)
+                continue
+            outcomes, allowed = walked
+            first = [(term, minors) for term, minors in outcomes if term.prov[0] == _ENTRY]
+            later = [(term, minors) for term, minors in outcomes if term.prov[0] != _ENTRY]
+            if first:  # decided in the block each state was in: each with its own bounds
+                for state in alike:
+                    groups = state.groups
+                    if later and len(alike) > 1:
+                        groups = {live: region.copy() for live, region in groups.items()}
+                    self._enter(_State(state.regs, groups, state.prov), first, allowed)
+            if len(alike) > 1:
+                merged: Groups = {}
+                for state in alike:
+                    for live, region in state.groups.items():
+                        _add_group(merged, live, region)
+                alike = [_State(alike[0].regs, merged, alike[0].prov)]
+            for state in alike:
+                self._enter(state, later, allowed)
+        return rest
+
+    def _enter(self, state: _State, outcomes: _Outcomes, allowed: list[tuple[int, IntervalSet]]) -> None:
+        start, end, accepted = state.prov
+        for live, region in state.groups.items():
+            entry = Entry(live, region, allowed, state.live)
+            for term, minors in outcomes:
+                if term.live & live:
+                    prov = term.prov
+                    if prov[0] == _ENTRY:  # decided in the block the state was in: its bounds
+                        prov = (start, end if end >= 0 else prov[1], accepted & prov[2])
+                    decided = Restricted(entry, minors)
+                    self.terminals.append(Terminal(term.live & live, term.verdict, decided, prov))
+
+    def _walk(self, pc: int, state: _State) -> _Walk | None:
         if any(isinstance(value, Sym) and value.var == MAJOR for value in state.regs):
-            return False
+            return None
         walk = Executor(self.insns, self)
+        entering = _State(list(state.regs), {state.live: Region.everything()}, (_ENTRY, -1, ALL_CONTEXTS))
         try:
-            terminals = walk.run(pc, _State(list(state.regs), {state.live: Region.everything()}, state.prov))
+            terminals = walk.run(pc, entering)
         except (Opaque, RejectedProgram):
-            return False
+            return None
         outcomes = []
         for term in terminals:
             region = term.region
             assert isinstance(region, Region)  # the walk itself shares nothing
             if region.points or any(m.base != iv.ALL_U32 or m.excluded for m, _ in region.boxes):
-                return False  # pragma: no cover - major-free code never narrows the majors
+                return None  # pragma: no cover - major-free code never narrows the majors
             minors = iv.union_all(m.materialize() for _, m in region.boxes)
-            outcomes.append((term, minors))
+            if minors:
+                outcomes.append((term, minors))
         if all(minors == iv.ALL_U32 for _term, minors in outcomes):
-            return False  # the code tests no minor: nothing to share
+            return None  # the code tests no minor: nothing to share
         self.states += walk.states
-        allowed = [(term.live, minors) for term, minors in outcomes if term.verdict == 1 and minors]
-        for live, region in groups.items():
-            entry = Entry(live, region, allowed, state.live)
-            for term, minors in outcomes:
-                if term.live & live and minors:
-                    decided = Restricted(entry, minors)
-                    self.terminals.append(Terminal(term.live & live, term.verdict, decided, term.prov))
-        return True
+        allowed = [(term.live, minors) for term, minors in outcomes if term.verdict == 1]
+        return outcomes, allowed
 
     def _enqueue(self, pc: int, state: _State) -> None:
         if pc >= len(self.insns):
