@@ -28,7 +28,7 @@ from cgdev.core.interp import RejectedProgram, context_access_ok
 from cgdev.core.isa import U32, AluOp, Cls, Insn, JmpOp, Mode, Opcode, imm64, jump_target
 from cgdev.core.lift import intervals as iv
 from cgdev.core.lift.intervals import Inexact, IntervalSet
-from cgdev.core.lift.region import Region
+from cgdev.core.lift.region import Region, ValueSet
 from cgdev.core.lift.shared import Entry, Restricted
 from cgdev.core.lift.symbolic import MAJOR, MINOR, VAR_NAMES, Sym, branch_set, extend, rebase
 from cgdev.core.model import REQUEST_MASKS
@@ -272,7 +272,8 @@ class Executor:
             by_key.setdefault((tuple(state.regs), state.live), []).append(state)
         rest: list[_State] = []
         for alike in by_key.values():
-            walked = self._walk(pc, alike[0])
+            top = max(region.max_minor() for state in alike for region in state.groups.values())
+            walked = self._walk(pc, alike[0], top)
             if walked is None:
                 rest.extend(alike)
                 continue
@@ -307,11 +308,14 @@ class Executor:
                     decided = Restricted(entry, minors)
                     self.terminals.append(Terminal(term.live & live, term.verdict, decided, prov))
 
-    def _walk(self, pc: int, state: _State) -> _Walk | None:
+    def _walk(self, pc: int, state: _State, top: int) -> _Walk | None:
+        """The walk from ``pc`` for any major and the minors up to ``top`` (those that arrive:
+        the bound keeps arithmetic on the minor as cheap to invert as in the usual walk)."""
         if any(isinstance(value, Sym) and value.var == MAJOR for value in state.regs):
             return None
         walk = Executor(self.insns, self)
-        entering = _State(list(state.regs), {state.live: Region.everything()}, (_ENTRY, -1, ALL_CONTEXTS))
+        anything = Region({}, [(ValueSet(iv.ALL_U32), ValueSet(((0, top),)))])
+        entering = _State(list(state.regs), {state.live: anything}, (_ENTRY, -1, ALL_CONTEXTS))
         try:
             terminals = walk.run(pc, entering)
         except (Opaque, RejectedProgram):
@@ -325,7 +329,7 @@ class Executor:
             minors = iv.union_all(m.materialize() for _, m in region.boxes)
             if minors:
                 outcomes.append((term, minors))
-        if all(minors == iv.ALL_U32 for _term, minors in outcomes):
+        if all(minors == ((0, top),) for _term, minors in outcomes):
             return None  # the code tests no minor: nothing to share
         self.states += walk.states
         allowed = [(term.live, minors) for term, minors in outcomes if term.verdict == 1]
