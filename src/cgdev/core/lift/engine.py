@@ -8,6 +8,11 @@ instructions are visited in address order and states that reach the same instruc
 same registers (dead registers ignored) and the same rule block are merged: a rule chain of any
 length then costs time linear in its length, not quadratic.
 
+A join point whose code never reads the major (a decision tree's shared minor search, entered by
+every major whose map differs from it at a few points) is walked once for any major instead of
+once with every major's region (``_share``, ``shared``): its terminals pair the walk's outcome
+with the region that arrived, and stay unexpanded until read.
+
 Each terminal state (an ``exit``) yields (contexts, verdict, region, the block that decided).
 Programs the kernel would refuse raise ``RejectedProgram``; constructs this method cannot follow
 exactly raise ``Opaque`` with the reason (never a guess).
