@@ -167,14 +167,15 @@ def analyse(insns: Sequence[Insn]) -> tuple[list[int], set[int]]:
     return live, targets
 
 
-def major_free(insns: Sequence[Insn]) -> list[bool]:
-    """Per instruction: no path from it loads the major (a context load at offset 4..7), so
-    what it decides depends on the minor and the access alone (jumps only go forward)."""
+def field_free(insns: Sequence[Insn], offset: int) -> list[bool]:
+    """Per instruction: no path from it loads the context field at ``offset`` (4: the major, 8:
+    the minor), so what it decides does not depend on that field unless a register already holds
+    it (jumps only go forward)."""
     n = len(insns)
     free = [True] * (n + 2)
     for pc in range(n - 1, -1, -1):
         insn = insns[pc]
-        if insn.cls is _LDX and 4 <= insn.off < 8:
+        if insn.cls is _LDX and offset <= insn.off < offset + 4:
             free[pc] = False
         elif insn.is_jump:
             target = jump_target(insns, pc)
@@ -233,9 +234,12 @@ class Executor:
         self.shares = parent is None  # a shared walk starts from one box: nothing to share in it
         if parent is None:
             self.live_in, self.targets = analyse(insns)
-            self.major_free = major_free(insns)
+            # where sharing may pay: the code reads no major but does read the minor
+            self.major_free = field_free(insns, 4)
+            self.minor_free = field_free(insns, 8)
         else:  # a walk of a shared sub-program: same program, same analyses
-            self.live_in, self.targets, self.major_free = parent.live_in, parent.targets, parent.major_free
+            self.live_in, self.targets = parent.live_in, parent.targets
+            self.major_free, self.minor_free = parent.major_free, parent.minor_free
         self.pending: dict[int, dict[tuple[object, ...], _State]] = {}
         self.heap: list[int] = []
         self.terminals: list[Terminal] = []
@@ -277,6 +281,10 @@ class Executor:
             by_key.setdefault((tuple(state.regs), state.live), []).append(state)
         rest: list[_State] = []
         for alike in by_key.values():
+            syms = [value.var for value in alike[0].regs if isinstance(value, Sym)]
+            if MAJOR in syms or (MINOR not in syms and self.minor_free[pc]):
+                rest.extend(alike)  # depends on the major, or tests no minor: nothing to share
+                continue
             top = max(region.max_minor() for state in alike for region in state.groups.values())
             walked = self._walk(pc, alike[0], top)
             if walked is None:
@@ -316,8 +324,6 @@ class Executor:
     def _walk(self, pc: int, state: _State, top: int) -> _Walk | None:
         """The walk from ``pc`` for any major and the minors up to ``top`` (those that arrive:
         the bound keeps arithmetic on the minor as cheap to invert as in the usual walk)."""
-        if any(isinstance(value, Sym) and value.var == MAJOR for value in state.regs):
-            return None
         walk = Executor(self.insns, self)
         anything = Region({}, [(ValueSet(iv.ALL_U32), ValueSet(((0, top),)))])
         entering = _State(list(state.regs), {state.live: anything}, (_ENTRY, -1, ALL_CONTEXTS))
