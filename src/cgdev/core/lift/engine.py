@@ -24,7 +24,7 @@ states, memo tables); split, they would pass that state around instead.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -48,6 +48,8 @@ MAX_STATES: Final = 2_000_000
 # never reads the major, is walked once for any major (``shared``); below it, walking the real
 # region is as cheap.  Tests lower it to run every eligible join through the shared path.
 SHARE_MIN_PIECES = 16
+READS_MAJOR: Final = 1
+READS_MINOR: Final = 2
 # enum members as module names: the step loop would otherwise pay a class attribute look-up each
 _JMP, _JMP32, _ALU, _ALU64, _LDX = Cls.JMP, Cls.JMP32, Cls.ALU, Cls.ALU64, Cls.LDX
 _LD_IMM64, _EXIT, _JA_OP = Opcode.LD_IMM64, Opcode.EXIT, JmpOp.JA
@@ -167,26 +169,29 @@ def analyse(insns: Sequence[Insn]) -> tuple[list[int], set[int]]:
     return live, targets
 
 
-def field_free(insns: Sequence[Insn], offset: int) -> list[bool]:
-    """Per instruction: no path from it loads the context field at ``offset`` (4: the major, 8:
-    the minor), so what it decides does not depend on that field unless a register already holds
-    it (jumps only go forward)."""
+def fields_read(insns: Sequence[Insn]) -> list[int]:
+    """Per instruction: which context fields some path from it loads, as bits (``READS_MAJOR``,
+    ``READS_MINOR``): code that loads no major decides alike for every major unless a register
+    already holds it (jumps only go forward)."""
     n = len(insns)
-    free = [True] * (n + 2)
+    reads = [0] * (n + 2)
+    ldx, ja, exit_, ld_imm64 = _LDX, _JA_OP, _EXIT, _LD_IMM64
     for pc in range(n - 1, -1, -1):
         insn = insns[pc]
-        if insn.cls is _LDX and offset <= insn.off < offset + 4:
-            free[pc] = False
+        code = insn.code
+        if code & 0x07 == ldx:
+            off = insn.off
+            reads[pc] = reads[pc + 1] | (READS_MAJOR if 4 <= off < 8 else READS_MINOR if 8 <= off < 12 else 0)
         elif insn.is_jump:
             target = jump_target(insns, pc)
-            free[pc] = (target >= n or free[target]) and (insn.op == _JA_OP or free[pc + 1])
-        elif insn.code == _EXIT:
-            free[pc] = True
-        elif insn.code == _LD_IMM64:
-            free[pc] = free[pc + 2]
+            reads[pc] = (reads[target] if target < n else 0) | (0 if insn.op == ja else reads[pc + 1])
+        elif code == exit_:
+            reads[pc] = 0
+        elif code == ld_imm64:
+            reads[pc] = reads[pc + 2]
         else:
-            free[pc] = free[pc + 1]
-    return free
+            reads[pc] = reads[pc + 1]
+    return reads
 
 
 # -- the executor --------------------------------------------------------------------------------
@@ -224,22 +229,15 @@ _Walk = tuple[_Outcomes, list[tuple[int, IntervalSet]]]  # ... and what it allow
 _ENTRY: Final = -2  # block start of a shared walk's first block: the entering state's, put back
 
 
-def _pieces(states: Iterable[_State]) -> int:
-    return sum(len(region.points) + len(region.boxes) for state in states for region in state.groups.values())
-
-
 class Executor:
     def __init__(self, insns: Sequence[Insn], parent: Executor | None = None) -> None:
         self.insns = insns
         self.shares = parent is None  # a shared walk starts from one box: nothing to share in it
         if parent is None:
             self.live_in, self.targets = analyse(insns)
-            # where sharing may pay: the code reads no major but does read the minor
-            self.major_free = field_free(insns, 4)
-            self.minor_free = field_free(insns, 8)
+            self.reads = fields_read(insns)
         else:  # a walk of a shared sub-program: same program, same analyses
-            self.live_in, self.targets = parent.live_in, parent.targets
-            self.major_free, self.minor_free = parent.major_free, parent.minor_free
+            self.live_in, self.targets, self.reads = parent.live_in, parent.targets, parent.reads
         self.pending: dict[int, dict[tuple[object, ...], _State]] = {}
         self.heap: list[int] = []
         self.terminals: list[Terminal] = []
@@ -254,15 +252,21 @@ class Executor:
             regs[10] = Ptr("stack", 0)
             state = _State(regs, {ALL_CONTEXTS: Region.everything()}, (0, -1, ALL_CONTEXTS))
         self._enqueue(pc, state)
-        free = self.major_free if self.shares else [False] * len(self.major_free)
+        reads = self.reads
+        shares = self.shares
         while self.heap:
             pc = heapq.heappop(self.heap)
             states = list(self.pending.pop(pc).values())
             self.states += len(states)
             if self.states > MAX_STATES:
                 raise Opaque(pc, f"more than {MAX_STATES} symbolic states")
-            if free[pc] and _pieces(states) >= SHARE_MIN_PIECES:
-                states = self._share(pc, states)
+            if shares and not reads[pc] & READS_MAJOR:
+                pieces = 0
+                for state in states:
+                    for region in state.groups.values():
+                        pieces += len(region.points) + len(region.boxes)
+                if pieces >= SHARE_MIN_PIECES:
+                    states = self._share(pc, states)
             for state in states:
                 self._step_block(pc, state)
         return self.terminals
@@ -282,7 +286,7 @@ class Executor:
         rest: list[_State] = []
         for alike in by_key.values():
             syms = [value.var for value in alike[0].regs if isinstance(value, Sym)]
-            if MAJOR in syms or (MINOR not in syms and self.minor_free[pc]):
+            if MAJOR in syms or (MINOR not in syms and not self.reads[pc] & READS_MINOR):
                 rest.extend(alike)  # depends on the major, or tests no minor: nothing to share
                 continue
             top = max(region.max_minor() for state in alike for region in state.groups.values())
