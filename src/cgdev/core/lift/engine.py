@@ -8,6 +8,11 @@ instructions are visited in address order and states that reach the same instruc
 same registers (dead registers ignored) and the same rule block are merged: a rule chain of any
 length then costs time linear in its length, not quadratic.
 
+A join point whose code never reads the major (a decision tree's shared minor search, entered by
+every major whose map differs from it at a few points) is walked once for any major instead of
+once with every major's region (``_share``, ``shared``): its terminals pair the walk's outcome
+with the region that arrived, and stay unexpanded until read.
+
 Each terminal state (an ``exit``) yields (contexts, verdict, region, the block that decided).
 Programs the kernel would refuse raise ``RejectedProgram``; constructs this method cannot follow
 exactly raise ``Opaque`` with the reason (never a guess).
@@ -26,8 +31,10 @@ from typing import Final
 from cgdev.core.arith import alu, byteswap, compare
 from cgdev.core.interp import RejectedProgram, context_access_ok
 from cgdev.core.isa import U32, AluOp, Cls, Insn, JmpOp, Mode, Opcode, imm64, jump_target
-from cgdev.core.lift.intervals import Inexact
-from cgdev.core.lift.region import Region
+from cgdev.core.lift import intervals as iv
+from cgdev.core.lift.intervals import Inexact, IntervalSet
+from cgdev.core.lift.region import Region, ValueSet
+from cgdev.core.lift.shared import Entry, Restricted
 from cgdev.core.lift.symbolic import MAJOR, MINOR, VAR_NAMES, Sym, branch_set, extend, rebase
 from cgdev.core.model import REQUEST_MASKS
 
@@ -37,6 +44,12 @@ CTX_MASKS: Final = tuple(m for _ in (1, 2) for m in REQUEST_MASKS)
 ALL_CONTEXTS: Final = 0xFF
 ACCESS_WORDS: Final = tuple(m << 16 | t for t, m in zip(CTX_TYPES, CTX_MASKS, strict=True))
 MAX_STATES: Final = 2_000_000
+# A join point whose merged state holds at least this many columns and boxes, and whose code
+# never reads the major, is walked once for any major (``shared``); below it, walking the real
+# region is as cheap.  Tests lower it to run every eligible join through the shared path.
+SHARE_MIN_PIECES = 16
+READS_MAJOR: Final = 1
+READS_MINOR: Final = 2
 # enum members as module names: the step loop would otherwise pay a class attribute look-up each
 _JMP, _JMP32, _ALU, _ALU64, _LDX = Cls.JMP, Cls.JMP32, Cls.ALU, Cls.ALU64, Cls.LDX
 _LD_IMM64, _EXIT, _JA_OP = Opcode.LD_IMM64, Opcode.EXIT, JmpOp.JA
@@ -71,7 +84,7 @@ Provenance = tuple[int, int, int]
 class Terminal:
     live: int
     verdict: int
-    region: Region
+    region: Region | Restricted
     prov: Provenance
 
 
@@ -156,6 +169,31 @@ def analyse(insns: Sequence[Insn]) -> tuple[list[int], set[int]]:
     return live, targets
 
 
+def fields_read(insns: Sequence[Insn]) -> list[int]:
+    """Per instruction: which context fields some path from it loads, as bits (``READS_MAJOR``,
+    ``READS_MINOR``): code that loads no major decides alike for every major unless a register
+    already holds it (jumps only go forward)."""
+    n = len(insns)
+    reads = [0] * (n + 2)
+    ldx, ja, exit_, ld_imm64 = _LDX, _JA_OP, _EXIT, _LD_IMM64
+    for pc in range(n - 1, -1, -1):
+        insn = insns[pc]
+        code = insn.code
+        if code & 0x07 == ldx:
+            off = insn.off
+            reads[pc] = reads[pc + 1] | (READS_MAJOR if 4 <= off < 8 else READS_MINOR if 8 <= off < 12 else 0)
+        elif insn.is_jump:
+            target = jump_target(insns, pc)
+            reads[pc] = (reads[target] if target < n else 0) | (0 if insn.op == ja else reads[pc + 1])
+        elif code == exit_:
+            reads[pc] = 0
+        elif code == ld_imm64:
+            reads[pc] = reads[pc + 2]
+        else:
+            reads[pc] = reads[pc + 1]
+    return reads
+
+
 # -- the executor --------------------------------------------------------------------------------
 
 
@@ -186,10 +224,20 @@ class _State:
         return live
 
 
+_Outcomes = list[tuple[Terminal, IntervalSet]]  # a shared walk's terminals and their minors
+_Walk = tuple[_Outcomes, list[tuple[int, IntervalSet]]]  # ... and what it allows: (contexts, minors)
+_ENTRY: Final = -2  # block start of a shared walk's first block: the entering state's, put back
+
+
 class Executor:
-    def __init__(self, insns: Sequence[Insn]) -> None:
+    def __init__(self, insns: Sequence[Insn], parent: Executor | None = None) -> None:
         self.insns = insns
-        self.live_in, self.targets = analyse(insns)
+        self.shares = parent is None  # a shared walk starts from one box: nothing to share in it
+        if parent is None:
+            self.live_in, self.targets = analyse(insns)
+            self.reads = fields_read(insns)
+        else:  # a walk of a shared sub-program: same program, same analyses
+            self.live_in, self.targets, self.reads = parent.live_in, parent.targets, parent.reads
         self.pending: dict[int, dict[tuple[object, ...], _State]] = {}
         self.heap: list[int] = []
         self.terminals: list[Terminal] = []
@@ -197,19 +245,110 @@ class Executor:
         self._compare_memo: dict[tuple[object, ...], int] = {}
         self._alu_memo: dict[tuple[object, ...], int | tuple[int, ...]] = {}
 
-    def run(self) -> list[Terminal]:
-        regs: list[Value] = [None] * 11
-        regs[1] = Ptr("ctx", 0)
-        regs[10] = Ptr("stack", 0)
-        self._enqueue(0, _State(regs, {ALL_CONTEXTS: Region.everything()}, (0, -1, ALL_CONTEXTS)))
+    def run(self, pc: int = 0, state: _State | None = None) -> list[Terminal]:
+        if state is None:
+            regs: list[Value] = [None] * 11
+            regs[1] = Ptr("ctx", 0)
+            regs[10] = Ptr("stack", 0)
+            state = _State(regs, {ALL_CONTEXTS: Region.everything()}, (0, -1, ALL_CONTEXTS))
+        self._enqueue(pc, state)
+        reads = self.reads
+        shares = self.shares
         while self.heap:
             pc = heapq.heappop(self.heap)
-            for state in self.pending.pop(pc).values():
-                self.states += 1
-                if self.states > MAX_STATES:
-                    raise Opaque(pc, f"more than {MAX_STATES} symbolic states")
+            states = list(self.pending.pop(pc).values())
+            self.states += len(states)
+            if self.states > MAX_STATES:
+                raise Opaque(pc, f"more than {MAX_STATES} symbolic states")
+            if shares and not reads[pc] & READS_MAJOR:
+                pieces = 0
+                for state in states:
+                    for region in state.groups.values():
+                        pieces += len(region.points) + len(region.boxes)
+                if pieces >= SHARE_MIN_PIECES:
+                    states = self._share(pc, states)
+            for state in states:
                 self._step_block(pc, state)
         return self.terminals
+
+    def _share(self, pc: int, states: list[_State]) -> list[_State]:
+        """Pair each outcome of the major-free code from ``pc``, walked once for any major, with
+        the regions that arrived (``shared``); returns the states to walk as usual: where that
+        gains nothing or does not apply (a register still holding the major, code that tests no
+        minor, a walk that fails: it may go where the real regions never do).
+
+        States that differ only in the block they come from (majors entering a shared search by
+        their own ``goto``) share one walk and, unless the walk decides something in that block
+        (whose bounds are each state's own), one entry: their regions are disjoint."""
+        by_key: dict[tuple[object, ...], list[_State]] = {}
+        for state in states:
+            by_key.setdefault((tuple(state.regs), state.live), []).append(state)
+        rest: list[_State] = []
+        for alike in by_key.values():
+            syms = [value.var for value in alike[0].regs if isinstance(value, Sym)]
+            if MAJOR in syms or (MINOR not in syms and not self.reads[pc] & READS_MINOR):
+                rest.extend(alike)  # depends on the major, or tests no minor: nothing to share
+                continue
+            top = max(region.max_minor() for state in alike for region in state.groups.values())
+            walked = self._walk(pc, alike[0], top)
+            if walked is None:
+                rest.extend(alike)
+                continue
+            outcomes, allowed = walked
+            first = [(term, minors) for term, minors in outcomes if term.prov[0] == _ENTRY]
+            later = [(term, minors) for term, minors in outcomes if term.prov[0] != _ENTRY]
+            if first:  # decided in the block each state was in: each with its own bounds
+                for state in alike:
+                    groups = state.groups
+                    if later and len(alike) > 1:
+                        groups = {live: region.copy() for live, region in groups.items()}
+                    self._enter(_State(state.regs, groups, state.prov), first, allowed)
+            if len(alike) > 1:
+                merged: Groups = {}
+                for state in alike:
+                    for live, region in state.groups.items():
+                        _add_group(merged, live, region)
+                alike = [_State(alike[0].regs, merged, alike[0].prov)]
+            for state in alike:
+                self._enter(state, later, allowed)
+        return rest
+
+    def _enter(self, state: _State, outcomes: _Outcomes, allowed: list[tuple[int, IntervalSet]]) -> None:
+        start, end, accepted = state.prov
+        for live, region in state.groups.items():
+            entry = Entry(live, region, allowed, state.live)
+            for term, minors in outcomes:
+                if term.live & live:
+                    prov = term.prov
+                    if prov[0] == _ENTRY:  # decided in the block the state was in: its bounds
+                        prov = (start, end if end >= 0 else prov[1], accepted & prov[2])
+                    decided = Restricted(entry, minors)
+                    self.terminals.append(Terminal(term.live & live, term.verdict, decided, prov))
+
+    def _walk(self, pc: int, state: _State, top: int) -> _Walk | None:
+        """The walk from ``pc`` for any major and the minors up to ``top`` (those that arrive:
+        the bound keeps arithmetic on the minor as cheap to invert as in the usual walk)."""
+        walk = Executor(self.insns, self)
+        anything = Region({}, [(ValueSet(iv.ALL_U32), ValueSet(((0, top),)))])
+        entering = _State(list(state.regs), {state.live: anything}, (_ENTRY, -1, ALL_CONTEXTS))
+        try:
+            terminals = walk.run(pc, entering)
+        except (Opaque, RejectedProgram):
+            return None
+        outcomes = []
+        for term in terminals:
+            region = term.region
+            assert isinstance(region, Region)  # the walk itself shares nothing
+            if region.points or any(m.base != iv.ALL_U32 or m.excluded for m, _ in region.boxes):
+                return None  # pragma: no cover - major-free code never narrows the majors
+            minors = iv.union_all(m.materialize() for _, m in region.boxes)
+            if minors:
+                outcomes.append((term, minors))
+        if all(minors == ((0, top),) for _term, minors in outcomes):
+            return None  # the code tests no minor: nothing to share
+        self.states += walk.states
+        allowed = [(term.live, minors) for term, minors in outcomes if term.verdict == 1]
+        return outcomes, allowed
 
     def _enqueue(self, pc: int, state: _State) -> None:
         if pc >= len(self.insns):

@@ -91,9 +91,16 @@ def _single_point(taken: IntervalSet) -> int | None:
 
 
 class Region:
-    """``points[major] = minors`` for single-major columns, plus ``boxes`` of (majors, minors)."""
+    """``points[major] = minors`` for single-major columns, plus ``boxes`` of (majors, minors).
 
-    __slots__ = ("boxes", "points")
+    ``pending[major]`` holds minor sets joined into an existing column but not yet merged into
+    it: a leaf block shared by thousands of paths (a decision tree's ``w0 = 1; exit``) receives
+    one join per path, and merging each at once would re-sort the growing column every time
+    (quadratic; issue 12's 10,000-rule lists spent most of their lift there).  They are merged
+    in one sort when the region is next split or read (``_flush``).
+    """
+
+    __slots__ = ("boxes", "pending", "points")
 
     def __init__(
         self,
@@ -102,6 +109,14 @@ class Region:
     ) -> None:
         self.points = points if points is not None else {}
         self.boxes = boxes if boxes is not None else []
+        self.pending: dict[int, list[IntervalSet]] = {}
+
+    def _flush(self) -> None:
+        points = self.points
+        for major, parts in self.pending.items():
+            parts.append(points[major].materialize())
+            points[major] = ValueSet(iv.union_all(parts))
+        self.pending = {}
 
     @staticmethod
     def everything() -> Region:
@@ -111,6 +126,8 @@ class Region:
         return not self.points and not self.boxes
 
     def copy(self) -> Region:
+        if self.pending:
+            self._flush()
         return Region(
             {major: minors.copy() for major, minors in self.points.items()},
             [(majors.copy(), minors.copy()) for majors, minors in self.boxes],
@@ -119,11 +136,14 @@ class Region:
     def _add_point(self, major: int, minors: ValueSet) -> None:
         if minors.count <= 0:
             return
-        old = self.points.get(major)
-        if old is None:
+        if major not in self.points:
             self.points[major] = minors
         else:
-            self.points[major] = ValueSet(iv.union(old.materialize(), minors.materialize()))
+            parts = self.pending.get(major)
+            if parts is None:
+                self.pending[major] = [minors.materialize()]
+            else:
+                parts.append(minors.materialize())
 
     def _add_box(self, majors: ValueSet, minors: ValueSet) -> None:
         if minors.count <= 0 or majors.count <= 0:
@@ -139,6 +159,8 @@ class Region:
         big, small = (self, other) if len(self.points) >= len(other.points) else (other, self)
         for major, minors in small.points.items():
             big._add_point(major, minors)
+        for major, parts in small.pending.items():
+            big.pending.setdefault(major, []).extend(parts)
         big.boxes.extend(small.boxes)
         return big
 
@@ -146,6 +168,8 @@ class Region:
 
     def split_major(self, taken: IntervalSet) -> tuple[Region, Region]:
         """(the part whose major is in ``taken``, the rest); consumes ``self``."""
+        if self.pending:
+            self._flush()
         rest = iv.complement(taken, iv.U32)
         by_point = _split_at_one_point(taken, rest, self.split_major_point)
         if by_point is not None:
@@ -166,6 +190,8 @@ class Region:
         return yes, no
 
     def split_major_point(self, major: int) -> tuple[Region, Region]:
+        if self.pending:
+            self._flush()
         column = self.points.pop(major, None)
         inside = Region({major: column} if column is not None else {})
         kept = []
@@ -179,6 +205,8 @@ class Region:
         return inside, self
 
     def split_minor(self, taken: IntervalSet) -> tuple[Region, Region]:
+        if self.pending:
+            self._flush()
         rest = iv.complement(taken, iv.U32)
         by_point = _split_at_one_point(taken, rest, self.split_minor_point)
         if by_point is not None:
@@ -201,6 +229,8 @@ class Region:
         return yes, no
 
     def split_minor_point(self, minor: int) -> tuple[Region, Region]:
+        if self.pending:
+            self._flush()
         inside = Region()
         kept_points: dict[int, ValueSet] = {}
         for major, minors in self.points.items():
@@ -224,11 +254,15 @@ class Region:
         return max([*self.points, *(majors.base[-1][1] for majors, _ in self.boxes)], default=0)
 
     def max_minor(self) -> int:
+        if self.pending:
+            self._flush()
         sets = [*self.points.values(), *(minors for _, minors in self.boxes)]
         return max((minors.base[-1][1] for minors in sets if minors.base), default=0)
 
     def pieces(self) -> list[tuple[int, int, IntervalSet]]:
         """``(major_lo, major_hi, minors)`` covering the region (for building a policy)."""
+        if self.pending:
+            self._flush()
         out = [(major, major, minors.materialize()) for major, minors in self.points.items()]
         for majors, minors in self.boxes:
             whole = minors.materialize()

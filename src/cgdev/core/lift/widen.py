@@ -15,9 +15,23 @@ from cgdev.core.lift.assembly import Cells, Pieces
 from cgdev.core.lift.engine import CTX_MASKS, CTX_TYPES, Terminal
 from cgdev.core.lift.intervals import IntervalSet
 from cgdev.core.lift.result import LiftedRule, single_or_any
+from cgdev.core.lift.shared import Restricted
 from cgdev.core.model import TYPE_OF_KERNEL
 
 WIDEN_BUDGET: Final = 2_000_000  # piece comparisons spent on widening; beyond it, exact sets stay
+# per set of contexts (a bitmask): the contexts of the types among them, and (types, masks) they
+# hold; tables, because every block of a 100,000-rule program asks
+_SAME_TYPE: Final = tuple(
+    sum(1 << j for j in range(8) if any(live >> i & 1 and CTX_TYPES[i] == CTX_TYPES[j] for i in range(8)))
+    for live in range(256)
+)
+_TYPES_MASKS: Final = tuple(
+    (
+        tuple(sorted({TYPE_OF_KERNEL[CTX_TYPES[i]] for i in range(8) if live >> i & 1})),
+        tuple(sorted({CTX_MASKS[i] for i in range(8) if live >> i & 1})),
+    )
+    for live in range(256)
+)
 
 
 def lifted_rules(terminals: list[Terminal], pieces_of: Pieces, chain: bool) -> list[LiftedRule]:
@@ -25,6 +39,8 @@ def lifted_rules(terminals: list[Terminal], pieces_of: Pieces, chain: bool) -> l
     first-match widening, which a tree's leaves never pass and which would only cost time."""
     groups: dict[tuple[int, int, int], list[Terminal]] = {}
     for term in terminals:
+        if isinstance(term.region, Restricted) and not pieces_of(term.region):
+            continue  # a shared walk's block that none of the regions entering it reaches
         groups.setdefault((term.prov[0], term.prov[1], term.verdict), []).append(term)
     out: list[LiftedRule] = []
     for (start, end, verdict), terms in sorted(groups.items()):
@@ -33,10 +49,8 @@ def lifted_rules(terminals: list[Terminal], pieces_of: Pieces, chain: bool) -> l
             live |= term.live
             accepted |= term.prov[2]
         # What the block's own tests accept, on the types that reach it: the rule as written.
-        reaching_types = {CTX_TYPES[i] for i in range(8) if live >> i & 1}
-        written = live | sum(1 << i for i in range(8) if accepted >> i & 1 and CTX_TYPES[i] in reaching_types)
-        types = tuple(sorted({TYPE_OF_KERNEL[CTX_TYPES[i]] for i in range(8) if written >> i & 1}))
-        masks = tuple(sorted({CTX_MASKS[i] for i in range(8) if written >> i & 1}))
+        written = live | (accepted & _SAME_TYPE[live])
+        types, masks = _TYPES_MASKS[written]
         majors, minors, remainder = _box_of(terms, pieces_of)
         shadowed = written != live
         cells = [(term.live, pieces_of(term.region)) for term in terms]
