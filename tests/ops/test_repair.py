@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -452,3 +453,35 @@ def test_explain_names_the_pinned_program_crun_s_and_attached_by_systemd() -> No
     drops = next(f for f in after_hook.findings if f.code == "reload-drops-grant")
     assert f"pinned at {PIN}" in drops.message and "DeviceAllow by hand" in drops.fix[0].action
     assert "pinned-program" not in {f.code for f in after_hook.findings}  # nothing denies now
+
+
+def test_each_cgroup_namespace_prunes_only_its_own_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer in another cgroup namespace (the lab's hook, a node container's) names cgroups its
+    own way: from here they look gone, and were deleted (review defect); they must be kept, while
+    this view's gone entries are still dropped.  The other view is a real child in a new cgroup
+    namespace."""
+    import ctypes
+
+    monkeypatch.setenv("CGDEV_STATE_DIR", str(tmp_path))
+    entitlements.update(lambda entries: entries.update({("/mine-gone", "c", 195, 255): _entry("/mine-gone")}))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the other view
+        code = 1
+        try:
+            if ctypes.CDLL(None, use_errno=True).unshare(0x02000000) == 0:  # CLONE_NEWCGROUP
+                theirs = msgspec.structs.replace(_entry("/theirs"), cgroup_ns=entitlements.own_cgroup_ns())
+                entitlements.update(lambda entries: entries.update({theirs.key: theirs}), lambda cg: True)
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    everything = entitlements.read(every_view=True)
+    assert {e.cgroup for e in everything} == {"/mine-gone", "/theirs"}  # the child kept our entry
+    (theirs,) = [e for e in everything if e.cgroup == "/theirs"]
+    assert not theirs.in_this_view and theirs.cgroup_ns != entitlements.own_cgroup_ns()
+    entitlements.update(lambda entries: None, lambda cg: False)  # every path of ours is gone
+    assert [e.cgroup for e in entitlements.read(every_view=True)] == ["/theirs"]
+    assert entitlements.read() == []  # this view reads only its own

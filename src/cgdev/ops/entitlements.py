@@ -15,6 +15,15 @@ rename itself survive a power loss, and a power loss also takes every change the
 (programs, runtime unit properties, the container's cgroup, after which the entry is dropped);
 against a killed ``cgdev`` (the crash that matters) the rename is durable once it returns.
 Entries whose cgroup no longer exists (the container is gone) are dropped on every read.
+
+One file, several views: a cgroup path means something only in the cgroup namespace it was written
+from (the OCI hook of a nested systemd such as the lab, or of a node container, writes
+``/machine.slice/...``; the host's ``cgdev grant`` writes ``/cgdev-lab/machine.slice/...`` for the
+same container).  So each entry records its writer's namespace (``cgroup_ns``, the inode of
+``/proc/self/ns/cgroup``), and a process reads, prunes and edits only the entries of its own view;
+the others are kept as they are, because from here a path of another view looks gone when it is
+not (the first version pruned them, and a hook's grant and a host grant kept deleting each other's
+entries).
 """
 
 from __future__ import annotations
@@ -54,6 +63,13 @@ class Entitlement(msgspec.Struct, frozen=True, kw_only=True):
     status: str  # pending | done
     when: str
     why: str = ""
+    cgroup_ns: int = 0  # the writer's cgroup namespace (inode); 0: written before it was recorded
+
+    @property
+    def in_this_view(self) -> bool:
+        """Whether ``cgroup`` names a path in this process's cgroup namespace (entries written
+        before the namespace was recorded count as this view's, as they were then read)."""
+        return self.cgroup_ns in (0, own_cgroup_ns())
 
     @property
     def key(self) -> tuple[str, str, int, int]:
@@ -63,6 +79,15 @@ class Entitlement(msgspec.Struct, frozen=True, kw_only=True):
 class StateFile(msgspec.Struct, frozen=True):
     version: int = SCHEMA_VERSION
     entries: list[Entitlement] = msgspec.field(default_factory=list)
+
+
+def own_cgroup_ns() -> int:
+    """This process's cgroup namespace (the inode of ``/proc/self/ns/cgroup``; 0 when unknown).
+    Not cached: a process may unshare its cgroup namespace, and a stat costs microseconds."""
+    try:
+        return os.stat("/proc/self/ns/cgroup").st_ino
+    except OSError:
+        return 0
 
 
 def state_dir() -> str:
@@ -89,8 +114,9 @@ def _decode(raw: bytes, path: str) -> StateFile:
     return state
 
 
-def read(alive: Callable[[str], bool] | None = None) -> list[Entitlement]:
-    """Every entry, without those whose cgroup ``alive`` says is gone."""
+def read(alive: Callable[[str], bool] | None = None, *, every_view: bool = False) -> list[Entitlement]:
+    """This view's entries, without those whose cgroup ``alive`` says is gone; with
+    ``every_view`` the other namespaces' entries too (never pruned: their paths are not ours)."""
     path = state_path()
     try:
         with open(path, "rb") as fh:
@@ -100,7 +126,11 @@ def read(alive: Callable[[str], bool] | None = None) -> list[Entitlement]:
     except PermissionError:
         raise EnvError(f"reading {path} needs root") from None
     entries = _decode(raw, path).entries
-    return [e for e in entries if alive is None or alive(e.cgroup)]
+    return [
+        e
+        for e in entries
+        if (e.in_this_view and (alive is None or alive(e.cgroup))) or (every_view and not e.in_this_view)
+    ]
 
 
 @contextlib.contextmanager
@@ -137,11 +167,13 @@ def update(
     change: Callable[[dict[tuple[str, str, int, int], Entitlement]], None],
     alive: Callable[[str], bool] | None = None,
 ) -> None:
-    """Read, let ``change`` edit the entries (keyed by cgroup and device), write back atomically."""
+    """Read, let ``change`` edit this view's entries (keyed by cgroup and device), write back
+    atomically with the other views' entries as they were."""
     with _locked():
-        entries = {e.key: e for e in read(alive)}
+        every = read(alive, every_view=True)
+        entries = {e.key: e for e in every if e.in_this_view}
         change(entries)
-        _write(list(entries.values()))
+        _write([e for e in every if not e.in_this_view] + list(entries.values()))
 
 
 def to_json(entries: list[Entitlement]) -> list[dict[str, object]]:
@@ -149,8 +181,9 @@ def to_json(entries: list[Entitlement]) -> list[dict[str, object]]:
 
 
 def current(target: str | None = None) -> list[Entitlement]:
-    """The entitlements of containers that still exist (gone ones are dropped as they are read),
-    only those of ``target`` (a container id or unique prefix, a target as given, or a cgroup)."""
+    """The entitlements of containers that still exist (gone ones of this view are dropped as they
+    are read; other views' are listed as they are), only those of ``target`` (a container id or
+    unique prefix, a target as given, or a cgroup)."""
     import os
 
     from cgdev.adapters import cgroupfs
@@ -158,7 +191,7 @@ def current(target: str | None = None) -> list[Entitlement]:
     def alive(cgroup: str) -> bool:
         return os.path.isdir(cgroupfs.cgroup_path(cgroup))
 
-    entries = read(alive)
+    entries = read(alive, every_view=True)
     if target:
         entries = [
             e

@@ -54,4 +54,5 @@ def print_entitlements(entries: list[Entitlement], state: str, *, as_json: bool)
         what = f"granted {e.granted or '-'}, revoked {e.revoked or '-'}"
         pending = " (PENDING: rerun the command to finish it)" if e.status != "done" else ""
         why = f" — {e.why}" if e.why else ""
-        print(f"{who}: {e.type} {e.major}:{e.minor} {what}, {e.change} at {e.when}{pending}{why}")
+        view = "" if e.in_this_view else f" [cgroup {e.cgroup} of another cgroup namespace ({e.cgroup_ns})]"
+        print(f"{who}: {e.type} {e.major}:{e.minor} {what}, {e.change} at {e.when}{pending}{why}{view}")

@@ -327,6 +327,7 @@ def _record(plan: Plan, status: str, why: str) -> Callable[[], None]:
                 status=status,
                 when=entitlements.now(),
                 why=why,
+                cgroup_ns=entitlements.own_cgroup_ns(),
             )
 
     entitlements.update(edit, _alive)
