@@ -209,19 +209,37 @@ def test_cli_hook_runs_the_same_hook(tmp_path: Path) -> None:
 @pytest.mark.parametrize("variant", ["annotations", "always"])
 def test_install_writes_a_hooks_d_file_atomically(tmp_path: Path, variant: str) -> None:
     env = {**os.environ, "PYTHONPATH": SRC}
-    argv = [sys.executable, "-m", "cgdev", "hook", "install", "--dir", str(tmp_path), "--variant", variant,
-            "--hook-path", "/usr/local/bin/cgdev-hook", "--fail", "open"]  # fmt: skip
+    hook = tmp_path / "bin" / "cgdev-hook"
+    hook.parent.mkdir()
+    hook.write_text("#!/bin/sh\n")
+    hook.chmod(0o755)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    argv = [sys.executable, "-m", "cgdev", "hook", "install", "--dir", str(hooks), "--variant", variant,
+            "--hook-path", str(hook), "--fail", "open"]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert os.listdir(tmp_path) == ["cgdev-hook.json"]
-    document = json.loads((tmp_path / "cgdev-hook.json").read_text())
+    assert os.listdir(hooks) == ["cgdev-hook.json"]
+    document = json.loads((hooks / "cgdev-hook.json").read_text())
     assert document["version"] == "1.0.0" and document["stages"] == ["createRuntime", "poststart"]
     assert document["hook"]["args"] == ["cgdev-hook", "--fail", "open"]
     assert ("always" in document["when"]) == (variant == "always")
     missing = subprocess.run(
-        [*argv[:6], str(tmp_path / "no")], capture_output=True, text=True, env=env, timeout=60
+        [*argv[:6], str(tmp_path / "no"), *argv[7:]], capture_output=True, text=True, env=env, timeout=60
     )
     assert missing.returncode == 2 and "--dir" in missing.stderr and missing.stderr.count("\n") == 1
+    # a hook path the engine could not run would make it skip the hook silently: refused
+    for bad in (str(tmp_path / "nope"), str(hooks)):
+        refused = subprocess.run(
+            [*argv[:9], "--hook-path", bad], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert refused.returncode == 2 and "--hook-path" in refused.stderr, refused.stderr
+    # --stage names the one stage the file runs the hook at (its log would name the wrong one else)
+    staged = subprocess.run(
+        [*argv, "--stage", "poststart"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert staged.returncode == 0, staged.stderr
+    assert json.loads((hooks / "cgdev-hook.json").read_text())["stages"] == ["poststart"]
 
 
 def test_shipped_hooks_d_files_match_what_install_writes() -> None:

@@ -75,6 +75,7 @@ FLAGS: dict[str, str] = {
     "dir": "--dir",
     "variant": "--variant",
     "hook_path": "--hook-path",
+    "stage": "--stage",
     "policy": "--policy",
 }
 

@@ -58,12 +58,18 @@ def _hook_args(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cgdev.errors import InputError
+
     if args.action == "install":
         from cgdev.hook import install
 
-        document = install.hooks_d(
-            args.variant, args.hook_path or install.default_hook_path(), _hook_args(args)
-        )
+        path = install.check_executable(args.hook_path or install.default_hook_path())
+        if args.stage and args.stage not in install.STAGES:
+            raise InputError(
+                f"the hook works at {' and '.join(install.STAGES)}", field="stage", value=args.stage
+            )
+        stages = (args.stage,) if args.stage else install.STAGES
+        document = install.hooks_d(args.variant, path, _hook_args(args), stages=stages)
         print(install.install(args.dir or install.HOOKS_DIRS[0], document))
         return 0
     from cgdev.hook.entry import main

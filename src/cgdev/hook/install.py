@@ -25,15 +25,35 @@ STAGES: Final = ("createRuntime", "poststart")
 
 
 def default_hook_path() -> str:
-    """The ``cgdev-hook`` script next to this interpreter (a venv or a system install), else on PATH."""
+    """The ``cgdev-hook`` script next to this interpreter (a venv or a system install), else on
+    PATH; "" when there is none (the engine would skip a hook whose path does not exist, silently:
+    the container then starts without its grant)."""
     beside = os.path.join(os.path.dirname(sys.executable), "cgdev-hook")
     if os.access(beside, os.X_OK):
         return beside
-    return shutil.which("cgdev-hook") or "/usr/local/bin/cgdev-hook"
+    return shutil.which("cgdev-hook") or ""
 
 
-def hooks_d(variant: str, hook_path: str, args: list[str] | None = None, timeout: int = 10) -> dict[str, Any]:
-    """The hooks.d 1.0.0 document."""
+def check_executable(hook_path: str) -> str:
+    """``hook_path`` if it is an executable file; an input error naming it otherwise."""
+    if not hook_path:
+        raise InputError("no cgdev-hook beside this interpreter or on PATH: name it", field="hook_path",
+                         value=hook_path)  # fmt: skip
+    if not (os.path.isfile(hook_path) and os.access(hook_path, os.X_OK)):
+        raise InputError("not an executable file (the engine would skip the hook silently)",
+                         field="hook_path", value=hook_path)  # fmt: skip
+    return hook_path
+
+
+def hooks_d(
+    variant: str,
+    hook_path: str,
+    args: list[str] | None = None,
+    timeout: int = 10,
+    stages: tuple[str, ...] = STAGES,
+) -> dict[str, Any]:
+    """The hooks.d 1.0.0 document (``stages``: the hook's own ``--stage`` names one, and then the
+    file must run it at that stage only, or its log would name the wrong one)."""
     if variant not in VARIANTS:
         raise InputError(f"not one of {', '.join(VARIANTS)}", field="variant", value=variant)
     if not os.path.isabs(hook_path):
@@ -42,7 +62,7 @@ def hooks_d(variant: str, hook_path: str, args: list[str] | None = None, timeout
         {"always": True} if variant == "always" else {"annotations": {ANNOTATION_KEYS: ".*"}}
     )
     hook = {"path": hook_path, "args": [os.path.basename(hook_path), *(args or [])], "timeout": timeout}
-    return {"version": "1.0.0", "hook": hook, "when": when, "stages": list(STAGES)}
+    return {"version": "1.0.0", "hook": hook, "when": when, "stages": list(stages)}
 
 
 def install(directory: str, document: dict[str, Any], name: str = FILE_NAME) -> str:
