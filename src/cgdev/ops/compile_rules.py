@@ -48,7 +48,14 @@ def semantics_warnings(rule_list: list[Rule], semantics: str, policy: Policy) ->
     out = missing_access_warnings(rule_list)
     out += list(systemd_properties_of(rule_list).warnings) if semantics == "systemd" else []
     if semantics not in ("ordered", "v1"):
-        said = policy_of(rule_list, "ordered") | policy_of(list(forced_defaults(semantics)), "ordered")
+        as_written = policy_of(rule_list, "ordered")
+        defaults = policy_of(list(forced_defaults(semantics)), "ordered")
+        added = defaults.minus(as_written)
+        if added != Policy.deny_all():  # faithful to the runtime, but more than the rules say
+            examples = ", ".join(str(m.request) for m in Policy.deny_all().diff(added, limit=3))
+            out.append(f"{semantics} adds its built-in default devices, which these rules do not allow: "
+                       f"e.g. {examples}")  # fmt: skip
+        said = as_written | defaults
         wider = policy.minus(said)
         if wider != Policy.deny_all():
             examples = ", ".join(str(m.request) for m in Policy.deny_all().diff(wider, limit=3))
