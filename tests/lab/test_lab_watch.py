@@ -229,3 +229,20 @@ def test_watch_follows_containers_coming_and_going(
         time.sleep(0.2)
     assert not left, "the entitlements of deleted containers are still in the state file"
     assert w.stop() == 0
+
+
+def test_watch_restores_a_runtime_default_device_it_lost(
+    lab: LabHandle, lab_view: Lab, watchers: list[Watcher]
+) -> None:
+    """/dev/null is in no spec (runc allows it whatever the spec says) and in no entitlement, yet a
+    `set-property DeviceAllow=` denied it and the watcher said nothing (review); it is wanted as
+    a runtime default now: reported, and with --repair restored."""
+    null = Request("c", 1, 3, ACC_R | ACC_W)
+    with container_from(lab, "runc-sd", "wat-default", hook=False) as container:
+        w = start(watchers, lab_view, "--repair", "--no-policy", "--only", container.id)
+        lab.exec(["systemctl", "set-property", "--runtime", container.scope, "DeviceAllow="])
+        lost = w.had("lost", device="c 1:3 rwm")
+        assert lost["source"] == "runtime-default"
+        w.had("restored", device="c 1:3 rwm")
+        assert probe(lab_view.host_cgroup(container), [null]) == [True]
+        assert w.stop() == 0

@@ -28,11 +28,13 @@ GAINED_EXAMPLES: Final = 8
 
 
 class WantedSource(StrEnum):
-    """Why a device is wanted: cgdev's entitlements file, the container's spec, or a trusted
-    entitlement the node policy accepted (the OCI hook's ``entitled_devices``)."""
+    """Why a device is wanted: cgdev's entitlements file, the container's spec, a device its
+    runtime always allows (``/dev/null`` and the like, not in the spec but there from the start),
+    or a trusted entitlement the node policy accepted (the OCI hook's ``entitled_devices``)."""
 
     ENTITLEMENT = "entitlement"
     SPEC = "spec"
+    RUNTIME_DEFAULT = "runtime-default"
     POLICY = "policy"
 
 

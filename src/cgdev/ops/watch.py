@@ -38,6 +38,31 @@ if TYPE_CHECKING:
 Trusted = Callable[[Target], Sequence[Wanted]]
 
 
+def runtime_defaults(runtime: str | None) -> tuple[Wanted, ...]:
+    """The exact devices the container's runtime allows whatever its spec says (runc's and crun's
+    forced defaults: /dev/null, zero, full, random, urandom, tty, ptmx): the container had them
+    from its start, so losing one is a loss (a ``set-property DeviceAllow=`` took /dev/null and
+    nothing noticed).  For crun, only what every crun release forces (1.8.1 lacks /dev/net/tun),
+    never more than the container surely had; wildcards (ptys, mknod of anything) are not
+    devices to check.  Unknown runtime: none."""
+    from cgdev.core.semantics.defaults import forced_defaults
+
+    name = (runtime or "").lower()
+    readings = (
+        ("runc",) if name.startswith("runc") else ("crun", "crun-1.8") if name.startswith("crun") else ()
+    )
+    exact = [
+        {(str(r.type), r.major, r.minor, r.access) for r in forced_defaults(reading)
+         if r.allow and r.major is not None and r.minor is not None}
+        for reading in readings
+    ]  # fmt: skip
+    common = set.intersection(*exact) if exact else set()
+    return tuple(
+        Wanted((t, major, minor), access, WantedSource.RUNTIME_DEFAULT)
+        for t, major, minor, access in sorted(common)
+    )
+
+
 def node_policy_trust(policy_path: str, cdi_dirs: Sequence[str]) -> Trusted:
     """The node policy's decision for a running container, made as the hook makes it at creation
     (``ops.entitled.entitled_devices``): only claims the policy trusts, never wider than it or the
@@ -175,7 +200,8 @@ class Watch:
             if r.allow and str(r.type) in "bc" and r.major is not None and r.minor is not None and r.access
         ]
         policy = list(self.trusted(target)) if self.trusted is not None else []
-        return wanted_union([self._entitlements.get(target.cgroup, []), spec, policy])
+        defaults = runtime_defaults(target.runtime)
+        return wanted_union([self._entitlements.get(target.cgroup, []), spec, defaults, policy])
 
     def gone(self, cgroup: str) -> None:
         """Drop what is cached about a cgroup that is gone."""
