@@ -6,6 +6,9 @@
 #   MUTATION_SAMPLE=K bench/mutation.sh ...    run only every K-th mutant (sorted by name)
 #   MUTATION_EXAMPLES=N                         hypothesis examples per property test (default 10)
 #   MUTATION_TESTS="tests/core/x.py ..."        replace the group's test files (a narrower run)
+#   MUTATION_SKIP="name or name ..."            lift: also deselect these tests (-k), e.g. the slow
+#                                               property tests, for a first pass; survivors of it are
+#                                               then re-run with MUTATION_SKIP unset (bench/mutation-lift.md)
 #
 # Why this shape: mutmut copies the tree to mutants/, so each group runs in its own scratch copy
 # under ${MUTATION_DIR:-/tmp/cgdev-mutation} (the worktree is never modified).  Each mutant runs
@@ -38,7 +41,7 @@ files_for() {
 args_for() {
     case $1 in
         compile) printf '%s\n' -k "not ten_thousand_rules" ;;
-        lift | lift.*) printf '%s\n' -k "not 10000_rules" ;;
+        lift | lift.*) printf '%s\n' -k "not 10000_rules${MUTATION_SKIP:+ and not ($MUTATION_SKIP)}" ;;
     esac
 }
 tests_for() {
@@ -101,6 +104,11 @@ PYEOF
         n=$(grep -c ": $status\$" "$dir/results.txt" || true)
         [ "$n" = 0 ] || echo "   $status: $n"
     done
+    case $group in
+        lift | lift.*)  # per module of the package: "count module status"
+            sed -n 's/^ *cgdev\.core\.lift\.\([a-z_]*\)\..*: \(.*\)$/\1: \2/p' "$dir/results.txt" \
+                | grep -v ": not checked$" | sort | uniq -c | sed 's/^/  /' ;;
+    esac
     grep ": survived\$" "$dir/results.txt" | sed 's/: survived$//; s/^ *//' | while read -r m; do
         echo "--- $m"
         (cd "$dir" && env -u PYTHONPATH "$MUTMUT" show "$m" 2>/dev/null) || true

@@ -568,3 +568,72 @@ def test_a_blinded_program_says_so_and_keeps_its_instructions() -> None:
     decision = result.decide(Request("b", 8, 0, ACC_M))
     assert decision.allowed is True and decision.rule is None and decision.insn_range == (0, 3)
     assert decision.executed == 4
+
+
+def test_lift_leaves_the_cyclic_collector_as_it_found_it() -> None:
+    """The executor turns the collector off while it runs; a caller's setting must survive, on
+    success, on an opaque program and on a refused one."""
+    import gc
+
+    programs = [
+        shape_program(RULES, "runc"),
+        assemble(OPAQUE["instruction 0: comparison involving a pointer"]),
+    ]
+    was = gc.isenabled()
+    try:
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            for program in programs:
+                lift(program)
+                assert gc.isenabled() is enabled
+            with pytest.raises(ProgramError):
+                lift((exit_(),))
+            assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_the_executor_raises_opaque_with_the_instruction_and_reason() -> None:
+    """``execute`` on its own (without ``lift``'s wrapping) says where and why, as ``reason``
+    and as the exception's text."""
+    from cgdev.core.lift.engine import Opaque, execute
+
+    program = assemble(OPAQUE["instruction 1: back-edge to 1 (a loop)"])
+    with pytest.raises(Opaque) as err:
+        execute(program)
+    assert err.value.pc == 1
+    assert err.value.reason == str(err.value) == "instruction 1: back-edge to 1 (a loop)"
+
+
+def test_crun_is_named_by_its_sentinel_block_whatever_its_moves() -> None:
+    """The dead sentinel (``c 0:0``, access mask 0) is crun's own fingerprint: with it, a chain
+    of 32-bit moves is still crun; without it, the same chain reads as runc's or youki's."""
+
+    def with_32_bit_moves(program: tuple[Insn, ...]) -> tuple[Insn, ...]:
+        mov64, mov32 = alu64("mov", 0, imm=0).code, alu32("mov", 0, imm=0).code
+        return tuple(
+            Insn(mov32, 0, i.src, i.off, i.imm) if i.code == mov64 and i.dst == 0 else i for i in program
+        )
+
+    sentinel = with_32_bit_moves(shape_program(RULES, "crun"))
+    assert recognise(sentinel) == "crun"
+    assert recognise(with_32_bit_moves(shape_program(RULES, "crun-1.8"))) in ("runc", "youki")
+    with_src = Insn(sentinel[6].code, 2, 1, 7, 2)  # the first test reading a register instead
+    assert recognise((*sentinel[:6], with_src, *sentinel[7:])) != "crun"
+    for pc in (6, 8, 10, 11):  # each test of the sentinel block, changed, is no sentinel
+        insn = sentinel[pc]
+        changed = Insn(insn.code, insn.dst, insn.src, insn.off, insn.imm + 1)
+        assert recognise((*sentinel[:pc], changed, *sentinel[pc + 1 :])) != "crun", pc
+        moved = Insn(insn.code, insn.dst ^ 1, insn.src, insn.off, insn.imm)
+        assert recognise((*sentinel[:pc], moved, *sentinel[pc + 1 :])) != "crun", pc
+
+
+def test_a_comparison_of_two_constants_is_decided_for_every_context() -> None:
+    for op, const in (("jgt", 3), ("jgt", 1), ("jeq", 2), ("jne", 2)):
+        program = assemble(
+            [MAJ, alu64("mov", 6, imm=2), jmp(op, 6, "no", imm=const), *ALLOW, Label("no"), *DENY]
+        )
+        result = lift(program)
+        _agrees_with_the_interpreter(program, result)
+        taken = {"jgt": const < 2, "jeq": const == 2, "jne": const != 2}[op]
+        assert result.policy.allows(Request("b", 0, 0, ACC_M)) is not taken  # type: ignore[union-attr]
