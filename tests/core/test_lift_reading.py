@@ -637,3 +637,98 @@ def test_a_comparison_of_two_constants_is_decided_for_every_context() -> None:
         _agrees_with_the_interpreter(program, result)
         taken = {"jgt": const < 2, "jeq": const == 2, "jne": const != 2}[op]
         assert result.policy.allows(Request("b", 0, 0, ACC_M)) is not taken  # type: ignore[union-attr]
+
+
+def test_paths_that_meet_join_their_columns_into_one_rule() -> None:
+    """Two paths reach the allow block, one by ``major == 5`` (minor not 7), one by two range
+    tests on major (minor 7): the block decided ``5:*`` whole, and says so as one plain rule."""
+    program = assemble(
+        [
+            MAJ,
+            MIN,
+            jmp("jeq", 5, "seven", imm=7),
+            jmp("jeq", 4, "yes", imm=5),
+            ja("deny"),
+            Label("seven"),
+            jmp("jge", 4, "ge5", imm=5),
+            ja("deny"),
+            Label("ge5"),
+            jmp("jle", 4, "yes", imm=5),
+            Label("deny"),
+            *DENY,
+            Label("yes"),
+            *ALLOW,
+        ]
+    )
+    result = lift(program)
+    _agrees_with_the_interpreter(program, result)
+    allow = [rule for rule in result.rules if rule.allow]
+    assert [(r.insn_range, str(r), r.remainder) for r in allow] == [((10, 11), "allow a 5:* rwm", False)]
+    assert allow[0].rule() == Rule(True, "a", 5, None, 7)
+
+
+def test_a_range_emptied_one_major_at_a_time_leaves_its_fall_through_dead() -> None:
+    program = assemble(
+        [
+            MAJ,
+            jmp("jlt", 4, "deny", imm=5),
+            jmp("jgt", 4, "deny", imm=6),  # majors 5..6 remain
+            jmp("jeq", 4, "five", imm=5),
+            jmp("jeq", 4, "six", imm=6),
+            *ALLOW,  # no major is left here
+            Label("five"),
+            *ALLOW,
+            Label("six"),
+            *ALLOW,
+            Label("deny"),
+            *DENY,
+        ]
+    )
+    result = lift(program)
+    _agrees_with_the_interpreter(program, result)
+    assert [(r.insn_range, str(r)) for r in result.rules] == [
+        ((7, 8), "allow a 5:* rwm"),
+        ((9, 10), "allow a 6:* rwm"),
+        ((11, 12), "deny a *:* rwm"),
+    ]
+    assert [(g.start, g.end, g.kind) for g in result.gaps] == [(0, 0, GapKind.PROLOGUE), (1, 6, GapKind.DEAD)]
+
+
+def test_concrete_arithmetic_wide_constants_and_byte_swaps_are_followed() -> None:
+    """Values that do not depend on the request: ``r6 = 2; r6 += 3; r6 *= 2``, a 64-bit
+    constant loaded in two slots, byte swaps."""
+    programs = [
+        [
+            MAJ,
+            alu64("mov", 6, imm=2),
+            alu64("add", 6, imm=3),
+            alu64("mul", 6, imm=2),
+            jmp("jeq", 4, "yes", src=6),
+        ],
+        [MAJ, *ld_imm64(6, 0x1_0000_0007), alu32("mov", 7, src=6), jmp("jeq", 4, "yes", src=7)],
+        [MAJ, *ld_imm64(6, 7), jmp("jeq", 4, "yes", src=6)],
+        [MAJ, alu64("mov", 6, imm=0x0300), Insn(0xD7, 6, 0, 0, 16), jmp("jeq", 4, "yes", src=6)],  # bswap16
+        [MAJ, alu64("mov", 6, imm=0x0300), Insn(0xDC, 6, 0, 0, 16), jmp("jeq", 4, "yes", src=6)],  # to be16
+        [MAJ, alu64("mov", 6, imm=0x0300), Insn(0xD4, 6, 0, 0, 16), jmp("jeq", 4, "yes", src=6)],  # to le16
+    ]
+    for body in programs:
+        program = assemble([*body, *DENY, Label("yes"), *ALLOW])
+        result = lift(program)
+        assert result.opaque is None, result.opaque
+        _agrees_with_the_interpreter(program, result)
+        assert any(result.policy.allows(Request("c", m, 0, ACC_R)) for m in (3, 7, 10, 0x300))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("shape", ["runc", "crun", "systemd"])
+def test_what_each_rule_decided_adds_up_to_the_policy(shape: str) -> None:
+    """``cells`` is what a block decided, exactly, widened or not: the allow blocks' cells are
+    the policy, and no two blocks decided the same request."""
+    result = lift(shape_program(RULES, shape))
+    allowed = [policy_of_cells(rule.cells) for rule in result.rules if rule.allow]
+    union = allowed[0]
+    for policy in allowed[1:]:
+        union = union | policy
+    assert union == result.policy
+    decided = [policy_of_cells(rule.cells) for rule in result.rules]
+    for a, b in itertools.combinations(decided, 2):
+        assert a & b == policy_of_cells([])
