@@ -6,6 +6,8 @@
 #   MUTATION_SAMPLE=K bench/mutation.sh ...    run only every K-th mutant (sorted by name)
 #   MUTATION_EXAMPLES=N                         hypothesis examples per property test (default 10)
 #   MUTATION_TESTS="tests/core/x.py ..."        replace the group's test files (a narrower run)
+#   MUTATION_MUTANTS=FILE                       run only the mutants named in FILE (one a line), e.g.
+#                                               the survivors of an earlier pass
 #   MUTATION_SKIP="name or name ..."            lift: also deselect these tests (-k), e.g. the slow
 #                                               property tests, for a first pass; survivors of it are
 #                                               then re-run with MUTATION_SKIP unset (bench/mutation-lift.md)
@@ -87,13 +89,14 @@ for group in $GROUPS_; do
 settings.register_profile("mutation", derandomize=True, database=None, max_examples=10, deadline=None)
 PYEOF
     echo "== $group: $(files_for "$group") against $(tests_for "$group")"
-    if [ "$SAMPLE" = 1 ]; then
+    if [ "$SAMPLE" = 1 ] && [ -z "${MUTATION_MUTANTS:-}" ]; then
         (cd "$dir" && env -u PYTHONPATH PYTHONDONTWRITEBYTECODE=1 CI=1 "$MUTMUT" run --max-children "$CHILDREN" >run.log 2>&1) || true
     else
         # generate the mutants (and mutmut's test statistics) without running any, then a sample
         (cd "$dir" && env -u PYTHONPATH PYTHONDONTWRITEBYTECODE=1 CI=1 "$MUTMUT" run "no-such-mutant" >gen.log 2>&1) || true
         (cd "$dir" && env -u PYTHONPATH "$MUTMUT" results --all true 2>/dev/null) \
             | sed -n 's/^ *\([^ :]*\): .*/\1/p' | sort | awk -v k="$SAMPLE" 'NR % k == 1 || k == 1' > "$dir/sample.txt"
+        [ -z "${MUTATION_MUTANTS:-}" ] || grep -v '^ *$' "$MUTATION_MUTANTS" > "$dir/sample.txt"
         echo "   sample: every ${SAMPLE}th mutant, $(wc -l < "$dir/sample.txt") of $(cd "$dir" && env -u PYTHONPATH "$MUTMUT" results --all true 2>/dev/null | grep -c ': ')"
         # shellcheck disable=SC2046
         (cd "$dir" && env -u PYTHONPATH PYTHONDONTWRITEBYTECODE=1 CI=1 "$MUTMUT" run --max-children "$CHILDREN" $(cat sample.txt) >run.log 2>&1) || true

@@ -732,3 +732,15 @@ def test_what_each_rule_decided_adds_up_to_the_policy(shape: str) -> None:
     decided = [policy_of_cells(rule.cells) for rule in result.rules]
     for a, b in itertools.combinations(decided, 2):
         assert a & b == policy_of_cells([])
+
+
+def test_a_context_pointer_moved_away_and_back_reads_the_field() -> None:
+    """``r6 = r1; r6 += -4; r6 += 4``: the offset is back to 0 (a negative 64-bit constant is a
+    step back, not a huge step forward), so ``*(u32 *)(r6 + 4)`` is the major."""
+    body = [alu64("mov", 6, src=1), alu64("add", 6, imm=-4), alu64("add", 6, imm=4), ldx("w", 4, 6, 4)]
+    result = lift(assemble([*body, jmp("jeq", 4, "yes", imm=3), *DENY, Label("yes"), *ALLOW]))
+    assert result.opaque is None and result.policy is not None
+    assert [str(rule) for rule in result.rules if rule.allow] == ["allow a 3:* rwm"]
+    assert result.policy.allows(Request("b", 3, 9, ACC_M)) and not result.policy.allows(
+        Request("c", 4, 0, ACC_R)
+    )
