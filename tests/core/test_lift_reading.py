@@ -744,3 +744,23 @@ def test_a_context_pointer_moved_away_and_back_reads_the_field() -> None:
     assert result.policy.allows(Request("b", 3, 9, ACC_M)) and not result.policy.allows(
         Request("c", 4, 0, ACC_R)
     )
+
+
+def test_a_register_updated_in_place_after_a_join_keeps_its_value() -> None:
+    """``r6 += 1`` reads r6: the value must survive the join point before it."""
+    program = assemble(
+        [
+            MAJ,
+            alu64("mov", 6, imm=5),
+            jmp("jeq", 4, "join", imm=1),
+            Label("join"),
+            alu64("add", 6, imm=1),
+            jmp("jeq", 6, "yes", imm=6),
+            *DENY,
+            Label("yes"),
+            *ALLOW,
+        ]
+    )
+    result = lift(program)
+    _agrees_with_the_interpreter(program, result)
+    assert result.policy.allows(Request("c", 1, 0, ACC_R)) and result.policy.allows(Request("b", 2, 9, ACC_M))  # type: ignore[union-attr]
