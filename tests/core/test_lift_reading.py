@@ -663,7 +663,10 @@ def test_paths_that_meet_join_their_columns_into_one_rule() -> None:
     result = lift(program)
     _agrees_with_the_interpreter(program, result)
     allow = [rule for rule in result.rules if rule.allow]
-    assert [(r.insn_range, str(r), r.remainder) for r in allow] == [((10, 11), "allow a 5:* rwm", False)]
+    # exact as decided (one column 5:*), not widened back from an envelope
+    assert [(r.insn_range, str(r), r.remainder, r.shadowed) for r in allow] == [
+        ((10, 11), "allow a 5:* rwm", False, False)
+    ]
     assert allow[0].rule() == Rule(True, "a", 5, None, 7)
 
 

@@ -315,7 +315,10 @@ def test_value_sets_count_and_exclude() -> None:
     values.exclude(9)
     assert values.materialize() == ((1, 2), (4, 8))
     values.exclude(7)
-    assert values.materialize() == ((1, 2), (4, 6), (8, 8))  # a last piece of one value stays
+    assert values.materialize() == ((1, 2), (4, 6), (8, 8))
+    tail = ValueSet(((0, 9),))
+    tail.exclude(8)
+    assert tail.materialize() == ((0, 7), (9, 9))  # a last piece of one value stays
     two = ValueSet(((0, 1), (5, 6)))
     assert two.count == 4
     two.exclude(5)
