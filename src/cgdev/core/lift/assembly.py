@@ -284,7 +284,7 @@ class Pieces:
         self._cache: dict[int, tuple[Region | Restricted, list[tuple[int, int, IntervalSet]]]] = {}
 
     def __call__(self, region: Region | Restricted) -> list[tuple[int, int, IntervalSet]]:
-        hit = self._cache.get(id(region))
+        hit = self._cache.get(id(region))  # a cache only (pieces() is pure): a miss is equivalent
         if hit is None:
             hit = self._cache[id(region)] = (region, region.pieces())
         return hit[1]

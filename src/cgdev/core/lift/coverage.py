@@ -57,14 +57,14 @@ def _reachable(insns: Sequence[Insn]) -> list[bool]:
         seen[pc] = True
         insn = insns[pc]
         if insn.code == ld_imm64:
-            if pc + 1 < n:
+            if pc + 1 < n:  # always true (a program ends in exit): mutating it is equivalent
                 seen[pc + 1] = True
             todo.append(pc + 2)
         elif insn.code == exit_:
             continue
         elif insn.is_jump:
             todo.append(jump_target(insns, pc))
-            if insn.jmp_op is not ja:
+            if insn.jmp_op is not ja:  # past the first test: dead code whether reached or not
                 todo.append(pc + 1)
         else:
             todo.append(pc + 1)

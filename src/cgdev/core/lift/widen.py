@@ -155,6 +155,7 @@ class DecidedIndex:
         return False
 
     def _meets_major(self, after: int, contexts: int, major: int, minors: IntervalSet) -> bool:
+        # ``major`` is the block's own single major, always a key: the default is never used
         for block, live, piece_minors in self.points.get(major, ()):
             if block > after and live & contexts and iv.intersect(piece_minors, minors):
                 return True
