@@ -208,6 +208,23 @@ def test_watch_survives_daemon_reexec_and_rescans(
         assert w.stop() == 0
 
 
+def test_watch_survives_a_bus_restart_and_misses_nothing(
+    lab: LabHandle, lab_view: Lab, watchers: list[Watcher]
+) -> None:
+    """The system bus itself restarts (dbus.service): the watcher's connection drops, it says so,
+    reconnects with backoff, rescans, and a reload that happened while it was away is repaired."""
+    with container_from(lab, "runc-sd", "wat-busrestart") as container:
+        record_hook_grant(lab_view, container)
+        w = start(watchers, lab_view, "--repair", "--only", container.id)
+        lab.exec(["systemctl", "restart", "dbus.service"], timeout=60)
+        w.event("bus-lost")
+        lab_view.step(container, "daemon-reload")  # while the watcher may still be away
+        w.event("bus-connected")
+        w.had("restored", device=DEVICE)
+        assert probe(lab_view.host_cgroup(container), [NVIDIACTL]) == [True]
+        assert w.stop() == 0
+
+
 def test_watch_follows_containers_coming_and_going(
     lab: LabHandle, lab_view: Lab, watchers: list[Watcher], state_dir: str
 ) -> None:
