@@ -37,7 +37,7 @@ from cgdev.adapters.scratch_cgroup import ScratchCgroup
 from cgdev.adapters.systemd_client import SystemdClient
 from cgdev.core.model import ACC_M, ACC_R, ACC_W, Request
 from cgdev.errors import NotFound
-from cgdev.lab import containerd, containers, podman, scenario
+from cgdev.lab import containerd, containers, hooksim, podman, scenario
 from cgdev.lab.engine_record import Engine, EngineContainer
 from fixtures_lab import LabHandle
 
@@ -235,6 +235,16 @@ def same_layers(lab: LabHandle, one: EngineContainer, other: EngineContainer, tr
     return False
 
 
+def leaf_names(lab: LabHandle, record: EngineContainer) -> list[str]:
+    with bpf.open_cgroup(str(lab.cgroup_root / record.cgroup.lstrip("/"))) as fd:
+        ids = bpf.prog_query(fd).ids
+    names = []
+    for prog_id in ids:
+        with bpf.prog_fd_by_id(prog_id) as prog:
+            names.append(bpf.prog_info(prog).name)
+    return names
+
+
 def step(lab: LabHandle, record: EngineContainer, name: str) -> None:
     if name == "hook-sim":  # libnvidia-container's rewrite of the leaf, through the CLI users run
         done = cli("lab", "hook-sim", record.name, "195:255")
@@ -268,6 +278,7 @@ def test_podman_runs_the_hook_which_grants_a_cdi_annotated_container_through_eve
     for name in ("start", "hook-sim", "daemon-reload", "set-property"):
         if name == "hook-sim":
             step(lab, annotated, name)
+            assert hooksim.PROGRAM_NAME in leaf_names(lab, annotated)  # the leaf was rewritten
         elif name != "start":
             step(lab, annotated, name)
             step(lab, plain, name)
