@@ -250,7 +250,7 @@ def step(lab: LabHandle, record: EngineContainer, name: str) -> None:
         done = cli("lab", "hook-sim", record.name, "195:255")
         assert done.returncode == 0, done.stderr
     else:
-        assert scenario.apply_step(lab.running, name, record)  # type: ignore[arg-type]
+        assert scenario.apply_step(lab.running, name, record)  # an engine record has cgroup and scope too
 
 
 def gpu_in(allow: list[tuple[str, str]]) -> bool:
