@@ -198,3 +198,16 @@ def test_audit_piped_cli_default_is_100_columns(monkeypatch: pytest.MonkeyPatch)
     buffer = io.StringIO()
     print_audit(_audit(), make_console(width=AUDIT_PIPE_WIDTH, file=buffer))
     assert max(cell_len(line) for line in buffer.getvalue().splitlines()) <= 100
+
+
+def test_audit_quiet_is_one_line_however_long() -> None:
+    """Failed before the fix: a lab with many findings and missing links made the summary longer
+    than the pipe's 100 columns and rich folded it onto a second line."""
+    from cgdev.ops.spec_devices import MissingLink
+    from cgdev.present.human import audit_summary
+
+    result = _audit()
+    links = tuple(MissingLink(f"/dev/char/195:{m}", f"c 195:{m}", ("x",), "1.1.5", True) for m in range(3))
+    long = AuditResult(result.rows, 50, 12, 12, 3, 2, 0.01, "ok", ("e1", "e2"), links)
+    text = _render(lambda c: print_audit(long, c, quiet=True), 40)
+    assert text.splitlines() == [audit_summary(long)], text

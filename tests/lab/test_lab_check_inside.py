@@ -91,7 +91,11 @@ def test_check_inside_agrees_with_the_kernel(lab: LabHandle, rootfs: Path, name:
     if reason:
         pytest.skip(reason)
     rt = lab.runtimes[preset.runtime]
-    timeline = presets.expectation(preset, system_version(lab.running, check=False))
+    version = system_version(lab.running, check=False)
+    kept = presets.spec_device_kept(preset, rt.version, version)  # runc's /dev/char check (runc-sd-allow)
+    if kept is None:
+        pytest.skip(f"whether runc {rt.version} keeps the spec's device under systemd {version} is unknown")
+    timeline = presets.expectation(preset, version, kept)
     cid = f"chk-{preset.name}"
     container = containers.start_container(
         lab.running, cid, rt, preset.driver, _config(preset, rootfs)
@@ -110,8 +114,11 @@ def test_check_inside_agrees_with_the_kernel(lab: LabHandle, rootfs: Path, name:
             kernel = kernel_verdicts(str(lab.running.host_cgroup(container.cgroup)), REQUESTS)
             ctl, null = inside["/dev/nvidiactl"], inside["/dev/null"]
             assert (ctl["device"]["major"], ctl["device"]["minor"]) == (195, 255)
+            want = SHELL[expected or ""]
+            if not kept and not kernel[0]:  # runc left it out of DeviceAllow: the first reload, ours or
+                want = "denied"  # another session's on the shared lab, denies it; it may come early
             row = (step, ctl["verdict"], SHELL.get(shell["nvidiactl"]), "allowed" if kernel[0] else "denied",
-                   SHELL[expected or ""])  # fmt: skip
+                   want)  # fmt: skip
             seen.append(row)
             assert len({row[1], row[2], row[3], row[4]}) == 1, (
                 f"{name}: check, shell, kernel, expected: {seen}"

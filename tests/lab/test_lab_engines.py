@@ -282,3 +282,22 @@ def test_the_engines_state_lives_in_the_labs_private_run(lab: LabHandle) -> None
     unit = lab.exec(["systemctl", "show", "-P", "ControlGroup", containerd.UNIT]).stdout.strip()
     assert unit == f"/system.slice/{containerd.UNIT}"
     assert shutil.which("ctr") is not None
+
+
+@pytest.mark.parametrize("engine", [Engine.PODMAN, Engine.CONTAINERD])
+def test_an_annotation_with_commas_and_quotes_reaches_the_spec_whole(
+    lab: LabHandle, started: list[EngineContainer], engine: Engine
+) -> None:
+    """CDI annotations list names with commas.  Failed before the fix: podman 4 reads
+    ``--annotation`` as a CSV list (pflag StringSlice, until podman 5.0), so
+    ``cdi.k8s.io/x=a/b=c,d/e=f`` reached the spec as ``cdi.k8s.io/x: a/b=c`` plus ``d/e: f``."""
+    _require_engine(lab, engine)
+    annotations = {
+        "cdi.k8s.io/t": "example.com/gpu=ctl,example.com/fuse=fuse",
+        "org.example/q": 'say "hi", twice',
+    }
+    record = lab.run_engine(engine, _name(engine, "crun", "csv"), annotations=annotations)
+    started.append(record)
+    config = json.loads(Path(f"/proc/{lab.pid1}/root{record.config_json}").read_text())
+    assert {k: config["annotations"].get(k) for k in annotations} == annotations, config["annotations"]
+    assert "example.com/fuse" not in config["annotations"]

@@ -84,3 +84,32 @@ def test_hook_fails_on_a_cgroup_without_a_program_as_the_kernel_refuses_it(
         hooksim.hook_cgroup(path, 195, 255)
     with bpf.open_cgroup(path) as cgroup:
         assert bpf.prog_query(cgroup).ids == []  # nothing attached: the hook failed, no change
+
+
+def test_hook_sim_cli_rewrites_an_engine_containers_leaf(lab: LabHandle) -> None:
+    """``cgdev lab hook-sim NAME`` on a podman container (issue 9's hook acceptance runs it there).
+
+    Failed before the fix: the CLI looked NAME up among the lab's own containers only (exit 2,
+    "not a lab container")."""
+    import os
+    import subprocess
+    import sys
+
+    from capabilities import skip_unless_ci
+
+    if lab.exec(["sh", "-c", "command -v podman"], check=False).returncode != 0:
+        skip_unless_ci("podman is not installed (scripts/bootstrap installs it)")
+    name = f"t-hooksim-podman-{os.getpid()}"
+    record = lab.run_engine("podman", name, runtime="crun")
+    try:
+        before = _path(record.cgroup)
+        done = subprocess.run([sys.executable, "-m", "cgdev", "lab", "hook-sim", name, "195:255"],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert record.cgroup in done.stdout
+        after = _path(record.cgroup)
+        assert [p.name for p in after[-1].programs] == [hooksim.PROGRAM_NAME]
+        # the scope keeps systemd's program (by name: another session's reload may renew its id)
+        assert [p.name for p in after[-2].programs] == [p.name for p in before[-2].programs] == ["sd_devices"]
+    finally:
+        lab.remove_engine(name)

@@ -131,7 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "hook-sim",
         "rewrite the container's own cgroup programs as libnvidia-container does (prepend an allow block)",
     )
-    hs.add_argument("container")
+    hs.add_argument("container", help="a lab container, or an engine container's name or id")
     hs.add_argument(
         "device", nargs="?", default="195:255", help="MAJOR:MINOR of a char device (default 195:255)"
     )
@@ -387,11 +387,11 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _hook_sim(args: argparse.Namespace) -> int:
-    from cgdev.lab import containers, hooksim, instance
+    from cgdev.lab import containers, engine_record, hooksim, instance
 
     major, minor = hooksim.parse_device(args.device)
     lab = instance.require_lab()
-    record = containers.find_container(args.container)
+    record = engine_record.find(args.container) or containers.find_container(args.container)
     result = hooksim.hook_cgroup(str(lab.host_cgroup(record.cgroup)), major, minor)
     data = {
         "cgroup": record.cgroup,

@@ -106,11 +106,12 @@ def run_engine_container(
             _remove(lab, old, limit)
         if chosen is Engine.PODMAN:
             base = podman.global_flags(runtime_path, driver, hooks_dir)
+            version = podman.version(lab)
             run = podman.run_argv(base, name, rootfs, devices=checked_devices,
-                                  annotations=checked_annotations, args=args)  # fmt: skip
+                                  annotations=checked_annotations, args=args,
+                                  podman_version=version)  # fmt: skip
             container_id, pid, bundle_dir = podman.start(lab, base, run, limit)
             scope = f"libpod-{container_id}.scope"
-            version = podman.version(lab)
         else:
             containerd.ensure_daemon(lab, limit)
             if name in containerd.listed(lab):  # a leftover of that name (no record of it)

@@ -12,6 +12,10 @@ systemd over the lab's bus and its runtime keeps state in the lab's /run (``/run
 * ``--rootfs DIR``: no registry is reachable; the lab's busybox rootfs (a private copy, since
   podman creates mount targets such as ``/etc/hosts`` in it);
 * ``--storage-driver vfs``, ``--events-backend file``: no overlay on tmpfs, no journald.
+
+podman before 5.0 reads ``--annotation`` and ``--device`` as CSV lists (pflag's StringSlice): a
+value with a comma (a CDI annotation listing several names) would be split into several entries.
+For those versions such a value is passed CSV-quoted, which podman reads back whole.
 """
 
 from __future__ import annotations
@@ -42,6 +46,22 @@ def global_flags(runtime_path: str, driver: str, hooks_dir: str | None) -> list[
     return [*flags, "--hooks-dir", hooks_dir] if hooks_dir else flags
 
 
+def splits_lists(podman_version: str | None) -> bool:
+    """Whether this podman splits ``--annotation``/``--device`` values on commas (before 5.0).
+
+    An unknown version is taken as a new one: a value without a comma is passed as is either way.
+    """
+    major = (podman_version or "").split(".", 1)[0]
+    return major.isdigit() and int(major) < 5
+
+
+def list_value(value: str, csv: bool) -> str:
+    """``value`` as one element of a pflag StringSlice (a CSV record) when ``csv``, else as is."""
+    if csv and any(c in value for c in ',"\r\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
 def run_argv(
     base: Sequence[str],
     name: str,
@@ -50,12 +70,14 @@ def run_argv(
     devices: Sequence[str],
     annotations: dict[str, str],
     args: Sequence[str],
+    podman_version: str | None = None,
 ) -> list[str]:
+    csv = splits_lists(podman_version)
     argv = [*base, "run", "-d", "--replace", "--name", name, "--pids-limit=0", "--network", "none"]
     for device in devices:
-        argv += ["--device", device]
+        argv += ["--device", list_value(device, csv)]
     for key, value in annotations.items():
-        argv += ["--annotation", f"{key}={value}"]
+        argv += ["--annotation", list_value(f"{key}={value}", csv)]
     return [*argv, "--rootfs", rootfs, *args]
 
 

@@ -377,8 +377,8 @@ def print_audit(result: AuditResult, console: Any = None, *, wide: bool = False,
 
         piped = not sys.stdout.isatty()
         console = make_console(width=None if wide or not piped else AUDIT_PIPE_WIDTH)
-    if quiet:
-        console.print(escape(audit_summary(result)))
+    if quiet:  # one line whatever its length: scripts read it (a long lab wrapped it at 100 columns)
+        console.print(escape(audit_summary(result)), soft_wrap=True)
         return
     count = len(result.rows)
     title = f"{count} container{'' if count == 1 else 's'}, {result.seconds * 1000:.0f} ms"
