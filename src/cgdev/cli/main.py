@@ -181,33 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The ``cgdev`` executable: ``main()`` without the costs a short-lived process need not pay.
+    """The ``cgdev`` executable: ``main()`` run as a short-lived process (collector off, no
+    teardown: see ``cgdev.short_lived``); ``main`` turns the collector back on for the
+    ``LONG_RUNNING`` commands."""
+    from cgdev.short_lived import run
 
-    Why: ``cgdev grant`` must finish within 150 ms as a whole process, and two fixed costs were
-    ~20 ms of it (measured as CPU time over a dry-run grant): the cycle collector running again
-    and again while ~300 modules are imported (their objects are not garbage; reference counting
-    frees what is), and the interpreter's teardown freeing every module and object one by one
-    before the process ends anyway.  So the collector is off (``main`` turns it back on for the
-    ``LONG_RUNNING`` commands), and after the exit handlers (the kernel probe's tmpfs is unmounted
-    by one) and a flush of stdout/stderr the process leaves with ``os._exit``.
-    """
-    import atexit
-    import contextlib
-    import os
-
-    gc.disable()
-    try:
-        status = main()
-    except SystemExit as stop:  # argparse's --help/usage errors, sys.exit in a command
-        code = stop.code
-        status = code if isinstance(code, int) else (0 if code is None else 1)
-        if code is not None and not isinstance(code, int):
-            print(code, file=sys.stderr)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError):  # a closed pipe: what could be said was said
-            stream.flush()
-    os._exit(status)
+    run(main)
 
 
 if __name__ == "__main__":
