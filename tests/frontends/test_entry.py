@@ -38,3 +38,32 @@ def test_options_may_come_between_positionals() -> None:
     assert split.stdout == joined.stdout
     # a command with nested sub-commands keeps argparse's own order rules
     assert _cgdev("lab", "--help").returncode == 0
+
+
+SHORT_LIVED = """
+import atexit, gc, sys
+from cgdev.short_lived import run
+atexit.register(lambda: print("handler ran"))
+def main():
+    print("collector on:", gc.isenabled())
+    sys.stdout.write("x" * 100000)  # more than one buffer: all of it must be flushed
+    print()
+    if sys.argv[1:] == ["exit-text"]:
+        sys.exit("a reason")
+    return int(sys.argv[1])
+run(main)
+"""
+
+
+def test_short_lived_processes_keep_status_output_and_exit_handlers() -> None:
+    """``cgdev.short_lived.run`` (the end of cgdev, cgdev-hook and cgdev-runtime) leaves with
+    ``os._exit``: the status, every byte of buffered output and the exit handlers must survive."""
+    done = subprocess.run(
+        [sys.executable, "-c", SHORT_LIVED, "7"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 7, done.stderr
+    assert done.stdout == "collector on: False\n" + "x" * 100000 + "\nhandler ran\n"
+    text = subprocess.run(
+        [sys.executable, "-c", SHORT_LIVED, "exit-text"], capture_output=True, text=True, timeout=60
+    )
+    assert text.returncode == 1 and text.stderr == "a reason\n" and text.stdout.endswith("handler ran\n")
