@@ -67,3 +67,18 @@ def test_short_lived_processes_keep_status_output_and_exit_handlers() -> None:
         [sys.executable, "-c", SHORT_LIVED, "exit-text"], capture_output=True, text=True, timeout=60
     )
     assert text.returncode == 1 and text.stderr == "a reason\n" and text.stdout.endswith("handler ran\n")
+
+
+def test_help_follows_the_width_in_columns() -> None:
+    """The parser reads the terminal width itself (argparse's way, without importing shutil)."""
+    import os
+
+    def help_lines(columns: str) -> list[str]:
+        env = {**os.environ, "COLUMNS": columns}
+        argv = [sys.executable, "-m", "cgdev", "grant", "--help"]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env).stdout.splitlines()
+
+    narrow, wide = help_lines("50"), help_lines("200")
+    prose = [line for line in narrow if "[" not in line]  # a usage group is never broken
+    assert max(len(line) for line in wide) > 50 >= max(len(line) for line in prose)
+    assert len(narrow) > len(wide)

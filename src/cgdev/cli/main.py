@@ -105,8 +105,33 @@ class _Parser(argparse.ArgumentParser):
         grouped = (a for g in self._mutually_exclusive_groups for a in g._group_actions)
         return all(a.option_strings for a in grouped)
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        """argparse's formatter imports ``shutil`` (with bz2, lzma and zlib: ~2 ms of every
+        command) only to read the terminal's width, and ``add_argument`` makes one per option:
+        the width is read here instead, as ``shutil.get_terminal_size`` reads it."""
+        width = _terminal_columns() - 2  # the margin argparse takes off
+        # every formatter cgdev uses is an argparse.HelpFormatter, which takes the width
+        return self.formatter_class(prog=self.prog, width=width)  # type: ignore[call-arg]
+
     def error(self, message: str) -> None:  # type: ignore[override]  # argparse's is NoReturn; exit() is
         self.exit(2, one_line(f"{self.prog}: error: {message}") + "\n")
+
+
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``: ``$COLUMNS`` if positive, else the width of the
+    terminal on stdout, else 80."""
+    import os
+
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
 
 
 def one_line(text: str) -> str:
