@@ -26,9 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from timing import median_ms
+from timing import median_wall_cpu_ms
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SPEC = {
@@ -45,7 +46,7 @@ SPEC = {
         }
     ],
 }
-LAUNCHER = "import sys\nfrom cgdev.runtime_wrapper.entry import main\nsys.exit(main())\n"
+LAUNCHER = "from cgdev.runtime_wrapper.entry import entry\n\nentry()\n"  # as the cgdev-runtime executable
 
 
 def run(argv: list[str], env: dict[str, str]) -> None:
@@ -166,25 +167,30 @@ def _measure(base: Path, rounds: int) -> int:
         os.replace(claim / ".restore", claim / "config.json")
         run([*wrapper, "create", "--bundle", str(claim), "c1"], env)
 
+    def timed(action: Callable[[], None]) -> tuple[float, float]:
+        return median_wall_cpu_ms(action, rounds, 2)
+
+    create_plain = [*wrapper, "create", "--bundle", str(plain), "c1"]
     rows = [
-        ("python3 -c pass", median_ms(lambda: run([sys.executable, "-c", "pass"], env), rounds, 2)),
-        ("/bin/true (the exec target alone)", median_ms(lambda: run(["/bin/true"], env), rounds, 2)),
-        ("cgdev-runtime state (plain exec)",
-         median_ms(lambda: run([*wrapper, "state", "c1"], env), rounds, 2)),
-        ("cgdev-runtime create, no claim",
-         median_ms(lambda: run([*wrapper, "create", "--bundle", str(plain), "c1"], env), rounds, 2)),
-        ("cgdev-runtime create, CDI claim (spec rewritten)", median_ms(claimed, rounds, 2)),
-    ]  # fmt: skip
+        ("python3 -c pass", *timed(lambda: run([sys.executable, "-c", "pass"], env))),
+        ("/bin/true (the exec target alone)", *timed(lambda: run(["/bin/true"], env))),
+        ("cgdev-runtime state (plain exec)", *timed(lambda: run([*wrapper, "state", "c1"], env))),
+        ("cgdev-runtime create, no claim", *timed(lambda: run(create_plain, env))),
+        ("cgdev-runtime create, CDI claim (spec rewritten)", *timed(claimed)),
+    ]
     assert json.loads((claim / "config.json").read_bytes())["linux"]["devices"], "the claim was not injected"
-    py, true = rows[0][1], rows[1][1]
+    (_, py, py_cpu), (_, true, true_cpu) = rows[0], rows[1]
     print("## cgdev-runtime: overhead on create\n")
-    print(f"Median wall time of {rounds} whole processes; the wrapper execs /bin/true;")
+    print(f"Medians of {rounds} whole processes, wall and CPU (user + system: on a loaded machine the")
+    print("wall time of a short process is mostly waiting for a core); the wrapper execs /bin/true;")
     print("overhead = the wrapper's time - /bin/true's.\n")
-    print("| what | ms | overhead ms | overhead vs. `python3 -c pass` |")
-    print("|---|---:|---:|---:|")
-    for name, ms in rows:
-        over = f"{ms - true:.2f} | {(ms - true) / py:.2f}x" if name.startswith("cgdev") else "| "
-        print(f"| {name} | {ms:.2f} | {over} |")
+    print("| what | ms | overhead ms | overhead vs. `python3 -c pass` | CPU ms | CPU overhead vs. the same |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, ms, cpu in rows:
+        wrapped = name.startswith("cgdev")
+        over = f"{ms - true:.2f} | {(ms - true) / py:.2f}x" if wrapped else "| "
+        cpu_over = f"{(cpu - true_cpu) / py_cpu:.2f}x" if wrapped else ""
+        print(f"| {name} | {ms:.2f} | {over} | {cpu:.1f} | {cpu_over} |")
     real = lab_rows(max(5, rounds // 3), base)
     if real:
         print("\n| real create in the lab | ms |\n|---|---:|")
@@ -194,6 +200,8 @@ def _measure(base: Path, rounds: int) -> int:
               f"({(real[1][1] - real[0][1]) / py:.2f}x `python3 -c pass`).")  # fmt: skip
     launcher = str(base / "launcher.py")
     for label, bundle in (("create, no claim", plain), ("create, CDI claim", claim)):
+        (claim / ".restore").write_bytes(original)
+        os.replace(claim / ".restore", claim / "config.json")
         argv = [launcher, *options, "create", "-b", str(bundle), "c"]
         total, slowest = import_ms(argv, env)
         print(f"\nImports of {label} (`-X importtime`, self times summed): {total:.1f} ms; slowest: "

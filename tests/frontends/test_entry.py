@@ -38,3 +38,47 @@ def test_options_may_come_between_positionals() -> None:
     assert split.stdout == joined.stdout
     # a command with nested sub-commands keeps argparse's own order rules
     assert _cgdev("lab", "--help").returncode == 0
+
+
+SHORT_LIVED = """
+import atexit, gc, sys
+from cgdev.short_lived import run
+atexit.register(lambda: print("handler ran"))
+def main():
+    print("collector on:", gc.isenabled())
+    sys.stdout.write("x" * 100000)  # more than one buffer: all of it must be flushed
+    print()
+    if sys.argv[1:] == ["exit-text"]:
+        sys.exit("a reason")
+    return int(sys.argv[1])
+run(main)
+"""
+
+
+def test_short_lived_processes_keep_status_output_and_exit_handlers() -> None:
+    """``cgdev.short_lived.run`` (the end of cgdev, cgdev-hook and cgdev-runtime) leaves with
+    ``os._exit``: the status, every byte of buffered output and the exit handlers must survive."""
+    done = subprocess.run(
+        [sys.executable, "-c", SHORT_LIVED, "7"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 7, done.stderr
+    assert done.stdout == "collector on: False\n" + "x" * 100000 + "\nhandler ran\n"
+    text = subprocess.run(
+        [sys.executable, "-c", SHORT_LIVED, "exit-text"], capture_output=True, text=True, timeout=60
+    )
+    assert text.returncode == 1 and text.stderr == "a reason\n" and text.stdout.endswith("handler ran\n")
+
+
+def test_help_follows_the_width_in_columns() -> None:
+    """The parser reads the terminal width itself (argparse's way, without importing shutil)."""
+    import os
+
+    def help_lines(columns: str) -> list[str]:
+        env = {**os.environ, "COLUMNS": columns}
+        argv = [sys.executable, "-m", "cgdev", "grant", "--help"]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env).stdout.splitlines()
+
+    narrow, wide = help_lines("50"), help_lines("200")
+    prose = [line for line in narrow if "[" not in line]  # a usage group is never broken
+    assert max(len(line) for line in wide) > 50 >= max(len(line) for line in prose)
+    assert len(narrow) > len(wide)

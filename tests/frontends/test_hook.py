@@ -16,7 +16,7 @@ import pytest
 import cgdev
 
 SRC = os.path.dirname(os.path.dirname(cgdev.__file__))
-ENTRY = "import sys; from cgdev.hook.entry import main; sys.exit(main())"
+ENTRY = "from cgdev.hook.entry import entry; entry()"  # as the cgdev-hook executable runs
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "hooks.d"
 
 
@@ -48,7 +48,7 @@ def test_no_entitlement_loads_neither_msgspec_nor_yaml_nor_ops(tmp_path: Path) -
     done = run_hook(state(annotations={"org.example/x": "y"}), tmp=tmp_path, importtime=True)
     assert done.returncode == 0 and lines(done) == []
     loaded = {line.split("|")[-1].strip() for line in done.stderr.decode().splitlines() if "|" in line}
-    assert "cgdev.hook.entry" in loaded
+    assert "cgdev.hook.entry" in loaded and "cgdev.short_lived" in loaded  # the executable's whole path
     heavy = {m for m in loaded if m.split(".")[0] in ("msgspec", "yaml", "json", "re", "typing", "argparse")}
     assert heavy == set()
     assert not any(m.startswith(("cgdev.ops", "cgdev.core", "cgdev.adapters", "cgdev.cli")) for m in loaded)

@@ -68,7 +68,7 @@ class HookSetup:
 
     def hook(self, stage: str) -> dict[str, Any]:
         src = os.path.dirname(os.path.dirname(cgdev.__file__))
-        code = "import sys; from cgdev.hook.entry import main; sys.exit(main())"
+        code = "from cgdev.hook.entry import entry; entry()"
         args = [sys.executable, "-c", code, "--cdi-dir", str(self.cdi), "--policy", str(self.policy),
                 "--log", str(self.log), "--stage", stage]  # fmt: skip
         env = [f"PYTHONPATH={src}", f"CGDEV_STATE_DIR={self.state}", "PYTHONDONTWRITEBYTECODE=1"]

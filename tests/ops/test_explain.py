@@ -3,7 +3,6 @@ after-reload prediction equals what the kernel does with systemd's real post-rel
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -50,7 +49,7 @@ def _with_unit(inspection: Inspection, index: int, unit: UnitRecord) -> Inspecti
     other cgroups without one (there is no systemd on this host to ask)."""
     layers = list(inspection.layers)
     layers[index] = Layer(layers[index].cgroup, layers[index].programs, unit)
-    return dataclasses.replace(inspection, layers=tuple(layers), proc_devices=PROC_DEVICES, systemd="ok")
+    return msgspec.structs.replace(inspection, layers=tuple(layers), proc_devices=PROC_DEVICES, systemd="ok")
 
 
 @requires_root_bpf
@@ -107,7 +106,7 @@ def test_on_systemd_257_findings_and_notes_say_set_property_not_reload(node: Scr
     scope = node.container("runc", "fe" * 32, None, "runc_hook", sub=False)
     live = collect(resolve(scope))
     unit = _unit(os.path.basename(scope), node.rel(scope))
-    inspection = dataclasses.replace(
+    inspection = msgspec.structs.replace(
         _with_unit(live, len(live.layers) - 1, unit), systemd_version="257.13-1~deb13u1"
     )
     answer = explain(inspection, NVIDIACTL_RW)
@@ -251,7 +250,7 @@ def test_show_lists_what_a_reload_takes_away_as_request_objects(node: ScratchNod
     after = show(inspection).to_json()["after_reload"]
     assert after["changed"] is True and after["gained"] == []
     assert {"type": "c", "major": 195, "minor": 255, "access": "rw"} in after["lost"]
-    unknown = show(dataclasses.replace(inspection, layers=live.layers, systemd="off")).to_json()
+    unknown = show(msgspec.structs.replace(inspection, layers=live.layers, systemd="off")).to_json()
     assert unknown["after_reload"]["lost"] is None and unknown["after_reload"]["effective"] is None
 
 

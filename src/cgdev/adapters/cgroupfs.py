@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+
+import msgspec
 
 from cgdev.errors import EnvError, InputError, NeedsRoot, NotFound
 
 MOUNTINFO = "/proc/self/mountinfo"
 
 
-@dataclass(frozen=True, slots=True)
-class Mount:
+class Mount(msgspec.Struct, frozen=True):
     """One line of mountinfo, reduced to what cgroup discovery needs."""
 
     root: str

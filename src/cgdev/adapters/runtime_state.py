@@ -15,13 +15,13 @@ lab or a nested setup.  Both are returned; the caller decides.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Final
+
+import msgspec
 
 from cgdev.adapters import cgroupfs
 from cgdev.errors import CgdevError, InputError, NeedsRoot
@@ -49,8 +49,7 @@ NAME_ANNOTATIONS: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ContainerState:
+class ContainerState(msgspec.Struct, frozen=True):
     """One container as its runtime recorded it.
 
     ``cgroup`` is the runtime's own record: relative to *its* cgroup2 root (crun, youki) or an
@@ -63,7 +62,7 @@ class ContainerState:
     cgroup: str | None
     bundle: str | None
     systemd_cgroup: bool
-    annotations: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
     state_file: str = ""
     ns_pid: int | None = None  # the pid as recorded, when the runtime runs in another PID namespace
     # The names an engine keeps outside the spec (podman's and CRI-O's containers/storage).
@@ -257,7 +256,7 @@ def read_container(runtime: str, state_dir: str, fs_root: str = "/") -> Containe
         except files.DECODE_ERRORS:
             return None
         names = _STORAGE.names(state.bundle, state.id, fs_root) if state.bundle else ()
-        return dataclasses.replace(state, engine_names=names) if names else state
+        return msgspec.structs.replace(state, engine_names=names) if names else state
     return None
 
 
@@ -429,4 +428,4 @@ def to_host(state: ContainerState, holder: int) -> ContainerState:
             cgroup = cgroupfs.process_cgroup(pid)
         except CgdevError:
             pid = None
-    return dataclasses.replace(state, pid=pid, cgroup=cgroup, ns_pid=state.pid)
+    return msgspec.structs.replace(state, pid=pid, cgroup=cgroup, ns_pid=state.pid)

@@ -19,9 +19,9 @@ import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
 from jeepney import DBusAddress, HeaderFields, MatchRule, Message, MessageFlag, MessageType, new_method_call
 from jeepney.bus import get_connectable_addresses
 from jeepney.bus_messages import message_bus
@@ -72,8 +72,7 @@ UNIT_NOT_FOUND_ERRORS: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class JobRemoved:
+class JobRemoved(msgspec.Struct, frozen=True):
     """systemd's JobRemoved signal: the end of one job, with its result (``done`` = success)."""
 
     id: int

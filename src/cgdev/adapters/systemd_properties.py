@@ -9,9 +9,9 @@ is ``systemd_client``), so tests and ops can use it without systemd.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
 from jeepney import DBusAddress, new_method_call
 from jeepney.low_level import parse_signature
 
@@ -47,8 +47,7 @@ Variant = tuple[str, Any]
 _SERIALISE_ONLY: Final = DBusAddress("/", "org.freedesktop.systemd1", "org.freedesktop.systemd1.Manager")
 
 
-@dataclass(frozen=True, slots=True)
-class UnitDevices:
+class UnitDevices(msgspec.Struct, frozen=True):
     """What systemd will enforce (and re-enforce on reload) on one unit's cgroup."""
 
     unit: str

@@ -107,8 +107,33 @@ class _Parser(argparse.ArgumentParser):
         grouped = (a for g in self._mutually_exclusive_groups for a in g._group_actions)
         return all(a.option_strings for a in grouped)
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        """argparse's formatter imports ``shutil`` (with bz2, lzma and zlib: ~2 ms of every
+        command) only to read the terminal's width, and ``add_argument`` makes one per option:
+        the width is read here instead, as ``shutil.get_terminal_size`` reads it."""
+        width = _terminal_columns() - 2  # the margin argparse takes off
+        # every formatter cgdev uses is an argparse.HelpFormatter, which takes the width
+        return self.formatter_class(prog=self.prog, width=width)  # type: ignore[call-arg]
+
     def error(self, message: str) -> None:  # type: ignore[override]  # argparse's is NoReturn; exit() is
         self.exit(2, one_line(f"{self.prog}: error: {message}") + "\n")
+
+
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``: ``$COLUMNS`` if positive, else the width of the
+    terminal on stdout, else 80."""
+    import os
+
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
 
 
 def one_line(text: str) -> str:
@@ -183,33 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The ``cgdev`` executable: ``main()`` without the costs a short-lived process need not pay.
+    """The ``cgdev`` executable: ``main()`` run as a short-lived process (collector off, no
+    teardown: see ``cgdev.short_lived``); ``main`` turns the collector back on for the
+    ``LONG_RUNNING`` commands."""
+    from cgdev.short_lived import run
 
-    Why: ``cgdev grant`` must finish within 150 ms as a whole process, and two fixed costs were
-    ~20 ms of it (measured as CPU time over a dry-run grant): the cycle collector running again
-    and again while ~300 modules are imported (their objects are not garbage; reference counting
-    frees what is), and the interpreter's teardown freeing every module and object one by one
-    before the process ends anyway.  So the collector is off (``main`` turns it back on for the
-    ``LONG_RUNNING`` commands), and after the exit handlers (the kernel probe's tmpfs is unmounted
-    by one) and a flush of stdout/stderr the process leaves with ``os._exit``.
-    """
-    import atexit
-    import contextlib
-    import os
-
-    gc.disable()
-    try:
-        status = main()
-    except SystemExit as stop:  # argparse's --help/usage errors, sys.exit in a command
-        code = stop.code
-        status = code if isinstance(code, int) else (0 if code is None else 1)
-        if code is not None and not isinstance(code, int):
-            print(code, file=sys.stderr)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError):  # a closed pipe: what could be said was said
-            stream.flush()
-    os._exit(status)
+    run(main)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ it, but its verdict is not the request's to decide).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from cgdev.core.arith import alu, byteswap, compare, to_signed
 from cgdev.core.isa import (
@@ -62,8 +63,7 @@ class UnmodelledCall(ProgramError):
         self.imm = imm
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     verdict: int
     executed: int
 
@@ -193,8 +193,7 @@ def context_access_ok(off: int, size: int) -> bool:
 # -- the interpreter ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Pointer:
+class _Pointer(msgspec.Struct, frozen=True):
     """A pointer register: to the context or to the stack frame (offset from its base)."""
 
     region: str  # "ctx" | "stack"

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
+
+import msgspec
 
 from cgdev.errors import ProgramError
 
@@ -172,8 +173,7 @@ ELF_MAGIC: Final = b"\x7fELF"
 _SLOT = struct.Struct("<BBhi")
 
 
-@dataclass(frozen=True, slots=True)
-class Insn:
+class Insn(msgspec.Struct, frozen=True):
     """One 8-byte slot: opcode, dst and src registers, signed 16-bit offset, signed 32-bit imm."""
 
     code: int
@@ -318,15 +318,13 @@ def ld_imm64(dst: int, value: int) -> tuple[Insn, Insn]:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Label:
+class Label(msgspec.Struct, frozen=True):
     """A position in an assembly listing; jumps name it instead of counting slots."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class Jump:
+class Jump(msgspec.Struct, frozen=True):
     """A jump whose offset is resolved by ``assemble``: target is a label name or a slot offset."""
 
     code: int

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from enum import IntFlag, StrEnum
 from typing import Final
 
-from cgdev.core.isa import U32
+import msgspec
+
 from cgdev.errors import InputError
 
 
@@ -84,7 +85,9 @@ REQUEST_MASKS: Final[tuple[int, ...]] = (1, 2, 4, 6)  # m, r, w, rw as plain int
 MASKSET_ALL: Final = sum(1 << m for m in REQUEST_MASKS)  # 0b0101_0110
 MASKSET_NONE: Final = 0
 
-U32_MAX: Final = U32
+# = isa.U32, spelled out: the device model needs no instruction set (the wrapper's claim path
+# loads this module and not the ISA)
+U32_MAX: Final = 0xFFFF_FFFF
 # mknod(2) can only name devices that fit a dev_t: 12-bit major, 20-bit minor.
 MKNOD_MAJOR_MAX: Final = 0xFFF
 MKNOD_MINOR_MAX: Final = 0xFFFFF
@@ -104,9 +107,9 @@ def parse_u32(text: str, field: str, value: object = None) -> int:
     """A major or minor: ASCII decimal digits only (``str.isdecimal`` also takes ``'１'``, which no
     runtime reads as 1), within 32 bits."""
     if not text or not text.isascii() or not text.isdigit():
-        raise InputError(f"{text!r} is not a number 0..{U32}", field=field, value=value)
+        raise InputError(f"{text!r} is not a number 0..{U32_MAX}", field=field, value=value)
     number = int(text)
-    if number > U32:
+    if number > U32_MAX:
         raise InputError(f"{number} does not fit 32 bits", field=field, value=value)
     return number
 
@@ -116,8 +119,7 @@ _BARE = re.compile(r"^(\S+?)\s*:\s*(\S+)$")
 _SYSTEMD_PATHS: Final = (("/dev/char/", DevType.CHAR), ("/dev/block/", DevType.BLOCK))
 
 
-@dataclass(frozen=True, slots=True)
-class Device:
+class Device(msgspec.Struct, frozen=True):
     """A device by number, as the kernel sees it (no path: paths are the host's business)."""
 
     type: DevType

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
 from cgdev.core.model import (
     DEV_TYPES,
     MASKSET_ALL,
@@ -152,8 +154,7 @@ _DENY_MINORS: MinorMap = StepFn.const(MASKSET_NONE)
 _ALLOW_MINORS: MinorMap = StepFn.const(MASKSET_ALL)
 
 
-@dataclass(frozen=True, slots=True)
-class Mismatch:
+class Mismatch(msgspec.Struct, frozen=True):
     """A request on which two policies disagree (one counter-example of a difference)."""
 
     request: Request
@@ -161,8 +162,7 @@ class Mismatch:
     right: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
+class Policy(msgspec.Struct, frozen=True):
     """The exact device policy: ``block`` and ``char`` major maps of minor maps of mask sets."""
 
     block: MajorMap

@@ -17,8 +17,9 @@ differ from the background, then ``M:N`` exceptions; a rule for both types becom
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from cgdev.core.model import (
     ACC_ALL,
@@ -45,8 +46,7 @@ ENUMERATE_LIMIT = 64
 _MAX_WARNINGS = 8
 
 
-@dataclass(frozen=True, slots=True)
-class Rendered:
+class Rendered(msgspec.Struct, frozen=True):
     """A rule list (``ordered`` semantics unless said otherwise) and what it could not say."""
 
     rules: tuple[Rule, ...]
@@ -65,8 +65,7 @@ def bits_within(maskset: int) -> int:
 # -- the layout shared by every renderer ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Layout:
+class _Layout(msgspec.Struct, frozen=True):
     """One device type split into what is written point by point and what is background."""
 
     background: MinorMap  # minor map of the large major ranges (conservative AND if several)
@@ -235,8 +234,7 @@ def to_oci(policy: Policy) -> list[dict[str, Any]]:
 # -- monotone syntaxes: v1 exceptions and systemd allow lists --------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Monotone:
+class _Monotone(msgspec.Struct, frozen=True):
     """A syntax whose exceptions only ever add: ``effect(bits)`` is the mask set one exception adds
     to the cell's target set (allowed set, or denied set for v1 allow-all mode)."""
 
@@ -345,8 +343,7 @@ def _systemd_point_ok(major: int | None, minor: int | None) -> bool:
 _SYSTEMD = _Monotone(maskset_for_bits, bits_within, _systemd_point_ok)
 
 
-@dataclass(frozen=True, slots=True)
-class SystemdRendering:
+class SystemdRendering(msgspec.Struct, frozen=True):
     device_policy: str
     device_allow: tuple[tuple[str, str], ...]
     warnings: tuple[str, ...]

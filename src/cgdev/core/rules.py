@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final
+
+import msgspec
 
 from cgdev.core.model import ACC_ALL, U32_MAX, Access, DevType, Rule, RuleType, access_to_str, parse_u32
 from cgdev.errors import InputError
@@ -27,14 +28,13 @@ _RULE_TYPES: Final = ("a", "b", "c")
 OCI_DEVICE_KEYS: Final = ("allow", "type", "major", "minor", "access")
 
 
-@dataclass(slots=True)
-class RuleList:
+class RuleList(msgspec.Struct):
     """Rules read from a file or document, and what the reader noticed that is legal but likely a
     mistake (an unknown key, no rules at all): the front end shows the warnings, the core only
     returns them."""
 
     rules: list[Rule]
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = msgspec.field(default_factory=list)
 
 
 def _show(value: object) -> str:

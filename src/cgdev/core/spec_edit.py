@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -43,14 +42,13 @@ _HOOK_STAGES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class SpecEdit:
+class SpecEdit(msgspec.Struct, frozen=True):
     """The edited document and what the edit added (for the one log line a front end writes)."""
 
     config: dict[str, Any]
     devices: tuple[str, ...] = ()  # paths of linux.devices entries added or replaced
     rules: tuple[OciDeviceRule, ...] = ()  # allow rules appended to linux.resources.devices
-    other: tuple[str, ...] = field(default=())  # "env NAME", "mount /x", "hook createRuntime /p", "gid 44"
+    other: tuple[str, ...] = ()  # "env NAME", "mount /x", "hook createRuntime /p", "gid 44"
 
     @property
     def changed(self) -> bool:

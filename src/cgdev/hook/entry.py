@@ -228,5 +228,13 @@ def _who(state: State | None) -> str:
     return f"{state.id}: " if state is not None else ""
 
 
+def entry() -> None:
+    """The ``cgdev-hook`` executable: ``main`` as a short-lived process (``cgdev.short_lived``:
+    no cycle collection while the grant path imports, no teardown)."""
+    from cgdev.short_lived import run
+
+    run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -13,10 +13,11 @@ both are ``/``.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat as stat_mod
 from typing import Any, Final, Literal
+
+import msgspec
 
 from cgdev.adapters import bpf, cgroupfs
 from cgdev.errors import CgdevError, NotFound
@@ -274,7 +275,7 @@ def refresh(
         except NotFound:
             lines = None
         v1 = None if lines is None else tuple(lines)
-    return dataclasses.replace(before, layers=tuple(layers), pins=pins, v1_devices=v1)
+    return msgspec.structs.replace(before, layers=tuple(layers), pins=pins, v1_devices=v1)
 
 
 def systemd_version(systemd: Any) -> str:

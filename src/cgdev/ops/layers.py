@@ -13,7 +13,6 @@ lifted once per distinct instruction bytes (``LiftCache``), whatever their id or
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
@@ -121,8 +120,7 @@ class Layer(msgspec.Struct, frozen=True):
     unit: UnitRecord | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Inspection:
+class Inspection(msgspec.Struct, frozen=True):
     """Everything explain/show need about one target, live or from a snapshot.
 
     ``systemd`` says whether systemd was asked: ``"ok"``, ``"unreachable: <why>"`` or ``"off"``;
@@ -136,8 +134,8 @@ class Inspection:
     layers: tuple[Layer, ...]
     proc_devices: str = ""
     v1_devices: tuple[str, ...] | None = None
-    pins: dict[str, ProgramRecord] = field(default_factory=dict)
-    devices: dict[str, DeviceNode] = field(default_factory=dict)
+    pins: dict[str, ProgramRecord] = msgspec.field(default_factory=dict)
+    devices: dict[str, DeviceNode] = msgspec.field(default_factory=dict)
     systemd: str = "off"
     systemd_version: str = ""
 
@@ -156,8 +154,7 @@ def all_allow(verdicts: Iterable[bool | None]) -> bool | None:
 # -- analysis ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     """One program's answer to one request: ``allowed`` None when it cannot be computed (a
     program whose instructions the kernel withheld), with the rule and instructions that decided."""
 
@@ -173,8 +170,7 @@ class Verdict:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ProgramView:
+class ProgramView(msgspec.Struct, frozen=True):
     """A program with what lifting it says: the exact policy, or opaque with the reason."""
 
     record: ProgramRecord
@@ -281,8 +277,7 @@ class LiftCache:
             return None, f"not a loadable device program: {err}"
 
 
-@dataclass(frozen=True, slots=True)
-class LayerView:
+class LayerView(msgspec.Struct, frozen=True):
     layer: Layer
     programs: tuple[ProgramView, ...]
 
@@ -306,7 +301,7 @@ def analyse_layers(inspection: Inspection, cache: LiftCache | None = None) -> li
         for record in layer.programs:
             view = lifts.view(record)
             if record.id in pinned:
-                view = replace(view, pin=pinned[record.id])
+                view = msgspec.structs.replace(view, pin=pinned[record.id])
             views.append(view)
         out.append(LayerView(layer, tuple(views)))
     return out

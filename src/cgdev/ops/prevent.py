@@ -12,8 +12,9 @@ a rule of no access (CDI ``permissions: none``) needs nothing.  Calling it again
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import msgspec
 
 if TYPE_CHECKING:
     from cgdev.core.cdi import OciDeviceRule
@@ -21,8 +22,7 @@ if TYPE_CHECKING:
     from cgdev.ops.repair import DeviceChange
 
 
-@dataclass(frozen=True, slots=True)
-class EntitledGrant:
+class EntitledGrant(msgspec.Struct, frozen=True):
     """One access group granted: the devices (``c 195:255``), the access, how it went."""
 
     devices: tuple[str, ...]

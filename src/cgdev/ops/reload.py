@@ -27,9 +27,10 @@ files; when they cannot be read it says so instead of guessing their content.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final
+
+import msgspec
 
 from cgdev.core.model import Request, access_to_str
 from cgdev.core.policy import Policy
@@ -60,8 +61,7 @@ class ProgramOrigin(StrEnum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True, slots=True)
-class PredictedProgram:
+class PredictedProgram(msgspec.Struct, frozen=True):
     """One program attached after the reload: ``kept`` (there now), ``systemd`` (regenerated
     from the unit's properties), ``pin`` (a BPFProgram= pin systemd re-attaches) or ``unknown``
     (systemd was not asked, so whatever it attaches on this cgroup cannot be predicted)."""
@@ -126,8 +126,7 @@ def sd_verdict(sd: SdProgram, request: Request) -> Verdict:
                    f"{access_to_str(request.access)}", None)  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class PredictedLayer:
+class PredictedLayer(msgspec.Struct, frozen=True):
     cgroup: str
     unit: UnitRecord | None
     programs: tuple[PredictedProgram, ...]
@@ -223,7 +222,7 @@ def predict_layer(view: LayerView, inspection: Inspection, cache: LiftCache) -> 
         if record is None:
             notes.append(f"BPFProgram pin {pin} is missing: systemd will log an error and attach nothing")
         elif record.id not in attached_ids:
-            pinned = replace(cache.view(record), pin=pin)
+            pinned = msgspec.structs.replace(cache.view(record), pin=pin)
             programs.append(PredictedProgram(ProgramOrigin.PIN, view=pinned, unit=unit.unit))
             attached_ids.add(record.id)
     if unit.reload_keeps_devices:

@@ -24,11 +24,9 @@ outside them, e.g. a container nested in another one.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
@@ -85,8 +83,7 @@ class Target(msgspec.Struct, frozen=True):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class NamedCgroup:
+class NamedCgroup(msgspec.Struct, frozen=True):
     """A cgroup whose name says what it is: an engine's container scope or a pod slice."""
 
     kind: TargetKind  # container | pod
@@ -188,8 +185,7 @@ def _cgroup_target(spec: str, mount: str) -> Target:
     return Target(spec, TargetKind.CGROUP, rel, pid=pids[0] if pids else None)
 
 
-@dataclass(frozen=True, slots=True)
-class _Candidate:
+class _Candidate(msgspec.Struct, frozen=True):
     label: str
     target: Target
     exact: bool
@@ -228,7 +224,7 @@ def _state_cgroup(state: ContainerState, mount: str) -> tuple[str | None, Contai
             recorded is None or (live.rstrip("/") + "/").find(recorded.rstrip("/") + "/") >= 0
         ):
             return live, state
-        state = dataclasses.replace(state, pid=None)
+        state = msgspec.structs.replace(state, pid=None)
     return recorded, state
 
 

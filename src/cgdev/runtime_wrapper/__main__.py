@@ -1,7 +1,5 @@
 """``python -m cgdev.runtime_wrapper`` is the ``cgdev-runtime`` console script."""
 
-import sys
+from cgdev.runtime_wrapper.entry import entry
 
-from cgdev.runtime_wrapper.entry import main
-
-sys.exit(main())
+entry()

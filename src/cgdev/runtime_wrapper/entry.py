@@ -202,5 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     return 3  # not reached: execv does not return
 
 
+def entry() -> None:
+    """The ``cgdev-runtime`` executable: ``main`` as a short-lived process (``cgdev.short_lived``).
+    A create or run usually ends in ``execv``, which replaces the process; what the collector is
+    spared is its passes over the claim path's imports before that, and an early exit (an error,
+    the failure policy) skips the teardown."""
+    from cgdev.short_lived import run
+
+    run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

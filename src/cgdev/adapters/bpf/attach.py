@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from cgdev.adapters.bpf.abi import (
     BPF_CGROUP_DEVICE,
@@ -60,8 +61,7 @@ def prog_detach(cgroup_fd: Fd | int, prog_fd: Fd | int) -> None:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
+class Query(msgspec.Struct, frozen=True):
     """The device programs of one cgroup, in the kernel's run order.
 
     ``prog_flags`` holds per-program attach flags where the kernel reports them (Linux 6.0+,

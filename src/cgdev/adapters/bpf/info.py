@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
+
+import msgspec
 
 from cgdev.adapters.bpf.abi import (
     BPF_OBJ_GET_INFO_BY_FD,
@@ -26,8 +27,7 @@ def prog_fd_by_id(prog_id: int) -> Fd:
     return Fd(checked_call(BPF_PROG_GET_FD_BY_ID, attr, f"bpf program id {prog_id}"))
 
 
-@dataclass(frozen=True, slots=True)
-class ProgInfo:
+class ProgInfo(msgspec.Struct, frozen=True):
     """What the kernel says about a loaded program.
 
     ``xlated`` is exactly what ``bpftool prog dump xlated id N file F`` writes (8 bytes per

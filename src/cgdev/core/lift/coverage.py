@@ -11,8 +11,9 @@ verdict).  ``lift`` prints them so that no instruction silently disappears from 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import StrEnum
+
+import msgspec
 
 from cgdev.core.isa import Insn, JmpOp, Opcode, jump_target
 
@@ -28,8 +29,7 @@ _WHY = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Gap:
+class Gap(msgspec.Struct, frozen=True):
     """Instructions ``start``..``end`` (inclusive) that no rule covers, and why."""
 
     start: int

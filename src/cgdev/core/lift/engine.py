@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from cgdev.core.arith import alu, byteswap, compare
 from cgdev.core.interp import RejectedProgram, context_access_ok
@@ -68,8 +69,7 @@ class Opaque(Exception):
         self.reason = f"instruction {pc}: {reason}"
 
 
-@dataclass(frozen=True, slots=True)
-class Ptr:
+class Ptr(msgspec.Struct, frozen=True):
     region: str  # "ctx" | "stack"
     offset: int
 
@@ -80,8 +80,7 @@ Provenance = tuple[int, int, int]
 # (block start, block end or -1 while still inside it, contexts passing the block's own tests)
 
 
-@dataclass(slots=True)
-class Terminal:
+class Terminal(msgspec.Struct):
     live: int
     verdict: int
     region: Region | Restricted

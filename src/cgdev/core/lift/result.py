@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import msgspec
+
 from cgdev.core import interp
 from cgdev.core.isa import Insn, Opcode, jump_target
 from cgdev.core.lift import intervals as iv
@@ -158,8 +160,7 @@ def single_or_any(values: IntervalSet | None) -> int | bool | None:
     return False
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
     """Which block decided one request: ``rule`` is None for opaque programs; ``allowed`` None
     when the request's path reaches a helper call (the verdict is the helper's, unknown)."""
 
@@ -169,8 +170,7 @@ class Decision:
     executed: int
 
 
-@dataclass(slots=True)
-class LiftResult:
+class LiftResult(msgspec.Struct):
     """One program's answer: ``policy`` and ``rules`` when it lifted, ``opaque`` (why not)
     otherwise; ``gaps`` are the instructions no rule covers; ``blinded`` that the kernel gave the
     program with constants blinded (``decide`` then admits the AX register)."""
@@ -179,9 +179,9 @@ class LiftResult:
     policy: Policy | None
     opaque: str | None
     generator: str
-    rules: list[LiftedRule] = field(default_factory=list)
+    rules: list[LiftedRule] = msgspec.field(default_factory=list)
     states: int = 0
-    gaps: list[Gap] = field(default_factory=list)
+    gaps: list[Gap] = msgspec.field(default_factory=list)
     blinded: bool = False
 
     @property

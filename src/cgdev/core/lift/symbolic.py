@@ -8,7 +8,7 @@ into astronomically many ranges.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from cgdev.core.lift import intervals as iv
 from cgdev.core.lift.intervals import Inexact, IntervalSet
@@ -20,8 +20,7 @@ VAR_NAMES = ("major", "minor")
 Op = tuple[str, int, int, int]  # (name, constant, bits, bound of the input)
 
 
-@dataclass(frozen=True, slots=True)
-class Sym:
+class Sym(msgspec.Struct, frozen=True):
     var: int
     ops: tuple[Op, ...] = ()
     hi: int = iv.U32  # every value this expression can take is <= hi

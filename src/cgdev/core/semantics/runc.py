@@ -22,7 +22,8 @@ a device under it.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+
+import msgspec
 
 from cgdev.core.model import MASKSET_ALL, Rule, access_to_str, maskset_for_bits
 from cgdev.core.policy import Policy
@@ -34,12 +35,11 @@ from cgdev.errors import InputError
 Meta = tuple[str, int | None, int | None]
 
 
-@dataclass
-class RuncEmulator:
+class RuncEmulator(msgspec.Struct):
     """runc's emulator state: the default action and the exceptions by exact meta."""
 
     default_allow: bool = False
-    exceptions: dict[Meta, int] = field(default_factory=dict)
+    exceptions: dict[Meta, int] = msgspec.field(default_factory=dict)
 
     def apply(self, rule: Rule, where: str) -> None:
         if rule.type == "a":

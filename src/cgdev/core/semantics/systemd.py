@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from cgdev.core.model import ACC_ALL, ACC_R, ACC_W, DevType, Rule, access_to_str
 from cgdev.core.policy import Policy
@@ -68,8 +69,7 @@ def standard_stat(path: str) -> tuple[str, int, int] | None:
     return STANDARD_NODES.get(path)
 
 
-@dataclass(frozen=True, slots=True)
-class SdEntry:
+class SdEntry(msgspec.Struct, frozen=True):
     """One allow block of ``sd_devices``, in emission order; ``source`` is the entry it came from."""
 
     type: DevType
@@ -82,8 +82,7 @@ class SdEntry:
         return Rule(True, self.type, self.major, self.minor, self.access)
 
 
-@dataclass(frozen=True, slots=True)
-class SdProgram:
+class SdProgram(msgspec.Struct, frozen=True):
     """What systemd attaches: nothing, a deny-everything program, or prologue + allow blocks."""
 
     attached: bool
@@ -223,8 +222,7 @@ def systemd_policy(
     return systemd_program(device_policy, device_allow, proc_devices, stat).policy()
 
 
-@dataclass(frozen=True, slots=True)
-class SystemdProperties:
+class SystemdProperties(msgspec.Struct, frozen=True):
     """The unit properties a rule list becomes, and what could not be carried over."""
 
     device_policy: str

@@ -10,8 +10,9 @@ re-inspection that verifies it must all talk to the same systemd.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 if TYPE_CHECKING:
     from cgdev.ops.inspect import HostView
@@ -19,8 +20,7 @@ if TYPE_CHECKING:
     from cgdev.ops.repair.plan import Change, Plan
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceChange:
+class DeviceChange(msgspec.Struct, frozen=True):
     """A planned change and, unless it was a dry run, how applying it went."""
 
     plan: Plan

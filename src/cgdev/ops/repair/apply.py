@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 from cgdev.adapters import bpf, cgroupfs
 from cgdev.core.model import Request
@@ -57,12 +58,11 @@ class VerifyFailed(CgdevError):
     exit_code = 1
 
 
-@dataclass(slots=True)
-class Outcome:
+class Outcome(msgspec.Struct):
     status: Status
     message: str
-    applied: list[str] = field(default_factory=list)
-    checks: list[str] = field(default_factory=list)
+    applied: list[str] = msgspec.field(default_factory=list)
+    checks: list[str] = msgspec.field(default_factory=list)
     cause_exit_code: int = 1  # of the error that made a change roll back (1: verification)
 
     @property

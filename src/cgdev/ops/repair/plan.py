@@ -30,7 +30,6 @@ one decision read top to bottom; the actions' ``describe``/``to_json`` are what 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final
 
@@ -98,8 +97,7 @@ def parse_access_bits(text: str) -> int:
     return bits
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceAccess:
+class DeviceAccess(msgspec.Struct, frozen=True):
     """One device and the access bits granted or revoked on it (``c 195:255 rw``)."""
 
     type: DevType
@@ -159,8 +157,7 @@ def parse_device(text: str, access: int, *, inspection: Inspection, live: bool) 
 # -- actions ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ReplaceProgram:
+class ReplaceProgram(msgspec.Struct, frozen=True):
     """Swap program ``old_id`` on ``cgroup`` for ``insns`` (policy ``after``, was ``before``)."""
 
     cgroup: str
@@ -206,8 +203,7 @@ class ReplaceProgram:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class SetUnitDeviceAllow:
+class SetUnitDeviceAllow(msgspec.Struct, frozen=True):
     """``SetUnitProperties(unit, runtime, [DeviceAllow=[] , DeviceAllow=new, DevicePolicy=...])``.
 
     systemd rebuilds its ``sd_devices`` from it at once (``replaces``: the ids it swaps out)."""
@@ -246,8 +242,7 @@ class SetUnitDeviceAllow:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class V1DevicesWrite:
+class V1DevicesWrite(msgspec.Struct, frozen=True):
     """One line into the process's v1 devices cgroup (``devices.allow`` or ``devices.deny``);
     undone by the same line into the other file."""
 
@@ -266,13 +261,12 @@ class V1DevicesWrite:
 Action = ReplaceProgram | SetUnitDeviceAllow | V1DevicesWrite
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True):
     change: Change
     target: Target
     devices: tuple[DeviceAccess, ...]
     actions: tuple[Action, ...]
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     @property
     def box(self) -> Policy:
@@ -381,7 +375,7 @@ def _unattached_pinned(view: LayerView, inspection: Inspection, cache: LiftCache
     for pin in unit_pins(view.unit):
         record = inspection.pins.get(pin)
         if record is not None and record.id not in attached and record.id not in out:
-            out[record.id] = replace(cache.view(record), pin=pin)
+            out[record.id] = msgspec.structs.replace(cache.view(record), pin=pin)
     return list(out.values())
 
 
