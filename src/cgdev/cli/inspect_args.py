@@ -47,7 +47,7 @@ def add_system_arguments(parser: argparse.ArgumentParser) -> None:
         "--ns-pid",
         metavar="PID",
         type=int,
-        help="look at the host PID's namespaces show (a kind/minikube node's init): --host-root "
+        help="look at the host in PID's namespaces (a kind/minikube node's init): --host-root "
         "/proc/PID/root with systemd's cgroup root from PID's cgroup namespace",
     )
     nested.add_argument("--lab", action="store_true", help="look into the running cgdev lab")
@@ -72,6 +72,15 @@ def add_system_arguments(parser: argparse.ArgumentParser) -> None:
         help="systemd's root directory, for its pins and DeviceAllow paths (default /)",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_cdi_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """Where a DEVICE given as a CDI name is looked up (as ``cdi``'s ``--spec-dir``)."""
+    parser.add_argument(
+        "--cdi-dir", action="append", metavar="DIR", dest="cdi_dirs",
+        help="a CDI spec directory for DEVICE given as vendor/class=name, instead of /etc/cdi and "
+        "/var/run/cdi (repeat; later ones override)",
+    )  # fmt: skip
 
 
 def add_view_arguments(parser: argparse.ArgumentParser) -> None:

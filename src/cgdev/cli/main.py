@@ -76,6 +76,7 @@ FLAGS: dict[str, str] = {
     "variant": "--variant",
     "hook_path": "--hook-path",
     "policy": "--policy",
+    "cdi_dir": "--cdi-dir",
 }
 
 

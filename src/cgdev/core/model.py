@@ -132,7 +132,21 @@ class Device:
         """The one reader of device spellings that need no host: ``c 195:255``, ``b 8:0``,
         ``195:255`` (a char device, as systemd's ``/dev/char``), ``/dev/char/195:255`` and
         ``/dev/block/8:0``.  Any other path is None (the caller looks it up on the host);
-        anything else is an ``InputError`` naming ``field`` and the text."""
+        anything else, and numbers no dev_t can hold (major 0..4095, minor 0..1048575: no node,
+        rule or program could name them, so every answer about them would be wrong), is an
+        ``InputError`` naming ``field`` and the text."""
+        device = Device._parse_spelling(text, field)
+        if device is not None:
+            if device.major > MKNOD_MAJOR_MAX:
+                raise InputError(f"major {device.major} out of range 0..{MKNOD_MAJOR_MAX}", field=field,
+                                 value=text)  # fmt: skip
+            if device.minor > MKNOD_MINOR_MAX:
+                raise InputError(f"minor {device.minor} out of range 0..{MKNOD_MINOR_MAX}", field=field,
+                                 value=text)  # fmt: skip
+        return device
+
+    @staticmethod
+    def _parse_spelling(text: str, field: str) -> Device | None:
         stripped = text.strip()
         for prefix, dev_type in _SYSTEMD_PATHS:
             if stripped.startswith(prefix):

@@ -30,6 +30,7 @@ one decision read top to bottom; the actions' ``describe``/``to_json`` are what 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final
@@ -143,17 +144,20 @@ class DeviceAccess:
         }
 
 
-def parse_device(text: str, access: int, *, inspection: Inspection, live: bool) -> DeviceAccess:
-    """DEVICE as every command reads it (``ops.explain.resolve_device``): ``/dev/nvidiactl`` (the
+def parse_devices(
+    text: str, access: int, *, inspection: Inspection, live: bool, cdi_dirs: Sequence[str] = ()
+) -> list[DeviceAccess]:
+    """DEVICE as every command reads it (``ops.explain.resolve_devices``): ``/dev/nvidiactl`` (the
     container's node, else the host's; offline, the snapshot's device list), ``c 195:255``,
-    ``195:255`` (char) or ``/dev/char/195:255``."""
-    numeric = Device.parse_numeric(text, "device")  # the numeric spellings: what resolve_device
-    if numeric is not None and not text.strip().startswith("/"):  # does first, without explain
-        return DeviceAccess(numeric.type, numeric.major, numeric.minor, access)
-    from cgdev.ops.explain import resolve_device  # a path: looked up in the container, then the host
+    ``195:255`` (char), ``/dev/char/195:255``, or a CDI name (each device node it injects)."""
+    if "=" not in text:  # the numeric spellings (no CDI name lacks its '='): what resolve_devices
+        numeric = Device.parse_numeric(text, "device")  # does first, without importing explain
+        if numeric is not None and not text.strip().startswith("/"):
+            return [DeviceAccess(numeric.type, numeric.major, numeric.minor, access)]
+    from cgdev.ops.explain import resolve_devices  # a path or CDI name: the container, the host
 
-    request, _source = resolve_device(text, inspection, access, live=live)
-    return DeviceAccess(request.type, request.major, request.minor, access)
+    found = resolve_devices(text, inspection, access, live=live, cdi_dirs=cdi_dirs)
+    return [DeviceAccess(r.type, r.major, r.minor, access) for r, _source in found]
 
 
 # -- actions ---------------------------------------------------------------------------------------
@@ -539,9 +543,10 @@ def _unit_action(
         new = _edit_allow(new, device, change, unit, proc)
     result = _sd_policy(unit, unit.device_policy, tuple(new), proc)
     if _needs_change(result, box, change):
+        wider = _covering_entries(unit, tuple(new), box, proc) or tuple(new)
         raise InputError(
             f"{unit.unit}'s DeviceAllow grants the device through a wider entry "
-            f"({', '.join(f'{p} {a}' for p, a in old)}): a revoke would not survive a reload; "
+            f"({', '.join(f'{p} {a}' for p, a in wider)}): a revoke would not survive a reload; "
             "nothing changed",
             field="device",
             value=", ".join(str(d) for d in devices),
@@ -550,6 +555,15 @@ def _unit_action(
     return SetUnitDeviceAllow(
         unit.unit, view.cgroup, unit.device_policy, old, tuple(new), not persistent, replaces
     )
+
+
+def _covering_entries(
+    unit: UnitRecord, allow: tuple[tuple[str, str], ...], box: Policy, proc: str
+) -> tuple[tuple[str, str], ...]:
+    """The DeviceAllow entries that grant some of ``box`` on their own: the ones a refusal names
+    (the whole list would bury them)."""
+    base = _sd_policy(unit, unit.device_policy, (), proc) & box
+    return tuple(e for e in allow if (_sd_policy(unit, unit.device_policy, (e,), proc) & box) != base)
 
 
 def _entry_device(unit: UnitRecord, path: str, access: str, proc: str) -> tuple[str, int, int, int] | None:
