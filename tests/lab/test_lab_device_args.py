@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -107,3 +108,44 @@ def test_a_wider_entry_refusal_names_only_the_covering_entries(lab: LabHandle) -
         done = cgdev("revoke", "--lab", ctr.id, "c 136:3", "--dry-run")
         one_line(done, 2, "through a wider entry (char-pts rwm)")
         assert "/dev/char/1:3" not in done.stderr
+
+
+def program_ids(lab: LabHandle, ctr: Any) -> list[list[int]]:
+    from cgdev.adapters import bpf, cgroupfs
+
+    out = []
+    for path in cgroupfs.ancestors(str(lab.cgroup_root) + ctr.cgroup):
+        with bpf.open_cgroup(path) as fd:
+            out.append(bpf.prog_query(fd).ids)
+    return out
+
+
+def test_explains_fix_commands_run_as_printed_under_lab(lab: LabHandle) -> None:
+    """The printed commands carry --lab, and systemctl runs through `cgdev lab exec --`: each one,
+    run exactly as printed, succeeds, and the kernel then lets the container open the device."""
+    with container(lab, "crun-sd", "fx-fix") as ctr:
+        assert scenario.apply_step(lab.running, "hook", ctr)
+        shown = cgdev("explain", "--lab", ctr.id, "--device", "/dev/nvidiactl", "--color", "never")
+        assert shown.returncode == 1, shown.stderr
+        commands = [line.strip()[2:] for line in shown.stdout.splitlines() if line.strip().startswith("$ ")]
+        grants = [c for c in commands if c.startswith("cgdev grant ")]
+        systemctls = [c for c in commands if "systemctl " in c]
+        assert grants and systemctls, shown.stdout
+        assert all(shlex.split(c)[-1] == "--lab" for c in grants), grants
+        assert all(c.startswith("cgdev lab exec -- systemctl ") for c in systemctls), systemctls
+        for command in (systemctls[0], grants[0]):
+            done = subprocess.run([sys.executable, "-m", *shlex.split(command)], capture_output=True,
+                                  text=True, timeout=60)  # fmt: skip
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+        assert lab.probe(ctr)["nvidiactl"] in ("ok", "ENXIO")
+
+
+def test_a_grant_without_systemd_on_a_systemd_path_is_refused_before_anything(lab: LabHandle) -> None:
+    """Without --lab the lab's systemd is not reachable: the grant used to replace the programs,
+    fail its reload check and roll back (exit 1); it is now refused up front (exit 3)."""
+    with container(lab, "runc-sd", "fx-nosd") as ctr:
+        before = program_ids(lab, ctr)
+        done = cgdev("grant", ctr.id, "c 10:229")
+        one_line(done, 3, "could not be made durable")
+        assert "--bus" in done.stderr and "--lab" in done.stderr and "--ns-pid" in done.stderr
+        assert program_ids(lab, ctr) == before

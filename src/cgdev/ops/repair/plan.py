@@ -47,7 +47,7 @@ from cgdev.core.model import (
     access_to_str,
 )
 from cgdev.core.policy import Policy, StepFn
-from cgdev.errors import CgdevError, InputError
+from cgdev.errors import CgdevError, EnvError, InputError
 from cgdev.ops.layers import (
     Inspection,
     LayerView,
@@ -361,6 +361,7 @@ def plan(
         if unit_action is not None:
             actions.append(unit_action)
     if not systemd_ok:
+        _refuse_without_systemd(inspection, views, change, actions)
         notes.append(
             f"systemd not asked ({inspection.systemd}): unit properties are not updated, not durable"
         )
@@ -374,6 +375,31 @@ def plan(
         for device in devices:
             actions.append(V1DevicesWrite(inspection.target.pid, "allow", str(device)))
     return Plan(change, inspection.target, devices, tuple(actions), tuple(notes))
+
+
+def _refuse_without_systemd(
+    inspection: Inspection, views: Sequence[LayerView], change: Change, actions: Sequence[Action]
+) -> None:
+    """A change on a path systemd manages (the target's unit, or systemd's own program on a layer)
+    needs systemd's DeviceAllow too: made on the programs alone, the next reload or set-property
+    would undo it (the verification then rolled everything back, exit 1, after the fact).  So
+    without systemd it is refused before anything is applied, an environment problem (exit 3)."""
+    if not actions:
+        return
+    systemd_layers = inspection.target.unit is not None or any(
+        view.unit is not None or any(p.owned_by_systemd for p in view.programs) for view in views
+    )
+    if not systemd_layers:
+        return  # a cgroupfs container: no unit re-applies anything
+    if inspection.systemd == "off":  # a snapshot taken without systemd, --no-systemd
+        why = "systemd was not asked"
+    else:
+        why = f"systemd is not reachable ({inspection.systemd.removeprefix('unreachable: ')})"
+    raise EnvError(
+        f"{why}, and {inspection.target.spec}'s cgroups belong to systemd units: the {change} could "
+        "not be made durable (the next reload would undo it); nothing changed. Reach its systemd "
+        "with --bus ADDRESS, --lab or --ns-pid PID"
+    )
 
 
 def _unattached_pinned(view: LayerView, inspection: Inspection, cache: LiftCache) -> list[ProgramView]:
