@@ -9,6 +9,7 @@ line; audit stays one line per container within 100 columns unless --wide.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -198,3 +199,23 @@ def test_audit_piped_cli_default_is_100_columns(monkeypatch: pytest.MonkeyPatch)
     buffer = io.StringIO()
     print_audit(_audit(), make_console(width=AUDIT_PIPE_WIDTH, file=buffer))
     assert max(cell_len(line) for line in buffer.getvalue().splitlines()) <= 100
+
+
+def test_audit_headers_stay_whole_and_wide_ids_too() -> None:
+    """Review: piped, long names and findings cut the headers ("runti…", "findin…"); --wide cut
+    the container ids to 12 with no ellipsis although its help says every column whole."""
+    result = _audit()
+    long_named = tuple(
+        AuditRow(Target(f"name-{i}", TargetKind.CONTAINER, row.target.cgroup, runtime="crun",
+                        container_id=f"a-rather-long-container-name-{i:02d}-x"), 2, 0, row.findings)
+        for i, row in enumerate(result.rows)
+    )  # fmt: skip
+    for rows in (result.rows, long_named):
+        narrow = _render(lambda c, rows=rows: print_audit(dataclasses.replace(result, rows=rows), c), 100)
+        header = next(line for line in narrow.splitlines() if line.lstrip().startswith("container"))
+        assert header.split() == ["container", "runtime", "cgroup", "programs", "findings"], narrow
+    wide = _render(lambda c: print_audit(result, c, wide=True), 100_000)
+    for row in result.rows:
+        assert (row.target.container_id or "") in wide, wide
+    narrow = _render(lambda c: print_audit(dataclasses.replace(result, rows=long_named), c), 100)
+    assert "a-rather-long-container-name" in narrow, narrow  # a name-like id is not cut to 12

@@ -413,23 +413,24 @@ def print_audit(result: AuditResult, console: Any = None, *, wide: bool = False,
     # narrow: no box (its rules cost a column per cell); wide: rich's default box, as before
     table = Table(title=title) if wide else Table(title=title, box=None, pad_edge=False)
     width = min(console.width, PIPE_WIDTH)
-    names = [
-        row.target.name or (row.target.container_id or "")[:12] or row.target.spec for row in result.rows
-    ]
+    names = [row.target.name or _short_id(row.target.container_id or "", wide) or row.target.spec
+             for row in result.rows]  # fmt: skip
     findings = [", ".join(sorted({str(f.code) for f in row.findings})) or "-" for row in result.rows]
     # the pod from the kubelet's cgroup names, cut as kubectl users read UIDs; no column off Kubernetes
-    pods = [(row.target.pod_uid or "-")[:8] for row in result.rows]
+    pods = [(row.target.pod_uid or "-")[: None if wide else 8] for row in result.rows]
     with_pods = any(row.target.pod_uid for row in result.rows)
     fixed = max((len(n) for n in names), default=9) + 8 + 8 + max((len(f) for f in findings), default=8) + 8
     room = max(16, width - fixed - (10 if with_pods else 0))
     overflow: Literal["fold", "ellipsis"] = "fold" if wide else "ellipsis"
-    table.add_column("container", overflow=overflow, no_wrap=not wide)
+    # every header whole (min_width): a cut header ("runti…") names no column
+    table.add_column("container", overflow=overflow, no_wrap=not wide, min_width=len("container"))
     if with_pods:
-        table.add_column("pod", no_wrap=True)
-    table.add_column("runtime", no_wrap=True)
-    table.add_column("cgroup", overflow=overflow, no_wrap=not wide)  # shortened in the middle below
-    table.add_column("programs", justify="right", no_wrap=True)
-    table.add_column("findings", overflow=overflow, no_wrap=not wide)
+        table.add_column("pod", no_wrap=True, min_width=len("pod"))
+    table.add_column("runtime", no_wrap=True, min_width=len("runtime"))
+    table.add_column("cgroup", overflow=overflow, no_wrap=not wide,  # shortened in the middle below
+                     min_width=len("cgroup"))  # fmt: skip
+    table.add_column("programs", justify="right", no_wrap=True, min_width=len("programs"))
+    table.add_column("findings", overflow=overflow, no_wrap=not wide, min_width=len("findings"))
     for row, name, found, pod in zip(result.rows, names, findings, pods, strict=True):
         t = row.target
         cgroup = t.cgroup if wide else short_middle(t.cgroup, room)
@@ -446,6 +447,15 @@ def print_audit(result: AuditResult, console: Any = None, *, wide: bool = False,
         console.print(escape(missing_link_line(missing)), soft_wrap=True)
     for error in result.errors:
         console.print(f"[yellow]skipped: {escape(error)}[/]", soft_wrap=True)
+
+
+_HEX_ID = re.compile(r"[0-9a-f]{32,}")
+
+
+def _short_id(container_id: str, wide: bool) -> str:
+    """A 64-hex engine id cut to 12 as docker and podman print it (``--wide``: whole); any other
+    id (a name-like id) whole: cut, it would name nothing."""
+    return container_id[:12] if not wide and _HEX_ID.fullmatch(container_id) else container_id
 
 
 def missing_link_line(missing: MissingLink) -> str:
