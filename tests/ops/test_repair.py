@@ -132,6 +132,24 @@ def test_access_letters() -> None:
         assert err.value.field == "access"
 
 
+def test_explain_and_grant_read_access_alike() -> None:
+    """One reader, one wording: explain refused ``rwm`` with another message than grant's for the
+    same typo; now a bad letter, a repeat or an empty access read the same, and explain (one
+    request) says why a combination of mknod and open is not one question."""
+    from cgdev.core.model import parse_request_access
+
+    for bad in ("", "x", "rr", "rwx"):
+        with pytest.raises(InputError) as grant_err:
+            parse_access_bits(bad)
+        with pytest.raises(InputError) as explain_err:
+            parse_request_access(bad)
+        assert grant_err.value.render() == explain_err.value.render()
+    assert [parse_request_access(t) for t in ("m", "r", "w", "rw", "wr")] == [1, 2, 4, 6, 6]
+    with pytest.raises(InputError) as err:
+        parse_request_access("rwm")
+    assert "is not one request" in err.value.why and "ask 'm' and 'rw' one at a time" in err.value.why
+
+
 def test_grant_and_revoke_touch_the_right_masks() -> None:
     w = DeviceAccess("c", 195, 255, ACC_W)
     assert w.masks(Change.GRANT) == [ACC_W]  # grant w: w alone (rw also needs r)
@@ -419,6 +437,7 @@ def test_grants_lists_the_state(tmp_path: Path) -> None:
     empty = _cgdev("grants", "--json", env=env)
     assert empty.returncode == 0 and json.loads(empty.stdout)["entitlements"] == []
     assert _cgdev("grants", env=env).stdout.strip() == "no entitlements"
+    assert _cgdev("grants", "fx-no-such", env=env).stdout.strip() == "no entitlements for fx-no-such"
 
 
 def test_requests_cover_only_safe_masks() -> None:

@@ -101,7 +101,8 @@ def _add_grants_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_grants(args: argparse.Namespace) -> int:
     from cgdev.ops import entitlements
 
-    print_entitlements(entitlements.current(args.target), entitlements.state_path(), as_json=args.json)
+    print_entitlements(entitlements.current(args.target), entitlements.state_path(), as_json=args.json,
+                       target=args.target)  # fmt: skip
     return 0
 
 

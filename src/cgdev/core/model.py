@@ -226,21 +226,31 @@ class Request:
         return {"type": str(self.type), "major": self.major, "minor": self.minor, "access": access}
 
 
-_RW: Final = Access.R | Access.W
-_REQUEST_ACCESS: Final = {"m": Access.M, "r": Access.R, "w": Access.W, "rw": _RW, "wr": _RW}
-
-
-def parse_request_access(text: str, field: str = "access") -> Access:
-    """One access a request can ask: ``m`` (mknod), ``r``, ``w`` or ``rw`` (``wr`` too); a
-    kernel request never asks ``m`` with an open, so ``rwm`` is no request."""
-    mask = _REQUEST_ACCESS.get(text.strip())
-    if mask is None:
+def parse_access(text: str, field: str = "access", *, one_request: bool = False) -> Access:
+    """The one reader of an ``--access`` argument (grant, revoke, explain, ``--check``): letters
+    r, w, m in any order, each once, not empty.  ``one_request``: what a single kernel request can
+    ask (``m`` for mknod; ``r``, ``w`` or ``rw`` for an open), for the commands that ask about one
+    request; a grant gives any combination (``rwm``)."""
+    letters = text.strip()
+    mask = Access.parse(letters, field)
+    if len(set(letters)) != len(letters):
+        raise InputError("names a letter twice", field=field, value=text)
+    if not mask:
+        raise InputError("is empty (give r, w, m or a combination)", field=field, value=text)
+    if one_request and int(mask) not in REQUEST_MASKS:
+        parts = f"'m' and '{access_to_str(mask & ~Access.M)}'"
         raise InputError(
-            f"access {text.strip()!r} is not one of m, r, w, rw (m for mknod; r, w or rw for open)",
+            f"is not one request: the kernel asks m (mknod) and r, w or rw (open) separately; ask {parts} "
+            "one at a time",
             field=field,
             value=text,
         )
     return mask
+
+
+def parse_request_access(text: str, field: str = "access") -> Access:
+    """One access a request can ask: ``m`` (mknod), ``r``, ``w`` or ``rw`` (``wr`` too)."""
+    return parse_access(text, field, one_request=True)
 
 
 @dataclass(frozen=True, slots=True, init=False)

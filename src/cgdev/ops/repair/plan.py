@@ -40,11 +40,11 @@ import msgspec
 from cgdev.core.isa import Insn, decode, encode
 from cgdev.core.model import (
     REQUEST_MASKS,
-    Access,
     Device,
     DevType,
     Request,
     access_to_str,
+    parse_access,
 )
 from cgdev.core.policy import Policy, StepFn
 from cgdev.errors import CgdevError, EnvError, InputError
@@ -89,14 +89,9 @@ class SwapMode(StrEnum):
 
 
 def parse_access_bits(text: str) -> int:
-    """``m``, ``r``, ``w``, ``rw``, ``rwm`` (any order): the access a grant gives; never empty."""
-    letters = text.strip()
-    bits = int(Access.parse(letters, "access"))
-    if len(set(letters)) != len(letters):
-        raise InputError("names a letter twice", field="access", value=text)
-    if not bits:
-        raise InputError("is empty (give r, w, m or a combination)", field="access", value=text)
-    return bits
+    """``m``, ``r``, ``w``, ``rw``, ``rwm`` (any order): the access a grant gives; never empty
+    (``core.model.parse_access``, the reader explain uses too)."""
+    return int(parse_access(text, "access"))
 
 
 @dataclass(frozen=True, slots=True)
