@@ -232,16 +232,21 @@ def parse_access(text: str, field: str = "access", *, one_request: bool = False)
     ask (``m`` for mknod; ``r``, ``w`` or ``rw`` for an open), for the commands that ask about one
     request; a grant gives any combination (``rwm``)."""
     letters = text.strip()
-    mask = Access.parse(letters, field)
+    # where the access is part of a longer value (``--check 'c 1:3 rwx'``), say which part is wrong
+    part = "" if field == "access" else f"access {letters!r}: "
+    try:
+        mask = Access.parse(letters, field)
+    except InputError as err:
+        raise InputError(part + err.why, field=field, value=text) from None
     if len(set(letters)) != len(letters):
-        raise InputError("names a letter twice", field=field, value=text)
+        raise InputError(f"{part}names a letter twice", field=field, value=text)
     if not mask:
-        raise InputError("is empty (give r, w, m or a combination)", field=field, value=text)
+        raise InputError(f"{part}is empty (give r, w, m or a combination)", field=field, value=text)
     if one_request and int(mask) not in REQUEST_MASKS:
         parts = f"'m' and '{access_to_str(mask & ~Access.M)}'"
         raise InputError(
-            f"is not one request: the kernel asks m (mknod) and r, w or rw (open) separately; ask {parts} "
-            "one at a time",
+            f"{part}is not one request: the kernel asks m (mknod) and r, w or rw (open) separately; "
+            f"ask {parts} one at a time",
             field=field,
             value=text,
         )
