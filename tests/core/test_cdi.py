@@ -528,9 +528,11 @@ def test_cli_show_and_list(tmp_path: Path) -> None:
     assert entry["deviceNodes"] == [{"path": "/dev/null", "permissions": "rw"}]
     assert set(doc) == {"names", "specs", "linux", "env", "mounts", "hooks", "additionalGids"}
     bad = cli("show", "not-a-name", "--spec-dir", str(tmp_path))
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "device 'not-a-name'" in bad.stderr
+    # the argument as cdi show spells it (NAME): it said "--device", a flag cdi show does not have
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "NAME 'not-a-name'" in bad.stderr
     missing = cli("show", "cgdev.test/null=b", "--spec-dir", str(tmp_path))
-    assert missing.returncode == 2 and "no such CDI device" in missing.stderr
+    assert missing.returncode == 2 and "NAME 'cgdev.test/null=b': no such CDI device" in missing.stderr
+    assert "--device" not in bad.stderr + missing.stderr
 
 
 def test_spec_struct_is_the_one_parse_returns() -> None:

@@ -9,6 +9,7 @@ line; audit stays one line per container within 100 columns unless --wide.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -211,3 +212,23 @@ def test_audit_quiet_is_one_line_however_long() -> None:
     long = AuditResult(result.rows, 50, 12, 12, 3, 2, 0.01, "ok", ("e1", "e2"), links)
     text = _render(lambda c: print_audit(long, c, quiet=True), 40)
     assert text.splitlines() == [audit_summary(long)], text
+
+
+def test_audit_headers_stay_whole_and_wide_ids_too() -> None:
+    """Review: piped, long names and findings cut the headers ("runti…", "findin…"); --wide cut
+    the container ids to 12 with no ellipsis although its help says every column whole."""
+    result = _audit()
+    long_named = tuple(
+        AuditRow(Target(f"name-{i}", TargetKind.CONTAINER, row.target.cgroup, runtime="crun",
+                        container_id=f"a-rather-long-container-name-{i:02d}-x"), 2, 0, row.findings)
+        for i, row in enumerate(result.rows)
+    )  # fmt: skip
+    for rows in (result.rows, long_named):
+        narrow = _render(lambda c, rows=rows: print_audit(dataclasses.replace(result, rows=rows), c), 100)
+        header = next(line for line in narrow.splitlines() if line.lstrip().startswith("container"))
+        assert header.split() == ["container", "runtime", "cgroup", "programs", "findings"], narrow
+    wide = _render(lambda c: print_audit(result, c, wide=True), 100_000)
+    for row in result.rows:
+        assert (row.target.container_id or "") in wide, wide
+    narrow = _render(lambda c: print_audit(dataclasses.replace(result, rows=long_named), c), 100)
+    assert "a-rather-long-container-name" in narrow, narrow  # a name-like id is not cut to 12

@@ -36,7 +36,7 @@ from cgdev.ops.repair.plan import (
     SwapMode,
     changed_policy,
     parse_access_bits,
-    parse_device,
+    parse_devices,
     plan,
 )
 from cgdev.ops.targets import Target
@@ -73,7 +73,7 @@ def inspection_of(*layers: tuple[ProgramRecord, ...]) -> Inspection:
      ("/dev/char/195:255", ("c", 195, 255)), ("/dev/block/8:1", ("b", 8, 1)), ("/dev/null", ("c", 1, 3))],
 )  # fmt: skip
 def test_every_device_spelling(text: str, expected: tuple[str, int, int]) -> None:
-    device = parse_device(text, RW, inspection=inspection_of(()), live=True)
+    (device,) = parse_devices(text, RW, inspection=inspection_of(()), live=True)
     assert (device.type, device.major, device.minor, device.access) == (*expected, RW)
 
 
@@ -82,8 +82,47 @@ def test_every_device_spelling(text: str, expected: tuple[str, int, int]) -> Non
 )
 def test_bad_device_names_the_field(text: str) -> None:
     with pytest.raises(InputError) as err:
-        parse_device(text, RW, inspection=inspection_of(()), live=False)
+        parse_devices(text, RW, inspection=inspection_of(()), live=False)
     assert err.value.field == "device" and err.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [("195:1048576", "minor 1048576 out of range 0..1048575"), ("4096:1", "major 4096 out of range 0..4095"),
+     ("b 8:1048576", "minor 1048576 out of range"), ("/dev/char/4096:0", "major 4096 out of range")],
+)  # fmt: skip
+def test_numbers_no_dev_t_holds_are_refused_by_name(text: str, why: str) -> None:
+    """They read before as a device some DeviceAllow entry 'covered' (grant) or that needed no
+    change (revoke, exit 0): every DEVICE reader now refuses them, naming the number and range."""
+    for live in (True, False):
+        with pytest.raises(InputError) as err:
+            parse_devices(text, RW, inspection=inspection_of(()), live=live)
+        assert err.value.field == "device" and why in err.value.why, err.value
+
+
+CDI_SPEC = {
+    "cdiVersion": "0.6.0",
+    "kind": "fx.example.com/gpu",
+    "devices": [
+        {"name": "0", "containerEdits": {"deviceNodes": [
+            {"path": "/dev/fx-gpu0", "type": "c", "major": 195, "minor": 0}]}},
+        {"name": "all", "containerEdits": {"deviceNodes": [
+            {"path": "/dev/fx-gpu0", "type": "c", "major": 195, "minor": 0},
+            {"path": "/dev/fx-ctl", "type": "c", "major": 195, "minor": 255}]}},
+    ],
+}  # fmt: skip
+
+
+def test_a_cdi_name_is_every_device_node_it_injects(tmp_path: Path) -> None:
+    (tmp_path / "fx.json").write_text(json.dumps(CDI_SPEC))
+    dirs = (str(tmp_path),)
+    for live in (True, False):
+        found = parse_devices("fx.example.com/gpu=all", ACC_R, inspection=inspection_of(()), live=live,
+                              cdi_dirs=dirs)  # fmt: skip
+        assert found == [DeviceAccess("c", 195, 0, ACC_R), DeviceAccess("c", 195, 255, ACC_R)]
+    with pytest.raises(NotFound) as err:
+        parse_devices("fx.example.com/gpu=9", RW, inspection=inspection_of(()), live=True, cdi_dirs=dirs)
+    assert err.value.field == "device" and "no such CDI device" in err.value.why
 
 
 def test_access_letters() -> None:
@@ -92,6 +131,24 @@ def test_access_letters() -> None:
         with pytest.raises(InputError) as err:
             parse_access_bits(bad)
         assert err.value.field == "access"
+
+
+def test_explain_and_grant_read_access_alike() -> None:
+    """One reader, one wording: explain refused ``rwm`` with another message than grant's for the
+    same typo; now a bad letter, a repeat or an empty access read the same, and explain (one
+    request) says why a combination of mknod and open is not one question."""
+    from cgdev.core.model import parse_request_access
+
+    for bad in ("", "x", "rr", "rwx"):
+        with pytest.raises(InputError) as grant_err:
+            parse_access_bits(bad)
+        with pytest.raises(InputError) as explain_err:
+            parse_request_access(bad)
+        assert grant_err.value.render() == explain_err.value.render()
+    assert [parse_request_access(t) for t in ("m", "r", "w", "rw", "wr")] == [1, 2, 4, 6, 6]
+    with pytest.raises(InputError) as err:
+        parse_request_access("rwm")
+    assert "is not one request" in err.value.why and "ask 'm' and 'rw' one at a time" in err.value.why
 
 
 def test_grant_and_revoke_touch_the_right_masks() -> None:
@@ -381,12 +438,13 @@ def test_grants_lists_the_state(tmp_path: Path) -> None:
     empty = _cgdev("grants", "--json", env=env)
     assert empty.returncode == 0 and json.loads(empty.stdout)["entitlements"] == []
     assert _cgdev("grants", env=env).stdout.strip() == "no entitlements"
+    assert _cgdev("grants", "fx-no-such", env=env).stdout.strip() == "no entitlements for fx-no-such"
 
 
 def test_requests_cover_only_safe_masks() -> None:
     assert {r.access for r in DeviceAccess("c", 1, 3, 7).requests(Change.GRANT)} == set(REQUEST_MASKS)
     with pytest.raises(NotFound):
-        parse_device("/dev/definitely-not-here", RW, inspection=inspection_of(()), live=False)
+        parse_devices("/dev/definitely-not-here", RW, inspection=inspection_of(()), live=False)
 
 
 # -- crun >= 1.23's BPFProgram mode ----------------------------------------------------------------

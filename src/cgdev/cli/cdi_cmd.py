@@ -63,8 +63,13 @@ def run(args: argparse.Namespace) -> int:
         _warn(registry.errors)
         return 2 if registry.errors else 0
     from cgdev.core.cdi import resolution_json
+    from cgdev.errors import CgdevError
 
-    resolution = resolve_cdi_names(args.names, registry=registry)
+    try:
+        resolution = resolve_cdi_names(args.names, registry=registry)
+    except CgdevError as err:  # the resolver names the DEVICE of grant/explain; here it is NAME
+        print(f"cgdev cdi: {err.render({'device': 'NAME'})}", file=sys.stderr)
+        return err.exit_code
     _warn(registry.errors, "warning: ")
     if args.json:
         print_json(resolution_json(resolution))

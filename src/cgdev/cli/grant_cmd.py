@@ -13,7 +13,7 @@ import sys
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-from cgdev.cli.inspect_args import add_system_arguments
+from cgdev.cli.inspect_args import add_cdi_dir_argument, add_system_arguments
 from cgdev.present.repair_view import print_change, print_entitlements, print_plan
 
 if TYPE_CHECKING:
@@ -25,7 +25,8 @@ def _add_change_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="TARGET", nargs="?", help=target_help)
     parser.add_argument("devices", metavar="DEVICE", nargs="+",
                         help="/dev/NAME (the container's node, else the host's), 'c 195:255', 195:255 "
-                        "(char) or /dev/char/195:255")  # fmt: skip
+                        "(char), /dev/char/195:255, or a CDI name vendor/class=name (every device "
+                        "node it injects)")  # fmt: skip
     parser.add_argument("--access", default="rw", help="m, r, w, rw or rwm (default rw)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     parser.add_argument("--snapshot", metavar="FILE", help="plan on a snapshot (with --dry-run; no TARGET)")
@@ -38,10 +39,12 @@ def _add_change_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--persistent", action="store_true", help=persistent_help)
     parser.add_argument("--why", default="", help="a note kept with the entitlement")
+    add_cdi_dir_argument(parser)
     add_system_arguments(parser)
 
 
-_FIELDS = {"device": "DEVICE", "access": "--access", "target": "TARGET", "shape": "--shape"}
+_FIELDS = {"device": "DEVICE", "access": "--access", "target": "TARGET", "shape": "--shape",
+           "cdi_dir": "--cdi-dir"}  # fmt: skip
 
 
 def _run_change(args: argparse.Namespace, change: Change) -> int:
@@ -68,7 +71,7 @@ def _offline(args: argparse.Namespace, change: Change) -> int:
     from cgdev.ops.repair import plan_offline
 
     result = plan_offline(args.snapshot, change, args.devices, args.access, shape=args.shape,
-                          persistent=args.persistent)  # fmt: skip
+                          persistent=args.persistent, cdi_dirs=args.cdi_dirs or ())  # fmt: skip
     print_plan(result.plan, as_json=args.json)
     return 0
 
@@ -79,7 +82,7 @@ def _live(args: argparse.Namespace, change: Change) -> int:
 
     result = change_devices(args.target, host_from_args(args), change, args.devices, args.access,
                             shape=args.shape, persistent=args.persistent, dry_run=args.dry_run,
-                            why=args.why)  # fmt: skip
+                            why=args.why, cdi_dirs=args.cdi_dirs or ())  # fmt: skip
     warn_systemd(args, result.systemd_status)
     if result.outcome is None:
         print_plan(result.plan, as_json=args.json)
@@ -98,7 +101,8 @@ def _add_grants_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_grants(args: argparse.Namespace) -> int:
     from cgdev.ops import entitlements
 
-    print_entitlements(entitlements.current(args.target), entitlements.state_path(), as_json=args.json)
+    print_entitlements(entitlements.current(args.target), entitlements.state_path(), as_json=args.json,
+                       target=args.target)  # fmt: skip
     return 0
 
 

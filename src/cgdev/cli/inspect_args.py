@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # building the parser must not import the lifter
     from cgdev.ops.inspect import HostView
     from cgdev.ops.layers import Inspection
+    from cgdev.present.human import CommandHost
 
 
 def add_target_arguments(parser: argparse.ArgumentParser, *, offline: bool = True) -> None:
@@ -47,7 +48,7 @@ def add_system_arguments(parser: argparse.ArgumentParser) -> None:
         "--ns-pid",
         metavar="PID",
         type=int,
-        help="look at the host PID's namespaces show (a kind/minikube node's init): --host-root "
+        help="look at the host in PID's namespaces (a kind/minikube node's init): --host-root "
         "/proc/PID/root with systemd's cgroup root from PID's cgroup namespace",
     )
     nested.add_argument("--lab", action="store_true", help="look into the running cgdev lab")
@@ -74,6 +75,15 @@ def add_system_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def add_cdi_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """Where a DEVICE given as a CDI name is looked up (as ``cdi``'s ``--spec-dir``)."""
+    parser.add_argument(
+        "--cdi-dir", action="append", metavar="DIR", dest="cdi_dirs",
+        help="a CDI spec directory for DEVICE given as vendor/class=name, instead of /etc/cdi and "
+        "/var/run/cdi (repeat; later ones override)",
+    )  # fmt: skip
+
+
 def add_view_arguments(parser: argparse.ArgumentParser) -> None:
     """How a human view prints: styling and the one-line form (explain, show, audit)."""
     parser.add_argument(
@@ -85,6 +95,31 @@ def add_view_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="print only the one-line verdict or summary"
     )
+
+
+def command_host(args: argparse.Namespace) -> CommandHost:
+    """The host flags the user gave, for the commands a view prints (explain's fixes): a printed
+    ``cgdev grant`` must reach the same host, and a ``systemctl`` the same systemd."""
+    from cgdev.present.human import CommandHost
+
+    flags: list[str] = []
+    prefix: tuple[str, ...] = ()
+    if args.lab:
+        flags.append("--lab")
+        prefix = ("cgdev", "lab", "exec", "--")
+    elif args.ns_pid is not None:
+        flags += ["--ns-pid", str(args.ns_pid)]
+        prefix = ("nsenter", "--target", str(args.ns_pid), "--all", "--")
+    elif args.host_root:
+        flags += ["--host-root", args.host_root]
+        prefix = ("chroot", args.host_root)
+    for root in args.runtime_root:
+        flags += ["--runtime-root", root]
+    for flag, value in (("--bus", args.bus), ("--systemd-root", args.systemd_root),
+                        ("--systemd-fs-root", args.systemd_fs_root)):  # fmt: skip
+        if value is not None:
+            flags += [flag, value]
+    return CommandHost(tuple(flags), prefix)
 
 
 def nested(args: argparse.Namespace) -> bool:

@@ -77,6 +77,7 @@ FLAGS: dict[str, str] = {
     "hook_path": "--hook-path",
     "stage": "--stage",
     "policy": "--policy",
+    "cdi_dir": "--cdi-dir",
 }
 
 

@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_json())
     else:
+        from cgdev.cli.inspect_args import command_host
         from cgdev.present.human import make_console, print_show
 
-        print_show(result, make_console(args.color), quiet=args.quiet)
+        print_show(result, make_console(args.color), quiet=args.quiet, host=command_host(args))
     return 1 if result.findings else 0

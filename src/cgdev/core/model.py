@@ -134,7 +134,21 @@ class Device(msgspec.Struct, frozen=True):
         """The one reader of device spellings that need no host: ``c 195:255``, ``b 8:0``,
         ``195:255`` (a char device, as systemd's ``/dev/char``), ``/dev/char/195:255`` and
         ``/dev/block/8:0``.  Any other path is None (the caller looks it up on the host);
-        anything else is an ``InputError`` naming ``field`` and the text."""
+        anything else, and numbers no dev_t can hold (major 0..4095, minor 0..1048575: no node,
+        rule or program could name them, so every answer about them would be wrong), is an
+        ``InputError`` naming ``field`` and the text."""
+        device = Device._parse_spelling(text, field)
+        if device is not None:
+            if device.major > MKNOD_MAJOR_MAX:
+                raise InputError(f"major {device.major} out of range 0..{MKNOD_MAJOR_MAX}", field=field,
+                                 value=text)  # fmt: skip
+            if device.minor > MKNOD_MINOR_MAX:
+                raise InputError(f"minor {device.minor} out of range 0..{MKNOD_MINOR_MAX}", field=field,
+                                 value=text)  # fmt: skip
+        return device
+
+    @staticmethod
+    def _parse_spelling(text: str, field: str) -> Device | None:
         stripped = text.strip()
         for prefix, dev_type in _SYSTEMD_PATHS:
             if stripped.startswith(prefix):
@@ -214,21 +228,36 @@ class Request:
         return {"type": str(self.type), "major": self.major, "minor": self.minor, "access": access}
 
 
-_RW: Final = Access.R | Access.W
-_REQUEST_ACCESS: Final = {"m": Access.M, "r": Access.R, "w": Access.W, "rw": _RW, "wr": _RW}
-
-
-def parse_request_access(text: str, field: str = "access") -> Access:
-    """One access a request can ask: ``m`` (mknod), ``r``, ``w`` or ``rw`` (``wr`` too); a
-    kernel request never asks ``m`` with an open, so ``rwm`` is no request."""
-    mask = _REQUEST_ACCESS.get(text.strip())
-    if mask is None:
+def parse_access(text: str, field: str = "access", *, one_request: bool = False) -> Access:
+    """The one reader of an ``--access`` argument (grant, revoke, explain, ``--check``): letters
+    r, w, m in any order, each once, not empty.  ``one_request``: what a single kernel request can
+    ask (``m`` for mknod; ``r``, ``w`` or ``rw`` for an open), for the commands that ask about one
+    request; a grant gives any combination (``rwm``)."""
+    letters = text.strip()
+    # where the access is part of a longer value (``--check 'c 1:3 rwx'``), say which part is wrong
+    part = "" if field == "access" else f"access {letters!r}: "
+    try:
+        mask = Access.parse(letters, field)
+    except InputError as err:
+        raise InputError(part + err.why, field=field, value=text) from None
+    if len(set(letters)) != len(letters):
+        raise InputError(f"{part}names a letter twice", field=field, value=text)
+    if not mask:
+        raise InputError(f"{part}is empty (give r, w, m or a combination)", field=field, value=text)
+    if one_request and int(mask) not in REQUEST_MASKS:
+        parts = f"'m' and '{access_to_str(mask & ~Access.M)}'"
         raise InputError(
-            f"access {text.strip()!r} is not one of m, r, w, rw (m for mknod; r, w or rw for open)",
+            f"{part}is not one request: the kernel asks m (mknod) and r, w or rw (open) separately; "
+            f"ask {parts} one at a time",
             field=field,
             value=text,
         )
     return mask
+
+
+def parse_request_access(text: str, field: str = "access") -> Access:
+    """One access a request can ask: ``m`` (mknod), ``r``, ``w`` or ``rw`` (``wr`` too)."""
+    return parse_access(text, field, one_request=True)
 
 
 @dataclass(frozen=True, slots=True, init=False)

@@ -104,6 +104,7 @@ class Daemon:
         self.dirty: dict[str, str] = {}
         self.retry: dict[str, str] = {}
         self.forgetting: set[str] = set()
+        self._unmatched_said: set[str] = set()  # --only names already said to match nothing
         self._entitlements_read: object = None
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -166,6 +167,7 @@ class Daemon:
         self.forgetting.update(self.watch.vanished)
         if self.options.only:
             found = {n: t for n, t in found.items() if _chosen(t, self.options.only)}
+            self._say_unmatched(found)
         for name in [n for n in self.targets if n not in found]:
             del self.targets[name]
             self.watch.gone(name)
@@ -193,6 +195,18 @@ class Daemon:
             )
         if self.metrics is not None:
             self.metrics.containers.set(len(self.targets))
+
+    def _say_unmatched(self, found: dict[str, Target]) -> None:
+        """An ``--only`` that matches nothing watched 0 containers in silence (a typo looks like a
+        quiet node): say so once per name on stderr; it is still watched for, it may start later."""
+        import sys
+
+        for spec in self.options.only:
+            if spec in self._unmatched_said or any(_chosen(t, (spec,)) for t in found.values()):
+                continue
+            self._unmatched_said.add(spec)
+            print(f"cgdev watch: --only {spec!r} matches no container (watching for one to appear)",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
     def forget_gone(self) -> None:
         """Drop the entitlements of containers that went away, once their cgroups are gone too."""

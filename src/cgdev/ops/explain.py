@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_mod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,14 +71,65 @@ def _node(
     raise InputError("is not a character or block device", field=field, value=path)
 
 
+def _maybe_cdi_name(text: str) -> bool:
+    """A CDI name (``vendor/class=name``): checked by shape first so the numeric spellings and
+    paths never import the CDI reader."""
+    stripped = text.strip()
+    if "=" not in stripped or "/" not in stripped or stripped.startswith("/"):
+        return False
+    from cgdev.ops.cdi_names import is_cdi_name
+
+    return is_cdi_name(stripped)
+
+
+def cdi_requests(
+    text: str, access: int, cdi_dirs: Sequence[str] = (), field: str = "device"
+) -> list[tuple[Request, str]]:
+    """The device nodes CDI name ``text`` injects (the node's specs, numbers missing from a spec
+    taken from the host node, as an engine does), each as a request for ``access``."""
+    from cgdev.adapters.cdi_dirs import DEFAULT_DIRS
+    from cgdev.ops.cdi_names import resolve_cdi_names
+
+    try:
+        resolution = resolve_cdi_names([text.strip()], tuple(cdi_dirs) or DEFAULT_DIRS)
+    except InputError as err:
+        if field != "device" and err.field == "device":  # the caller's name for the argument
+            raise type(err)(err.why, field=field, value=err.value) from None
+        raise
+    nodes = [d for d in resolution.devices if d.type in ("b", "c")]
+    if not nodes:
+        raise InputError("the CDI device injects no device node", field=field, value=text)
+    return [(Request(d.type, d.major, d.minor, access), f"CDI {d.path}") for d in nodes]
+
+
+def resolve_devices(
+    text: str, inspection: Inspection | None, access: int, *, live: bool, field: str = "device",
+    cdi_dirs: Sequence[str] = (),
+) -> list[tuple[Request, str]]:  # fmt: skip
+    """Every device DEVICE names: the one of ``resolve_device``, or each device node of a CDI
+    name (``grant``/``revoke`` take them all)."""
+    if _maybe_cdi_name(text):
+        return cdi_requests(text, access, cdi_dirs, field)
+    return [resolve_device(text, inspection, access, live=live, field=field)]
+
+
 def resolve_device(
-    text: str, inspection: Inspection | None, access: int, *, live: bool, field: str = "device"
-) -> tuple[Request, str]:
+    text: str, inspection: Inspection | None, access: int, *, live: bool, field: str = "device",
+    cdi_dirs: Sequence[str] = (),
+) -> tuple[Request, str]:  # fmt: skip
     """The request for ``--device`` and a note saying where the device was found.
 
     ``inspection`` None: no container, only the host (``lift --check``): a path is looked up on
-    the host, numeric spellings are taken as given.
+    the host, numeric spellings are taken as given.  A CDI name must name exactly one device node
+    (a question is about one device); otherwise the error lists the nodes it names.
     """
+    if _maybe_cdi_name(text):
+        found = cdi_requests(text, access, cdi_dirs, field)
+        if len(found) != 1:
+            nodes = ", ".join(f"{note.removeprefix('CDI ')} ({r.device})" for r, note in found)
+            raise InputError(f"names {len(found)} device nodes ({nodes}): ask about one of them",
+                             field=field, value=text)  # fmt: skip
+        return found[0]
     numeric = Device.parse_numeric(text, field)  # one reader of device spellings (core)
     if numeric is not None and not text.strip().startswith("/"):
         return Request.of(numeric, access), "given"
@@ -116,9 +168,9 @@ def host_request(text: str, field: str = "check") -> Request:
 
 
 def explain_device(inspection: Inspection, device: str, access: int, *, live: bool,
-                   cache: LiftCache | None = None) -> Explanation:  # fmt: skip
-    """Explain ``device`` (as a user gives it: a path, ``c 195:255``...) for ``access``."""
-    request, source = resolve_device(device, inspection, access, live=live)
+                   cache: LiftCache | None = None, cdi_dirs: Sequence[str] = ()) -> Explanation:  # fmt: skip
+    """Explain ``device`` (as a user gives it: a path, ``c 195:255``, a CDI name...) for ``access``."""
+    request, source = resolve_device(device, inspection, access, live=live, cdi_dirs=cdi_dirs)
     return explain(inspection, request, device, source, cache)
 
 

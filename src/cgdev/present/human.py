@@ -8,6 +8,7 @@ their fix options.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -107,6 +108,29 @@ def _short_paths(console: Any, text: str) -> str:
 
 
 _COMMAND = re.compile(r"`([^`]+)`")
+# cgdev's commands that take the host flags (--lab, --ns-pid, --host-root, --bus...)
+_HOST_COMMANDS: Final = frozenset({"grant", "revoke", "explain", "show", "audit", "snapshot", "watch"})
+
+
+@dataclass(frozen=True, slots=True)
+class CommandHost:
+    """How a printed fix command reaches the host the user looked at: the host flags the user
+    gave, appended to each ``cgdev`` command that takes them, and the prefix that runs
+    ``systemctl`` in that host (``cgdev lab exec --`` for the lab).  The findings say *what* to
+    run; where to run it is the user's invocation, so it is applied here, once, for every fix."""
+
+    cgdev_flags: tuple[str, ...] = ()
+    systemctl_prefix: tuple[str, ...] = ()
+
+    def command(self, text: str) -> str:
+        import shlex
+
+        words = text.split()
+        if words[:1] == ["cgdev"] and words[1:2] and words[1] in _HOST_COMMANDS and self.cgdev_flags:
+            return f"{text} {shlex.join(self.cgdev_flags)}"
+        if words[:1] == ["systemctl"] and self.systemctl_prefix:
+            return f"{shlex.join(self.systemctl_prefix)} {text}"
+        return text
 
 
 def _fix_lines(action: str) -> tuple[str, list[str]]:
@@ -174,7 +198,7 @@ def pinned_text(owner: str | None, pin: str) -> str:
     return f"{owner or 'a runtime'}'s program, pinned at {pin}; attached by systemd (BPFProgram=)"
 
 
-def print_findings(console: Any, findings: tuple[Finding, ...]) -> None:
+def print_findings(console: Any, findings: tuple[Finding, ...], host: CommandHost | None = None) -> None:
     from rich.markup import escape
     from rich.padding import Padding
 
@@ -190,7 +214,8 @@ def print_findings(console: Any, findings: tuple[Finding, ...]) -> None:
             prose, commands = _fix_lines(fix.action)
             console.print(Padding(f"- {escape(prose)}", (0, 0, 0, 2), expand=False))
             for command in commands:  # whole, never wrapped or cropped: it is there to be copied
-                console.print(f"      $ {escape(command)}", soft_wrap=True)
+                runnable = command if host is None else host.command(command)
+                console.print(f"      $ {escape(runnable)}", soft_wrap=True)
             console.print(Padding(f"[italic dim]{escape(fix.tradeoff)}[/]", (0, 0, 0, 4), expand=False))
 
 
@@ -203,11 +228,12 @@ def verdict_line(result: Explanation) -> str:
 
 
 def print_explanation(
-    result: Explanation | PodExplanation, console: Any = None, *, quiet: bool = False
-) -> None:
+    result: Explanation | PodExplanation, console: Any = None, *, quiet: bool = False,
+    host: CommandHost | None = None,
+) -> None:  # fmt: skip
     """``console``: a rich Console to print on (the lab demo's); default: stdout.  A pod: each
     container's explanation, then the pod's verdict naming the containers that decide it (``-q``:
-    that last line only)."""
+    that last line only).  ``host``: how the fixes' commands reach the host looked at."""
     console = console if console is not None else _console()
     if isinstance(result, PodExplanation):
         from rich.markup import escape
@@ -218,7 +244,7 @@ def print_explanation(
         if not quiet:
             for one in result.containers:
                 console.print(Rule(escape(container_label(one.inspection.target)), align="left"))
-                _print_one(one, console)
+                _print_one(one, console, host)
             console.print(Rule())
         count = len(result.containers)
         deciding = [container_label(c.inspection.target) for c in result.containers if c.allowed is not True]
@@ -233,10 +259,10 @@ def print_explanation(
     if quiet:
         console.print(verdict_line(result))
         return
-    _print_one(result, console)
+    _print_one(result, console, host)
 
 
-def _print_one(result: Explanation, console: Any) -> None:
+def _print_one(result: Explanation, console: Any, host: CommandHost | None = None) -> None:
     from rich.markup import escape
 
     req = result.request
@@ -255,7 +281,7 @@ def _print_one(result: Explanation, console: Any) -> None:
     console.print(f"verdict after reload: {_mark(result.after_allowed)}")
     for note in result.after_notes:
         console.print(f"[dim]note: {escape(note)}[/]")
-    print_findings(console, result.findings)
+    print_findings(console, result.findings, host)
 
 
 def explanation_text(result: Explanation, width: int) -> str:
@@ -291,7 +317,9 @@ def show_summary(result: ShowResult) -> str:
     return f"{name}: effective allowlist {rules}; next reload {changed}; findings: {codes}"
 
 
-def print_show(result: ShowResult, console: Any = None, *, quiet: bool = False) -> None:
+def print_show(
+    result: ShowResult, console: Any = None, *, quiet: bool = False, host: CommandHost | None = None
+) -> None:
     from rich.markup import escape
     from rich.tree import Tree
 
@@ -340,7 +368,7 @@ def print_show(result: ShowResult, console: Any = None, *, quiet: bool = False) 
         console.print(f"after the next {trigger}: unchanged")
     for note in after["notes"]:
         console.print(f"[dim]note: {escape(note)}[/]")
-    print_findings(console, result.findings)
+    print_findings(console, result.findings, host)
 
 
 def _print_rules(console: Any, rules: dict[str, Any] | None) -> None:
@@ -385,23 +413,24 @@ def print_audit(result: AuditResult, console: Any = None, *, wide: bool = False,
     # narrow: no box (its rules cost a column per cell); wide: rich's default box, as before
     table = Table(title=title) if wide else Table(title=title, box=None, pad_edge=False)
     width = min(console.width, PIPE_WIDTH)
-    names = [
-        row.target.name or (row.target.container_id or "")[:12] or row.target.spec for row in result.rows
-    ]
+    names = [row.target.name or _short_id(row.target.container_id or "", wide) or row.target.spec
+             for row in result.rows]  # fmt: skip
     findings = [", ".join(sorted({str(f.code) for f in row.findings})) or "-" for row in result.rows]
     # the pod from the kubelet's cgroup names, cut as kubectl users read UIDs; no column off Kubernetes
-    pods = [(row.target.pod_uid or "-")[:8] for row in result.rows]
+    pods = [(row.target.pod_uid or "-")[: None if wide else 8] for row in result.rows]
     with_pods = any(row.target.pod_uid for row in result.rows)
     fixed = max((len(n) for n in names), default=9) + 8 + 8 + max((len(f) for f in findings), default=8) + 8
     room = max(16, width - fixed - (10 if with_pods else 0))
     overflow: Literal["fold", "ellipsis"] = "fold" if wide else "ellipsis"
-    table.add_column("container", overflow=overflow, no_wrap=not wide)
+    # every header whole (min_width): a cut header ("runti…") names no column
+    table.add_column("container", overflow=overflow, no_wrap=not wide, min_width=len("container"))
     if with_pods:
-        table.add_column("pod", no_wrap=True)
-    table.add_column("runtime", no_wrap=True)
-    table.add_column("cgroup", overflow=overflow, no_wrap=not wide)  # shortened in the middle below
-    table.add_column("programs", justify="right", no_wrap=True)
-    table.add_column("findings", overflow=overflow, no_wrap=not wide)
+        table.add_column("pod", no_wrap=True, min_width=len("pod"))
+    table.add_column("runtime", no_wrap=True, min_width=len("runtime"))
+    table.add_column("cgroup", overflow=overflow, no_wrap=not wide,  # shortened in the middle below
+                     min_width=len("cgroup"))  # fmt: skip
+    table.add_column("programs", justify="right", no_wrap=True, min_width=len("programs"))
+    table.add_column("findings", overflow=overflow, no_wrap=not wide, min_width=len("findings"))
     for row, name, found, pod in zip(result.rows, names, findings, pods, strict=True):
         t = row.target
         cgroup = t.cgroup if wide else short_middle(t.cgroup, room)
@@ -418,6 +447,15 @@ def print_audit(result: AuditResult, console: Any = None, *, wide: bool = False,
         console.print(escape(missing_link_line(missing)), soft_wrap=True)
     for error in result.errors:
         console.print(f"[yellow]skipped: {escape(error)}[/]", soft_wrap=True)
+
+
+_HEX_ID = re.compile(r"[0-9a-f]{32,}")
+
+
+def _short_id(container_id: str, wide: bool) -> str:
+    """A 64-hex engine id cut to 12 as docker and podman print it (``--wide``: whole); any other
+    id (a name-like id) whole: cut, it would name nothing."""
+    return container_id[:12] if not wide and _HEX_ID.fullmatch(container_id) else container_id
 
 
 def missing_link_line(missing: MissingLink) -> str:

@@ -41,14 +41,16 @@ def print_change(result: DeviceChange, *, as_json: bool) -> None:
             print(f"  verified: {line}")
 
 
-def print_entitlements(entries: list[Entitlement], state: str, *, as_json: bool) -> None:
+def print_entitlements(
+    entries: list[Entitlement], state: str, *, as_json: bool, target: str | None = None
+) -> None:
     if as_json:
         from cgdev.ops.entitlements import to_json
 
         print_json({"state": state, "entitlements": to_json(entries)})
         return
-    if not entries:
-        print("no entitlements")
+    if not entries:  # for one target: say which, a typo must not read as "none anywhere"
+        print("no entitlements" if not target else f"no entitlements for {target}")
     for e in entries:
         who = e.container_id or e.target
         what = f"granted {e.granted or '-'}, revoked {e.revoked or '-'}"

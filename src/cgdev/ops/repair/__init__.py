@@ -48,12 +48,13 @@ def change_devices(
     persistent: bool = False,
     dry_run: bool = False,
     why: str = "",
+    cdi_dirs: Sequence[str] = (),
 ) -> DeviceChange:
     """Plan (and unless ``dry_run``, apply and verify) ``change`` of ``devices`` on a live target."""
     from cgdev.ops.collect import collect
     from cgdev.ops.inspect import systemd_session
     from cgdev.ops.layers import LiftCache
-    from cgdev.ops.repair.plan import parse_access_bits, parse_device, plan
+    from cgdev.ops.repair.plan import parse_access_bits, parse_devices, plan
     from cgdev.ops.targets import resolve
 
     bits = parse_access_bits(access)
@@ -66,7 +67,8 @@ def change_devices(
         inspection = collect(target, systemd=client, systemd_status=status, systemd_root=host.systemd_root,
                              systemd_fs_root=host.systemd_fs_root, with_devices=False)  # fmt: skip
         cache = LiftCache()
-        wanted = tuple(parse_device(d, bits, inspection=inspection, live=True) for d in devices)
+        wanted = tuple(w for d in devices for w in parse_devices(d, bits, inspection=inspection, live=True,
+                                                                 cdi_dirs=cdi_dirs))  # fmt: skip
         planned = plan(inspection, change, wanted, shape=shape, persistent=persistent, cache=cache)
         if dry_run:
             return DeviceChange(planned, None, status)
@@ -99,12 +101,14 @@ def plan_offline(
     *,
     shape: str = "auto",
     persistent: bool = False,
+    cdi_dirs: Sequence[str] = (),
 ) -> DeviceChange:
     """The plan for a snapshot (a dry run by nature: a file cannot be changed)."""
     from cgdev.ops import snapshot
-    from cgdev.ops.repair.plan import parse_access_bits, parse_device, plan
+    from cgdev.ops.repair.plan import parse_access_bits, parse_devices, plan
 
     inspection = snapshot.read(snapshot_path)
     bits = parse_access_bits(access)
-    wanted = tuple(parse_device(d, bits, inspection=inspection, live=False) for d in devices)
+    wanted = tuple(w for d in devices for w in parse_devices(d, bits, inspection=inspection, live=False,
+                                                             cdi_dirs=cdi_dirs))  # fmt: skip
     return DeviceChange(plan(inspection, change, wanted, shape=shape, persistent=persistent), None, "off")

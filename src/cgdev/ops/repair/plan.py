@@ -30,6 +30,7 @@ one decision read top to bottom; the actions' ``describe``/``to_json`` are what 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Final
 
@@ -38,14 +39,14 @@ import msgspec
 from cgdev.core.isa import Insn, decode, encode
 from cgdev.core.model import (
     REQUEST_MASKS,
-    Access,
     Device,
     DevType,
     Request,
     access_to_str,
+    parse_access,
 )
 from cgdev.core.policy import Policy, StepFn
-from cgdev.errors import CgdevError, InputError
+from cgdev.errors import CgdevError, EnvError, InputError
 from cgdev.ops.layers import (
     Inspection,
     LayerView,
@@ -87,14 +88,9 @@ class SwapMode(StrEnum):
 
 
 def parse_access_bits(text: str) -> int:
-    """``m``, ``r``, ``w``, ``rw``, ``rwm`` (any order): the access a grant gives; never empty."""
-    letters = text.strip()
-    bits = int(Access.parse(letters, "access"))
-    if len(set(letters)) != len(letters):
-        raise InputError("names a letter twice", field="access", value=text)
-    if not bits:
-        raise InputError("is empty (give r, w, m or a combination)", field="access", value=text)
-    return bits
+    """``m``, ``r``, ``w``, ``rw``, ``rwm`` (any order): the access a grant gives; never empty
+    (``core.model.parse_access``, the reader explain uses too)."""
+    return int(parse_access(text, "access"))
 
 
 class DeviceAccess(msgspec.Struct, frozen=True):
@@ -141,17 +137,20 @@ class DeviceAccess(msgspec.Struct, frozen=True):
         }
 
 
-def parse_device(text: str, access: int, *, inspection: Inspection, live: bool) -> DeviceAccess:
-    """DEVICE as every command reads it (``ops.explain.resolve_device``): ``/dev/nvidiactl`` (the
+def parse_devices(
+    text: str, access: int, *, inspection: Inspection, live: bool, cdi_dirs: Sequence[str] = ()
+) -> list[DeviceAccess]:
+    """DEVICE as every command reads it (``ops.explain.resolve_devices``): ``/dev/nvidiactl`` (the
     container's node, else the host's; offline, the snapshot's device list), ``c 195:255``,
-    ``195:255`` (char) or ``/dev/char/195:255``."""
-    numeric = Device.parse_numeric(text, "device")  # the numeric spellings: what resolve_device
-    if numeric is not None and not text.strip().startswith("/"):  # does first, without explain
-        return DeviceAccess(numeric.type, numeric.major, numeric.minor, access)
-    from cgdev.ops.explain import resolve_device  # a path: looked up in the container, then the host
+    ``195:255`` (char), ``/dev/char/195:255``, or a CDI name (each device node it injects)."""
+    if "=" not in text:  # the numeric spellings (no CDI name lacks its '='): what resolve_devices
+        numeric = Device.parse_numeric(text, "device")  # does first, without importing explain
+        if numeric is not None and not text.strip().startswith("/"):
+            return [DeviceAccess(numeric.type, numeric.major, numeric.minor, access)]
+    from cgdev.ops.explain import resolve_devices  # a path or CDI name: the container, the host
 
-    request, _source = resolve_device(text, inspection, access, live=live)
-    return DeviceAccess(request.type, request.major, request.minor, access)
+    found = resolve_devices(text, inspection, access, live=live, cdi_dirs=cdi_dirs)
+    return [DeviceAccess(r.type, r.major, r.minor, access) for r, _source in found]
 
 
 # -- actions ---------------------------------------------------------------------------------------
@@ -351,6 +350,7 @@ def plan(
         if unit_action is not None:
             actions.append(unit_action)
     if not systemd_ok:
+        _refuse_without_systemd(inspection, views, change, actions)
         notes.append(
             f"systemd not asked ({inspection.systemd}): unit properties are not updated, not durable"
         )
@@ -364,6 +364,31 @@ def plan(
         for device in devices:
             actions.append(V1DevicesWrite(inspection.target.pid, "allow", str(device)))
     return Plan(change, inspection.target, devices, tuple(actions), tuple(notes))
+
+
+def _refuse_without_systemd(
+    inspection: Inspection, views: Sequence[LayerView], change: Change, actions: Sequence[Action]
+) -> None:
+    """A change on a path systemd manages (the target's unit, or systemd's own program on a layer)
+    needs systemd's DeviceAllow too: made on the programs alone, the next reload or set-property
+    would undo it (the verification then rolled everything back, exit 1, after the fact).  So
+    without systemd it is refused before anything is applied, an environment problem (exit 3)."""
+    if not actions:
+        return
+    systemd_layers = inspection.target.unit is not None or any(
+        view.unit is not None or any(p.owned_by_systemd for p in view.programs) for view in views
+    )
+    if not systemd_layers:
+        return  # a cgroupfs container: no unit re-applies anything
+    if inspection.systemd == "off":  # a snapshot taken without systemd, --no-systemd
+        why = "systemd was not asked"
+    else:
+        why = f"systemd is not reachable ({inspection.systemd.removeprefix('unreachable: ')})"
+    raise EnvError(
+        f"{why}, and {inspection.target.spec}'s cgroups belong to systemd units: the {change} could "
+        "not be made durable (the next reload would undo it); nothing changed. Reach its systemd "
+        "with --bus ADDRESS, --lab or --ns-pid PID"
+    )
 
 
 def _unattached_pinned(view: LayerView, inspection: Inspection, cache: LiftCache) -> list[ProgramView]:
@@ -533,9 +558,10 @@ def _unit_action(
         new = _edit_allow(new, device, change, unit, proc)
     result = _sd_policy(unit, unit.device_policy, tuple(new), proc)
     if _needs_change(result, box, change):
+        wider = _covering_entries(unit, tuple(new), box, proc) or tuple(new)
         raise InputError(
             f"{unit.unit}'s DeviceAllow grants the device through a wider entry "
-            f"({', '.join(f'{p} {a}' for p, a in old)}): a revoke would not survive a reload; "
+            f"({', '.join(f'{p} {a}' for p, a in wider)}): a revoke would not survive a reload; "
             "nothing changed",
             field="device",
             value=", ".join(str(d) for d in devices),
@@ -544,6 +570,15 @@ def _unit_action(
     return SetUnitDeviceAllow(
         unit.unit, view.cgroup, unit.device_policy, old, tuple(new), not persistent, replaces
     )
+
+
+def _covering_entries(
+    unit: UnitRecord, allow: tuple[tuple[str, str], ...], box: Policy, proc: str
+) -> tuple[tuple[str, str], ...]:
+    """The DeviceAllow entries that grant some of ``box`` on their own: the ones a refusal names
+    (the whole list would bury them)."""
+    base = _sd_policy(unit, unit.device_policy, (), proc) & box
+    return tuple(e for e in allow if (_sd_policy(unit, unit.device_policy, (e,), proc) & box) != base)
 
 
 def _entry_device(unit: UnitRecord, path: str, access: str, proc: str) -> tuple[str, int, int, int] | None:
