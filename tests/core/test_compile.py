@@ -249,13 +249,16 @@ def test_compile_warns_when_a_runtime_allows_more_than_the_rules_say(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    (warning,) = json.loads(done.stdout)["warnings"]
+    (warning,) = [w for w in json.loads(done.stdout)["warnings"] if "allows more" in w]
     assert f"{shape} allows more" in warning and example in warning
     plain = subprocess.run(
         [sys.executable, "-m", "cgdev", "compile", "deny a", "allow c 1:3 rwm", "--shape", shape, "--json"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert json.loads(plain.stdout)["warnings"] == []  # forced defaults alone are no surprise
+    # forced defaults alone: no "allows more" warning, only the note that the shape adds them (a
+    # user compiling 'deny a; allow c 1:3' with --shape crun was surprised by the rest: review)
+    (note,) = json.loads(plain.stdout)["warnings"]
+    assert note.startswith(f"{shape} adds its built-in default devices")
 
 
 # -- never larger than a rule chain (issue 12 item 20) -------------------------------------------

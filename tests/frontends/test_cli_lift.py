@@ -30,7 +30,7 @@ def cgdev(*args: str) -> subprocess.CompletedProcess[str]:
 def test_lift_human_view_names_generator_rules_and_ranges() -> None:
     done = cgdev("lift", str(HOOKED))
     assert done.returncode == 0, done.stderr
-    assert "libnvidia-container + crun, 90 instructions" in done.stdout
+    assert "libnvidia-container + crun [crun 1.21-1.28" in done.stdout and ", 90 instructions" in done.stdout
     assert "[   0-12  ] allow c 195:255 rw" in done.stdout
     assert "allow c 1:3 rwm" in done.stdout
 
