@@ -25,7 +25,7 @@ from cgdev.ops.layers import LiftCache
 
 pytestmark = [pytest.mark.lab, pytest.mark.stack]
 
-STACKS = ("sid",)
+STACKS = ("sid", "trixie")
 NULL = Request("c", 1, 3, ACC_R | ACC_W)
 NVIDIACTL = Request("c", 195, 255, ACC_R | ACC_W)
 
