@@ -48,6 +48,9 @@ MAX_STATES: Final = 2_000_000
 # never reads the major, is walked once for any major (``shared``); below it, walking the real
 # region is as cheap.  Tests lower it to run every eligible join through the shared path.
 SHARE_MIN_PIECES = 16
+# Apply a shared verdict block (``w0 = 1; exit``) to each arriving state in one step
+# (``_verdict_block``); tests turn it off to check that it decides exactly as the step loop.
+VERDICT_SHORTCUT = True
 READS_MAJOR: Final = 1
 READS_MINOR: Final = 2
 # enum members as module names: the step loop would otherwise pay a class attribute look-up each
@@ -249,7 +252,8 @@ class Executor:
         # that keeps each rule's provenance) run once per arriving state: at 100,000 rules some
         # run 70,000 times, so what does not depend on the state is decoded once per instruction.
         self._jumps: dict[int, tuple[str, int, int]] = {}  # pc -> (mnemonic, target, bits)
-        self._loads: dict[int, Value] = {}  # pc -> the value a context load yields
+        self._loads: dict[tuple[int, int], Value] = {}  # (code, off) -> what a context load yields
+        self._verdicts: dict[int, tuple[tuple[tuple[int, int], ...], int] | None] = {}  # _verdict_block
         self._dead: dict[int, tuple[int, ...]] = {}  # live-in mask -> the registers it leaves dead
 
     def run(self, pc: int = 0, state: _State | None = None) -> list[Terminal]:
@@ -380,10 +384,51 @@ class Executor:
             for live, region in state.groups.items():
                 _add_group(other.groups, live, region)
 
+    def _verdict_block(self, pc: int) -> tuple[tuple[tuple[int, int], ...], int] | None:
+        """``((register, value) moves, exit pc)`` when the code from ``pc`` only moves constants
+        into registers and exits, with no join point inside: a rule chain's shared ``w0 = 1;
+        exit``, which tens of thousands of states reach (each with its own provenance) and which
+        is then applied to each in one step; None for any other code."""
+        if pc in self._verdicts:
+            return self._verdicts[pc]
+        insns = self.insns
+        moves: list[tuple[int, int]] = []
+        found = None
+        at = pc
+        while at < len(insns):
+            insn = insns[at]
+            if at != pc and at in self.targets:
+                break
+            if insn.code == _EXIT:
+                found = (tuple(moves), at)
+                break
+            cls = insn.cls
+            if (
+                (cls is _ALU or cls is _ALU64)
+                and insn.alu_op is AluOp.MOV
+                and not insn.uses_reg_source
+                and insn.off == 0
+                and insn.dst != 10
+            ):
+                moves.append((insn.dst, insn.imm & (U32 if cls is _ALU else (1 << 64) - 1)))
+                at += 1
+                continue
+            break
+        self._verdicts[pc] = found
+        return found
+
     # one straight-line run, ending at a branch, an exit or a join point
     def _step_block(self, pc: int, state: _State) -> None:
         insns = self.insns
         regs = state.regs
+        verdict = self._verdict_block(pc) if VERDICT_SHORTCUT else None
+        if verdict is not None:
+            moves, exit_pc = verdict
+            for reg, value in moves:
+                regs[reg] = value
+            start, end, accepted = state.prov
+            self._exit(exit_pc, state, (start, exit_pc if end < 0 else end, accepted))
+            return
         while True:
             insn = insns[pc]
             cls = insn.cls
@@ -429,8 +474,8 @@ class Executor:
 
     def _load(self, pc: int, insn: Insn, regs: list[Value]) -> None:
         base = self._read(pc, regs, insn.src)
-        if base == _CTX:  # the usual case, checked once per instruction
-            value = self._loads.get(pc)
+        if base == _CTX:  # the usual case, checked once per kind of load
+            value = self._loads.get((insn.code, insn.off))
             if value is not None:
                 self._write(pc, regs, insn.dst, value)
                 return
@@ -451,7 +496,7 @@ class Executor:
             value: Value = _per_ctx(tuple(word >> (8 * off) & mask for word in ACCESS_WORDS))
         else:
             value = Sym(MAJOR if off == 4 else MINOR)
-        self._loads[pc] = value
+        self._loads[insn.code, insn.off] = value
         self._write(pc, regs, insn.dst, value)
 
     def _alu(self, pc: int, insn: Insn, regs: list[Value], live: int) -> None:
