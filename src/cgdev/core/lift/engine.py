@@ -475,9 +475,9 @@ class Executor:
     def _load(self, pc: int, insn: Insn, regs: list[Value]) -> None:
         base = self._read(pc, regs, insn.src)
         if base == _CTX:  # the usual case, checked once per kind of load
-            value = self._loads.get((insn.code, insn.off))
-            if value is not None:
-                self._write(pc, regs, insn.dst, value)
+            known = self._loads.get((insn.code, insn.off))
+            if known is not None:
+                self._write(pc, regs, insn.dst, known)
                 return
         size = insn.size.nbytes
         if not isinstance(base, Ptr):
