@@ -13,6 +13,11 @@ every major whose map differs from it at a few points) is walked once for any ma
 once with every major's region (``_share``, ``shared``): its terminals pair the walk's outcome
 with the region that arrived, and stay unexpanded until read.
 
+Blocks shared by many rules are run once per arriving state (each keeps the provenance of the
+rule that sent it there, for rule reading), so what does not depend on the state is decoded once
+per instruction, and a constant verdict block (``w0 = 1; exit``) is applied in one step
+(``_verdict_block``).
+
 Each terminal state (an ``exit``) yields (contexts, verdict, region, the block that decided).
 Programs the kernel would refuse raise ``RejectedProgram``; constructs this method cannot follow
 exactly raise ``Opaque`` with the reason (never a guess).
