@@ -362,7 +362,7 @@ Item = Insn | Jump | Label
 def jump_target(insns: Sequence[Insn], pc: int) -> int:
     """Where the jump at ``pc`` goes: ``gotol`` (JMP32 | JA) keeps its offset in ``imm``."""
     insn = insns[pc]
-    if insn.code == Opcode.GOTOL:
+    if insn.code == OPCODE_GOTOL:  # a module name: lifting 100,000 rules asks this 1.5M times
         return pc + 1 + insn.imm
     return pc + 1 + insn.off
 

@@ -13,6 +13,11 @@ every major whose map differs from it at a few points) is walked once for any ma
 once with every major's region (``_share``, ``shared``): its terminals pair the walk's outcome
 with the region that arrived, and stay unexpanded until read.
 
+Blocks shared by many rules are run once per arriving state (each keeps the provenance of the
+rule that sent it there, for rule reading), so what does not depend on the state is decoded once
+per instruction, and a constant verdict block (``w0 = 1; exit``) is applied in one step
+(``_verdict_block``).
+
 Each terminal state (an ``exit``) yields (contexts, verdict, region, the block that decided).
 Programs the kernel would refuse raise ``RejectedProgram``; constructs this method cannot follow
 exactly raise ``Opaque`` with the reason (never a guess).
@@ -49,6 +54,9 @@ MAX_STATES: Final = 2_000_000
 # never reads the major, is walked once for any major (``shared``); below it, walking the real
 # region is as cheap.  Tests lower it to run every eligible join through the shared path.
 SHARE_MIN_PIECES = 16
+# Apply a shared verdict block (``w0 = 1; exit``) to each arriving state in one step
+# (``_verdict_block``); tests turn it off to check that it decides exactly as the step loop.
+VERDICT_SHORTCUT = True
 READS_MAJOR: Final = 1
 READS_MINOR: Final = 2
 # enum members as module names: the step loop would otherwise pay a class attribute look-up each
@@ -74,6 +82,7 @@ class Ptr(msgspec.Struct, frozen=True):
     offset: int
 
 
+_CTX: Final = Ptr("ctx", 0)
 Known = int | tuple[int, ...] | Sym | Ptr
 Value = Known | None  # None: not written yet
 Provenance = tuple[int, int, int]
@@ -243,11 +252,18 @@ class Executor:
         self.states = 0
         self._compare_memo: dict[tuple[object, ...], int] = {}
         self._alu_memo: dict[tuple[object, ...], int | tuple[int, ...]] = {}
+        # Blocks shared by many rules (a chain's "allow" and "deny" tails, reached by a ``goto``
+        # that keeps each rule's provenance) run once per arriving state: at 100,000 rules some
+        # run 70,000 times, so what does not depend on the state is decoded once per instruction.
+        self._jumps: dict[int, tuple[str, int, int]] = {}  # pc -> (mnemonic, target, bits)
+        self._loads: dict[tuple[int, int], Value] = {}  # (code, off) -> what a context load yields
+        self._verdicts: dict[int, tuple[tuple[tuple[int, int], ...], int] | None] = {}  # _verdict_block
+        self._dead: dict[int, tuple[int, ...]] = {}  # live-in mask -> the registers it leaves dead
 
     def run(self, pc: int = 0, state: _State | None = None) -> list[Terminal]:
         if state is None:
             regs: list[Value] = [None] * 11
-            regs[1] = Ptr("ctx", 0)
+            regs[1] = _CTX
             regs[10] = Ptr("stack", 0)
             state = _State(regs, {ALL_CONTEXTS: Region.everything()}, (0, -1, ALL_CONTEXTS))
         self._enqueue(pc, state)
@@ -353,10 +369,12 @@ class Executor:
         if pc >= len(self.insns):
             raise RejectedProgram(pc - 1, "falls off the end of the program")
         live_regs = self.live_in[pc]
+        dead = self._dead.get(live_regs)
+        if dead is None:
+            dead = self._dead[live_regs] = tuple(r for r in range(10) if not live_regs >> r & 1)
         regs = state.regs
-        for r in range(10):
-            if regs[r] is not None and not live_regs >> r & 1:
-                regs[r] = None
+        for r in dead:
+            regs[r] = None
         key = (tuple(regs), state.prov)
         bucket = self.pending.get(pc)
         if bucket is None:
@@ -370,10 +388,51 @@ class Executor:
             for live, region in state.groups.items():
                 _add_group(other.groups, live, region)
 
+    def _verdict_block(self, pc: int) -> tuple[tuple[tuple[int, int], ...], int] | None:
+        """``((register, value) moves, exit pc)`` when the code from ``pc`` only moves constants
+        into registers and exits, with no join point inside: a rule chain's shared ``w0 = 1;
+        exit``, which tens of thousands of states reach (each with its own provenance) and which
+        is then applied to each in one step; None for any other code."""
+        if pc in self._verdicts:
+            return self._verdicts[pc]
+        insns = self.insns
+        moves: list[tuple[int, int]] = []
+        found = None
+        at = pc
+        while at < len(insns):
+            insn = insns[at]
+            if at != pc and at in self.targets:
+                break
+            if insn.code == _EXIT:
+                found = (tuple(moves), at)
+                break
+            cls = insn.cls
+            if (
+                (cls is _ALU or cls is _ALU64)
+                and insn.alu_op is AluOp.MOV
+                and not insn.uses_reg_source
+                and insn.off == 0
+                and insn.dst != 10
+            ):
+                moves.append((insn.dst, insn.imm & (U32 if cls is _ALU else (1 << 64) - 1)))
+                at += 1
+                continue
+            break
+        self._verdicts[pc] = found
+        return found
+
     # one straight-line run, ending at a branch, an exit or a join point
     def _step_block(self, pc: int, state: _State) -> None:
         insns = self.insns
         regs = state.regs
+        verdict = self._verdict_block(pc) if VERDICT_SHORTCUT else None
+        if verdict is not None:
+            moves, exit_pc = verdict
+            for reg, value in moves:
+                regs[reg] = value
+            start, end, accepted = state.prov
+            self._exit(exit_pc, state, (start, exit_pc if end < 0 else end, accepted))
+            return
         while True:
             insn = insns[pc]
             cls = insn.cls
@@ -419,6 +478,11 @@ class Executor:
 
     def _load(self, pc: int, insn: Insn, regs: list[Value]) -> None:
         base = self._read(pc, regs, insn.src)
+        if base == _CTX:  # the usual case, checked once per kind of load
+            known = self._loads.get((insn.code, insn.off))
+            if known is not None:
+                self._write(pc, regs, insn.dst, known)
+                return
         size = insn.size.nbytes
         if not isinstance(base, Ptr):
             raise RejectedProgram(pc, f"load through r{insn.src}, which is not a pointer")
@@ -436,6 +500,7 @@ class Executor:
             value: Value = _per_ctx(tuple(word >> (8 * off) & mask for word in ACCESS_WORDS))
         else:
             value = Sym(MAJOR if off == 4 else MINOR)
+        self._loads[insn.code, insn.off] = value
         self._write(pc, regs, insn.dst, value)
 
     def _alu(self, pc: int, insn: Insn, regs: list[Value], live: int) -> None:
@@ -454,6 +519,9 @@ class Executor:
         if name == "mov" and insn.off == 0:
             if bits == 64:
                 self._write(pc, regs, insn.dst, src)
+                return
+            if isinstance(src, int):  # a verdict's ``w0 = 1``: the same on every context
+                self._write(pc, regs, insn.dst, src & mask)
                 return
             if not isinstance(src, (Sym, Ptr)):
                 self._write(pc, regs, insn.dst, _per_ctx(tuple(v & mask for v in _spread(src))))
@@ -538,22 +606,25 @@ class Executor:
 
     def _jump(self, pc: int, insn: Insn, state: _State) -> _State | None:
         """Follow a jump; returns the fall-through state when it can run on inline."""
-        jop = insn.jmp_op
-        if jop is None:  # pragma: no cover - check() admitted only known operations
-            raise RejectedProgram(pc, f"unknown jump opcode 0x{insn.code:02x}")
-        name = jop.mnemonic
+        decoded = self._jumps.get(pc)
+        if decoded is None:
+            jop = insn.jmp_op
+            if jop is None:  # pragma: no cover - check() admitted only known operations
+                raise RejectedProgram(pc, f"unknown jump opcode 0x{insn.code:02x}")
+            name = jop.mnemonic
+            target = -1 if name in ("exit", "call") else jump_target(self.insns, pc)
+            decoded = self._jumps[pc] = (name, target, 32 if insn.cls is _JMP32 else 64)
+        name, target, bits = decoded
         start, end, accepted = state.prov
         if name == "exit":
             self._exit(pc, state, (start, pc if end < 0 else end, accepted))
             return None
         if name == "call":
             raise Opaque(pc, f"helper call #{insn.imm}")
-        target = jump_target(self.insns, pc)
         if name == "ja":
             state.prov = (start, pc if end < 0 else end, accepted)
             self._enqueue(target, state)
             return None
-        bits = 32 if insn.cls is _JMP32 else 64
         regs = state.regs
         left = self._read(pc, regs, insn.dst)
         right: Known = (
@@ -569,7 +640,7 @@ class Executor:
         if isinstance(right, Sym):
             left, right, name = right, left, _FLIPPED[name]
         assert isinstance(left, Sym) and not isinstance(right, Sym)
-        const = _uniform(right, state.live)
+        const = right if isinstance(right, int) else _uniform(right, state.live)
         if const is None:
             raise Opaque(pc, "comparison of major/minor with an access-dependent value")
         taken: Groups = {}
@@ -665,6 +736,12 @@ class Executor:
             raise RejectedProgram(pc, "r0 holds a pointer at exit")
         if isinstance(r0, Sym):
             raise Opaque(pc, f"the verdict is computed from {VAR_NAMES[r0.var]}")
+        if isinstance(r0, int):  # one verdict for every context: one terminal per group
+            if r0 not in (0, 1):
+                raise RejectedProgram(pc, f"r0 = {r0} at exit; a device program returns 0 or 1")
+            for group_live, region in state.groups.items():
+                self.terminals.append(Terminal(group_live, r0, region, prov))
+            return
         values = _spread(r0)
         for group_live, region in state.groups.items():
             by_value: dict[int, int] = {}

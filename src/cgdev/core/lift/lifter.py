@@ -42,7 +42,10 @@ def lift(
         reason = "constants are blinded (JIT hardening rewrote them through AX)"
         return LiftResult(program, None, reason, "unknown", blinded=True)
     generator = recognise(program, cgdev=is_cgdev_program(program))
-    # The executor allocates many small, acyclic objects; the cyclic collector only slows it down.
+    # The executor allocates millions of small, acyclic objects; the cyclic collector only slows
+    # it down.  It stays off until the executor's intermediates (terminals, regions) are dropped:
+    # the first collection after re-enabling walks every tracked object allocated meanwhile, and
+    # at 100,000 rules that walk over garbage still referenced cost more than half of the lift.
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -50,6 +53,8 @@ def lift(
         pieces_of = Pieces()
         policy = policy_of_terminals(executor_terminals, pieces_of)
         rules = lifted_rules(executor_terminals, pieces_of, chain=generator != "cgdev")
+        del executor_terminals, pieces_of
+        found_gaps = gaps(program, [r.insn_range for r in rules])
     except Opaque as err:
         reason = err.reason
         jop = program[err.pc].jmp_op
@@ -60,6 +65,4 @@ def lift(
     finally:
         if collecting:
             gc.enable()
-    return LiftResult(
-        program, policy, None, generator, rules, gaps=gaps(program, [r.insn_range for r in rules])
-    )
+    return LiftResult(program, policy, None, generator, rules, gaps=found_gaps)

@@ -174,6 +174,12 @@ class DecidedIndex:
 
 def _box_of(terms: list[Terminal], pieces_of: Pieces) -> tuple[IntervalSet, IntervalSet, bool]:
     """(majors, minors, remainder): the box the terminals decided, or its envelope (remainder)."""
+    if len(terms) == 1:  # the usual block: one terminal, often one piece (a point or a column)
+        pieces = pieces_of(terms[0].region)
+        if len(pieces) == 1:
+            lo, hi, minors = pieces[0]
+            if len(minors) <= iv.MAX_PIECES:  # an IntervalSet already: normalizing keeps it
+                return ((lo, hi),), minors, False
     regions = list({id(t.region): t.region for t in terms}.values())
     per_region = [pieces_of(region) for region in regions]
     distinct_minors = {minors for pieces in per_region for _lo, _hi, minors in pieces}
