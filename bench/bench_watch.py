@@ -311,7 +311,10 @@ def scale(size: int, idle: float) -> str:
                 names.append(cgroupfs.relative(path, mount))
 
         record_entitlements([(cgroup, None) for cgroup in names])
-        w = Watcher(["--no-systemd", "--interval", "2"], state)
+        # discovery walks systemd's root for engine-named cgroups: keep it to the bench's own tree
+        w = Watcher(
+            ["--no-systemd", "--interval", "2", "--systemd-root", cgroupfs.relative(root, mount)], state
+        )
         try:
             cold = w.next("full-scan", timeout=600)
             cpu_line = ""
@@ -353,7 +356,9 @@ def churn(seconds: float, rate: float, lifetime: float) -> str:
     os.environ["CGDEV_STATE_DIR"] = state
     os.mkdir(root)
     policy = policy_of([Rule(True, "c", 1, 3, 6)])
-    w = Watcher(["--no-systemd", "--interval", "0.5"], state)
+    w = Watcher(
+        ["--no-systemd", "--interval", "0.5", "--systemd-root", cgroupfs.relative(root, mount)], state
+    )
     events: list[dict[str, Any]] = []
     try:
         w.next("full-scan")
