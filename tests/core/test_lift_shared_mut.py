@@ -361,3 +361,61 @@ def test_same_type_and_types_masks_tables_are_the_formulas() -> None:
         types = tuple(sorted({TYPE_OF_KERNEL[CTX_TYPES[i]] for i in range(8) if live >> i & 1}))
         masks = tuple(sorted({CTX_MASKS[i] for i in range(8) if live >> i & 1}))
         assert widen._TYPES_MASKS[live] == (types, masks), live
+
+
+# -- widen.DecidedIndex: "does a later block decide anything in this box?" ----------------------
+
+
+@st.composite
+def decided_blocks(draw: st.DrawFn) -> list[assembly.Cells]:
+    """Blocks' cells: contexts x pieces, one-major columns and ranges of majors, on a small grid."""
+    blocks: list[assembly.Cells] = []
+    for _ in range(draw(st.integers(1, 5))):
+        cells: assembly.Cells = []
+        for _ in range(draw(st.integers(1, 2))):
+            live = draw(st.integers(1, 255))
+            pieces = []
+            for _ in range(draw(st.integers(1, 3))):
+                lo = draw(st.integers(0, 9))
+                hi = draw(st.sampled_from([lo, lo, min(lo + draw(st.integers(1, 4)), 12)]))
+                pieces.append((lo, hi, draw(minor_sets.filter(bool))))
+            cells.append((live, pieces))
+        blocks.append(cells)
+    return blocks
+
+
+@FAST
+@given(
+    decided_blocks(),
+    st.integers(0, 4),
+    st.integers(1, 255),
+    st.one_of(st.integers(0, 13).map(lambda m: ((m, m),)), st.just(iv.ALL_U32)),
+    minor_sets.filter(bool),
+)
+def test_decided_index_meets_after_is_the_scan_of_later_blocks(
+    decided: list[assembly.Cells], after: int, contexts: int, majors: IntervalSet, minors: IntervalSet
+) -> None:
+    index = widen.DecidedIndex(decided)
+    expected = any(
+        live & contexts and iv.intersect(((lo, hi),), majors) and iv.intersect(piece_minors, minors)
+        for cells in decided[after + 1 :]
+        for live, pieces in cells
+        for lo, hi, piece_minors in pieces
+    )
+    assert index.meets_after(after, contexts, majors, minors) == bool(expected)
+
+
+def test_a_later_block_of_other_contexts_on_the_same_major_does_not_meet() -> None:
+    char_read, block_read = 0b0000_0010, 0b0010_0000
+    decided: list[assembly.Cells] = [
+        [(char_read, [(5, 5, ((3, 3),))])],
+        [(block_read, [(5, 5, ((3, 3),))])],  # the same major and minor, another type
+        [(block_read, [(0, 9, ((3, 3),))])],
+    ]
+    index = widen.DecidedIndex(decided)
+    assert not index.meets_after(0, char_read, ((5, 5),), ((3, 3),))
+    assert index.meets_after(0, block_read, ((5, 5),), ((3, 3),))
+    assert index.meets_after(1, block_read, ((5, 5),), ((3, 3),))  # the range block, after
+    assert not index.meets_after(2, block_read, ((5, 5),), ((3, 3),))
+    assert not index.meets_after(0, char_read, iv.ALL_U32, ((3, 3),))
+    assert index.meets_after(0, block_read | char_read, iv.ALL_U32, ((3, 3),))
