@@ -320,6 +320,9 @@ def test_uneven_is_where_the_spans_give_fewer_masks_than_all() -> None:
     covered = [(((0, 9),), ((0, 9),), a), (((5, 14),), ((5, 14),), b)]
     assert assembly._uneven(covered, 0b11) == ((0, 4), (10, 14))
     assert assembly._uneven([(((0, 9),), ((0, 9),), a)], 0b01) == ()
+    # a gap between two spans is inside no span: not uneven (it is patched as outside the spans)
+    apart = [(((0, 3),), ((0, 3),), a), (((6, 9),), ((6, 9),), b)]
+    assert assembly._uneven(apart, 0b11) == ((0, 3), (6, 9))
     even = [(((0, 9),), ((0, 9),), a), (((0, 9),), ((0, 9),), assembly._Shared(fn, 0b11, 0b11))]
     assert assembly._uneven(even, 0b11) == ()  # the second span holds every mask everywhere
 
