@@ -129,6 +129,18 @@ def test_pending_joins_travel_with_the_smaller_region_into_the_bigger_one() -> N
     assert sorted(joined.pieces()) == [(1, 1, ((1, 1),)), (2, 2, ((2, 2),)), (4, 4, ((0, 0), (3, 3), (7, 7)))]
 
 
+def test_a_region_read_then_joined_again_keeps_every_join() -> None:
+    """Reading merges the pending joins; the region stays joinable (a state's region is read by
+    a split and then receives more paths)."""
+    region = _joined_column()
+    yes, rest = region.split_major_point(9)
+    assert _has(yes) == {(9, 8)}
+    rest = rest.absorb(Region({4: ValueSet(((20, 20),))})).absorb(Region({4: ValueSet(((21, 21),))}))
+    other = Region({1: ValueSet(((0, 0),)), 2: ValueSet(((0, 0),)), 3: ValueSet(((0, 0),))})
+    joined = other.absorb(rest)  # the read region, now the smaller one, hands over its joins
+    assert _has(joined) == (WANTED - {(9, 8)}) | {(4, 20), (4, 21), (1, 0), (2, 0), (3, 0)}
+
+
 def test_an_empty_join_adds_nothing() -> None:
     region = Region({4: ValueSet(((0, 2),))})
     empty = ValueSet(((5, 5),))
@@ -212,6 +224,13 @@ def test_restrict_of_overlapping_pieces_cuts_each_one() -> None:
     entry = Entry(0b1, region, [], 0b1)
     assert sorted(entry.restrict(((4, 5),))) == [(0, 9, ((4, 4),)), (5, 5, ((5, 5),))]
     assert entry.restrict(((20, 30),)) == []
+    # two boxes whose majors overlap, the second reaching further, are not disjoint
+    region = Region(
+        {}, [(ValueSet(((0, 9),)), ValueSet(((0, 4),))), (ValueSet(((5, 12),)), ValueSet(((5, 9),)))]
+    )
+    entry = Entry(0b1, region, [], 0b1)
+    assert entry.restrict(((3, 3),)) == [(0, 9, ((3, 3),))]
+    assert entry.restrict(((4, 5),)) == [(0, 9, ((4, 4),)), (5, 12, ((5, 5),))]
     # a column at the last major of a box (pieces that meet at one major) is not disjoint either
     region = Region({5: ValueSet(((5, 9),))}, [(ValueSet(((0, 5),)), ValueSet(((0, 4),)))])
     entry = Entry(0b1, region, [], 0b1)
