@@ -358,19 +358,44 @@ def _plain_minor_map(items: list[tuple[IntervalSet, int | assembly._Shared]], x:
 @given(
     step_fns,
     st.lists(st.tuples(minor_sets, masks.filter(bool)), max_size=3),
-    st.lists(st.tuples(minor_sets, masks.filter(bool), st.booleans()), min_size=1, max_size=3),
+    st.lists(
+        st.tuples(minor_sets, masks.filter(bool), st.integers(0, 2), st.booleans()), min_size=1, max_size=4
+    ),
 )
 def test_active_map_is_the_union_of_its_items(
-    base_fn: StepFn, plain: list[tuple[IntervalSet, int]], shared: list[tuple[IntervalSet, int, bool]]
+    base_fn: StepFn, plain: list[tuple[IntervalSet, int]], shared: list[tuple[IntervalSet, int, int, bool]]
 ) -> None:
-    """Shared items read through a base (the same map, or one that differs) plus plain items: the
-    spliced map equals the plain union at every minor."""
+    """Shared items read through one of two bases (or through neither), a search entered by
+    several paths (one item object, several minor sets), plus plain items: the spliced map
+    equals the plain union at every minor."""
     other = StepFn.from_pieces([(0, 0), (3, MASKSET_ALL), (17, 0b110)])
+    third = StepFn.from_pieces([(0, 0b10), (9, 0)])  # agrees with no base (in general)
+    fns = [base_fn, other, third]
     items: list[tuple[IntervalSet, int | assembly._Shared]] = list(plain)
-    for minors, mask, same in shared:
-        items.append((minors, assembly._Shared(base_fn if same else other, mask, MASKSET_ALL)))
-    got = assembly._active_map(items, [assembly._Base(base_fn)])
+    last: assembly._Shared | None = None
+    for minors, mask, which, again in shared:
+        value = last if again and last is not None else assembly._Shared(fns[which], mask, MASKSET_ALL)
+        items.append((minors, value))
+        last = value
+    got = assembly._active_map(items, [assembly._Base(base_fn), assembly._Base(other)])
     assert [got.at(x) for x in MINOR_GRID] == [_plain_minor_map(items, x) for x in MINOR_GRID]
+
+
+def test_active_map_with_items_on_two_bases_and_a_search_entered_twice() -> None:
+    low = StepFn.from_pieces([(0, 0), (2, 0b10), (6, 0b100)])
+    high = StepFn.from_pieces([(0, 0b1000000), (20, 0b10)])
+    twice = assembly._Shared(low, 0b110, MASKSET_ALL)
+    items: list[tuple[IntervalSet, int | assembly._Shared]] = [
+        (((0, 3),), twice),
+        (((5, 9),), twice),  # the same search entered by another path
+        (((10, 12),), assembly._Shared(low, 0b10, MASKSET_ALL)),
+        (((15, 30),), assembly._Shared(high, 0b1000010, MASKSET_ALL)),  # the other base
+        (((31, 31),), 0b100),
+    ]
+    got = assembly._active_map(items, [assembly._Base(low), assembly._Base(high)])
+    assert [got.at(x) for x in MINOR_GRID] == [_plain_minor_map(items, x) for x in MINOR_GRID]
+    assert got.at(2) == 0b10 and got.at(4) == 0 and got.at(7) == 0b100 and got.at(11) == 0
+    assert got.at(15) == 0b1000000 and got.at(20) == 0b10 and got.at(31) == 0b100
 
 
 # -- widen's tables: the per-block formulas they replaced ---------------------------------------
