@@ -82,37 +82,15 @@ def parse_options(argv: list[str]) -> Options:
     return opts
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-class _Context:
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    parse_constant = staticmethod(_reject_constant)
-
-    def __init__(self) -> None:
-        self.memo: dict[str, str] = {}
-
-
 def parse_json(data: bytes, what: str) -> Any:
-    """Strict JSON (RFC 8259: no NaN, no trailing data) with only the C scanner loaded."""
-    import _json
+    """Strict JSON (RFC 8259: no NaN, no trailing data) with only the C scanner loaded: the
+    wrapper runtime's reader (``core.strict_json``), its error as one hook input line."""
+    from cgdev.core.strict_json import JsonError, loads
 
     try:
-        text = data.decode("utf-8").strip(" \t\r\n")
-    except UnicodeDecodeError as err:
-        raise HookInputError(f"{what}: not UTF-8 (byte {err.start})") from None
-    try:
-        value, end = _json.make_scanner(_Context())(text, 0)  # type: ignore[arg-type]  # duck-typed context, as json.decoder passes one
-    except Exception:
-        value, end = None, -1
-    if end != len(text):
-        raise HookInputError(f"{what}: not JSON (or trailing data after it)")
-    return value
+        return loads(data)
+    except JsonError as err:
+        raise HookInputError(f"{what}: {err}") from None
 
 
 class State:
