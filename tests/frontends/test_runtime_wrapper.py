@@ -51,6 +51,7 @@ class Setup:
         self.policy = tmp / "policy.yaml"  # absent unless a test writes it
         self.bundles = tmp / "bundles"
         self.bundles.mkdir()
+        self.state = tmp / "state"  # the CDI cache's directory (adapters.cdi_cache)
 
     def bundle(self, name: str = "b", annotations: dict[str, str] | None = None, **extra: Any) -> Path:
         path = self.bundles / name
@@ -75,7 +76,7 @@ class Setup:
             capture_output=True,
             text=True,
             timeout=60,
-            env={**os.environ, "CGDEV_FAIL": "closed"},
+            env={**os.environ, "CGDEV_FAIL": "closed", "CGDEV_STATE_DIR": str(self.state)},
         )
 
     def options(self, *more: str) -> tuple[str, ...]:

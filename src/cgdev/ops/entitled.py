@@ -9,14 +9,16 @@ names the decision trusts into the edits an engine would make.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
 
+from cgdev.adapters.cdi_cache import snapshot, write_cache
 from cgdev.adapters.cdi_dirs import DEFAULT_DIRS, host_node, load_registry
-from cgdev.core.cdi import CdiRegistry, CdiResolution, resolve
+from cgdev.core.cdi import CdiRegistry, CdiResolution, registry_cache, resolve
 from cgdev.core.node_policy import (
     CDI_ANNOTATION_PREFIX,
     DEFAULT_POLICY_PATH,
@@ -115,7 +117,7 @@ def entitled_devices(
 
     def resolve_one(name: str) -> CdiResolution | str:
         if not registry:
-            registry.append(load_registry(cdi_dirs))
+            registry.append(load_registry_cached(cdi_dirs))
         try:
             return resolve(registry[0], [name], host_node)
         except CgdevError as err:
@@ -130,6 +132,20 @@ def entitled_devices(
         for g in decision.grants
     )
     return EntitlementDecision(merge(cdi, grants), decision.refusals)
+
+
+def load_registry_cached(dirs: Sequence[str]) -> CdiRegistry:
+    """``load_registry``, and the validated result written to the cache the wrapper runtime's fast
+    claim path reads (``adapters.cdi_cache``) when the spec files stat the same before and after the
+    read.  A cache that cannot be written (not root, a read-only state dir) only costs the next
+    claim the full read."""
+    dirs = tuple(os.path.normpath(d) for d in dirs)
+    before = snapshot(dirs)
+    registry = load_registry(dirs)
+    if before is not None and snapshot(dirs) == before:
+        with contextlib.suppress(OSError):
+            write_cache(dirs, before, registry_cache(registry))
+    return registry
 
 
 def _config_path(config: Mapping[str, Any], dev_type: str, major: int, minor: int) -> str:
