@@ -104,8 +104,11 @@ def entitled_devices(
     *,
     policy_path: str = DEFAULT_POLICY_PATH,
     cdi_dirs: Sequence[str] = DEFAULT_DIRS,
+    cache: bool = False,
 ) -> EntitlementDecision:
     """The devices the container may be granted, never wider than the policy or a CDI spec lists.
+    ``cache``: write what the CDI reader validated for the wrapper runtime's cached claim path
+    (``load_registry_cached``; only the wrapper asks, the hook writes no state for a refusal).
 
     ``annotations`` are the OCI state's (the engine copies config.json's into it); ``config`` is
     the bundle's config.json, from which only ``linux.devices`` is read (a policy device's node
@@ -117,7 +120,7 @@ def entitled_devices(
 
     def resolve_one(name: str) -> CdiResolution | str:
         if not registry:
-            registry.append(load_registry_cached(cdi_dirs))
+            registry.append(load_registry_cached(cdi_dirs) if cache else load_registry(cdi_dirs))
         try:
             return resolve(registry[0], [name], host_node)
         except CgdevError as err:

@@ -115,7 +115,9 @@ def inject_entitled(
         if resolution is None:
             from cgdev.ops.entitled import entitled_devices
 
-            decision = entitled_devices(annotations, config, policy_path=policy_path, cdi_dirs=dirs)
+            decision = entitled_devices(
+                annotations, config, policy_path=policy_path, cdi_dirs=dirs, cache=True
+            )
             refusals = tuple(decision.log_lines())
             resolution = decision.resolution
             if resolution is None:
