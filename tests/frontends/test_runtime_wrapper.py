@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ class Setup:
         self.policy = tmp / "policy.yaml"  # absent unless a test writes it
         self.bundles = tmp / "bundles"
         self.bundles.mkdir()
+        self.state = tmp / "state"  # the CDI cache's directory (adapters.cdi_cache)
 
     def bundle(self, name: str = "b", annotations: dict[str, str] | None = None, **extra: Any) -> Path:
         path = self.bundles / name
@@ -75,7 +77,7 @@ class Setup:
             capture_output=True,
             text=True,
             timeout=60,
-            env={**os.environ, "CGDEV_FAIL": "closed"},
+            env={**os.environ, "CGDEV_FAIL": "closed", "CGDEV_STATE_DIR": str(self.state)},
         )
 
     def options(self, *more: str) -> tuple[str, ...]:
@@ -418,6 +420,7 @@ def test_cgdev_runtime_is_the_same_front_end(setup: Setup) -> None:
 
 PROBE_IMPORTS = """
 import sys
+import time
 before = set(sys.modules)
 from cgdev.runtime_wrapper import entry
 def execv(path, argv):
@@ -446,3 +449,66 @@ def test_the_fast_paths_import_nothing_but_cgdev_and_the_json_scanner(setup: Set
     extra = [m for m in loaded if not m.startswith("cgdev") and m not in ("_json", "__future__")]
     assert extra == [], extra
     assert ("cgdev.adapters.oci_bundle" in loaded) is (command == "create")
+
+
+# -- the cached claim path (adapters.cdi_cache) ---------------------------------------------------
+
+
+@pytest.fixture
+def settled(setup: Setup) -> Setup:
+    """The spec files older than the cache's settle time (it never caches a file changed within
+    the last 2 s; mtime and ctime cannot be backdated)."""
+    time.sleep(2.1)
+    return setup
+
+
+def _probe(setup: Setup, bundle: Path) -> list[str]:
+    """Run a create in a child that reports the modules it loaded instead of exec'ing."""
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE_IMPORTS, *setup.options(), "create", "--bundle", str(bundle), "c1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CGDEV_STATE_DIR": str(setup.state)},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_a_cached_claim_edits_exactly_as_the_full_reader_and_loads_no_msgspec(settled: Setup) -> None:
+    claim = {"cdi.k8s.io/gpu": "example.com/gpu=ctl"}
+    first, second = settled.bundle("first", claim), settled.bundle("second", claim)
+    cold = _probe(settled, first)  # no cache yet: the full reader, which writes it
+    assert "msgspec" in cold
+    assert (settled.state / "cdi-cache.json").exists()
+    warm = _probe(settled, second)
+    assert "msgspec" not in warm and "yaml" not in warm, " ".join(m for m in warm if m.startswith("cgdev"))
+    assert "cgdev.core.cdi_plain" in warm
+    assert config_of(second) == config_of(first)
+    assert config_of(second)["linux"]["devices"][0]["path"] == "/dev/nvidiactl"
+
+
+def test_a_changed_spec_or_a_corrupt_cache_takes_the_full_path(settled: Setup) -> None:
+    claim = {"cdi.k8s.io/gpu": "example.com/gpu=ctl"}
+    _probe(settled, settled.bundle("warm", claim))
+    cache = settled.state / "cdi-cache.json"
+    cache.write_text(cache.read_text()[:-10])  # corrupt
+    assert "msgspec" in _probe(settled, corrupt := settled.bundle("corrupt", claim))
+    assert config_of(corrupt)["linux"]["devices"][0]["path"] == "/dev/nvidiactl"
+    # A spec rewritten after the cache: the new minor, never the cached one.
+    spec = json.loads(json.dumps(GPU_SPEC))
+    spec["devices"][0]["containerEdits"]["deviceNodes"][0]["minor"] = 254
+    (settled.cdi / "gpu.json").write_text(json.dumps(spec))
+    changed = settled.bundle("changed", claim)
+    assert "msgspec" in _probe(settled, changed)
+    assert config_of(changed)["linux"]["devices"][0]["minor"] == 254
+
+
+def test_a_claim_the_cache_cannot_answer_is_refused_as_before(settled: Setup) -> None:
+    claim = {"cdi.k8s.io/gpu": "example.com/gpu=ctl"}
+    _probe(settled, settled.bundle("warm", claim))
+    bundle = settled.bundle("unknown", {"cdi.k8s.io/gpu": "example.com/gpu=ctl,nowhere.example/gpu=0"})
+    done = settled.run("create", "--bundle", str(bundle), "c1")
+    assert done.returncode == 7, done.stderr
+    assert "refused cdi 'nowhere.example/gpu=0'" in done.stderr
+    assert config_of(bundle)["linux"]["devices"][0]["path"] == "/dev/nvidiactl"

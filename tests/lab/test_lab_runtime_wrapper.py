@@ -98,7 +98,7 @@ def wrapped(lab: LabHandle, family: str, base: Path) -> Runtime:
     launcher = base / f"cgdev-runtime-{family}"
     launcher.write_text(
         "#!/bin/sh\n"
-        f"export PYTHONPATH={SRC} PYTHONDONTWRITEBYTECODE=1\n"
+        f"export PYTHONPATH={SRC} PYTHONDONTWRITEBYTECODE=1 CGDEV_STATE_DIR={base}/state\n"
         f"exec {sys.executable} -m cgdev.runtime_wrapper --runtime-path {real.path} --cdi-dir {base}/cdi "
         f'--policy {base}/policy.yaml "$@"\n'
     )

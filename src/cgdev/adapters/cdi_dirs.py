@@ -16,11 +16,11 @@ import stat
 from collections.abc import Sequence
 from typing import Any, Final
 
+from cgdev.adapters.cdi_cache import spec_files
 from cgdev.core.cdi import CdiRegistry, HostNode, LoadedSpec, build_registry, parse_spec
 from cgdev.errors import InputError
 
 DEFAULT_DIRS: Final[tuple[str, ...]] = ("/etc/cdi", "/var/run/cdi")
-SPEC_SUFFIXES: Final = (".json", ".yaml")
 # A spec is a few kB; a bound keeps a hostile or runaway file from costing the hook its budget.
 MAX_SPEC_BYTES: Final = 4 << 20
 
@@ -122,25 +122,6 @@ def read_spec_file(path: str) -> object:
     if not isinstance(document, dict):
         raise _file_error(f"{path}: (document)", "not an object", type(document).__name__)
     return parse_spec(document, path)
-
-
-def spec_files(dirs: Sequence[str]) -> tuple[list[tuple[str, int]], list[InputError]]:
-    """(path, priority) of every spec file, in scan order; and one error per unreadable directory."""
-    found: list[tuple[str, int]] = []
-    errors: list[InputError] = []
-    for priority, directory in enumerate(dirs):
-        try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except FileNotFoundError:
-            continue
-        except OSError as err:
-            errors.append(_file_error(directory, f"cannot list: {err.strerror}"))
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False) or not entry.name.endswith(SPEC_SUFFIXES):
-                continue
-            found.append((os.path.normpath(entry.path), priority))
-    return found, errors
 
 
 def load_registry(dirs: Sequence[str] = DEFAULT_DIRS) -> CdiRegistry:

@@ -142,11 +142,9 @@ class Bundle:
         file keeps the old one's mode and owner."""
         import contextlib  # here, not at the top: the no-claim path never writes
 
-        import msgspec
-
         try:
-            data = msgspec.json.format(msgspec.json.encode(config), indent=1) + b"\n"
-        except (msgspec.EncodeError, UnicodeError) as err:  # a lone surrogate read from a \\ud800 escape
+            data = strict_json.dumps(config) + b"\n"
+        except (TypeError, ValueError) as err:  # a lone surrogate read from a \\ud800 escape, a NaN
             raise InputError(
                 f"cannot be written back as JSON: {err}", field="config", value=self.config_path
             ) from None

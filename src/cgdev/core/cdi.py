@@ -27,8 +27,9 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
+from cgdev.core.cdi_plain import fill_fields
 from cgdev.core.model import ACC_M, ACC_R, ACC_W, Rule
-from cgdev.errors import EnvError, InputError, NotFound
+from cgdev.errors import InputError, NotFound
 
 # ---------------------------------------------------------------------------------------------
 # Versions.  The reference knows 0.1.0 and 0.2.0 too but requires at least 0.3.0 of every spec;
@@ -511,31 +512,12 @@ HostLookup = Callable[[str], HostNode | None]
 
 
 def fill_node(node: CdiDeviceNode, lookup: HostLookup, source: str, at: str) -> OciDevice:
-    """The reference's filling: ``lstat`` of hostPath (or path); a node with a type and a major
-    (or a fifo) is complete and keeps its numbers, only a missing fileMode is taken from the host;
-    otherwise type and, when major is 0, major and minor come from the host node, which must
-    exist and be of the declared type.  ``lookup`` returns None when the path is no device node."""
-    host_path = node.host_path or node.path
-    minimal = node.type != "" and (node.major != 0 or node.type == "p")
-    host = lookup(host_path)
-    if host is None or host.type == "":
-        if not minimal:
-            # The spec is fine; the node it names is not there (driver not loaded): environment.
-            why = "no device node on the host to take type/major/minor from"
-            field = f"{source}: {at}.hostPath" if node.host_path else f"{source}: {at}.path"
-            raise EnvError(why, field=field, value=host_path)
-        return OciDevice(node.path, node.type, node.major, node.minor, node.file_mode, node.uid, node.gid)
-    mode = node.file_mode if node.file_mode is not None else host.mode
-    if minimal:
-        return OciDevice(node.path, node.type, node.major, node.minor, mode, node.uid, node.gid)
-    dev_type = node.type or host.type
-    if dev_type != host.type:
-        why = f"the host node {host_path} is of type {host.type}"
-        raise _fail(source, f"{at}.type", why, node.type)
-    # A fifo keeps its (meaningless) numbers; a major of 0 means "take both from the host".
-    from_host = dev_type != "p" and node.major == 0
-    major, minor = (host.major, host.minor) if from_host else (node.major, node.minor)
-    return OciDevice(node.path, dev_type, major, minor, mode, node.uid, node.gid)
+    """The reference's filling of one node from ``lookup`` of its hostPath (or path), which
+    returns None when the path is no device node: ``core.cdi_plain.fill_fields`` (the one
+    implementation, which the wrapper runtime's cached path calls too)."""
+    host = lookup(node.host_path or node.path)
+    path, dev_type, major, minor, mode = fill_fields(msgspec.to_builtins(node), host, source, at)
+    return OciDevice(path, dev_type, major, minor, mode, node.uid, node.gid)
 
 
 def resolve(registry: CdiRegistry, names: Sequence[str], lookup: HostLookup) -> CdiResolution:
@@ -610,3 +592,24 @@ def resolution_json(res: CdiResolution) -> dict[str, Any]:
         "hooks": msgspec.to_builtins(res.hooks),
         "additionalGids": list(res.additional_gids),
     }
+
+
+def _edits_cache(edits: CdiEdits) -> dict[str, Any]:
+    return {
+        "env": list(edits.env),
+        "deviceNodes": msgspec.to_builtins(edits.device_nodes),
+        "mounts": msgspec.to_builtins(edits.mounts),
+        "hooks": msgspec.to_builtins(edits.hooks),
+        "additionalGids": list(edits.additional_gids),
+    }
+
+
+def registry_cache(registry: CdiRegistry) -> dict[str, Any]:
+    """What ``core.cdi_plain.resolve_cached`` needs of a validated registry, as plain JSON data:
+    each spec's own edits and each device's (the registry's winners; conflicts are absent)."""
+    specs = {s.path: _edits_cache(s.spec.container_edits) for s in registry.specs}
+    devices = {
+        name: {"spec": e.loaded.path, "index": e.index, "edits": _edits_cache(e.device.container_edits)}
+        for name, e in registry.devices.items()
+    }
+    return {"specs": specs, "devices": devices}

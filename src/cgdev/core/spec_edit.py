@@ -17,19 +17,27 @@ A rule counts as "already in place" only when an identical allow sits after the 
 then nothing after it can take it back, so appending it again would not change the policy.
 
 Pure: the document is a decoded ``dict`` and a new one is returned; the input is not modified.
+Free of msgspec at run time: the resolution is read by attribute only, so the wrapper runtime's
+cached claim path applies ``core.cdi_plain``'s plain objects without importing msgspec.
 """
 
 from __future__ import annotations
 
 import copy
 import posixpath
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
-import msgspec
-
-from cgdev.core.cdi import CdiHook, CdiMount, CdiResolution, OciDevice, OciDeviceRule
 from cgdev.errors import InputError
+
+TYPE_CHECKING = False  # typing and core.cdi (msgspec) would cost the wrapper runtime's claim path
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from cgdev.core.cdi import CdiHook, CdiMount, CdiResolution, OciDevice, OciDeviceRule
+    from cgdev.core.cdi_plain import PlainResolution
+
+    Resolution = CdiResolution | PlainResolution
 
 # CDI hook names -> the OCI ``hooks`` keys they go to (the reference maps them one to one).
 _HOOK_STAGES = {
@@ -42,13 +50,20 @@ _HOOK_STAGES = {
 }
 
 
-class SpecEdit(msgspec.Struct, frozen=True):
-    """The edited document and what the edit added (for the one log line a front end writes)."""
+class SpecEdit:
+    """The edited document and what the edit added (for the one log line a front end writes).
+    A plain class, not a msgspec struct: the wrapper runtime's cached claim path has no msgspec."""
 
-    config: dict[str, Any]
-    devices: tuple[str, ...] = ()  # paths of linux.devices entries added or replaced
-    rules: tuple[OciDeviceRule, ...] = ()  # allow rules appended to linux.resources.devices
-    other: tuple[str, ...] = ()  # "env NAME", "mount /x", "hook createRuntime /p", "gid 44"
+    __slots__ = ("config", "devices", "other", "rules")
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        devices: tuple[str, ...] = (),  # paths of linux.devices entries added or replaced
+        rules: tuple[OciDeviceRule, ...] = (),  # allow rules appended to linux.resources.devices
+        other: tuple[str, ...] = (),  # "env NAME", "mount /x", "hook createRuntime /p", "gid 44"
+    ) -> None:
+        self.config, self.devices, self.rules, self.other = config, devices, rules, other
 
     @property
     def changed(self) -> bool:
@@ -146,7 +161,7 @@ def _user_id(process: Mapping[str, Any], key: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def apply_resolution(config: Mapping[str, Any], res: CdiResolution) -> SpecEdit:
+def apply_resolution(config: Mapping[str, Any], res: Resolution) -> SpecEdit:
     """``config`` with ``res`` injected; an ``InputError`` (field ``config: ...``) when the document
     cannot take it (a section of the wrong type, a conflicting node)."""
     if not isinstance(config, Mapping):
@@ -155,48 +170,58 @@ def apply_resolution(config: Mapping[str, Any], res: CdiResolution) -> SpecEdit:
     process = doc.get("process")
     if process is not None and not isinstance(process, dict):
         raise InputError("expected an object", field="config: process", value=_short(process))
-    res = _collapsed(res)
+    flat = _collapsed(res)
     other: list[str] = []
-    if res.env:
-        other += _inject_env(_list(_obj(doc, "process", "process"), "env", "process.env"), res.env)
+    if flat.env:
+        other += _inject_env(_list(_obj(doc, "process", "process"), "env", "process.env"), flat.env)
     devices: list[str] = []
     rules: list[OciDeviceRule] = []
-    if res.devices or res.device_rules:
+    if flat.devices or flat.device_rules:
         linux = _obj(doc, "linux", "linux")
-        if res.devices:
+        if flat.devices:
             uid, gid = _user_id(process or {}, "uid"), _user_id(process or {}, "gid")
-            devices = _inject_devices(_list(linux, "devices", "linux.devices"), res.devices, uid, gid)
+            devices = _inject_devices(_list(linux, "devices", "linux.devices"), flat.devices, uid, gid)
         resources = _obj(linux, "resources", "linux.resources")
-        rules = _inject_rules(_list(resources, "devices", "linux.resources.devices"), res.device_rules)
-    if res.mounts:
-        other += _inject_mounts(_list(doc, "mounts", "mounts"), res.mounts)
-    if res.hooks:
-        other += _inject_hooks(_obj(doc, "hooks", "hooks"), res.hooks)
-    if res.additional_gids:
+        rules = _inject_rules(_list(resources, "devices", "linux.resources.devices"), flat.device_rules)
+    if flat.mounts:
+        other += _inject_mounts(_list(doc, "mounts", "mounts"), flat.mounts)
+    if flat.hooks:
+        other += _inject_hooks(_obj(doc, "hooks", "hooks"), flat.hooks)
+    if flat.additional_gids:
         user = _obj(_obj(doc, "process", "process"), "user", "process.user")
         other += _inject_gids(
-            _list(user, "additionalGids", "process.user.additionalGids"), res.additional_gids
+            _list(user, "additionalGids", "process.user.additionalGids"), flat.additional_gids
         )
     return SpecEdit(doc, tuple(devices), tuple(rules), tuple(other))
 
 
-def _collapsed(res: CdiResolution) -> CdiResolution:
+class _Collapsed:
+    __slots__ = ("additional_gids", "device_rules", "devices", "env", "hooks", "mounts")
+
+    def __init__(self, res: Resolution, env: Any, devices: Any, mounts: Any) -> None:
+        self.env: tuple[str, ...] = tuple(env)
+        self.devices: tuple[Any, ...] = tuple(devices)  # OciDevice or PlainDevice: read by attribute
+        self.mounts: tuple[Any, ...] = tuple(mounts)
+        self.device_rules: tuple[Any, ...] = res.device_rules
+        self.hooks: tuple[Any, ...] = res.hooks
+        self.additional_gids: tuple[int, ...] = res.additional_gids
+
+
+def _collapsed(res: Resolution) -> _Collapsed:
     """The resolution with each env name, node path and mount point once, as applying it in order
     would leave them (a later one wins), so an edit's report lists each change once."""
     env: dict[str, str] = {}
     for var in res.env:
         env[var.partition("=")[0]] = var
-    devices: dict[str, OciDevice] = {}
+    devices: dict[str, Any] = {}
     for dev in res.devices:
         devices.pop(dev.path, None)
         devices[dev.path] = dev
-    mounts: dict[str, CdiMount] = {}
+    mounts: dict[str, Any] = {}
     for mount in res.mounts:
         mounts.pop(mount.container_path, None)
         mounts[mount.container_path] = mount
-    return msgspec.structs.replace(
-        res, env=tuple(env.values()), devices=tuple(devices.values()), mounts=tuple(mounts.values())
-    )
+    return _Collapsed(res, env.values(), devices.values(), mounts.values())
 
 
 def _inject_env(env: list[Any], wanted: Sequence[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Strict JSON decoding (RFC 8259: no NaN or Infinity, no trailing data) at almost no import cost.
+"""Strict JSON decoding (RFC 8259: no NaN or Infinity, no trailing data) at almost no import cost,
+and the matching encoder.
 
 Why not ``json`` or msgspec: the wrapper runtime reads every container's config.json, and almost
 none is entitled to anything, so the read must cost next to nothing.  ``json`` imports ``re``
@@ -51,6 +52,24 @@ def loads(data: bytes) -> Any:
     if end != len(text):
         raise JsonError(f"not JSON: extra data after the value (character {end})")
     return value
+
+
+def _unencodable(value: object) -> object:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` (dicts, lists, str, int, float, bool, None) as compact UTF-8 JSON, as an engine
+    writes config.json; ``ValueError`` (``UnicodeError`` for a lone surrogate; NaN) or
+    ``TypeError`` (anything but the JSON types) when it is not JSON.  The C encoder ``json``
+    itself drives, without importing ``json`` (``re``) or msgspec: the wrapper runtime's claim
+    path writes with it."""
+    import _json
+
+    encode = _json.make_encoder(
+        {}, _unencodable, _json.encode_basestring, None, ":", ",", False, False, False
+    )
+    return "".join(encode(value, 0)).encode("utf-8")
 
 
 def _why(text: str) -> str:

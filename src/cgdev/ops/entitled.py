@@ -9,14 +9,16 @@ names the decision trusts into the edits an engine would make.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
 
+from cgdev.adapters.cdi_cache import snapshot, write_cache
 from cgdev.adapters.cdi_dirs import DEFAULT_DIRS, host_node, load_registry
-from cgdev.core.cdi import CdiRegistry, CdiResolution, resolve
+from cgdev.core.cdi import CdiRegistry, CdiResolution, registry_cache, resolve
 from cgdev.core.node_policy import (
     CDI_ANNOTATION_PREFIX,
     DEFAULT_POLICY_PATH,
@@ -102,8 +104,11 @@ def entitled_devices(
     *,
     policy_path: str = DEFAULT_POLICY_PATH,
     cdi_dirs: Sequence[str] = DEFAULT_DIRS,
+    cache: bool = False,
 ) -> EntitlementDecision:
     """The devices the container may be granted, never wider than the policy or a CDI spec lists.
+    ``cache``: write what the CDI reader validated for the wrapper runtime's cached claim path
+    (``load_registry_cached``; only the wrapper asks, the hook writes no state for a refusal).
 
     ``annotations`` are the OCI state's (the engine copies config.json's into it); ``config`` is
     the bundle's config.json, from which only ``linux.devices`` is read (a policy device's node
@@ -115,7 +120,7 @@ def entitled_devices(
 
     def resolve_one(name: str) -> CdiResolution | str:
         if not registry:
-            registry.append(load_registry(cdi_dirs))
+            registry.append(load_registry_cached(cdi_dirs) if cache else load_registry(cdi_dirs))
         try:
             return resolve(registry[0], [name], host_node)
         except CgdevError as err:
@@ -130,6 +135,20 @@ def entitled_devices(
         for g in decision.grants
     )
     return EntitlementDecision(merge(cdi, grants), decision.refusals)
+
+
+def load_registry_cached(dirs: Sequence[str]) -> CdiRegistry:
+    """``load_registry``, and the validated result written to the cache the wrapper runtime's fast
+    claim path reads (``adapters.cdi_cache``) when the spec files stat the same before and after the
+    read.  A cache that cannot be written (not root, a read-only state dir) only costs the next
+    claim the full read."""
+    dirs = tuple(os.path.normpath(d) for d in dirs)
+    before = snapshot(dirs)
+    registry = load_registry(dirs)
+    if before is not None and snapshot(dirs) == before:
+        with contextlib.suppress(OSError):
+            write_cache(dirs, before, registry_cache(registry))
+    return registry
 
 
 def _config_path(config: Mapping[str, Any], dev_type: str, major: int, minor: int) -> str:

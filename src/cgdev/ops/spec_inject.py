@@ -10,6 +10,13 @@ Which devices is ``ops.entitled``'s decision (the node's policy, trusted sources
 containers are entitled to nothing, and then this costs one read of config.json and one stat of the
 policy file: ``ops.entitled`` (msgspec, the CDI reader, YAML) is imported only when an annotation
 names a device or a policy file exists.
+
+The common claim (``cdi.k8s.io/*`` annotations, no policy file) is resolved from the cache of the
+node's validated CDI registry (``adapters.cdi_cache``, written by the full reader) without msgspec:
+when every name is in the cache, the spec files are unchanged and every host node fits, the result
+is the one ``ops.entitled`` would give (the default policy trusts every installed spec and grants
+nothing else); anything else (a name not found, a refusal, a policy file, a ``cgdev.io/devices``
+annotation, a stale or missing cache) takes the full path.
 """
 
 from __future__ import annotations
@@ -24,11 +31,16 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any, Final
 
+    from cgdev.core.cdi import CdiResolution
+    from cgdev.core.cdi_plain import PlainResolution
     from cgdev.core.spec_edit import SpecEdit
 
 DEFAULT_POLICY_PATH: Final = "/etc/cgdev/policy.yaml"  # = cgdev.core.node_policy.DEFAULT_POLICY_PATH
 # = node_policy.CDI_ANNOTATION_PREFIX and DEVICES_ANNOTATION (not imported: the fast path's cost)
-_CLAIM_PREFIXES: Final = ("cdi.k8s.io/", "cgdev.io/devices")
+_CDI_PREFIX: Final = "cdi.k8s.io/"
+_CLAIM_PREFIXES: Final = (_CDI_PREFIX, "cgdev.io/devices")
+_MAX_NAMES: Final = 64  # = node_policy.MAX_ANNOTATION_ENTRIES
+_DEFAULT_CDI_DIRS: Final = ("/etc/cdi", "/var/run/cdi")  # = adapters.cdi_dirs.DEFAULT_DIRS
 
 
 class Injection:
@@ -94,15 +106,60 @@ def inject_entitled(
         if not has_policy and not any(k.startswith(_CLAIM_PREFIXES) for k in annotations):
             return Injection(opened.path)
         from cgdev.core.spec_edit import apply_resolution
-        from cgdev.ops.entitled import DEFAULT_DIRS, entitled_devices
 
-        decision = entitled_devices(
-            annotations, config, policy_path=policy_path, cdi_dirs=tuple(cdi_dirs) or DEFAULT_DIRS
-        )
-        refusals = tuple(decision.log_lines())
-        if decision.resolution is None:
-            return Injection(opened.path, refusals)
-        edit = apply_resolution(config, decision.resolution)
+        dirs = tuple(cdi_dirs) or _DEFAULT_CDI_DIRS
+        resolution: CdiResolution | PlainResolution | None = None
+        if not has_policy:
+            resolution = cached_resolution(annotations, dirs)
+        refusals: tuple[str, ...] = ()
+        if resolution is None:
+            from cgdev.ops.entitled import entitled_devices
+
+            decision = entitled_devices(
+                annotations, config, policy_path=policy_path, cdi_dirs=dirs, cache=True
+            )
+            refusals = tuple(decision.log_lines())
+            resolution = decision.resolution
+            if resolution is None:
+                return Injection(opened.path, refusals)
+        edit = apply_resolution(config, resolution)
         if edit.changed:
             opened.replace(edit.config)
         return Injection(opened.path, refusals, edit)
+
+
+def _claimed_names(annotations: Mapping[str, str]) -> list[str] | None:
+    """The CDI names of the ``cdi.k8s.io/*`` annotations, in ``node_policy.decide``'s order (keys
+    sorted, each name once); None when the claim is not this path's (another claim source, an
+    annotation over the bound, none at all)."""
+    names: list[str] = []
+    for key in sorted(annotations):
+        if not key.startswith(_CDI_PREFIX):
+            if key.startswith(_CLAIM_PREFIXES):
+                return None
+            continue
+        claimed = [part.strip() for part in annotations[key].split(",") if part.strip()]
+        if len(claimed) > _MAX_NAMES:
+            return None
+        names += [n for n in claimed if n not in names]
+    return names or None
+
+
+def cached_resolution(annotations: Mapping[str, str], cdi_dirs: Sequence[str]) -> PlainResolution | None:
+    """What the default policy (no policy file) grants for the CDI claims, from the cache of the
+    node's validated registry; None to take the full path (which says why, or refreshes the cache).
+    The host nodes are looked up now, as the full path does."""
+    names = _claimed_names(annotations)
+    if names is None:
+        return None
+    from cgdev.adapters.cdi_cache import host_node_plain, read_cache
+    from cgdev.core.cdi_plain import resolve_cached
+    from cgdev.errors import CgdevError
+
+    cache = read_cache(tuple(os.path.normpath(d) for d in cdi_dirs))
+    if cache is None:
+        return None
+    try:
+        return resolve_cached(cache, names, host_node_plain)
+    except (CgdevError, OSError, LookupError, TypeError, ValueError, AttributeError):
+        return None  # a node that does not fit (the full path refuses it), or a cache not as written
