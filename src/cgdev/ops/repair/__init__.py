@@ -111,4 +111,5 @@ def plan_offline(
     bits = parse_access_bits(access)
     wanted = tuple(w for d in devices for w in parse_devices(d, bits, inspection=inspection, live=False,
                                                              cdi_dirs=cdi_dirs))  # fmt: skip
-    return DeviceChange(plan(inspection, change, wanted, shape=shape, persistent=persistent), None, "off")
+    planned = plan(inspection, change, wanted, shape=shape, persistent=persistent, offline=True)
+    return DeviceChange(planned, None, "off")

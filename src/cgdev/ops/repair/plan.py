@@ -304,8 +304,11 @@ def plan(
     shape: str = "auto",
     persistent: bool = False,
     cache: LiftCache | None = None,
+    offline: bool = False,
 ) -> Plan:
-    """The actions that grant (revoke) ``devices`` on every layer of the inspected target."""
+    """The actions that grant (revoke) ``devices`` on every layer of the inspected target.
+    ``offline``: a plan read from a snapshot, never applied, so a missing systemd is a note, not
+    a refusal (the snapshot may have been taken without it)."""
     if shape not in SHAPE_CHOICES:
         raise InputError(f"is not one of {', '.join(SHAPE_CHOICES)}", field="shape", value=shape)
     if not devices:
@@ -350,7 +353,8 @@ def plan(
         if unit_action is not None:
             actions.append(unit_action)
     if not systemd_ok:
-        _refuse_without_systemd(inspection, views, change, actions)
+        if not offline:
+            _refuse_without_systemd(inspection, views, change, actions)
         notes.append(
             f"systemd not asked ({inspection.systemd}): unit properties are not updated, not durable"
         )
