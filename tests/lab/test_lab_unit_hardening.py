@@ -57,6 +57,11 @@ def _as_unit(lab: LabHandle, state: Path, args: list[str], drop: str = "") -> tu
             props += ["-p", "ProtectHome=tmpfs", "-p", f"BindReadOnlyPaths={PREFIX}"]
             continue
         props += ["-p", f"{key}={value}"]
+    for path in {SRC, Path(sys.prefix)}:
+        if path.is_relative_to("/tmp") or path.is_relative_to("/var/tmp"):
+            # a checkout under /tmp (a CI clone): PrivateTmp= gives the service an empty /tmp, so
+            # the code under test is bound in read-only; an installed cgdev lives elsewhere
+            props += ["-p", f"BindReadOnlyPaths={path}"]
     argv = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect", *props,
             "-E", f"PYTHONPATH={SRC}", "-E", "PYTHONDONTWRITEBYTECODE=1", "-E", f"CGDEV_STATE_DIR={state}",
             sys.executable, "-m", "cgdev", *args]  # fmt: skip
