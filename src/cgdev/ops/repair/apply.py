@@ -115,12 +115,8 @@ def _repin(path: str, prog: bpf.Fd) -> None:
         raise
 
 
-def _repin_only(action: ReplaceProgram, held: _Held, fs_root: str) -> Undo:
-    """A pinned program that is not attached now: only its pins change (systemd attaches the new
-    one on the next reload)."""
-    old = held.keep(bpf.prog_fd_by_id(action.old_id))
-    new = held.keep(bpf.prog_load(action.insns, name=action.name))
-    pins = [os.path.join(fs_root, pin.lstrip("/")) for pin in action.pins]
+def _repin_all(pins: list[str], new: Any, old: Any) -> None:
+    """Point every pin at ``new``; if one fails, the pins done so far go back to ``old``."""
     repinned: list[str] = []
     try:
         for path in pins:
@@ -130,6 +126,15 @@ def _repin_only(action: ReplaceProgram, held: _Held, fs_root: str) -> Undo:
         for path in repinned:
             _repin(path, old)
         raise
+
+
+def _repin_only(action: ReplaceProgram, held: _Held, fs_root: str) -> Undo:
+    """A pinned program that is not attached now: only its pins change (systemd attaches the new
+    one on the next reload)."""
+    old = held.keep(bpf.prog_fd_by_id(action.old_id))
+    new = held.keep(bpf.prog_load(action.insns, name=action.name))
+    pins = [os.path.join(fs_root, pin.lstrip("/")) for pin in action.pins]
+    _repin_all(pins, new, old)
 
     def undo() -> None:
         for path in pins:
@@ -147,14 +152,9 @@ def _replace_program(action: ReplaceProgram, held: _Held, mount: str, fs_root: s
     new_id = bpf.prog_info(new).id
     bpf.swap_program(cg, old, action.old_id, new)
     pins = [os.path.join(fs_root, pin.lstrip("/")) for pin in action.pins]
-    repinned: list[str] = []
     try:
-        for path in pins:
-            _repin(path, new)
-            repinned.append(path)
+        _repin_all(pins, new, old)
     except (CgdevError, OSError):
-        for path in repinned:
-            _repin(path, old)
         bpf.swap_program(cg, new, new_id, old)
         raise
 
