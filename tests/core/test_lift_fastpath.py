@@ -1,4 +1,6 @@
-"""The executor's verdict shortcut (``engine._verdict_block``) decides exactly as the step loop.
+"""The executor's shortcuts decide exactly as the plain step loop.
+
+The verdict shortcut (``engine._verdict_block``):
 
 A shared ``w0 = 1; exit`` block is reached by tens of thousands of states at 100,000 rules (issue
 12 item 20), each with its own provenance, so it is applied to each state in one step instead of
@@ -7,6 +9,17 @@ verdict, region, provenance, in the same order) and the same lift (policy, rules
 as with it turned off, on the programs every generator emits for generated rule lists, and on
 hand-made verdict blocks with the edge cases the shortcut has to leave to the step loop (a join
 point inside the block, 64-bit moves, an ``r0`` that is never written or not a verdict).
+
+The three added for 100,000 rules (issue 12 item 20) change how states travel, so terminals may
+be grouped or ordered otherwise; what must not change is what each block decides: per (block,
+verdict) the exact set of requests, the lifted policy, rules, ranges and gaps, and the error a
+program the method refuses gets:
+
+- ``TAIL_MIN_STATES`` (``_tails``): states at shared code that reads no major or minor decided by
+  one walk of it per register file;
+- ``WALK_AHEAD`` (``_send``): a state alone in its block walks on at once into an instruction no
+  other edge reaches;
+- ``THREAD_JUMPS`` (``Analysis.hops``): a state enqueued at an unconditional jump goes straight on.
 """
 
 from __future__ import annotations
@@ -19,8 +32,9 @@ from hypothesis import strategies as st
 
 from cgdev.core.compile import compile_policy
 from cgdev.core.interp import RejectedProgram
-from cgdev.core.isa import Insn, Label, alu32, alu64, assemble, exit_, jmp, ldx
+from cgdev.core.isa import Insn, Label, alu32, alu64, assemble, exit_, ja, jmp, ldx
 from cgdev.core.lift import engine, lift
+from cgdev.core.lift.assembly import policy_of_cells
 from cgdev.core.model import Rule
 from cgdev.core.semantics import policy_of
 from cgdev.core.shapes import shape_program
@@ -59,7 +73,7 @@ def _terminals(program: tuple[Insn, ...]) -> list[tuple[object, ...]]:
         (
             t.live,
             t.verdict,
-            sorted(t.region.pieces()) if isinstance(t.region, engine.Region) else t.region,
+            sorted(t.region.pieces()),  # a Restricted region has no equality of its own
             t.prov,
         )
         for t in engine.execute(program)
@@ -124,3 +138,174 @@ def test_shortcut_is_taken_on_a_rule_chain() -> None:
     executor = engine.Executor(program)
     executor.run()
     assert any(found is not None for found in executor._verdicts.values())
+
+
+# -- the shortcuts added for scale -----------------------------------------------------------------
+
+_OFF = {"TAIL_MIN_STATES": 10**9, "WALK_AHEAD": False, "THREAD_JUMPS": False}
+_ON = {"TAIL_MIN_STATES": 1, "WALK_AHEAD": True, "THREAD_JUMPS": True}  # tails at every eligible join
+
+
+def _with(flags: dict[str, object], run: Callable[[], object]) -> object:
+    saved = {name: getattr(engine, name) for name in flags}
+    try:
+        for name, value in flags.items():
+            setattr(engine, name, value)
+        try:
+            return run()
+        except (engine.Opaque, RejectedProgram, ProgramError) as err:
+            return (type(err).__name__, str(err))
+    finally:
+        for name, value in saved.items():
+            setattr(engine, name, value)
+
+
+def _decided(program: tuple[Insn, ...]) -> object:
+    """Per (block, verdict): the exact requests it decides, as a policy (grouping-independent)."""
+    cells: dict[tuple[object, ...], list[tuple[int, list[tuple[int, int, tuple[tuple[int, int], ...]]]]]] = {}
+    for t in engine.execute(program):
+        pieces = t.region.pieces()
+        if pieces:  # a terminal that decides nothing (a shared walk's branch no region takes)
+            cells.setdefault((t.prov, t.verdict), []).append((t.live, pieces))
+    return {key: policy_of_cells(found) for key, found in cells.items()}
+
+
+def _lifted_semantics(program: tuple[Insn, ...]) -> object:
+    result = lift(program)
+    rules = [(r.insn_range, r.allow, policy_of_cells(r.cells)) for r in result.rules or []]
+    return result.to_json(), result.policy, rules
+
+
+_SCALE_FLAGS = [
+    pytest.param({"TAIL_MIN_STATES": 1}, id="tails"),
+    pytest.param({"WALK_AHEAD": True}, id="ahead"),
+    pytest.param({"THREAD_JUMPS": True}, id="threading"),
+    pytest.param(_ON, id="all"),
+]
+
+
+@pytest.mark.parametrize("flags", _SCALE_FLAGS)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rules=st.lists(_RULES, max_size=40))
+def test_scale_shortcuts_decide_as_the_step_loop(flags: dict[str, object], rules: list[Rule]) -> None:
+    for program in _programs(rules):
+        plain = _with(_OFF, lambda program=program: _decided(program))
+        assert _with({**_OFF, **flags}, lambda program=program: _decided(program)) == plain
+        plain = _with(_OFF, lambda program=program: _lifted_semantics(program))
+        assert _with({**_OFF, **flags}, lambda program=program: _lifted_semantics(program)) == plain
+
+
+def _shared_tail_program(tail: list[object], majors: int = 6) -> tuple[Insn, ...]:
+    """``majors`` rule blocks, each ``if major == k`` to a ``goto`` into one shared ``tail`` (a
+    100,000-rule tree's ``gotol`` trampolines): the states reaching it differ only in their
+    provenance (each trampoline's own), as the tree's states reach its shared access tests."""
+    items: list[object] = [ldx("w", 2, 1, 4), ldx("w", 3, 1, 0)]
+    for k in range(majors):
+        items += [
+            jmp("jeq", 2, f"hop{k}", imm=k, wide32=True),
+            ja(f"next{k}"),
+            Label(f"hop{k}"),
+            ja("tail"),
+            Label(f"next{k}"),
+        ]
+    items += [alu32("mov", 0, imm=0), exit_(), Label("tail"), *tail]
+    return assemble(items)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        # the access tests of a tree: a context test, both sides to verdicts
+        [
+            jmp("jset", 3, "deny", imm=0x20000, wide32=True),
+            alu32("mov", 0, imm=1),
+            exit_(),
+            Label("deny"),
+            alu32("mov", 0, imm=0),
+            exit_(),
+        ],
+        # a join inside the tail, a verdict computed per context, a second context test
+        [
+            alu32("mov", 4, src=3),
+            alu32("and", 4, imm=1),
+            jmp("jeq", 4, "j", imm=1, wide32=True),
+            jmp("jset", 3, "j", imm=0x40000, wide32=True),
+            alu32("mov", 0, imm=1),
+            exit_(),
+            Label("j"),
+            alu32("mov", 0, src=4),
+            exit_(),
+        ],
+        # a verdict that is not one for some contexts: refused either way, with the same words
+        [alu32("mov", 0, src=3), alu32("and", 0, imm=3), exit_()],
+        # a helper call: opaque either way
+        [Insn(0x85, imm=14), alu32("mov", 0, imm=1), exit_()],
+        # the tail reads the minor: not a tail for ``_tails``, walked as usual
+        [
+            ldx("w", 5, 1, 8),
+            jmp("jeq", 5, "deny", imm=3, wide32=True),
+            alu32("mov", 0, imm=1),
+            exit_(),
+            Label("deny"),
+            alu32("mov", 0, imm=0),
+            exit_(),
+        ],
+        # a register still holding the major when the tail starts
+        [
+            jmp("jeq", 2, "deny", imm=4, wide32=True),
+            alu32("mov", 0, imm=1),
+            exit_(),
+            Label("deny"),
+            alu32("mov", 0, imm=0),
+            exit_(),
+        ],
+    ],
+)
+@pytest.mark.parametrize("flags", _SCALE_FLAGS)
+def test_scale_shortcuts_on_shared_tails(tail: list[object], flags: dict[str, object]) -> None:
+    program = _shared_tail_program(tail)
+    plain = _with(_OFF, lambda: _decided(program))
+    assert _with({**_OFF, **flags}, lambda: _decided(program)) == plain
+    plain = _with(_OFF, lambda: _lifted_semantics(program))
+    assert _with({**_OFF, **flags}, lambda: _lifted_semantics(program)) == plain
+
+
+def _queued(program: tuple[Insn, ...], flags: dict[str, object]) -> int:
+    """How many times the executor queued a state or stepped one through a block for ``program``
+    (sub-walks not counted): each shortcut saves one or the other."""
+    executor = _with(flags, lambda: engine.Executor(program))
+    assert isinstance(executor, engine.Executor)
+    count = 0
+    enqueue, step = executor._enqueue, executor._step_block
+
+    def counting_enqueue(pc: int, state: engine._State) -> None:
+        nonlocal count
+        count += 1
+        enqueue(pc, state)
+
+    def counting_step(pc: int, state: engine._State) -> None:
+        nonlocal count
+        count += 1
+        step(pc, state)
+
+    executor._enqueue = counting_enqueue  # type: ignore[method-assign]
+    executor._step_block = counting_step  # type: ignore[method-assign]
+    _with(flags, executor.run)
+    return count
+
+
+@pytest.mark.parametrize("flags", [{"TAIL_MIN_STATES": 4}, {"WALK_AHEAD": True}, {"THREAD_JUMPS": True}])
+def test_scale_shortcuts_are_taken(flags: dict[str, object]) -> None:
+    """Each shortcut is used (else the tests above prove nothing): fewer queued states with it on
+    than with all off (``_queued``), on rule blocks that ``goto`` a shared tail (the shape of a 100,000-rule
+    tree, whose far jumps go through ``gotol`` trampolines) and, for ``WALK_AHEAD``, on a small tree."""
+    program = _shared_tail_program(
+        [jmp("jset", 3, "deny", imm=0x20000, wide32=True), alu32("mov", 0, imm=1), exit_(),
+         Label("deny"), alu32("mov", 0, imm=0), exit_()]
+    )  # fmt: skip
+    assert _queued(program, {**_OFF, **flags}) < _queued(program, _OFF)
+    if "WALK_AHEAD" in flags:  # a small tree has no trampolines, and its access tests are per major
+        tree = compile_policy(
+            policy_of([Rule(True, "c", m, n, 1 + m % 7) for m in range(30) for n in range(3)])
+        )
+        assert _queued(tree, {**_OFF, **flags}) < _queued(tree, _OFF)

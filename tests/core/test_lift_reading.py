@@ -6,6 +6,7 @@ every program it cannot lift (issue 12 item 21: the mutants the older tests left
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 from hypothesis import given, settings
@@ -590,6 +591,39 @@ def test_lift_leaves_the_cyclic_collector_as_it_found_it() -> None:
                 lift((exit_(),))
             assert gc.isenabled() is enabled
     finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_lift_hands_its_survivors_to_the_oldest_generation() -> None:
+    """What a lift keeps (rules, cells, policy) is promoted past the young generations, so the
+    first collection after it does not walk them all (0.43 s at 100,000 rules, issue 12 item
+    20); objects a caller froze stay frozen, and the collector's own state is as it was."""
+    import gc
+
+    from cgdev.core.compile import compile_policy
+    from cgdev.core.semantics import policy_of
+
+    rng = random.Random(12)
+    points = [
+        Rule(True, "c", rng.randrange(4096), rng.randrange(1 << 20), rng.choice((2, 6, 7)))
+        for _ in range(2000)
+    ]
+    program = compile_policy(policy_of(points))
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        gc.collect()
+        kept = lift(program)
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+        assert len(kept.rules) >= 2000
+        oldest = {id(obj) for obj in gc.get_objects(generation=2)}
+        assert id(kept.rules[0]) in oldest and id(kept.rules[-1].cells) in oldest, "still young"
+        gc.freeze()
+        frozen = gc.get_freeze_count()
+        lift(program)
+        assert gc.get_freeze_count() == frozen, "a caller's frozen objects were thawed"
+    finally:
+        gc.unfreeze()
         (gc.enable if was else gc.disable)()
 
 

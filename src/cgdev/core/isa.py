@@ -141,7 +141,7 @@ class Opcode(IntEnum):
 
 _CLASSES: Final = tuple(Cls)
 # jumps that go somewhere: every JMP/JMP32 opcode but call and exit (a set: the lifter asks per slot)
-_JUMP_CODES: Final = frozenset(
+JUMP_CODES: Final = frozenset(
     cls | op | src
     for cls in (Cls.JMP, Cls.JMP32)
     for op in range(0, 0x100, 0x10)
@@ -216,7 +216,7 @@ class Insn(msgspec.Struct, frozen=True):
 
     @property
     def is_jump(self) -> bool:
-        return self.code in _JUMP_CODES
+        return self.code in JUMP_CODES
 
     def encode(self) -> bytes:
         return _SLOT.pack(self.code, (self.src & 0xF) << 4 | (self.dst & 0xF), self.off, self.imm)

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 import msgspec
 
-from cgdev.core.isa import Insn, JmpOp, Opcode, jump_target
+from cgdev.core.isa import JUMP_CODES, Insn, JmpOp, Opcode, jump_target
 
 
 class GapKind(StrEnum):
@@ -56,15 +56,16 @@ def _reachable(insns: Sequence[Insn]) -> list[bool]:
             continue
         seen[pc] = True
         insn = insns[pc]
-        if insn.code == ld_imm64:
+        code = insn.code
+        if code == ld_imm64:
             if pc + 1 < n:  # always true (a program ends in exit): mutating it is equivalent
                 seen[pc + 1] = True
             todo.append(pc + 2)
-        elif insn.code == exit_:
+        elif code == exit_:
             continue
-        elif insn.is_jump:
+        elif code in JUMP_CODES:
             todo.append(jump_target(insns, pc))
-            if insn.jmp_op is not ja:  # past the first test: dead code whether reached or not
+            if code & 0xF0 != ja:  # past the first test: dead code whether reached or not
                 todo.append(pc + 1)
         else:
             todo.append(pc + 1)
@@ -76,8 +77,9 @@ def gaps(insns: Sequence[Insn], ranges: Sequence[tuple[int, int]]) -> list[Gap]:
     n = len(insns)
     covered = [False] * n
     for start, end in ranges:
-        for pc in range(max(start, 0), (n - 1 if end < 0 else min(end, n - 1)) + 1):
-            covered[pc] = True
+        low, high = max(start, 0), (n - 1 if end < 0 else min(end, n - 1)) + 1
+        if low < high:  # a slice, not a loop: 100,000 rules have as many ranges
+            covered[low:high] = [True] * (high - low)
     live = _reachable(insns)
     first_test = next(
         (pc for pc, insn in enumerate(insns) if live[pc] and insn.is_jump and insn.jmp_op is not JmpOp.JA), n

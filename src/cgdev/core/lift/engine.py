@@ -57,11 +57,25 @@ SHARE_MIN_PIECES = 16
 # Apply a shared verdict block (``w0 = 1; exit``) to each arriving state in one step
 # (``_verdict_block``); tests turn it off to check that it decides exactly as the step loop.
 VERDICT_SHORTCUT = True
+# States that reach the same major- and minor-free code (a decision tree's shared access tests
+# and verdicts, reached by one state per rule, each with its own provenance) from this many on
+# are decided by one walk of that code for their contexts (``_tails``); tests set it to 1 to run
+# every eligible join through it, or above any count to turn it off.
+TAIL_MIN_STATES = 4
+# Walk a state on at once where nobody can join it (``_send``), and step over unconditional jumps
+# when enqueueing (``Analysis.hops``); tests turn them off to check that they change nothing.
+WALK_AHEAD = True
+THREAD_JUMPS = True
 READS_MAJOR: Final = 1
 READS_MINOR: Final = 2
 # enum members as module names: the step loop would otherwise pay a class attribute look-up each
 _JMP, _JMP32, _ALU, _ALU64, _LDX = Cls.JMP, Cls.JMP32, Cls.ALU, Cls.ALU64, Cls.LDX
 _LD_IMM64, _EXIT, _JA_OP = Opcode.LD_IMM64, Opcode.EXIT, JmpOp.JA
+_JUMP_CLASSES: Final = frozenset((int(_JMP), int(_JMP32)))  # an opcode's low 3 bits, as ints
+_ALU_CLASSES: Final = frozenset((int(_ALU), int(_ALU64)))
+_EXIT_KIND, _CALL_KIND, _JA_KIND, _CONDITIONAL = range(4)  # a jump's kind, decoded once (_decode_jump)
+_JUMP_KINDS: Final = {"exit": _EXIT_KIND, "call": _CALL_KIND, "ja": _JA_KIND}
+_JUMP_MNEMONICS: Final = {op.value: op.mnemonic for op in JmpOp}
 _FLIPPED = {
     "jeq": "jeq", "jne": "jne", "jset": "jset", "jgt": "jlt", "jlt": "jgt", "jge": "jle", "jle": "jge",
     "jsgt": "jslt", "jslt": "jsgt", "jsge": "jsle", "jsle": "jsge",
@@ -148,58 +162,75 @@ def _uses_defs(insn: Insn) -> tuple[int, int]:
     return 0, 0
 
 
-def analyse(insns: Sequence[Insn]) -> tuple[list[int], set[int]]:
-    """(live-in register masks per instruction, jump targets); raises Opaque on a back-edge."""
-    n = len(insns)
-    targets: set[int] = set()
-    usage: dict[tuple[int, int, int], tuple[int, int]] = {}
-    live = [0] * (n + 2)
-    for pc in range(n - 1, -1, -1):
-        insn = insns[pc]
-        key = (insn.code, insn.dst, insn.src)
-        uses_defs = usage.get(key)
-        if uses_defs is None:
-            uses_defs = usage[key] = _uses_defs(insn)
-        uses, defs = uses_defs
-        if insn.is_jump:
-            target = jump_target(insns, pc)
-            if target <= pc:
-                raise Opaque(pc, f"back-edge to {target} (a loop)")
-            targets.add(target)
-            out = live[target] | (0 if insn.op == _JA_OP else live[pc + 1])
-        elif insn.code == _LD_IMM64:
-            out = live[pc + 2]
-        elif insn.code == _EXIT:
-            out = 0
-        else:
-            out = live[pc + 1]
-        live[pc] = uses | (out & ~defs)
-    return live, targets
+class Analysis:
+    """What the executor needs to know of the whole program before it walks it, from one
+    backward pass (jumps only go forward, so every successor is seen before its predecessor):
 
+    - ``live_in``: per instruction, the registers some path from it reads before writing them
+      (dead registers are forgotten, so states that differ only in them merge);
+    - ``targets``: the jump targets (join points, where a straight-line run ends);
+    - ``reads``: per instruction, which context fields some path from it loads (``READS_MAJOR``,
+      ``READS_MINOR``): code that loads no major decides alike for every major unless a register
+      already holds it;
+    - ``hops``: where each unconditional jump lands after any further unconditional jumps, with
+      the first of them (a far ``gotol`` behind a short ``goto``: a state enqueued at one goes
+      straight on, as stepping through them would, without a round through the queue);
+    - ``entries``: per instruction, how many edges lead to it (a jump, a fall-through): a state
+      that is alone where it is and goes to an instruction with one entry meets nobody there,
+      so it is walked on at once instead of waiting in the queue for states to merge with.
+    """
 
-def fields_read(insns: Sequence[Insn]) -> list[int]:
-    """Per instruction: which context fields some path from it loads, as bits (``READS_MAJOR``,
-    ``READS_MINOR``): code that loads no major decides alike for every major unless a register
-    already holds it (jumps only go forward)."""
-    n = len(insns)
-    reads = [0] * (n + 2)
-    ldx, ja, exit_, ld_imm64 = _LDX, _JA_OP, _EXIT, _LD_IMM64
-    for pc in range(n - 1, -1, -1):
-        insn = insns[pc]
-        code = insn.code
-        if code & 0x07 == ldx:
-            off = insn.off
-            reads[pc] = reads[pc + 1] | (READS_MAJOR if 4 <= off < 8 else READS_MINOR if 8 <= off < 12 else 0)
-        elif insn.is_jump:
-            target = jump_target(insns, pc)
-            reads[pc] = (reads[target] if target < n else 0) | (0 if insn.op == ja else reads[pc + 1])
-        elif code == exit_:
-            reads[pc] = 0
-        elif code == ld_imm64:
-            reads[pc] = reads[pc + 2]
-        else:
-            reads[pc] = reads[pc + 1]
-    return reads
+    __slots__ = ("entries", "hops", "live_in", "reads", "targets")
+
+    def __init__(self, insns: Sequence[Insn]) -> None:
+        n = len(insns)
+        targets: set[int] = set()
+        usage: dict[tuple[int, int, int], tuple[int, int]] = {}
+        live = [0] * (n + 2)
+        reads = [0] * (n + 2)
+        hops: dict[int, int] = {}
+        entries = [0] * (n + 2)
+        ldx, ja, exit_, ld_imm64 = _LDX, _JA_OP, _EXIT, _LD_IMM64
+        for pc in range(n - 1, -1, -1):
+            insn = insns[pc]
+            code = insn.code
+            key = (code, insn.dst, insn.src)
+            uses_defs = usage.get(key)
+            if uses_defs is None:
+                uses_defs = usage[key] = _uses_defs(insn)
+            uses, defs = uses_defs
+            if insn.is_jump:
+                target = jump_target(insns, pc)
+                if target <= pc:
+                    raise Opaque(pc, f"back-edge to {target} (a loop)")
+                targets.add(target)
+                entries[target] += 1
+                if insn.op == ja:
+                    out = live[target]
+                    reads[pc] = reads[target] if target < n else 0
+                    hops[pc] = hops.get(target, target)
+                else:
+                    entries[pc + 1] += 1
+                    out = live[target] | live[pc + 1]
+                    reads[pc] = (reads[target] if target < n else 0) | reads[pc + 1]
+            elif code == ld_imm64:
+                entries[pc + 2] += 1
+                out = live[pc + 2]
+                reads[pc] = reads[pc + 2]
+            elif code == exit_:
+                out = 0
+            else:
+                entries[pc + 1] += 1
+                out = live[pc + 1]
+                if code & 0x07 == ldx:
+                    off = insn.off
+                    field = READS_MAJOR if 4 <= off < 8 else READS_MINOR if 8 <= off < 12 else 0
+                    reads[pc] = reads[pc + 1] | field
+                else:
+                    reads[pc] = reads[pc + 1]
+            live[pc] = uses | (out & ~defs)
+        self.live_in, self.targets, self.reads, self.hops = live, targets, reads, hops
+        self.entries = entries
 
 
 # -- the executor --------------------------------------------------------------------------------
@@ -238,15 +269,26 @@ _ENTRY: Final = -2  # block start of a shared walk's first block: the entering s
 
 
 class Executor:
+    analysis: Analysis
+
     def __init__(self, insns: Sequence[Insn], parent: Executor | None = None) -> None:
         self.insns = insns
         self.shares = parent is None  # a shared walk starts from one box: nothing to share in it
-        if parent is None:
-            self.live_in, self.targets = analyse(insns)
-            self.reads = fields_read(insns)
-        else:  # a walk of a shared sub-program: same program, same analyses
-            self.live_in, self.targets, self.reads = parent.live_in, parent.targets, parent.reads
+        analysis: Analysis = (
+            Analysis(insns) if parent is None else parent.analysis
+        )  # a sub-walk: same program
+        self.analysis = analysis
+        self.live_in, self.targets, self.reads, self.hops = (
+            analysis.live_in,
+            analysis.targets,
+            analysis.reads,
+            analysis.hops,
+        )
+        self.entries = analysis.entries
         self.pending: dict[int, dict[tuple[object, ...], _State]] = {}
+        # States walked on at once (``_send``): alone where they are, bound where nobody else goes
+        self._alone = False
+        self._ahead: list[tuple[int, _State]] = []
         self.heap: list[int] = []
         self.terminals: list[Terminal] = []
         self.states = 0
@@ -255,7 +297,7 @@ class Executor:
         # Blocks shared by many rules (a chain's "allow" and "deny" tails, reached by a ``goto``
         # that keeps each rule's provenance) run once per arriving state: at 100,000 rules some
         # run 70,000 times, so what does not depend on the state is decoded once per instruction.
-        self._jumps: dict[int, tuple[str, int, int]] = {}  # pc -> (mnemonic, target, bits)
+        self._jumps: dict[int, tuple[int, str, int, int, int, int, int]] = {}  # pc -> _decode_jump
         self._loads: dict[tuple[int, int], Value] = {}  # (code, off) -> what a context load yields
         self._verdicts: dict[int, tuple[tuple[tuple[int, int], ...], int] | None] = {}  # _verdict_block
         self._dead: dict[int, tuple[int, ...]] = {}  # live-in mask -> the registers it leaves dead
@@ -275,16 +317,78 @@ class Executor:
             self.states += len(states)
             if self.states > MAX_STATES:
                 raise Opaque(pc, f"more than {MAX_STATES} symbolic states")
-            if shares and not reads[pc] & READS_MAJOR:
+            if shares and not reads[pc] and len(states) >= TAIL_MIN_STATES:
+                states = self._tails(pc, states)
+            elif shares and not reads[pc] & READS_MAJOR:
                 pieces = 0
                 for state in states:
                     for region in state.groups.values():
                         pieces += len(region.points) + len(region.boxes)
                 if pieces >= SHARE_MIN_PIECES:
                     states = self._share(pc, states)
+            self._alone = len(states) == 1
+            ahead = self._ahead
             for state in states:
                 self._step_block(pc, state)
+                while ahead:
+                    self._step_block(*ahead.pop())
         return self.terminals
+
+    def _tails(self, pc: int, states: list[_State]) -> list[_State]:
+        """Decide the states at ``pc``, whose code reads neither major nor minor, by one walk of
+        that code per register file; returns the states to walk as usual (registers holding
+        major or minor, too few alike, a walk that fails: the usual walk then says why).
+
+        Every test on the way compares registers that hold the same per-context constants in
+        each state, so where a context goes depends on the context alone: one walk from an
+        ``_ENTRY`` state with every context that arrives gives each context's outcome, and each
+        arriving region is handed whole to the outcomes of its contexts.  Outcomes decided in
+        the block the states were in keep each state's own provenance (as ``_enter``); those
+        of later blocks are one terminal per outcome and contexts, the regions joined, as the
+        usual walk would have merged them at the join."""
+        by_regs: dict[tuple[Value, ...], list[_State]] = {}
+        for state in states:
+            by_regs.setdefault(tuple(state.regs), []).append(state)
+        rest: list[_State] = []
+        for regs, alike in by_regs.items():
+            if len(alike) < TAIL_MIN_STATES or any(isinstance(value, Sym) for value in regs):
+                rest.extend(alike)
+                continue
+            live = 0
+            for state in alike:
+                live |= state.live
+            walk = Executor(self.insns, self)
+            entering = _State(list(regs), {live: Region.everything()}, (_ENTRY, -1, ALL_CONTEXTS))
+            try:
+                outcomes = [(term.live, term.verdict, term.prov) for term in walk.run(pc, entering)]
+            except (Opaque, RejectedProgram):
+                rest.extend(alike)
+                continue
+            self.states += walk.states
+            self._hand_out(alike, outcomes)
+        return rest
+
+    def _hand_out(self, states: list[_State], outcomes: list[tuple[int, int, Provenance]]) -> None:
+        later: dict[tuple[int, int], Region] = {}  # (outcome, contexts) -> the regions joined
+        terminals = self.terminals
+        for state in states:
+            start, end, accepted = state.prov
+            for live, region in state.groups.items():
+                hits = [index for index, outcome in enumerate(outcomes) if outcome[0] & live]
+                last = hits[-1]
+                for index in hits:
+                    part = region if index == last else region.copy()
+                    contexts, verdict, prov = outcomes[index]
+                    contexts &= live
+                    if prov[0] == _ENTRY:  # decided in the block the state was in: its bounds
+                        own = (start, end if end >= 0 else prov[1], accepted & prov[2])
+                        terminals.append(Terminal(contexts, verdict, part, own))
+                    else:
+                        old = later.get((index, contexts))
+                        later[(index, contexts)] = part if old is None else old.absorb(part)
+        for (index, contexts), region in later.items():
+            _live, verdict, prov = outcomes[index]
+            terminals.append(Terminal(contexts, verdict, region, prov))
 
     def _share(self, pc: int, states: list[_State]) -> list[_State]:
         """Pair each outcome of the major-free code from ``pc``, walked once for any major, with
@@ -365,7 +469,39 @@ class Executor:
         allowed = [(term.live, minors) for term, minors in outcomes if term.verdict == 1]
         return outcomes, allowed
 
+    def _send(self, pc: int, state: _State) -> None:
+        """Where a state jumps: walked on at once (``_ahead``) when it is alone (the only state
+        in its block) and ``pc`` has no other entry, so no state can join it there, unless a
+        shared walk might apply at ``pc`` (as in ``run``); else queued, to merge with others."""
+        if self._alone and self.entries[pc] == 1 and WALK_AHEAD:
+            if self.shares and not self.reads[pc] & READS_MAJOR:
+                pieces = 0
+                for region in state.groups.values():
+                    pieces += len(region.points) + len(region.boxes)
+                if pieces >= SHARE_MIN_PIECES:
+                    self._enqueue(pc, state)
+                    return
+            live_regs = self.live_in[pc]
+            dead = self._dead.get(live_regs)
+            if dead is None:
+                dead = self._dead[live_regs] = tuple(r for r in range(10) if not live_regs >> r & 1)
+            regs = state.regs
+            for r in dead:
+                regs[r] = None
+            self.states += 1
+            if self.states > MAX_STATES:
+                raise Opaque(pc, f"more than {MAX_STATES} symbolic states")
+            self._ahead.append((pc, state))
+            return
+        self._enqueue(pc, state)
+
     def _enqueue(self, pc: int, state: _State) -> None:
+        landing = self.hops.get(pc) if THREAD_JUMPS else None
+        if landing is not None:  # what stepping through the unconditional jumps would do
+            start, end, accepted = state.prov
+            if end < 0:
+                state.prov = (start, pc, accepted)
+            pc = landing
         if pc >= len(self.insns):
             raise RejectedProgram(pc - 1, "falls off the end of the program")
         live_regs = self.live_in[pc]
@@ -425,7 +561,9 @@ class Executor:
     def _step_block(self, pc: int, state: _State) -> None:
         insns = self.insns
         regs = state.regs
-        verdict = self._verdict_block(pc) if VERDICT_SHORTCUT else None
+        verdict = None
+        if VERDICT_SHORTCUT:
+            verdict = self._verdicts[pc] if pc in self._verdicts else self._verdict_block(pc)
         if verdict is not None:
             moves, exit_pc = verdict
             for reg, value in moves:
@@ -435,8 +573,8 @@ class Executor:
             return
         while True:
             insn = insns[pc]
-            cls = insn.cls
-            if cls is _JMP or cls is _JMP32:
+            cls = insn.code & 0x07
+            if cls in _JUMP_CLASSES:
                 after = self._jump(pc, insn, state)
                 if after is None:
                     return
@@ -447,10 +585,10 @@ class Executor:
                     raise Opaque(pc, f"ld_imm64 with pseudo source {insn.src} (a map reference)")
                 self._write(pc, regs, insn.dst, imm64(insns, pc))
                 nxt = pc + 2
-            elif cls is _ALU or cls is _ALU64:
+            elif cls in _ALU_CLASSES:
                 self._alu(pc, insn, regs, state.live)
                 nxt = pc + 1
-            elif cls is _LDX:
+            elif cls == _LDX:
                 self._load(pc, insn, regs)
                 nxt = pc + 1
             else:
@@ -608,39 +746,37 @@ class Executor:
         """Follow a jump; returns the fall-through state when it can run on inline."""
         decoded = self._jumps.get(pc)
         if decoded is None:
-            jop = insn.jmp_op
-            if jop is None:  # pragma: no cover - check() admitted only known operations
-                raise RejectedProgram(pc, f"unknown jump opcode 0x{insn.code:02x}")
-            name = jop.mnemonic
-            target = -1 if name in ("exit", "call") else jump_target(self.insns, pc)
-            decoded = self._jumps[pc] = (name, target, 32 if insn.cls is _JMP32 else 64)
-        name, target, bits = decoded
-        start, end, accepted = state.prov
-        if name == "exit":
-            self._exit(pc, state, (start, pc if end < 0 else end, accepted))
-            return None
-        if name == "call":
-            raise Opaque(pc, f"helper call #{insn.imm}")
-        if name == "ja":
+            decoded = self._decode_jump(pc, insn)
+        kind, name, target, bits, dst, src, imm = decoded
+        if kind != _CONDITIONAL:
+            start, end, accepted = state.prov
+            if kind == _EXIT_KIND:
+                self._exit(pc, state, (start, pc if end < 0 else end, accepted))
+                return None
+            if kind == _CALL_KIND:
+                raise Opaque(pc, f"helper call #{insn.imm}")
             state.prov = (start, pc if end < 0 else end, accepted)
-            self._enqueue(target, state)
+            self._send(target, state)
             return None
         regs = state.regs
-        left = self._read(pc, regs, insn.dst)
-        right: Known = (
-            self._read(pc, regs, insn.src) if insn.uses_reg_source else insn.imm & ((1 << bits) - 1)
-        )
-        if isinstance(left, Ptr) or isinstance(right, Ptr):
+        left = regs[dst]
+        if left is None:
+            self._read(pc, regs, dst)
+        right: Value = imm if src < 0 else regs[src]
+        if right is None:
+            self._read(pc, regs, src)
+        left_type, right_type = type(left), type(right)
+        if left_type is Ptr or right_type is Ptr:
             raise Opaque(pc, "comparison involving a pointer")
         taken_prov: Provenance = (target, -1, ALL_CONTEXTS)
-        if not isinstance(left, Sym) and not isinstance(right, Sym):
-            return self._branch_concrete(pc, name, left, right, bits, state, target, taken_prov)
-        if isinstance(left, Sym) and isinstance(right, Sym):
+        if left_type is not Sym and right_type is not Sym:
+            return self._branch_concrete(pc, name, left, right, bits, state, target, taken_prov)  # type: ignore[arg-type]
+        if left_type is Sym and right_type is Sym:
             raise Opaque(pc, "comparison of major/minor with a non-constant")
-        if isinstance(right, Sym):
+        if right_type is Sym:
             left, right, name = right, left, _FLIPPED[name]
-        assert isinstance(left, Sym) and not isinstance(right, Sym)
-        const = right if isinstance(right, int) else _uniform(right, state.live)
+        assert isinstance(left, Sym) and isinstance(right, (int, tuple))
+        const = right if type(right) is int else _uniform(right, state.live)
         if const is None:
             raise Opaque(pc, "comparison of major/minor with an access-dependent value")
         taken: Groups = {}
@@ -674,6 +810,20 @@ class Executor:
                 fall[live] = no
         return self._follow(pc, target, state, taken, fall, taken_prov, state.prov)
 
+    def _decode_jump(self, pc: int, insn: Insn) -> tuple[int, str, int, int, int, int, int]:
+        """What a jump does, decoded once per instruction (a shared block runs once per state);
+        from the opcode's bits, as most instructions are visited once and this is their cost."""
+        code = insn.code
+        name = _JUMP_MNEMONICS.get(code & 0xF0)
+        if name is None:  # pragma: no cover - check() admitted only known operations
+            raise RejectedProgram(pc, f"unknown jump opcode 0x{code:02x}")
+        kind = _JUMP_KINDS.get(name, _CONDITIONAL)
+        target = -1 if kind in (_EXIT_KIND, _CALL_KIND) else jump_target(self.insns, pc)
+        bits = 32 if code & 0x07 == _JMP32 else 64
+        src = insn.src if code & 0x08 else -1
+        decoded = self._jumps[pc] = (kind, name, target, bits, insn.dst, src, insn.imm & ((1 << bits) - 1))
+        return decoded
+
     def _follow(
         self,
         pc: int,
@@ -686,7 +836,7 @@ class Executor:
     ) -> _State | None:
         fall_state = _State(list(state.regs) if taken else state.regs, fall, fall_prov) if fall else None
         if taken:
-            self._enqueue(target, _State(state.regs, taken, taken_prov))
+            self._send(target, _State(state.regs, taken, taken_prov))
         if fall_state is None or (pc + 1 in self.targets or pc + 1 >= len(self.insns)):
             if fall_state is not None:
                 self._enqueue(pc + 1, fall_state)

@@ -263,6 +263,9 @@ class Region:
         """``(major_lo, major_hi, minors)`` covering the region (for building a policy)."""
         if self.pending:
             self._flush()
+        if not self.boxes and len(self.points) == 1:  # a rule's leaf: one column, often one point
+            for major, minors in self.points.items():
+                return [(major, major, minors.base if not minors.excluded else minors.materialize())]
         out = [(major, major, minors.materialize()) for major, minors in self.points.items()]
         for majors, minors in self.boxes:
             whole = minors.materialize()

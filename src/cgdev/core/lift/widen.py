@@ -43,20 +43,38 @@ def lifted_rules(terminals: list[Terminal], pieces_of: Pieces, chain: bool) -> l
             continue  # a shared walk's block that none of the regions entering it reaches
         groups.setdefault((term.prov[0], term.prov[1], term.verdict), []).append(term)
     out: list[LiftedRule] = []
+    majors: IntervalSet
     for (start, end, verdict), terms in sorted(groups.items()):
-        live = accepted = 0
-        for term in terms:
-            live |= term.live
-            accepted |= term.prov[2]
+        if len(terms) == 1:  # the usual block: one terminal, often one piece (a point, a column)
+            term = terms[0]
+            live, accepted = term.live, term.prov[2]
+            pieces = pieces_of(term.region)
+            cells = [(live, pieces)]
+            if len(pieces) == 1 and len(pieces[0][2]) <= iv.MAX_PIECES:  # an IntervalSet already
+                lo, hi, minors = pieces[0]
+                majors, remainder = ((lo, hi),), False
+            else:
+                majors, minors, remainder = _box_of(terms, pieces_of)
+        else:
+            live = accepted = 0
+            for term in terms:
+                live |= term.live
+                accepted |= term.prov[2]
+            majors, minors, remainder = _box_of(terms, pieces_of)
+            cells = [(term.live, pieces_of(term.region)) for term in terms]
         # What the block's own tests accept, on the types that reach it: the rule as written.
         written = live | (accepted & _SAME_TYPE[live])
         types, masks = _TYPES_MASKS[written]
-        majors, minors, remainder = _box_of(terms, pieces_of)
-        shadowed = written != live
-        cells = [(term.live, pieces_of(term.region)) for term in terms]
         out.append(
             LiftedRule(
-                bool(verdict), types, masks, majors, minors, (start, end), remainder or shadowed, cells=cells
+                bool(verdict),
+                types,
+                masks,
+                majors,
+                minors,
+                (start, end),
+                remainder or written != live,
+                cells=cells,
             )
         )
     return _first_match_rules(out) if chain else out
@@ -174,12 +192,6 @@ class DecidedIndex:
 
 def _box_of(terms: list[Terminal], pieces_of: Pieces) -> tuple[IntervalSet, IntervalSet, bool]:
     """(majors, minors, remainder): the box the terminals decided, or its envelope (remainder)."""
-    if len(terms) == 1:  # the usual block: one terminal, often one piece (a point or a column)
-        pieces = pieces_of(terms[0].region)
-        if len(pieces) == 1:
-            lo, hi, minors = pieces[0]
-            if len(minors) <= iv.MAX_PIECES:  # an IntervalSet already: normalizing keeps it
-                return ((lo, hi),), minors, False
     regions = list({id(t.region): t.region for t in terms}.values())
     per_region = [pieces_of(region) for region in regions]
     distinct_minors = {minors for pieces in per_region for _lo, _hi, minors in pieces}
