@@ -11,11 +11,12 @@ import pytest
 
 from cgdev.core import interp
 from cgdev.core.disasm import parse_bpftool_text
-from cgdev.core.isa import Insn, Label, alu32, alu64, assemble, decode, exit_, jmp, ldx
+from cgdev.core.isa import AluOp, Cls, Insn, Label, alu32, alu64, assemble, decode, exit_, jmp, ldx
 from cgdev.core.lift import LiftResult, lift
 from cgdev.core.lift.generators import recognise
-from cgdev.core.model import ACC_R, ACC_W, REQUEST_MASKS, U32_MAX, Request, Rule
+from cgdev.core.model import ACC_M, ACC_R, ACC_W, REQUEST_MASKS, U32_MAX, Request, Rule
 from cgdev.core.policy import Policy
+from cgdev.core.semantics import policy_of
 from cgdev.errors import ProgramError
 from evidence import EVIDENCE
 from fixtures_kernel import requires_root_bpf
@@ -393,6 +394,8 @@ def test_a_helper_call_is_named_and_its_verdict_unknown() -> None:
         ((exit_(),), "r0 is read before it is written"),
         ((alu64("mov", 0, imm=2), exit_()), "r0 = 2 at exit"),
         ((Insn(0x55, 0, 0, 5, 0), *ALLOW), "jump out of range"),
+        # the executor's own refusal names the instruction, as the checker's do
+        ((ldx("w", 3, 1, 0), alu32("lsh", 3, imm=40), *ALLOW), "instruction 1: invalid shift by 40"),
     ],
 )
 def test_programs_the_kernel_refuses_raise(insns: tuple[Insn, ...], message: str) -> None:
@@ -613,3 +616,46 @@ def test_interpreter_and_lifter_agree_with_the_kernel_on_hand_written_programs(p
         assert [bool(interp.run(insns, r).verdict) for r in requests] == kernel, name
         policy = lift(insns).policy
         assert policy is not None and [policy.allows(r) for r in requests] == kernel, name
+
+
+def test_a_constant_that_is_one_value_on_the_live_contexts_is_compared_exactly() -> None:
+    """``if major == r3`` where r3 holds the request's type: different per context overall, one
+    value (2) on the character contexts, the only ones live on that path: exact, not opaque."""
+    program = assemble(
+        [
+            ldx("w", 6, 1, 0),
+            ldx("w", 2, 1, 4),
+            jmp("jset", 6, "block", imm=1, wide32=True),
+            alu32("mov", 3, src=6),
+            alu32("and", 3, imm=0xFFFF),
+            jmp("jeq", 2, "allow", src=3, wide32=True),
+            alu32("mov", 0, imm=0),
+            exit_(),
+            Label("allow"),
+            alu32("mov", 0, imm=1),
+            exit_(),
+            Label("block"),
+            alu32("mov", 0, imm=0),
+            exit_(),
+        ]
+    )
+    result = lift(program)
+    assert result.opaque is None
+    assert result.policy == policy_of([Rule(True, "c", 2, None, ACC_R | ACC_W | ACC_M)])
+
+
+def test_signed_division_of_per_context_values_is_signed() -> None:
+    """``w3 s/= 2`` (``off`` = 1) on a value that differs per context and is negative as an s32:
+    the sign bit survives a signed division and not an unsigned one, and it is the verdict."""
+    program = (
+        ldx("w", 6, 1, 0),
+        alu32("mov", 3, src=6),
+        alu32("or", 3, imm=-0x8000_0000),
+        Insn(int(Cls.ALU | AluOp.DIV), 3, 0, 1, 2),  # sdiv: the division with off = 1
+        alu32("mov", 0, src=3),
+        alu32("rsh", 0, imm=31),
+        exit_(),
+    )
+    result = lift(program)
+    assert result.policy == policy_of([Rule(True, "a", None, None, ACC_R | ACC_W | ACC_M)])
+    assert interp.run(program, Request("c", 1, 3, ACC_R)).verdict == 1

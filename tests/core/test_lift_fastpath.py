@@ -195,12 +195,20 @@ def test_scale_shortcuts_decide_as_the_step_loop(flags: dict[str, object], rules
         assert _with({**_OFF, **flags}, lambda program=program: _lifted_semantics(program)) == plain
 
 
-def _shared_tail_program(tail: list[object], majors: int = 6) -> tuple[Insn, ...]:
+def _shared_tail_program(tail: list[object], majors: int = 6, goto_first: bool = False) -> tuple[Insn, ...]:
     """``majors`` rule blocks, each ``if major == k`` to a ``goto`` into one shared ``tail`` (a
     100,000-rule tree's ``gotol`` trampolines): the states reaching it differ only in their
-    provenance (each trampoline's own), as the tree's states reach its shared access tests."""
-    items: list[object] = [ldx("w", 2, 1, 4), ldx("w", 3, 1, 0)]
+    provenance (each trampoline's own), as the tree's states reach its shared access tests.
+
+    ``goto_first``: a ``goto +0`` at instruction 0 ends the first block there, and major 0 falls
+    through to the tail from it, so one state arrives with a block bound of 0 (a bound: what the
+    tail decides in that state's block keeps it)."""
+    items: list[object] = [ja("start"), Label("start")] if goto_first else []
+    items += [ldx("w", 2, 1, 4), ldx("w", 3, 1, 0)]
     for k in range(majors):
+        if goto_first and k == 0:
+            items += [jmp("jne", 2, "next0", imm=0, wide32=True), ja("tail"), Label("next0")]
+            continue
         items += [
             jmp("jeq", 2, f"hop{k}", imm=k, wide32=True),
             ja(f"next{k}"),
@@ -262,8 +270,11 @@ def _shared_tail_program(tail: list[object], majors: int = 6) -> tuple[Insn, ...
     ],
 )
 @pytest.mark.parametrize("flags", _SCALE_FLAGS)
-def test_scale_shortcuts_on_shared_tails(tail: list[object], flags: dict[str, object]) -> None:
-    program = _shared_tail_program(tail)
+@pytest.mark.parametrize("goto_first", [False, True], ids=["rule-blocks", "goto-first"])
+def test_scale_shortcuts_on_shared_tails(
+    tail: list[object], flags: dict[str, object], goto_first: bool
+) -> None:
+    program = _shared_tail_program(tail, goto_first=goto_first)
     plain = _with(_OFF, lambda: _decided(program))
     assert _with({**_OFF, **flags}, lambda: _decided(program)) == plain
     plain = _with(_OFF, lambda: _lifted_semantics(program))

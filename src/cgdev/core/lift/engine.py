@@ -110,6 +110,14 @@ class Terminal(msgspec.Struct):
     prov: Provenance
 
 
+def _in_entry_block(entering: Provenance, walked: Provenance) -> Provenance:
+    """The provenance of what a walk from an ``_ENTRY`` state decided in the block the walk was
+    entered in: that block is the entering state's (its start, its end if it had reached one,
+    else where the walk ended it), and its own tests are the state's and the walk's together."""
+    start, end, accepted = entering
+    return (start, end if end >= 0 else walked[1], accepted & walked[2])
+
+
 def _per_ctx(values: tuple[int, ...]) -> int | tuple[int, ...]:
     first = values[0]
     for v in values:
@@ -345,7 +353,8 @@ class Executor:
         arriving region is handed whole to the outcomes of its contexts.  Outcomes decided in
         the block the states were in keep each state's own provenance (as ``_enter``); those
         of later blocks are one terminal per outcome and contexts, the regions joined, as the
-        usual walk would have merged them at the join."""
+        usual walk would have merged them at the join.  (Arriving regions are disjoint: one
+        request follows one path.)"""
         by_regs: dict[tuple[Value, ...], list[_State]] = {}
         for state in states:
             by_regs.setdefault(tuple(state.regs), []).append(state)
@@ -372,7 +381,6 @@ class Executor:
         later: dict[tuple[int, int], Region] = {}  # (outcome, contexts) -> the regions joined
         terminals = self.terminals
         for state in states:
-            start, end, accepted = state.prov
             for live, region in state.groups.items():
                 hits = [index for index, outcome in enumerate(outcomes) if outcome[0] & live]
                 last = hits[-1]
@@ -380,9 +388,8 @@ class Executor:
                     part = region if index == last else region.copy()
                     contexts, verdict, prov = outcomes[index]
                     contexts &= live
-                    if prov[0] == _ENTRY:  # decided in the block the state was in: its bounds
-                        own = (start, end if end >= 0 else prov[1], accepted & prov[2])
-                        terminals.append(Terminal(contexts, verdict, part, own))
+                    if prov[0] == _ENTRY:
+                        terminals.append(Terminal(contexts, verdict, part, _in_entry_block(state.prov, prov)))
                     else:
                         old = later.get((index, contexts))
                         later[(index, contexts)] = part if old is None else old.absorb(part)
@@ -433,14 +440,13 @@ class Executor:
         return rest
 
     def _enter(self, state: _State, outcomes: _Outcomes, allowed: list[tuple[int, IntervalSet]]) -> None:
-        start, end, accepted = state.prov
         for live, region in state.groups.items():
             entry = Entry(live, region, allowed, state.live)
             for term, minors in outcomes:
                 if term.live & live:
                     prov = term.prov
-                    if prov[0] == _ENTRY:  # decided in the block the state was in: its bounds
-                        prov = (start, end if end >= 0 else prov[1], accepted & prov[2])
+                    if prov[0] == _ENTRY:
+                        prov = _in_entry_block(state.prov, prov)
                     decided = Restricted(entry, minors)
                     self.terminals.append(Terminal(term.live & live, term.verdict, decided, prov))
 
