@@ -396,6 +396,8 @@ def test_a_helper_call_is_named_and_its_verdict_unknown() -> None:
         ((Insn(0x55, 0, 0, 5, 0), *ALLOW), "jump out of range"),
         # the executor's own refusal names the instruction, as the checker's do
         ((ldx("w", 3, 1, 0), alu32("lsh", 3, imm=40), *ALLOW), "instruction 1: invalid shift by 40"),
+        ((ldx("w", 3, 1, 0), alu32("rsh", 3, imm=32), *ALLOW), "instruction 1: invalid shift by 32"),
+        ((ldx("w", 3, 1, 0), alu64("arsh", 3, imm=64), *ALLOW), "instruction 1: invalid shift by 64"),
     ],
 )
 def test_programs_the_kernel_refuses_raise(insns: tuple[Insn, ...], message: str) -> None:

@@ -164,6 +164,7 @@ def _decided(program: tuple[Insn, ...]) -> object:
     """Per (block, verdict): the exact requests it decides, as a policy (grouping-independent)."""
     cells: dict[tuple[object, ...], list[tuple[int, list[tuple[int, int, tuple[tuple[int, int], ...]]]]]] = {}
     for t in engine.execute(program):
+        assert t.live, f"a terminal for no context: {t.prov}"
         pieces = t.region.pieces()
         if pieces:  # a terminal that decides nothing (a shared walk's branch no region takes)
             cells.setdefault((t.prov, t.verdict), []).append((t.live, pieces))

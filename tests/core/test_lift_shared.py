@@ -125,6 +125,7 @@ def test_shared_and_unshared_lifts_agree(share_everything: None, prologue: tuple
     policy = policy_of(_adversarial(600, 7))
     program = prologue + tuple(compile_policy(policy))
     shared = lift(program)
+    assert all(t.live for t in engine.execute(program)), "a terminal for no context"
     engine.SHARE_MIN_PIECES = 1 << 60  # never share
     plain = lift(program)
     assert _shared_terminals(program) == 0

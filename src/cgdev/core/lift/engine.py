@@ -13,10 +13,16 @@ every major whose map differs from it at a few points) is walked once for any ma
 once with every major's region (``_share``, ``shared``): its terminals pair the walk's outcome
 with the region that arrived, and stay unexpanded until read.
 
-Blocks shared by many rules are run once per arriving state (each keeps the provenance of the
-rule that sent it there, for rule reading), so what does not depend on the state is decoded once
-per instruction, and a constant verdict block (``w0 = 1; exit``) is applied in one step
-(``_verdict_block``).
+Blocks shared by many rules are reached by one state per rule (each keeps the provenance of the
+rule that sent it there, for rule reading).  Where that code reads neither major nor minor (a
+tree's access tests and verdicts) the states are decided by one walk of it per register file
+(``_tails``); elsewhere what does not depend on the state is decoded once per instruction, and a
+constant verdict block (``w0 = 1; exit``) is applied in one step (``_verdict_block``).
+
+Two more savings keep a 100,000-rule program in seconds, each exact by construction: a state
+alone in its block that jumps where no other edge leads is walked on at once instead of waiting
+in the queue for states to merge with (``_send``), and a state queued at an unconditional jump
+goes straight to where it lands (``Analysis.hops``).  Tests turn each off and compare.
 
 Each terminal state (an ``exit``) yields (contexts, verdict, region, the block that decided).
 Programs the kernel would refuse raise ``RejectedProgram``; constructs this method cannot follow
