@@ -802,3 +802,42 @@ def test_a_register_updated_in_place_after_a_join_keeps_its_value() -> None:
     result = lift(program)
     _agrees_with_the_interpreter(program, result)
     assert result.policy.allows(Request("c", 1, 0, ACC_R)) and result.policy.allows(Request("b", 2, 9, ACC_M))  # type: ignore[union-attr]
+
+
+_FEW_RULES = st.lists(
+    st.builds(
+        Rule,
+        st.booleans(),
+        st.sampled_from(["a", "b", "c"]),
+        st.one_of(st.none(), st.integers(0, 12), st.just(U32_MAX)),
+        st.one_of(st.none(), st.integers(0, 12), st.just(U32_MAX)),
+        st.integers(1, 7),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_FEW_RULES)
+def test_a_leaf_is_rendered_only_when_few_rules_can_say_it(rules: list[Rule]) -> None:
+    """``_sayable_in`` (the cheap shape test before a remainder leaf is rendered) never refuses a
+    policy that so many rules do say: not the policy of any list of at most that many rules,
+    not one the renderer says in at most that many."""
+    from cgdev.core.lift.result import EXACT_TEXT_RULES, _sayable_in
+    from cgdev.core.render import to_rules
+    from cgdev.core.semantics import policy_of
+
+    policy = policy_of(rules)
+    if len(rules) <= EXACT_TEXT_RULES:
+        assert _sayable_in(policy, EXACT_TEXT_RULES)
+    if len(to_rules(policy).rules) <= EXACT_TEXT_RULES:
+        assert _sayable_in(policy, EXACT_TEXT_RULES)
+    assert _sayable_in(policy, len(rules))
+
+
+def test_a_leaf_of_many_points_is_not_rendered() -> None:
+    from cgdev.core.lift.result import _sayable_in
+    from cgdev.core.semantics import policy_of
+
+    eight = policy_of([Rule(True, "c", 2 * m, 1, 7) for m in range(8)])
+    assert not _sayable_in(eight, 3) and _sayable_in(eight, 8)

@@ -91,3 +91,21 @@ def test_kinds_are_enums_that_still_read_as_text() -> None:
     assert rule.type is RuleType.CHAR and rule == Rule(True, RuleType.CHAR, 1, 3, Access(7))
     assert str(rule) == "allow c 1:3 rwm" and Rule(False).type is RuleType.ALL
     assert f"{DevType.BLOCK}" == "b" and DevType.CHAR.kernel == 2
+
+
+def test_maskset_for_bits_is_the_subset_rule_for_any_int() -> None:
+    """The table answers as the definition: every request mask that is a subset of ``bits``."""
+    from cgdev.core.model import REQUEST_MASKS, maskset_for_bits
+
+    for bits in range(-16, 64):
+        assert maskset_for_bits(bits) == sum(1 << m for m in REQUEST_MASKS if m & bits == m), bits
+
+
+def test_rule_types_from_strings_and_members_and_refusals() -> None:
+    from cgdev.core.model import Rule, RuleType
+
+    assert Rule(True, "c").type is RuleType.CHAR and Rule(True, RuleType.BLOCK).type is RuleType.BLOCK
+    assert Rule(True).type is RuleType.ALL
+    for wrong in ("x", 5, ["c"], None):
+        with pytest.raises(ValueError):
+            Rule(True, wrong)  # type: ignore[arg-type]

@@ -34,6 +34,18 @@ from cgdev.core.policy import Policy
 EXACT_TEXT_RULES: Final = 3  # a remainder block whose decided set renders in this many rules says it
 
 
+def _sayable_in(policy: Policy, rules: int) -> bool:
+    """False when no list of ``rules`` rules can mean ``policy``, judged from its shape alone: a
+    rule's box bounds the majors (and minors) at no more than two places (``M`` and ``M + 1``),
+    so ``rules`` rules cut each axis into at most ``2 * rules + 1`` runs of equal value.  A leaf
+    of a 100,000-rule tree fails this at once instead of being rendered (seconds) to find out."""
+    limit = 2 * rules + 1
+    for majors in (policy.block, policy.char):
+        if len(majors.starts) > limit or any(len(minors.starts) > limit for minors in majors.values):
+            return False
+    return True
+
+
 def _format_set(values: IntervalSet | None, limit: int = 6) -> str:
     if values is None or values == iv.ALL_U32:
         return "*"
@@ -73,10 +85,10 @@ class LiftedRule:
     @property
     def access(self) -> int | None:
         """Rule access bits whose subset test lets exactly ``masks`` through, or None."""
-        bits = 0
+        bits = wanted = 0
         for mask in self.masks:
             bits |= mask
-        wanted = sum(1 << m for m in self.masks)
+            wanted |= 1 << mask
         return bits if maskset_for_bits(bits) == wanted else None
 
     def rule(self) -> Rule | None:
@@ -114,7 +126,10 @@ class LiftedRule:
             return None
         from cgdev.core.render import to_rules
 
-        rendering = to_rules(policy_of_cells(self.cells))
+        decided = policy_of_cells(self.cells)
+        if not _sayable_in(decided, EXACT_TEXT_RULES):
+            return None
+        rendering = to_rules(decided)
         rendered = rendering.rules
         if rendering.warnings or not rendered or len(rendered) > EXACT_TEXT_RULES:
             return None  # a mask set rules cannot say (w and rw but not r), or too many rules
