@@ -288,20 +288,17 @@ def _queued(program: tuple[Insn, ...], flags: dict[str, object]) -> int:
     executor = _with(flags, lambda: engine.Executor(program))
     assert isinstance(executor, engine.Executor)
     count = 0
-    enqueue, step = executor._enqueue, executor._step_block
 
-    def counting_enqueue(pc: int, state: engine._State) -> None:
-        nonlocal count
-        count += 1
-        enqueue(pc, state)
+    def counting(method: Callable[[int, engine._State], None]) -> Callable[[int, engine._State], None]:
+        def counted(pc: int, state: engine._State) -> None:
+            nonlocal count
+            count += 1
+            method(pc, state)
 
-    def counting_step(pc: int, state: engine._State) -> None:
-        nonlocal count
-        count += 1
-        step(pc, state)
+        return counted
 
-    executor._enqueue = counting_enqueue  # type: ignore[method-assign]
-    executor._step_block = counting_step  # type: ignore[method-assign]
+    executor._enqueue = counting(executor._enqueue)  # type: ignore[method-assign]
+    executor._step_block = counting(executor._step_block)  # type: ignore[method-assign]
     _with(flags, executor.run)
     return count
 

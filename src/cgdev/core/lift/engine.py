@@ -81,7 +81,6 @@ _JUMP_CLASSES: Final = frozenset((int(_JMP), int(_JMP32)))  # an opcode's low 3 
 _ALU_CLASSES: Final = frozenset((int(_ALU), int(_ALU64)))
 _EXIT_KIND, _CALL_KIND, _JA_KIND, _CONDITIONAL = range(4)  # a jump's kind, decoded once (_decode_jump)
 _JUMP_KINDS: Final = {"exit": _EXIT_KIND, "call": _CALL_KIND, "ja": _JA_KIND}
-_JUMP_MNEMONICS: Final = {op.value: op.mnemonic for op in JmpOp}
 _FLIPPED = {
     "jeq": "jeq", "jne": "jne", "jset": "jset", "jgt": "jlt", "jlt": "jgt", "jge": "jle", "jle": "jge",
     "jsgt": "jslt", "jslt": "jsgt", "jsge": "jsle", "jsle": "jsge",
@@ -288,17 +287,10 @@ class Executor:
     def __init__(self, insns: Sequence[Insn], parent: Executor | None = None) -> None:
         self.insns = insns
         self.shares = parent is None  # a shared walk starts from one box: nothing to share in it
-        analysis: Analysis = (
-            Analysis(insns) if parent is None else parent.analysis
-        )  # a sub-walk: same program
-        self.analysis = analysis
-        self.live_in, self.targets, self.reads, self.hops = (
-            analysis.live_in,
-            analysis.targets,
-            analysis.reads,
-            analysis.hops,
-        )
-        self.entries = analysis.entries
+        # a walk of a shared sub-program: same program, same analysis
+        self.analysis = analysis = Analysis(insns) if parent is None else parent.analysis
+        self.live_in, self.targets, self.reads = analysis.live_in, analysis.targets, analysis.reads
+        self.hops, self.entries = analysis.hops, analysis.entries
         self.pending: dict[int, dict[tuple[object, ...], _State]] = {}
         # States walked on at once (``_send``): alone where they are, bound where nobody else goes
         self._alone = False
@@ -328,18 +320,11 @@ class Executor:
         while self.heap:
             pc = heapq.heappop(self.heap)
             states = list(self.pending.pop(pc).values())
-            self.states += len(states)
-            if self.states > MAX_STATES:
-                raise Opaque(pc, f"more than {MAX_STATES} symbolic states")
+            self._count(pc, len(states))
             if shares and not reads[pc] and len(states) >= TAIL_MIN_STATES:
                 states = self._tails(pc, states)
-            elif shares and not reads[pc] & READS_MAJOR:
-                pieces = 0
-                for state in states:
-                    for region in state.groups.values():
-                        pieces += len(region.points) + len(region.boxes)
-                if pieces >= SHARE_MIN_PIECES:
-                    states = self._share(pc, states)
+            elif self._may_share(pc, states):
+                states = self._share(pc, states)
             self._alone = len(states) == 1
             ahead = self._ahead
             for state in states:
@@ -347,6 +332,22 @@ class Executor:
                 while ahead:
                     self._step_block(*ahead.pop())
         return self.terminals
+
+    def _count(self, pc: int, states: int) -> None:
+        self.states += states
+        if self.states > MAX_STATES:
+            raise Opaque(pc, f"more than {MAX_STATES} symbolic states")
+
+    def _may_share(self, pc: int, states: Sequence[_State]) -> bool:
+        """Whether ``_share`` applies at ``pc``: code that reads no major, entered by regions
+        of enough pieces that walking it once for any major pays."""
+        if not self.shares or self.reads[pc] & READS_MAJOR:
+            return False
+        pieces = 0
+        for state in states:
+            for region in state.groups.values():
+                pieces += len(region.points) + len(region.boxes)
+        return pieces >= SHARE_MIN_PIECES
 
     def _tails(self, pc: int, states: list[_State]) -> list[_State]:
         """Decide the states at ``pc``, whose code reads neither major nor minor, by one walk of
@@ -485,27 +486,21 @@ class Executor:
         """Where a state jumps: walked on at once (``_ahead``) when it is alone (the only state
         in its block) and ``pc`` has no other entry, so no state can join it there, unless a
         shared walk might apply at ``pc`` (as in ``run``); else queued, to merge with others."""
-        if self._alone and self.entries[pc] == 1 and WALK_AHEAD:
-            if self.shares and not self.reads[pc] & READS_MAJOR:
-                pieces = 0
-                for region in state.groups.values():
-                    pieces += len(region.points) + len(region.boxes)
-                if pieces >= SHARE_MIN_PIECES:
-                    self._enqueue(pc, state)
-                    return
-            live_regs = self.live_in[pc]
-            dead = self._dead.get(live_regs)
-            if dead is None:
-                dead = self._dead[live_regs] = tuple(r for r in range(10) if not live_regs >> r & 1)
-            regs = state.regs
-            for r in dead:
-                regs[r] = None
-            self.states += 1
-            if self.states > MAX_STATES:
-                raise Opaque(pc, f"more than {MAX_STATES} symbolic states")
+        if self._alone and self.entries[pc] == 1 and WALK_AHEAD and not self._may_share(pc, (state,)):
+            self._forget_dead(pc, state.regs)
+            self._count(pc, 1)
             self._ahead.append((pc, state))
-            return
-        self._enqueue(pc, state)
+        else:
+            self._enqueue(pc, state)
+
+    def _forget_dead(self, pc: int, regs: list[Value]) -> None:
+        """Clear the registers no path from ``pc`` reads, so states that differ only there merge."""
+        live_regs = self.live_in[pc]
+        dead = self._dead.get(live_regs)
+        if dead is None:
+            dead = self._dead[live_regs] = tuple(r for r in range(10) if not live_regs >> r & 1)
+        for r in dead:
+            regs[r] = None
 
     def _enqueue(self, pc: int, state: _State) -> None:
         landing = self.hops.get(pc) if THREAD_JUMPS else None
@@ -516,14 +511,8 @@ class Executor:
             pc = landing
         if pc >= len(self.insns):
             raise RejectedProgram(pc - 1, "falls off the end of the program")
-        live_regs = self.live_in[pc]
-        dead = self._dead.get(live_regs)
-        if dead is None:
-            dead = self._dead[live_regs] = tuple(r for r in range(10) if not live_regs >> r & 1)
-        regs = state.regs
-        for r in dead:
-            regs[r] = None
-        key = (tuple(regs), state.prov)
+        self._forget_dead(pc, state.regs)
+        key = (tuple(state.regs), state.prov)
         bucket = self.pending.get(pc)
         if bucket is None:
             self.pending[pc] = {key: state}
@@ -540,9 +529,8 @@ class Executor:
         """``((register, value) moves, exit pc)`` when the code from ``pc`` only moves constants
         into registers and exits, with no join point inside: a rule chain's shared ``w0 = 1;
         exit``, which tens of thousands of states reach (each with its own provenance) and which
-        is then applied to each in one step; None for any other code."""
-        if pc in self._verdicts:
-            return self._verdicts[pc]
+        is then applied to each in one step; None for any other code.  Memoized by the caller
+        (``_step_block``, in ``_verdicts``)."""
         insns = self.insns
         moves: list[tuple[int, int]] = []
         found = None
@@ -826,9 +814,10 @@ class Executor:
         """What a jump does, decoded once per instruction (a shared block runs once per state);
         from the opcode's bits, as most instructions are visited once and this is their cost."""
         code = insn.code
-        name = _JUMP_MNEMONICS.get(code & 0xF0)
-        if name is None:  # pragma: no cover - check() admitted only known operations
+        jop = insn.jmp_op
+        if jop is None:  # pragma: no cover - check() admitted only known operations
             raise RejectedProgram(pc, f"unknown jump opcode 0x{code:02x}")
+        name = jop.mnemonic
         kind = _JUMP_KINDS.get(name, _CONDITIONAL)
         target = -1 if kind in (_EXIT_KIND, _CALL_KIND) else jump_target(self.insns, pc)
         bits = 32 if code & 0x07 == _JMP32 else 64
