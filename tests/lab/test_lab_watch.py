@@ -12,16 +12,10 @@ measures the windows).
 
 from __future__ import annotations
 
-import json
 import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,6 +25,7 @@ from cgdev.adapters.kernel_probe import kernel_verdicts as probe
 from cgdev.core.model import ACC_R, ACC_W, Request
 from cgdev.ops import entitlements
 from fixtures_lab import LabHandle
+from watch_process import WatchProcess
 
 pytestmark = pytest.mark.lab
 
@@ -68,64 +63,9 @@ def record_hook_grant(view: Lab, container: Any) -> None:
     entitlements.update(add)
 
 
-class Watcher:
-    """``cgdev watch --json`` as a child process; its events arrive on a queue as they are printed."""
-
-    def __init__(self, view: Lab, *args: str) -> None:
-        argv = [sys.executable, "-m", "cgdev", "watch", "--json", "--interval", "0.5", *args, *view.options]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.events.put(json.loads(line))
-        self.events.put(None)
-
-    def wait_for(self, what: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
-        while True:
-            try:
-                event = self.events.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"no such event within {timeout} s; seen: {self.seen}") from None
-            if event is None:
-                stderr = self.proc.stderr.read() if self.proc.stderr else ""
-                raise AssertionError(f"the watcher exited ({self.proc.wait()}): {stderr}; seen: {self.seen}")
-            self.seen.append(event)
-            if what(event):
-                return event
-
-    def event(self, kind: str, **fields: Any) -> dict[str, Any]:
-        return self.wait_for(lambda e: e["event"] == kind and all(e.get(k) == v for k, v in fields.items()))
-
-    def had(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """The event if it was printed already, else the next one like it: the lab is shared, and
-        another test's daemon-reload may have taken the device before ours."""
-        for e in self.seen:
-            if e["event"] == kind and all(e.get(k) == v for k, v in fields.items()):
-                return e
-        return self.event(kind, **fields)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            status = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-        while True:  # drain what it printed last
-            event = self.events.get(timeout=10)
-            if event is None:
-                return status
-            self.seen.append(event)
-
-
 @pytest.fixture
-def watchers() -> Iterator[list[Watcher]]:
-    started: list[Watcher] = []
+def watchers() -> Iterator[list[WatchProcess]]:
+    started: list[WatchProcess] = []
     yield started
     for w in started:
         if w.proc.poll() is None:
@@ -133,8 +73,8 @@ def watchers() -> Iterator[list[Watcher]]:
             w.proc.wait()
 
 
-def start(watchers: list[Watcher], view: Lab, *args: str) -> Watcher:
-    w = Watcher(view, *args)
+def start(watchers: list[WatchProcess], view: Lab, *args: str) -> WatchProcess:
+    w = WatchProcess("--interval", "0.5", *args, *view.options)
     watchers.append(w)
     w.event("full-scan")  # the first look at every container is done
     return w
@@ -143,7 +83,7 @@ def start(watchers: list[Watcher], view: Lab, *args: str) -> Watcher:
 @pytest.mark.parametrize("trigger", ["daemon-reload", "set-property"])
 @pytest.mark.parametrize("preset_name", CASES)
 def test_watch_repair_restores_the_entitled_device(
-    lab: LabHandle, lab_view: Lab, watchers: list[Watcher], preset_name: str, trigger: str
+    lab: LabHandle, lab_view: Lab, watchers: list[WatchProcess], preset_name: str, trigger: str
 ) -> None:
     with container_from(lab, preset_name, f"wat-{preset_name}-{trigger[:3]}") as container:
         record_hook_grant(lab_view, container)
@@ -173,7 +113,7 @@ def test_watch_repair_restores_the_entitled_device(
 
 
 def test_watch_without_repair_names_container_device_layer_and_cause(
-    lab: LabHandle, lab_view: Lab, watchers: list[Watcher]
+    lab: LabHandle, lab_view: Lab, watchers: list[WatchProcess]
 ) -> None:
     with container_from(lab, "runc-sd", "wat-report") as container:
         record_hook_grant(lab_view, container)
@@ -190,7 +130,7 @@ def test_watch_without_repair_names_container_device_layer_and_cause(
 
 
 def test_watch_survives_daemon_reexec_and_rescans(
-    lab: LabHandle, lab_view: Lab, watchers: list[Watcher]
+    lab: LabHandle, lab_view: Lab, watchers: list[WatchProcess]
 ) -> None:
     """A re-executed systemd leaves the bus and comes back: the watcher says so, subscribes again,
     rescans (what the re-exec re-attached was not announced), and the next reload's loss is still
@@ -212,7 +152,7 @@ def test_watch_survives_daemon_reexec_and_rescans(
 
 
 def test_watch_survives_a_bus_restart_and_misses_nothing(
-    lab: LabHandle, lab_view: Lab, watchers: list[Watcher]
+    lab: LabHandle, lab_view: Lab, watchers: list[WatchProcess]
 ) -> None:
     """The system bus itself restarts (dbus.service): the watcher's connection drops, it says so,
     reconnects with backoff, rescans, and a reload that happened while it was away is repaired."""
@@ -229,7 +169,7 @@ def test_watch_survives_a_bus_restart_and_misses_nothing(
 
 
 def test_watch_follows_containers_coming_and_going(
-    lab: LabHandle, lab_view: Lab, watchers: list[Watcher], state_dir: str
+    lab: LabHandle, lab_view: Lab, watchers: list[WatchProcess], state_dir: str
 ) -> None:
     """Containers started and deleted while it runs are added and removed; a removed one's
     entitlements are dropped from the state file."""
@@ -252,7 +192,7 @@ def test_watch_follows_containers_coming_and_going(
 
 
 def test_watch_restores_a_runtime_default_device_it_lost(
-    lab: LabHandle, lab_view: Lab, watchers: list[Watcher]
+    lab: LabHandle, lab_view: Lab, watchers: list[WatchProcess]
 ) -> None:
     """/dev/null is in no spec (runc allows it whatever the spec says) and in no entitlement, yet a
     `set-property DeviceAllow=` denied it and the watcher said nothing (review); it is wanted as

@@ -7,13 +7,10 @@ the lab tests (tests/lab/test_lab_watch.py) do the same against a real systemd.
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 from typing import Any
 
 import pytest
@@ -26,6 +23,7 @@ from cgdev.ops.reconcile import WantedSource
 from cgdev.ops.watch import Watch
 from fixtures_kernel import requires_root_bpf
 from scratch_node import NULL_RW, NVIDIACTL_RW, ScratchNode, node  # noqa: F401
+from watch_process import WatchProcess
 
 KEY = ("c", 195, 255)
 
@@ -107,47 +105,13 @@ def test_forget_drops_a_gone_containers_entitlements_only(node: ScratchNode) -> 
     assert [e.cgroup for e in entitlements.read()] == [other]
 
 
-class WatchProcess:
-    def __init__(self, *args: str) -> None:
-        argv = [sys.executable, "-m", "cgdev", "watch", "--json", "--no-systemd", "--interval", "0.2", *args]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.events.put(json.loads(line))
-        self.events.put(None)
-
-    def event(self, kind: str) -> dict[str, Any]:
-        while True:
-            try:
-                got = self.events.get(timeout=30)
-            except queue.Empty:
-                raise AssertionError(f"no {kind} event; seen {self.seen}") from None
-            assert got is not None, f"exited: {self.proc.wait()} {self.proc.stderr.read()}; seen {self.seen}"  # type: ignore[union-attr]
-            self.seen.append(got)
-            if got["event"] == kind:
-                return got
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-
-
 @requires_root_bpf
 def test_watch_reports_a_loss_and_sees_the_fix_by_polling(node: ScratchNode) -> None:  # noqa: F811
     """Without --repair: the loss is reported once with its layer; when the denying program goes
     (nothing announces it), the poll notices and reports the device restored."""
     leaf, cgroup = hooked(node)
     entitle(cgroup)
-    w = WatchProcess("--only", cgroup)
+    w = WatchProcess("--no-systemd", "--interval", "0.2", "--only", cgroup)
     try:
         lost = w.event("lost")
         assert (lost["device"], lost["cgroup"], lost["source"]) == ("c 195:255 rw", cgroup, "entitlement")
@@ -174,7 +138,7 @@ def test_a_repair_grant_refuses_is_reported_once_and_changes_nothing(node: Scrat
     leaf = node.container("crio", "9e" * 32, "runc", None, sub=False)
     cgroup = node.rel(leaf)
     entitle(cgroup)
-    w = WatchProcess("--repair", "--only", cgroup)
+    w = WatchProcess("--no-systemd", "--interval", "0.2", "--repair", "--only", cgroup)
     try:
         w.event("lost")
         w.event("repairing")
